@@ -1,0 +1,157 @@
+"""The `SelfAttentiveMemory` layer (the SAM operator)."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_stm import ops as stm_ops
+
+NORMALIZATIONS = ("joint", "row")
+
+
+def pytorch_linear_initializers(fan_in, kernel_initializer=None, bias_initializer=None):
+    """Initializers reproducing PyTorch's `nn.Linear` default, unless overridden.
+
+    PyTorch draws weights and biases from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); for the kernel that
+    is `VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")`.
+    """
+    kernel = kernel_initializer
+    if kernel is None:
+        kernel = keras.initializers.VarianceScaling(
+            scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+        )
+    bias = bias_initializer
+    if bias is None:
+        limit = 1.0 / math.sqrt(fan_in)
+        bias = keras.initializers.RandomUniform(-limit, limit)
+    return keras.initializers.get(kernel), keras.initializers.get(bias)
+
+
+def check_positive_int(name, value):
+    """Raise a ValueError naming `name` unless `value` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_stm")
+class SelfAttentiveMemory(keras.layers.Layer):
+    """Self-attentive memory (SAM): relational memory from a matrix memory by OPA.
+
+    For a memory `S` of shape `(rows, cols)` (the item memory, `rows = cols = d`, in the STM):
+
+        P = S W + b                                  # (rows, 3 nq): a linear map of each row
+        P̂ = LayerNorm(P)                             # "joint": one statistic over all of P
+        Q = P̂[:, :nq]^T, K = P̂[:, nq:2nq]^T, V = P̂[:, 2nq:]^T     # each (nq, rows)
+        SAM(S) = OPA(Q, K, V)                         # (nq, rows, rows)
+
+    where `OPA(Q, K, V)_i = sum_j tanh(q_i ⊙ k_j) ⊗ v_j`. With `normalization="row"` (the RL
+    variant of the authors' cell) each row of `P` is normalised on its own over its `3 nq`
+    entries, and the gain and offset have shape `(3 nq,)` instead of `(rows, 3 nq)`.
+
+    Args:
+        num_queries: int, the number `nq` of queries (= keys = values), i.e. of relational slots.
+        epsilon: float, LayerNorm epsilon. Defaults to `1e-5` (PyTorch's).
+        normalization: str, `"joint"` (default; LayerNorm over the whole `(rows, 3 nq)` block) or
+            `"row"` (LayerNorm over each row's `3 nq` entries).
+        kernel_initializer: initializer for `W`, or None for PyTorch's `nn.Linear` default.
+        bias_initializer: initializer for `b`, or None for PyTorch's `nn.Linear` default.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        memory: tensor of shape `(batch, rows, cols)`.
+
+    Returns:
+        Tensor of shape `(batch, num_queries, rows, rows)`.
+
+    Masking: not supported.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_stm
+    >>> sam = keras_stm.layers.SelfAttentiveMemory(num_queries=4)
+    >>> tuple(sam(np.random.rand(2, 8, 8).astype("float32")).shape)
+    (2, 4, 8, 8)
+
+    References:
+        Le, Tran, Venkatesh. Self-Attentive Associative Memory. ICML 2020, section 2.2.
+    """
+
+    def __init__(
+        self,
+        num_queries,
+        epsilon=1e-5,
+        normalization="joint",
+        kernel_initializer=None,
+        bias_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_queries = check_positive_int("num_queries", num_queries)
+        if not isinstance(epsilon, (int, float)) or epsilon <= 0:
+            raise ValueError(f"`epsilon` must be a positive number, got {epsilon!r}.")
+        self.epsilon = float(epsilon)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}."
+            )
+        self.normalization = normalization
+        self.kernel_initializer = (
+            keras.initializers.get(kernel_initializer) if kernel_initializer is not None else None
+        )
+        self.bias_initializer = (
+            keras.initializers.get(bias_initializer) if bias_initializer is not None else None
+        )
+        self.supports_masking = False
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[-1] is None or input_shape[-2] is None:
+            raise ValueError(
+                "SelfAttentiveMemory expects a memory of shape (batch, rows, cols) with known "
+                f"rows and cols, got {tuple(input_shape)}."
+            )
+        rows, cols = int(input_shape[-2]), int(input_shape[-1])
+        width = 3 * self.num_queries
+        kernel_init, bias_init = pytorch_linear_initializers(
+            cols, self.kernel_initializer, self.bias_initializer
+        )
+        self.kernel = self.add_weight(name="kernel", shape=(cols, width), initializer=kernel_init)
+        self.bias = self.add_weight(name="bias", shape=(width,), initializer=bias_init)
+        norm_shape = (rows, width) if self.normalization == "joint" else (width,)
+        self.gamma = self.add_weight(name="gamma", shape=norm_shape, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=norm_shape, initializer="zeros")
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-2: rows, -1: cols})
+
+    def call(self, memory):
+        nq = self.num_queries
+        projected = stm_ops.matmul(memory, self.kernel) + self.bias  # (B, rows, 3nq)
+        axis = (-2, -1) if self.normalization == "joint" else -1
+        projected = stm_ops.normalize(projected, axis, self.epsilon) * self.gamma + self.beta
+        projected = ops.swapaxes(projected, -1, -2)  # (B, 3nq, rows)
+        query = projected[:, :nq]
+        key = projected[:, nq : 2 * nq]
+        value = projected[:, 2 * nq :]
+        return stm_ops.outer_product_attention(query, key, value)
+
+    def compute_output_shape(self, input_shape):
+        rows = input_shape[-2]
+        return (input_shape[0], self.num_queries, rows, rows)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_queries": self.num_queries,
+                "epsilon": self.epsilon,
+                "normalization": self.normalization,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)
+                if self.kernel_initializer is not None
+                else None,
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer)
+                if self.bias_initializer is not None
+                else None,
+            }
+        )
+        return config

@@ -1,0 +1,248 @@
+"""The `STM` recurrent layer: `keras.layers.RNN` over an `STMCell`, with a lean inner loop."""
+
+import keras
+from keras import ops
+from keras import tree
+
+from keras_stm.layers.stm_cell import STMCell
+
+_CELL_ARGS = (
+    "num_queries",
+    "memory_size",
+    "relation_size",
+    "readout_size",
+    "head_units",
+    "head_hidden_units",
+    "gated_write",
+    "sam_steps",
+    "relational_carry",
+    "relational_read",
+    "relational_transfer",
+    "projector_hidden_units",
+    "learn_initial_memory",
+    "sam_normalization",
+    "readout_normalization",
+    "carry_relational_memory",
+    "layer_norm_epsilon",
+    "kernel_initializer",
+    "bias_initializer",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_stm")
+class STM(keras.layers.RNN):
+    """Self-attentive associative memory recurrent layer (an `STMCell` in an RNN).
+
+    Runs `STMCell` over a sequence, as `keras.layers.LSTM` runs `LSTMCell`, and gives the same
+    numbers as `keras.layers.RNN(STMCell(...))`, faster: the input projections of all steps
+    are computed before the loop in one product, the loop carries only the two memories, and
+    the read-out (and head) are computed after the loop, once for the last step, or for all
+    steps in one batched product when `return_sequences=True`.
+
+    The recurrence is the cell's (see `STMCell` for the equations).
+
+    Args:
+        num_queries, memory_size, relation_size, readout_size, head_units, head_hidden_units,
+        gated_write, sam_steps, relational_carry, relational_read, relational_transfer,
+        projector_hidden_units, learn_initial_memory, sam_normalization, readout_normalization,
+        carry_relational_memory, layer_norm_epsilon, kernel_initializer, bias_initializer:
+            the cell's arguments, same meaning and defaults as in `STMCell`.
+        return_sequences: bool, return the output of every step (True) or of the last (False,
+            default).
+        return_state: bool, also return the final states `[output (batch, output_size),
+            item_memory (batch, d, d), relational_memory (batch, nq, d, d)]`. Default False.
+        go_backwards: bool, process the sequence backwards. Default False.
+        stateful: bool, carry the final states of a batch into the next batch. Default False.
+        unroll: bool, unroll the time loop (small T only). Default False.
+        zero_output_for_mask: bool, whether masked steps of the output sequence are zeros.
+            Default False (they repeat the previous output).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        sequences: tensor of shape `(batch, timesteps, input_size)`.
+        initial_state: optional list `[output, item_memory, relational_memory]`; the memories
+            may be given flat `(batch, d*d)`, `(batch, nq*d*d)` or as matrices.
+        mask: optional boolean tensor `(batch, timesteps)`; masked steps keep the state.
+        training: unused, accepted for the RNN API.
+
+    Masking: supported (e.g. from `Embedding(mask_zero=True)`) on every backend, with or
+    without `jit_compile`, `unroll` and `go_backwards`.
+
+    Example:
+
+    >>> import numpy as np, keras_stm
+    >>> stm = keras_stm.STM(num_queries=2, memory_size=8, relation_size=8, readout_size=16,
+    ...                     head_units=4, return_state=True)
+    >>> y, last, item_memory, relational_memory = stm(np.zeros((3, 5, 7), "float32"))
+    >>> tuple(y.shape), tuple(item_memory.shape), tuple(relational_memory.shape)
+    ((3, 4), (3, 8, 8), (3, 2, 8, 8))
+
+    References:
+        Le, Tran, Venkatesh. Self-Attentive Associative Memory. ICML 2020.
+    """
+
+    def __init__(
+        self,
+        num_queries=8,
+        memory_size=96,
+        relation_size=96,
+        readout_size=64,
+        head_units=None,
+        head_hidden_units=128,
+        gated_write=True,
+        sam_steps=1,
+        relational_carry="learned",
+        relational_read="learned",
+        relational_transfer="learned",
+        projector_hidden_units=None,
+        learn_initial_memory=True,
+        sam_normalization="joint",
+        readout_normalization=False,
+        carry_relational_memory=True,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer=None,
+        bias_initializer=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        cell = STMCell(
+            num_queries=num_queries,
+            memory_size=memory_size,
+            relation_size=relation_size,
+            readout_size=readout_size,
+            head_units=head_units,
+            head_hidden_units=head_hidden_units,
+            gated_write=gated_write,
+            sam_steps=sam_steps,
+            relational_carry=relational_carry,
+            relational_read=relational_read,
+            relational_transfer=relational_transfer,
+            projector_hidden_units=projector_hidden_units,
+            learn_initial_memory=learn_initial_memory,
+            sam_normalization=sam_normalization,
+            readout_normalization=readout_normalization,
+            carry_relational_memory=carry_relational_memory,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            dtype=kwargs.get("dtype"),
+            name="stm_cell",
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            **kwargs,
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        if len(sequences_shape) != 3:
+            raise ValueError(
+                "STM expects inputs of shape (batch, timesteps, features), got "
+                f"{tuple(sequences_shape)}."
+            )
+        super().build(sequences_shape, initial_state_shape)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        if not tree.is_nested(initial_state):
+            initial_state = [initial_state]
+        if len(initial_state) != 3:
+            raise ValueError(
+                "STM expects 3 initial states [output, item_memory, relational_memory], got "
+                f"{len(initial_state)}."
+            )
+        batch = ops.shape(sequences)[0]
+        item_memory = ops.reshape(initial_state[1], (batch, -1))
+        relational_memory = ops.reshape(initial_state[2], (batch, -1))
+        projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
+
+        def step(projected_t, states):
+            relational_flat, item_flat = states
+            item, relational = cell.unflatten_memories(item_flat, relational_flat)
+            item, relational = cell.update_memories(projected_t, item, relational)
+            relational_flat = ops.reshape(relational, (ops.shape(relational)[0], -1))
+            item_flat = ops.reshape(item, (ops.shape(item)[0], -1))
+            # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
+            return relational_flat, [relational_flat, item_flat]
+
+        _, relational_sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
+            step,
+            projected,
+            [relational_memory, item_memory],
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=False,
+            return_all_outputs=self.return_sequences,
+        )
+        d, nq = cell.memory_size, cell.num_queries
+        last_output = cell.output_from_memory(ops.reshape(relational_memory, (-1, nq, d, d)))
+        if self.return_sequences:
+            steps = ops.shape(relational_sequence)[1]
+            outputs = cell.output_from_memory(
+                ops.reshape(relational_sequence, (batch, steps, nq, d, d))
+            )
+            if mask is not None and self.zero_output_for_mask:
+                keep = ops.cast(mask, outputs.dtype)
+                if self.go_backwards:
+                    keep = ops.flip(keep, axis=1)
+                outputs = outputs * ops.expand_dims(keep, -1)
+        else:
+            outputs = ops.expand_dims(last_output, 1)
+        return last_output, outputs, [last_output, item_memory, relational_memory]
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if initial_state is not None:
+            if not tree.is_nested(initial_state):
+                initial_state = [initial_state]
+            batch = ops.shape(sequences)[0]
+            initial_state = [initial_state[0]] + [
+                ops.reshape(s, (batch, -1)) for s in initial_state[1:]
+            ]
+        result = super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        if not self.return_state:
+            return result
+        output, last, item_memory, relational_memory = result
+        item_memory, relational_memory = self.cell.unflatten_memories(item_memory, relational_memory)
+        return output, last, item_memory, relational_memory
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        batch, steps = sequences_shape[0], sequences_shape[1]
+        size = self.cell.output_size
+        output_shape = (batch, steps, size) if self.return_sequences else (batch, size)
+        if not self.return_state:
+            return output_shape
+        d, nq = self.cell.memory_size, self.cell.num_queries
+        return output_shape, (batch, size), (batch, d, d), (batch, nq, d, d)
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        for name in _CELL_ARGS:
+            config[name] = cell_config[name]
+        del config["cell"]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _cell_property(name):
+    return property(lambda self: getattr(self.cell, name), doc=f"The cell's `{name}` (read-only).")
+
+
+for _name in _CELL_ARGS:
+    setattr(STM, _name, _cell_property(_name))

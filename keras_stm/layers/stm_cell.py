@@ -1,0 +1,444 @@
+"""The `STMCell` layer: one time step of the Self-attentive Associative Memory."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_stm import ops as stm_ops
+from keras_stm.layers.self_attentive_memory import SelfAttentiveMemory
+from keras_stm.layers.self_attentive_memory import check_positive_int
+from keras_stm.layers.self_attentive_memory import pytorch_linear_initializers
+
+LEARNED = "learned"
+COEFFICIENTS = ("relational_carry", "relational_read", "relational_transfer")
+
+
+def _check_coefficient(name, value):
+    if value == LEARNED:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be {LEARNED!r} or a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_stm")
+class STMCell(keras.layers.Layer):
+    """Self-attentive associative memory cell (STM), one step for `keras.layers.RNN`.
+
+    The state holds an item memory `Mi` (d x d) and a relational memory `Mr` (nq x d x d).
+    For an input `x_t` one step computes (authors' code, section 3.4 of the reference):
+
+        u = f1(x_t), w = f3(x_t), s = f2(x_t)           # input projections (d, d, nq)
+        I, F = sigmoid(gates(u, tanh(Mi)) + (input_offset, forget_offset))
+        Mi' = I ⊙ tanh(u ⊗ u) + F ⊙ Mi                   # gated write (else Mi + u ⊗ u)
+        v = sum_n softmax(s)_n w^T Mr_n                   # relational read
+        repeat sam_steps times:
+            R = SAM(Mi' + α2 v ⊗ w)                       # SAM: projection, LayerNorm, OPA
+            Mi' = Mi' + α3 G1(R)                          # relational -> item transfer
+            Mr = α1 Mr + R                                # relational memory update
+        o_t = G3(flatten_n(G2(Mr_n)))                     # read-out
+        y_t = W3 relu(W2 relu(W1 o_t))                    # optional output head
+
+    The per-step output is `y_t` when the head is on (`head_units` set) and `o_t` otherwise.
+    Coefficients `α1, α2, α3` are learned scalars initialised to 0, or fixed numbers; a fixed 0
+    switches its path off and the cell skips its computation.
+
+    States are carried flat, as Keras' RNN layer needs integer state sizes:
+    `[previous output (output_size), Mi (d*d), Mr (nq*d*d)]`, row-major;
+    `unflatten_memories` reshapes them. The first state is the previous output (used by Keras'
+    masking on every backend). The initial memories are learned weights (when
+    `learn_initial_memory`), tiled over the batch, and receive gradients.
+
+    Args:
+        num_queries: int, number `nq` of SAM queries, i.e. of relational slots. Defaults to 8.
+        memory_size: int, side `d` of the item memory (d x d) and of each slot. Defaults to 96.
+        relation_size: int, size `r` of each slot's projection `G2` in the read-out. Defaults to 96.
+        readout_size: int, size `a` of the read-out `o_t`. Defaults to 64.
+        head_units: int or None, size of the output head's result `y_t`; None (default) turns
+            the head off and the cell outputs `o_t`.
+        head_hidden_units: int, width of the head's two ReLU layers. Defaults to 128.
+        gated_write: bool, gated item write (True, default) or additive `Mi + u ⊗ u` (False).
+        sam_steps: int, SAM iterations per time step, sharing weights. Defaults to 1.
+        relational_carry: `"learned"` (default) or a number: `α1`, the carry of `Mr`.
+        relational_read: `"learned"` (default) or a number: `α2`, weight of the `Mr` read added
+            to SAM's input.
+        relational_transfer: `"learned"` (default) or a number: `α3`, weight of the `Mr -> Mi`
+            transfer.
+        projector_hidden_units: int or None. None (default): each input projector is one
+            linear layer; an int `h`: three linear layers `D_in -> h -> h -> out` with no
+            activation (the authors' bAbI projector).
+        learn_initial_memory: bool, learn `Mi_0` and `Mr_0` (True, default) or start at zeros.
+        sam_normalization: `"joint"` (default, LayerNorm over SAM's whole projection) or
+            `"row"` (per-row LayerNorm: the authors' RL variant).
+        readout_normalization: bool, LayerNorm on `o_t` (the RL variant). Defaults to False.
+        carry_relational_memory: bool. False (RL variant) drops `Mr` between steps: no read,
+            `Mr_t = SAM(...)`. Defaults to True.
+        layer_norm_epsilon: float, epsilon of every LayerNorm. Defaults to `1e-5`.
+        kernel_initializer: initializer of every kernel, or None (default) for PyTorch's
+            `nn.Linear` default U(±1/sqrt(fan_in)).
+        bias_initializer: initializer of every bias, or None (default) for PyTorch's.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, input_size)`.
+        states: list `[previous_output, item_memory, relational_memory]` of flat tensors of
+            shapes `(batch, output_size)`, `(batch, d*d)`, `(batch, nq*d*d)`.
+        training: unused (the cell has no dropout); accepted for the RNN API.
+
+    Returns:
+        `(output, new_states)`.
+
+    Masking: inside `keras.layers.RNN` or `keras_stm.STM`, masked steps keep the previous
+    memories and output, on every backend.
+
+    Example:
+
+    >>> import numpy as np, keras, keras_stm
+    >>> cell = keras_stm.STMCell(num_queries=2, memory_size=8, relation_size=8,
+    ...                          readout_size=16, head_units=4)
+    >>> rnn = keras.layers.RNN(cell)
+    >>> tuple(rnn(np.zeros((3, 5, 7), "float32")).shape)
+    (3, 4)
+
+    References:
+        Le, Tran, Venkatesh. Self-Attentive Associative Memory. ICML 2020.
+    """
+
+    def __init__(
+        self,
+        num_queries=8,
+        memory_size=96,
+        relation_size=96,
+        readout_size=64,
+        head_units=None,
+        head_hidden_units=128,
+        gated_write=True,
+        sam_steps=1,
+        relational_carry=LEARNED,
+        relational_read=LEARNED,
+        relational_transfer=LEARNED,
+        projector_hidden_units=None,
+        learn_initial_memory=True,
+        sam_normalization="joint",
+        readout_normalization=False,
+        carry_relational_memory=True,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer=None,
+        bias_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_queries = check_positive_int("num_queries", num_queries)
+        self.memory_size = check_positive_int("memory_size", memory_size)
+        self.relation_size = check_positive_int("relation_size", relation_size)
+        self.readout_size = check_positive_int("readout_size", readout_size)
+        self.head_units = None if head_units is None else check_positive_int("head_units", head_units)
+        self.head_hidden_units = check_positive_int("head_hidden_units", head_hidden_units)
+        if not isinstance(gated_write, bool):
+            raise ValueError(f"`gated_write` must be a bool, got {gated_write!r}.")
+        self.gated_write = gated_write
+        self.sam_steps = check_positive_int("sam_steps", sam_steps)
+        self.relational_carry = _check_coefficient("relational_carry", relational_carry)
+        self.relational_read = _check_coefficient("relational_read", relational_read)
+        self.relational_transfer = _check_coefficient("relational_transfer", relational_transfer)
+        self.projector_hidden_units = (
+            None
+            if projector_hidden_units is None
+            else check_positive_int("projector_hidden_units", projector_hidden_units)
+        )
+        for name, value in (
+            ("learn_initial_memory", learn_initial_memory),
+            ("readout_normalization", readout_normalization),
+            ("carry_relational_memory", carry_relational_memory),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+        self.learn_initial_memory = learn_initial_memory
+        self.readout_normalization = readout_normalization
+        self.carry_relational_memory = carry_relational_memory
+        if sam_normalization not in ("joint", "row"):
+            raise ValueError(
+                f"`sam_normalization` must be 'joint' or 'row', got {sam_normalization!r}."
+            )
+        self.sam_normalization = sam_normalization
+        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+            raise ValueError(
+                f"`layer_norm_epsilon` must be a positive number, got {layer_norm_epsilon!r}."
+            )
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.kernel_initializer = (
+            keras.initializers.get(kernel_initializer) if kernel_initializer is not None else None
+        )
+        self.bias_initializer = (
+            keras.initializers.get(bias_initializer) if bias_initializer is not None else None
+        )
+
+        d, nq = self.memory_size, self.num_queries
+        self.output_size = self.head_units if self.head_units is not None else self.readout_size
+        self.state_size = [self.output_size, d * d, nq * d * d]
+        self.self_attentive_memory = SelfAttentiveMemory(
+            num_queries=nq,
+            epsilon=self.layer_norm_epsilon,
+            normalization=sam_normalization,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            dtype=self.dtype_policy,
+            name="self_attentive_memory",
+        )
+
+    # ------------------------------------------------------------------ weights
+    def _dense(self, name, fan_in, units):
+        kernel_init, bias_init = pytorch_linear_initializers(
+            fan_in, self.kernel_initializer, self.bias_initializer
+        )
+        kernel = self.add_weight(name=f"{name}_kernel", shape=(fan_in, units), initializer=kernel_init)
+        bias = self.add_weight(name=f"{name}_bias", shape=(units,), initializer=bias_init)
+        return kernel, bias
+
+    def _projector(self, name, fan_in, units):
+        hidden = self.projector_hidden_units
+        if hidden is None:
+            return [self._dense(name, fan_in, units)]
+        return [
+            self._dense(f"{name}_1", fan_in, hidden),
+            self._dense(f"{name}_2", hidden, hidden),
+            self._dense(f"{name}_3", hidden, units),
+        ]
+
+    def build(self, input_shape):
+        input_size = input_shape[-1]
+        if input_size is None:
+            raise ValueError(
+                f"STMCell needs a known input feature size (last axis), got {tuple(input_shape)}."
+            )
+        self.input_size = int(input_size)
+        d, nq, r, a, m = (
+            self.memory_size,
+            self.num_queries,
+            self.relation_size,
+            self.readout_size,
+            self.head_hidden_units,
+        )
+        # Input projectors: u (item to write), w (read/bind vector), s (slot logits).
+        self.write_projector = self._projector("write", self.input_size, d)
+        self.read_projector = self._projector("read", self.input_size, d)
+        self.slot_projector = self._projector("slot", self.input_size, nq)
+        # Gates: from u, and from every row of tanh(Mi).
+        self.gate_input_kernel, self.gate_input_bias = self._dense("gate_input", d, 2 * d)
+        self.gate_memory_kernel, self.gate_memory_bias = self._dense("gate_memory", d, 2 * d)
+        self.input_gate_offset = self.add_weight(name="input_gate_offset", shape=(), initializer="zeros")
+        self.forget_gate_offset = self.add_weight(name="forget_gate_offset", shape=(), initializer="ones")
+        # Relational memory -> item memory transfer (G1), slot read-out (G2), read-out (G3).
+        self.transfer_kernel, self.transfer_bias = self._dense("transfer", nq * d, d)
+        self.slot_readout_kernel, self.slot_readout_bias = self._dense("slot_readout", d * d, r)
+        self.readout_kernel, self.readout_bias = self._dense("readout", nq * r, a)
+        if self.readout_normalization:
+            self.readout_gamma = self.add_weight(name="readout_gamma", shape=(a,), initializer="ones")
+            self.readout_beta = self.add_weight(name="readout_beta", shape=(a,), initializer="zeros")
+        if self.head_units is not None:
+            self.head_hidden_1 = self._dense("head_hidden_1", a, m)
+            self.head_hidden_2 = self._dense("head_hidden_2", m, m)
+            self.head_output = self._dense("head_output", m, self.head_units)
+        # Mixing coefficients: learned scalars (initialised to 0) or fixed numbers.
+        for name in COEFFICIENTS:
+            if getattr(self, name) == LEARNED:
+                setattr(self, f"{name}_weight", self.add_weight(name=name, shape=(), initializer="zeros"))
+        if self.learn_initial_memory:
+            item_limit = 1.0 / math.sqrt(2 * d)
+            rel_limit = 1.0 / math.sqrt(2 * d + nq)
+            self.initial_item_memory = self.add_weight(
+                name="initial_item_memory",
+                shape=(d, d),
+                initializer=keras.initializers.RandomUniform(-item_limit, item_limit),
+            )
+            self.initial_relational_memory = self.add_weight(
+                name="initial_relational_memory",
+                shape=(nq, d, d),
+                initializer=keras.initializers.RandomUniform(-rel_limit, rel_limit),
+            )
+        self.self_attentive_memory.build((None, d, d))
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: self.input_size})
+        self.built = True
+
+    # ------------------------------------------------------------------ maths
+    def coefficient(self, name):
+        """The value of mixing coefficient `name` (a tensor if learned, else a float)."""
+        value = getattr(self, name)
+        return getattr(self, f"{name}_weight") if value == LEARNED else value
+
+    def _path_active(self, name):
+        return getattr(self, name) != 0.0
+
+    @property
+    def projected_size(self):
+        """Width of `project_inputs`' result: `[u (d), w (d), s (nq), gate terms (2d)]`."""
+        return 4 * self.memory_size + self.num_queries
+
+    def project_inputs(self, inputs):
+        """Everything a step needs from its input alone, for any leading axes.
+
+        Returns `concat([u, w, s, u W_gate_in + b_gate_in], -1)` of width `projected_size`,
+        so that `keras_stm.STM` can compute it for all time steps at once.
+        """
+
+        def apply(projector, x):
+            for kernel, bias in projector:
+                x = stm_ops.matmul(x, kernel) + bias
+            return x
+
+        write = apply(self.write_projector, inputs)
+        read = apply(self.read_projector, inputs)
+        slots = apply(self.slot_projector, inputs)
+        gate = stm_ops.matmul(write, self.gate_input_kernel) + self.gate_input_bias
+        return ops.concatenate([write, read, slots, gate], axis=-1)
+
+    def update_memories(self, projected, item_memory, relational_memory):
+        """One step of the memory dynamics.
+
+        Args:
+            projected: `(batch, projected_size)` from `project_inputs`.
+            item_memory: `(batch, d, d)`, `Mi_{t-1}`.
+            relational_memory: `(batch, nq, d, d)`, `Mr_{t-1}`.
+
+        Returns:
+            `(Mi_t, Mr_t)` of the same shapes.
+        """
+        d, nq = self.memory_size, self.num_queries
+        write = projected[:, :d]
+        read = projected[:, d : 2 * d]
+        slot_logits = projected[:, 2 * d : 2 * d + nq]
+        gate_input = projected[:, 2 * d + nq :]
+
+        item = stm_ops.outer(write, write)  # u ⊗ u
+        if self.gated_write:
+            gates = stm_ops.matmul(stm_ops.tanh(item_memory), self.gate_memory_kernel)
+            gates = gates + (self.gate_memory_bias + ops.expand_dims(gate_input, 1))
+            input_gate = ops.sigmoid(gates[..., :d] + self.input_gate_offset)
+            forget_gate = ops.sigmoid(gates[..., d:] + self.forget_gate_offset)
+            new_item = input_gate * stm_ops.tanh(item) + forget_gate * item_memory
+        else:
+            new_item = item_memory + item
+
+        sam_input_shift = None
+        if self.carry_relational_memory and self._path_active("relational_read"):
+            weights = stm_ops.softmax(slot_logits, axis=-1)
+            # v[c] = sum_n sum_p pi[n] w[p] Mr[n, p, c]
+            mixer = ops.reshape(ops.expand_dims(weights, -1) * ops.expand_dims(read, 1), (-1, 1, nq * d))
+            value = stm_ops.matmul(mixer, ops.reshape(relational_memory, (-1, nq * d, d)))[:, 0]
+            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(value, read)
+
+        transfer_on = self._path_active("relational_transfer")
+        carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
+        for _ in range(self.sam_steps):
+            sam_input = new_item if sam_input_shift is None else new_item + sam_input_shift
+            relation = self.self_attentive_memory.call(sam_input)  # (B, nq, d, d) [i, p, c]
+            if transfer_on:
+                # Tr[c, e] = sum_{i, p} R[i, p, c] W1[(i, p), e] + b1[e]
+                flat = ops.swapaxes(ops.reshape(relation, (-1, nq * d, d)), 1, 2)
+                transfer = stm_ops.matmul(flat, self.transfer_kernel) + self.transfer_bias
+                new_item = new_item + self.coefficient("relational_transfer") * transfer
+            if isinstance(carry, float) and carry == 0.0:
+                relational_memory = relation
+            elif isinstance(carry, float) and carry == 1.0:
+                relational_memory = relational_memory + relation
+            else:
+                relational_memory = carry * relational_memory + relation
+        return new_item, relational_memory
+
+    def read_out(self, relational_memory):
+        """Read-out `o_t = G3(flatten_n(G2(Mr_n)))` for any leading axes of `Mr`."""
+        d, nq, r = self.memory_size, self.num_queries, self.relation_size
+        lead = ops.shape(relational_memory)[:-3]
+        slots = ops.reshape(relational_memory, (-1, nq, d * d))
+        relations = stm_ops.matmul(slots, self.slot_readout_kernel) + self.slot_readout_bias
+        readout = stm_ops.matmul(ops.reshape(relations, (-1, nq * r)), self.readout_kernel) + self.readout_bias
+        if self.readout_normalization:
+            readout = stm_ops.normalize(readout, -1, self.layer_norm_epsilon)
+            readout = readout * self.readout_gamma + self.readout_beta
+        return ops.reshape(readout, tuple(lead) + (self.readout_size,))
+
+    def head(self, readout):
+        """The optional output head `W3 relu(W2 relu(W1 o + b1) + b2) + b3` (identity if off)."""
+        if self.head_units is None:
+            return readout
+        x = readout
+        for kernel, bias in (self.head_hidden_1, self.head_hidden_2):
+            x = ops.relu(stm_ops.matmul(x, kernel) + bias)
+        kernel, bias = self.head_output
+        return stm_ops.matmul(x, kernel) + bias
+
+    def output_from_memory(self, relational_memory):
+        """The per-step output (`y_t` or `o_t`) computed from `Mr_t`."""
+        return self.head(self.read_out(relational_memory))
+
+    # ------------------------------------------------------------------ RNN API
+    def unflatten_memories(self, item_memory, relational_memory):
+        """Reshape flat memories `(batch, d*d)`, `(batch, nq*d*d)` to `(batch, d, d)`, `(batch, nq, d, d)`."""
+        d, nq = self.memory_size, self.num_queries
+        return ops.reshape(item_memory, (-1, d, d)), ops.reshape(relational_memory, (-1, nq, d, d))
+
+    def call(self, inputs, states, training=None):
+        if len(states) != 3:
+            raise ValueError(
+                "STMCell expects 3 states [previous_output, item_memory, relational_memory], "
+                f"got {len(states)}."
+            )
+        item_memory, relational_memory = self.unflatten_memories(states[1], states[2])
+        projected = self.project_inputs(inputs)
+        item_memory, relational_memory = self.update_memories(projected, item_memory, relational_memory)
+        output = self.output_from_memory(relational_memory)
+        batch = ops.shape(inputs)[0]
+        new_states = [
+            output,
+            ops.reshape(item_memory, (batch, -1)),
+            ops.reshape(relational_memory, (batch, -1)),
+        ]
+        return output, new_states
+
+    def get_initial_state(self, batch_size=None):
+        d, nq = self.memory_size, self.num_queries
+        dtype = self.compute_dtype
+        previous_output = ops.zeros((batch_size, self.output_size), dtype=dtype)
+        if self.learn_initial_memory:
+            item = ops.cast(ops.reshape(self.initial_item_memory, (1, d * d)), dtype)
+            relational = ops.cast(ops.reshape(self.initial_relational_memory, (1, nq * d * d)), dtype)
+            item = ops.broadcast_to(item, (batch_size, d * d))
+            relational = ops.broadcast_to(relational, (batch_size, nq * d * d))
+        else:
+            item = ops.zeros((batch_size, d * d), dtype=dtype)
+            relational = ops.zeros((batch_size, nq * d * d), dtype=dtype)
+        return [previous_output, item, relational]
+
+    def get_config(self):
+        config = super().get_config()
+
+        def initializer(value):
+            return keras.initializers.serialize(value) if value is not None else None
+
+        config.update(
+            {
+                "num_queries": self.num_queries,
+                "memory_size": self.memory_size,
+                "relation_size": self.relation_size,
+                "readout_size": self.readout_size,
+                "head_units": self.head_units,
+                "head_hidden_units": self.head_hidden_units,
+                "gated_write": self.gated_write,
+                "sam_steps": self.sam_steps,
+                "relational_carry": self.relational_carry,
+                "relational_read": self.relational_read,
+                "relational_transfer": self.relational_transfer,
+                "projector_hidden_units": self.projector_hidden_units,
+                "learn_initial_memory": self.learn_initial_memory,
+                "sam_normalization": self.sam_normalization,
+                "readout_normalization": self.readout_normalization,
+                "carry_relational_memory": self.carry_relational_memory,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "kernel_initializer": initializer(self.kernel_initializer),
+                "bias_initializer": initializer(self.bias_initializer),
+            }
+        )
+        return config
