@@ -1,0 +1,265 @@
+"""What every example script shares: flags, optimiser, resumable fitting, results and plots.
+
+An example builds its task data and model, then calls `run(...)`:
+
+    parser = training.argument_parser(__doc__, task="nth_farthest", learning_rate=1e-4, ...)
+    args = training.parse_args(parser)
+    model = ...; model.compile(optimizer=training.make_optimizer(args), ...)
+    training.run(model, train_data, args, validation_data=..., evaluate=...)
+
+`run` resumes an interrupted run from `<output_dir>/backup` (Keras `BackupAndRestore`), keeps
+the best model as `<output_dir>/best.keras`, appends the learning curve to `history.csv`, and
+writes `results.json` and `learning_curve.png`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+
+MODELS = ("stm", "lstm")
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+def argument_parser(description, *, task, learning_rate, batch_size=128, iterations,
+                    steps_per_epoch=200, optimizer="rmsprop", clip_value=None, clip_norm=None,
+                    rmsprop_rho=0.95, momentum=0.9, adam_beta_2=0.999):
+    """An `argparse.ArgumentParser` with the flags every example shares, paper values as defaults.
+
+    Args:
+        description: str, the script's docstring (shown by `--help`).
+        task: str, task name (default output folder `runs/<task>-<model>`).
+        learning_rate, batch_size, iterations, optimizer, clip_value, clip_norm, rmsprop_rho,
+            momentum, adam_beta_2: the paper's training settings for the task.
+        steps_per_epoch: int, training batches between two evaluations/checkpoints.
+
+    Returns:
+        An `argparse.ArgumentParser`; scripts add their own task flags before parsing.
+    """
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(task=task)
+    parser.add_argument("--model", choices=MODELS, default="stm", help="STM, or the LSTM baseline.")
+    parser.add_argument("--output-dir", default=None, help="Results folder (default runs/<task>-<model>).")
+    parser.add_argument("--iterations", type=int, default=iterations, help="Training batches in total.")
+    parser.add_argument("--steps-per-epoch", type=int, default=steps_per_epoch,
+                        help="Batches between evaluations and checkpoints.")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer)
+    parser.add_argument("--learning-rate", type=float, default=learning_rate)
+    parser.add_argument("--clip-value", type=float, default=clip_value,
+                        help="Clip each gradient element to [-v, v] (the authors' clip_grad_value_).")
+    parser.add_argument("--clip-norm", type=float, default=clip_norm, help="Global-norm gradient clipping.")
+    parser.add_argument("--rmsprop-rho", type=float, default=rmsprop_rho)
+    parser.add_argument("--momentum", type=float, default=momentum)
+    parser.add_argument("--adam-beta-2", type=float, default=adam_beta_2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hparams", default=None,
+                        help="JSON file of hyper-parameters (e.g. written by examples/tune.py); "
+                             "its keys override the flags of the same name.")
+    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="Data-parallel over all local accelerators via keras.distribution (jax).")
+    parser.add_argument("--fresh", action="store_true", help="Ignore an existing checkpoint and start over.")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument("--quick", action="store_true", help="A tiny CPU smoke run (for tests).")
+    return parser
+
+
+def parse_args(parser, argv=None, quick_overrides=None):
+    """Parse flags, apply `--hparams` and `--quick`, validate, and set the seed and precision.
+
+    Args:
+        parser: from `argument_parser` (plus the script's own flags).
+        argv: list of strings, or None for `sys.argv`.
+        quick_overrides: dict of flag values used by `--quick` (small sizes, few iterations).
+
+    Returns:
+        `argparse.Namespace` with `output_dir` resolved.
+    """
+    args = parser.parse_args(argv)
+    if args.hparams:
+        if not os.path.exists(args.hparams):
+            parser.error(f"--hparams file not found: {args.hparams}")
+        try:
+            with open(args.hparams) as f:
+                values = json.load(f)
+        except json.JSONDecodeError as error:
+            parser.error(f"--hparams file {args.hparams} is not valid JSON: {error}")
+        for key, value in values.items():
+            key = key.replace("-", "_")
+            if not hasattr(args, key):
+                parser.error(f"--hparams file {args.hparams} sets unknown option {key!r}")
+            setattr(args, key, value)
+    if args.quick:
+        defaults = {"iterations": 4, "steps_per_epoch": 2, "batch_size": 8}
+        defaults.update(quick_overrides or {})
+        for key, value in defaults.items():
+            setattr(args, key, value)
+    for name in ("iterations", "steps_per_epoch", "batch_size"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.output_dir is None:
+        suffix = "-quick" if args.quick else ""
+        args.output_dir = os.path.join("runs", f"{args.task}-{args.model}{suffix}")
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if args.data_parallel:
+        enable_data_parallel()
+    return args
+
+
+def enable_data_parallel():
+    """Replicate the model over all local accelerators and split each batch (`keras.distribution`).
+
+    Works under the jax backend (the only Keras backend with a working `keras.distribution`
+    in Keras 3.15); elsewhere it raises a ValueError explaining the alternatives.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "--data-parallel uses keras.distribution, which Keras 3.15 implements for the jax "
+            "backend only; under tensorflow use tf.distribute.MirroredStrategy, under torch "
+            "torch.nn.parallel.DistributedDataParallel (see docs/scaling.md)."
+        )
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return devices
+
+
+def make_optimizer(args):
+    """The optimiser of the flags: RMSprop(rho, momentum) or Adam, with the gradient clipping."""
+    clip = {}
+    if args.clip_value is not None:
+        clip["clipvalue"] = args.clip_value
+    if args.clip_norm is not None:
+        clip["global_clipnorm"] = args.clip_norm
+    if args.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=args.learning_rate, rho=args.rmsprop_rho,
+                                        momentum=args.momentum, epsilon=1e-8, **clip)
+    return keras.optimizers.Adam(learning_rate=args.learning_rate, beta_2=args.adam_beta_2,
+                                 epsilon=1e-8, **clip)
+
+
+def jit_compile(args):
+    return {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+
+
+def environment():
+    """Versions and device, recorded in every results file."""
+    info = {"backend": keras.backend.backend(), "keras": keras.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            info["jax"] = jax.__version__
+            info["device"] = str(jax.devices()[0].device_kind)
+        elif backend == "torch":
+            import torch
+
+            info["torch"] = torch.__version__
+            info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        else:
+            import tensorflow as tf
+
+            info["tensorflow"] = tf.__version__
+            gpus = tf.config.list_physical_devices("GPU")
+            info["device"] = gpus[0].name if gpus else "cpu"
+    except Exception as error:  # recording versions must never stop a run
+        info["device"] = f"unknown ({error})"
+    return info
+
+
+class _Timer(keras.callbacks.Callback):
+    def __init__(self, state_path):
+        super().__init__()
+        self.state_path = state_path
+        self.elapsed = 0.0
+        if os.path.exists(state_path):
+            with open(state_path) as f:
+                self.elapsed = json.load(f).get("train_seconds", 0.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.elapsed += time.perf_counter() - self._start
+        with open(self.state_path, "w") as f:
+            json.dump({"train_seconds": self.elapsed, "epochs_done": epoch + 1}, f)
+
+
+def run(model, train_data, args, validation_data=None, evaluate=None, monitor="val_loss",
+        mode="min", extra_results=None, extra_callbacks=()):
+    """Fit with resumable checkpoints, then evaluate and write results and the learning curve.
+
+    Args:
+        model: a compiled `keras.Model`.
+        train_data: a `keras.utils.PyDataset` (or anything `fit` takes), `args.steps_per_epoch`
+            batches per epoch.
+        args: the parsed flags.
+        validation_data: optional data evaluated after every epoch.
+        evaluate: optional callable `(model) -> dict` computing the task's test metrics.
+        monitor, mode: the quantity deciding the best checkpoint (`best.keras`).
+        extra_results: dict merged into `results.json` (e.g. the task configuration).
+        extra_callbacks: more Keras callbacks.
+
+    Returns:
+        The results dict (also written to `<output_dir>/results.json`).
+    """
+    from keras_stm import visualize
+
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    backup_dir = os.path.join(out, "backup")
+    history_path = os.path.join(out, "history.csv")
+    timer_path = os.path.join(out, "timer.json")
+    if args.fresh:
+        import shutil
+
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        for path in (history_path, timer_path):
+            if os.path.exists(path):
+                os.remove(path)
+    epochs = max(1, args.iterations // args.steps_per_epoch)
+    if validation_data is None and monitor.startswith("val_"):
+        monitor = monitor[4:]
+    timer = _Timer(timer_path)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor,
+                                        mode=mode, save_best_only=True),
+        keras.callbacks.CSVLogger(history_path, append=True),
+        timer,
+        *extra_callbacks,
+    ]
+    model.fit(train_data, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
+              validation_data=validation_data, callbacks=callbacks, verbose=args.verbose)
+    results = {
+        "task": args.task,
+        "model": args.model,
+        "iterations": epochs * args.steps_per_epoch,
+        "batch_size": args.batch_size,
+        "train_seconds": round(timer.elapsed, 2),
+        "parameters": int(model.count_params()),
+        "flags": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "environment": environment(),
+    }
+    if evaluate is not None:
+        results["test"] = {k: float(v) for k, v in evaluate(model).items()}
+    if extra_results:
+        results.update(extra_results)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    visualize.plot_history(history_path, os.path.join(out, "learning_curve.png"),
+                           title=f"{args.task} ({args.model})")
+    print(json.dumps({"task": args.task, "model": args.model, **results.get("test", {})}))
+    return results
