@@ -1,0 +1,201 @@
+"""Training-step time and peak memory of keras-stm for the paper's configurations.
+
+Protocol (shared/docs/performance_notes.md): one iteration = batch 128, the cell run over T steps
+from its initial state, a loss on the last step's output, backward through all steps, one Adam
+update; median of `--repeats` timed iterations after warm-up, the device synchronised (the loss is
+fetched) before each clock read. Runs under the current `KERAS_BACKEND`, on CPU or GPU.
+
+Implementations:
+  stm  `keras_stm.STM` (input projections hoisted out of the loop, read-out after it)
+  rnn  `keras.layers.RNN(keras_stm.STMCell(...))`, the portable per-step cell
+
+Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
+
+Example:
+  KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --impl stm --precision highest
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+PRECISIONS = ("highest", "tf32", "bf16")
+
+
+def set_precision(precision):
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision",
+                          "highest" if precision == "highest" else "tensorfloat32")
+    elif backend == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = precision != "highest"
+        torch.backends.cudnn.allow_tf32 = precision != "highest"
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(precision != "highest")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+
+
+def device_info():
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return {"device": torch.cuda.get_device_name(0), "platform": "gpu", "torch": torch.__version__}
+        return {"device": platform.processor() or "cpu", "platform": "cpu", "torch": torch.__version__}
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"device": gpus[0].name if gpus else "cpu", "platform": "gpu" if gpus else "cpu",
+            "tensorflow": tf.__version__}
+
+
+def reset_peak():
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib():
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats()
+            if stats and "peak_bytes_in_use" in stats:
+                return stats["peak_bytes_in_use"] / 2**30
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.max_memory_allocated() / 2**30
+    except Exception:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS
+
+
+def build_model(name, impl, batch):
+    import keras
+
+    import keras_stm
+    from configs import CONFIGS
+    from configs import stm_arguments
+
+    d_in, d_out, *_ = CONFIGS[name]
+    steps = CONFIGS[name][5]
+    inputs = keras.Input(batch_shape=(batch, steps, d_in))
+    if impl == "stm":
+        outputs = keras_stm.STM(**stm_arguments(name), name="stm")(inputs)
+    else:
+        outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), name="rnn")(inputs)
+    outputs = keras.layers.Activation("linear", dtype="float32")(outputs)
+    return keras.Model(inputs, outputs)
+
+
+def time_config(name, impl, precision, jit, batch, repeats, warmup):
+    import keras
+    import numpy as np
+
+    from configs import CONFIGS
+
+    keras.utils.clear_session()
+    set_precision(precision)
+    keras.utils.set_random_seed(0)
+    d_in, d_out = CONFIGS[name][:2]
+    steps = CONFIGS[name][5]
+    model = build_model(name, impl, batch)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, steps, d_in)).astype("float32")
+    y = rng.standard_normal((batch, d_out)).astype("float32")
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    reset_peak()
+    times = []
+    loss = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss = model.train_on_batch(x, y)  # returns a host float: the device is synchronised
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"impl": impl, "config": name, "ms": 1000 * times[len(times) // 2],
+            "min_ms": 1000 * times[0], "peak_gib": peak_memory_gib(), "compile_s": compile_s,
+            "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
+            "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
+            "keras": keras.__version__, **device_info()}
+
+
+def main(argv=None):
+    from configs import CONFIGS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--impl", default="stm", help="Comma list of: stm, rnn.")
+    parser.add_argument("--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}.")
+    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output", default=None, help="Append one JSON line per measurement here.")
+    args = parser.parse_args(argv)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    for name in args.configs.split(","):
+        if name not in CONFIGS:
+            parser.error(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
+    for impl in args.impl.split(","):
+        if impl not in ("stm", "rnn"):
+            parser.error(f"unknown --impl {impl!r}")
+    for precision in args.precision.split(","):
+        if precision not in PRECISIONS:
+            parser.error(f"unknown --precision {precision!r}")
+    if args.batch <= 0 or args.repeats <= 0:
+        parser.error("--batch and --repeats must be positive")
+    for name in args.configs.split(","):
+        for impl in args.impl.split(","):
+            for precision in args.precision.split(","):
+                try:
+                    result = time_config(name, impl, precision, jit, args.batch, args.repeats, args.warmup)
+                except Exception as error:  # record and go on: one config must not lose the others
+                    result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
+                line = json.dumps(result)
+                print(line, flush=True)
+                if args.output:
+                    with open(args.output, "a") as f:
+                        f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
