@@ -16,7 +16,7 @@ def _check_rank(name, tensor, min_rank):
         )
 
 
-def outer_product_attention(query, key, value):
+def outer_product_attention(query, key, value, value_major=False):
     """Outer Product Attention (OPA), the attention of the SAM operator.
 
     Computes, for every query `i`,
@@ -26,16 +26,20 @@ def outer_product_attention(query, key, value):
     i.e. `A[..., i, p, c] = sum_j tanh(Q[..., i, p] * K[..., j, p]) * V[..., j, c]`: the
     element-wise product of a query and a key, squashed by `tanh` (no softmax, no scaling, as in
     the authors' code), weights the outer product with the value. It is evaluated as one batched
-    matrix product `tanh(Q ⊙ K)^T @ V` per query; the `(..., nq, nkv, d, dv)` tensor of all outer
-    products is never built.
+    matrix product `V^T @ tanh(Q ⊙ K)` over the keys; the `(..., nq, nkv, d, dv)` tensor of all
+    outer products is never built.
 
     Args:
         query: tensor of shape `(..., num_queries, d)`.
         key: tensor of shape `(..., num_keys, d)`.
         value: tensor of shape `(..., num_keys, value_size)`.
+        value_major: bool. False (default): return `A` as `(..., num_queries, d, value_size)`.
+            True: return it value-axis first, `(..., value_size, num_queries * d)` with
+            `[..., c, i * d + p] = A[..., i, p, c]`, the layout the product produces (no
+            transpose), used inside the STM loop.
 
     Returns:
-        Tensor of shape `(..., num_queries, d, value_size)`.
+        Tensor of shape `(..., num_queries, d, value_size)`, or the value-major layout.
 
     Example:
 
@@ -66,10 +70,17 @@ def outer_product_attention(query, key, value):
                 "`key` and `value` must hold the same number of items (axis -2), got "
                 f"{tuple(key.shape)} and {tuple(value.shape)}."
             )
-    # scores[..., i, p, j] = tanh(q[..., i, p] * k[..., j, p])
-    scores = tanh(ops.expand_dims(query, -1) * ops.expand_dims(ops.swapaxes(key, -1, -2), -3))
-    # A[..., i, p, c] = sum_j scores[..., i, p, j] * v[..., j, c]
-    return matmul(scores, ops.expand_dims(value, -3))
+    num_queries, size = query.shape[-2], query.shape[-1]
+    lead = tuple(ops.shape(key)[:-2])
+    # scores[..., j, i, p] = tanh(k[..., j, p] * q[..., i, p])
+    scores = tanh(ops.expand_dims(key, -2) * ops.expand_dims(query, -3))
+    scores = ops.reshape(scores, lead + (key.shape[-2], num_queries * size))
+    # A'[..., c, (i, p)] = sum_j v[..., j, c] * scores[..., j, (i, p)]
+    attended = matmul(ops.swapaxes(value, -1, -2), scores)
+    if value_major:
+        return attended
+    attended = ops.reshape(attended, lead + (value.shape[-1], num_queries, size))
+    return ops.moveaxis(attended, -3, -1)
 
 
 def normalize(inputs, axis, epsilon):

@@ -124,7 +124,9 @@ class SelfAttentiveMemory(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=norm_shape, initializer="zeros")
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-2: rows, -1: cols})
 
-    def call(self, memory):
+    def call(self, memory, value_major=False):
+        """SAM of `memory`; `value_major=True` gives `(batch, rows, nq * rows)` with
+        `[b, c, i * rows + p] = SAM(memory)[b, i, p, c]` (the STM loop's layout)."""
         nq = self.num_queries
         projected = stm_ops.matmul(memory, self.kernel) + self.bias  # (B, rows, 3nq)
         axis = (-2, -1) if self.normalization == "joint" else -1
@@ -133,7 +135,7 @@ class SelfAttentiveMemory(keras.layers.Layer):
         query = projected[:, :nq]
         key = projected[:, nq : 2 * nq]
         value = projected[:, 2 * nq :]
-        return stm_ops.outer_product_attention(query, key, value)
+        return stm_ops.outer_product_attention(query, key, value, value_major=value_major)
 
     def compute_output_shape(self, input_shape):
         rows = input_shape[-2]

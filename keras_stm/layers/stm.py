@@ -163,13 +163,17 @@ class STM(keras.layers.RNN):
                 f"{len(initial_state)}."
             )
         batch = ops.shape(sequences)[0]
-        item_memory = ops.reshape(initial_state[1], (batch, -1))
-        relational_memory = ops.reshape(initial_state[2], (batch, -1))
+        d, nq = cell.memory_size, cell.num_queries
+        item_memory = ops.reshape(initial_state[1], (batch, d * d))
+        # The loop carries Mr value-major (see STMCell.update_memories), flat.
+        relational_memory = cell.to_value_major(ops.reshape(initial_state[2], (batch, nq, d, d)))
+        relational_memory = ops.reshape(relational_memory, (batch, nq * d * d))
         projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
 
         def step(projected_t, states):
             relational_flat, item_flat = states
-            item, relational = cell.unflatten_memories(item_flat, relational_flat)
+            item = ops.reshape(item_flat, (-1, d, d))
+            relational = ops.reshape(relational_flat, (-1, d, nq * d))
             item, relational = cell.update_memories(projected_t, item, relational)
             relational_flat = ops.reshape(relational, (ops.shape(relational)[0], -1))
             item_flat = ops.reshape(item, (ops.shape(item)[0], -1))
@@ -187,12 +191,12 @@ class STM(keras.layers.RNN):
             zero_output_for_mask=False,
             return_all_outputs=self.return_sequences,
         )
-        d, nq = cell.memory_size, cell.num_queries
-        last_output = cell.output_from_memory(ops.reshape(relational_memory, (-1, nq, d, d)))
+        relational_memory = cell.from_value_major(ops.reshape(relational_memory, (batch, d, nq * d)))
+        last_output = cell.output_from_memory(relational_memory)
         if self.return_sequences:
             steps = ops.shape(relational_sequence)[1]
             outputs = cell.output_from_memory(
-                ops.reshape(relational_sequence, (batch, steps, nq, d, d))
+                cell.from_value_major(ops.reshape(relational_sequence, (batch, steps, d, nq * d)))
             )
             if mask is not None and self.zero_output_for_mask:
                 keep = ops.cast(mask, outputs.dtype)
@@ -201,6 +205,7 @@ class STM(keras.layers.RNN):
                 outputs = outputs * ops.expand_dims(keep, -1)
         else:
             outputs = ops.expand_dims(last_output, 1)
+        relational_memory = ops.reshape(relational_memory, (batch, nq * d * d))
         return last_output, outputs, [last_output, item_memory, relational_memory]
 
     def call(self, sequences, initial_state=None, mask=None, training=False):

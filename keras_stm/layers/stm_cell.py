@@ -298,13 +298,17 @@ class STMCell(keras.layers.Layer):
     def update_memories(self, projected, item_memory, relational_memory):
         """One step of the memory dynamics.
 
+        The relational memory is taken and returned **value-major**: shape
+        `(batch, d, nq * d)` with `[b, c, i * d + p] = Mr[b, i, p, c]` (see `to_value_major`).
+        In that layout OPA's product and the transfer's product need no transpose.
+
         Args:
             projected: `(batch, projected_size)` from `project_inputs`.
             item_memory: `(batch, d, d)`, `Mi_{t-1}`.
-            relational_memory: `(batch, nq, d, d)`, `Mr_{t-1}`.
+            relational_memory: `(batch, d, nq * d)`, `Mr_{t-1}` value-major.
 
         Returns:
-            `(Mi_t, Mr_t)` of the same shapes.
+            `(Mi_t, Mr_t)`, the latter value-major.
         """
         d, nq = self.memory_size, self.num_queries
         write = projected[:, :d]
@@ -326,19 +330,18 @@ class STMCell(keras.layers.Layer):
         if self.carry_relational_memory and self._path_active("relational_read"):
             weights = stm_ops.softmax(slot_logits, axis=-1)
             # v[c] = sum_n sum_p pi[n] w[p] Mr[n, p, c]
-            mixer = ops.reshape(ops.expand_dims(weights, -1) * ops.expand_dims(read, 1), (-1, 1, nq * d))
-            value = stm_ops.matmul(mixer, ops.reshape(relational_memory, (-1, nq * d, d)))[:, 0]
+            mixer = ops.reshape(ops.expand_dims(weights, -1) * ops.expand_dims(read, 1), (-1, nq * d, 1))
+            value = stm_ops.matmul(relational_memory, mixer)[..., 0]
             sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(value, read)
 
         transfer_on = self._path_active("relational_transfer")
         carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
         for _ in range(self.sam_steps):
             sam_input = new_item if sam_input_shift is None else new_item + sam_input_shift
-            relation = self.self_attentive_memory.call(sam_input)  # (B, nq, d, d) [i, p, c]
+            relation = self.self_attentive_memory.call(sam_input, value_major=True)  # (B, d, nq*d)
             if transfer_on:
                 # Tr[c, e] = sum_{i, p} R[i, p, c] W1[(i, p), e] + b1[e]
-                flat = ops.swapaxes(ops.reshape(relation, (-1, nq * d, d)), 1, 2)
-                transfer = stm_ops.matmul(flat, self.transfer_kernel) + self.transfer_bias
+                transfer = stm_ops.matmul(relation, self.transfer_kernel) + self.transfer_bias
                 new_item = new_item + self.coefficient("relational_transfer") * transfer
             if isinstance(carry, float) and carry == 0.0:
                 relational_memory = relation
@@ -347,6 +350,20 @@ class STMCell(keras.layers.Layer):
             else:
                 relational_memory = carry * relational_memory + relation
         return new_item, relational_memory
+
+    def to_value_major(self, relational_memory):
+        """`(..., nq, d, d)` [i, p, c] -> value-major `(..., d, nq * d)` [c, (i, p)]."""
+        d, nq = self.memory_size, self.num_queries
+        lead = tuple(ops.shape(relational_memory)[:-3])
+        moved = ops.moveaxis(relational_memory, -1, -3)
+        return ops.reshape(moved, lead + (d, nq * d))
+
+    def from_value_major(self, relational_memory):
+        """Value-major `(..., d, nq * d)` -> `(..., nq, d, d)` [i, p, c]."""
+        d, nq = self.memory_size, self.num_queries
+        lead = tuple(ops.shape(relational_memory)[:-2])
+        split = ops.reshape(relational_memory, lead + (d, nq, d))
+        return ops.moveaxis(split, -3, -1)
 
     def read_out(self, relational_memory):
         """Read-out `o_t = G3(flatten_n(G2(Mr_n)))` for any leading axes of `Mr`."""
@@ -388,7 +405,10 @@ class STMCell(keras.layers.Layer):
             )
         item_memory, relational_memory = self.unflatten_memories(states[1], states[2])
         projected = self.project_inputs(inputs)
-        item_memory, relational_memory = self.update_memories(projected, item_memory, relational_memory)
+        item_memory, relational_memory = self.update_memories(
+            projected, item_memory, self.to_value_major(relational_memory)
+        )
+        relational_memory = self.from_value_major(relational_memory)
         output = self.output_from_memory(relational_memory)
         batch = ops.shape(inputs)[0]
         new_states = [

@@ -1,0 +1,104 @@
+"""Copy task: train STM (or the LSTM baseline) to reproduce a sequence of random bit vectors.
+
+Task (spec 4.2, `keras_stm.tasks.copy`): a start flag, L random 32-bit vectors
+(L ~ U{1..20}, one L per batch), an end flag; then L all-zero rows during which the model must
+output the L vectors in order. Input width 34, 32 logits per step.
+
+Protocol (the authors' `run_toys.py`, spec 4.0): the model returns logits for every step
+(`return_sequences=True`); only the L decoding steps count, through `sample_weight`
+(0 on the input phase, 1 on the decoding phase):
+
+* loss: binary cross-entropy from logits, mean over decoding steps x batch x bits
+  (`reduction="mean_with_sample_weight"`, the authors' `BCELoss` mean);
+* metric: bit error per sequence (`BitErrorPerSequence`, a weighted metric), the wrong bits
+  of `round(sigmoid(logit))` summed over a sequence's decoding steps, averaged over sequences;
+* STM nq 8, d 96, r 96, gated write, learned alphas (`TASK_CONFIGS["copy"]`);
+* RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
+  50,000 iterations of fresh data; a learning-curve point every 200 iterations;
+  `best.keras` kept on the training loss (the authors have no validation set);
+* test: the best checkpoint on `TEST_BATCHES` = 10 fresh batches drawn with the fixed seed
+  `TEST_SEED` = 1111 (`results.json`: `test.bit_error_per_sequence`).
+
+The paper shows this task as a learning curve of bit error per sequence (STM against the
+baselines); `learning_curve.png` plots the same curve (figure number in the paper
+unverified).
+
+Command lines (from the repository root):
+
+    KERAS_BACKEND=jax python examples/copy_task.py                 # the paper's run
+    KERAS_BACKEND=jax python examples/copy_task.py --model lstm    # LSTM baseline (512 units)
+    KERAS_BACKEND=jax python examples/copy_task.py --quick         # CPU smoke run, seconds
+
+An interrupted run resumes from `<output-dir>/backup` when started again with the same
+command (`--fresh` starts over). Results go to `runs/copy-<model>/` by default.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+
+from keras_stm import training  # noqa: E402
+from keras_stm.models import build_sequence_model  # noqa: E402
+from keras_stm.models import task_configs  # noqa: E402
+from keras_stm.tasks import copy as copy_data  # noqa: E402
+from keras_stm.tasks.metrics import BitErrorPerSequence  # noqa: E402
+
+TASK = "copy"
+QUICK = {**task_configs.QUICK_MODEL, "max_seq_len": 3, "test_batches": 2}
+
+
+def build_parser():
+    """The script's flags: the shared training flags, model sizes and the copy lengths."""
+    parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
+    task_configs.add_model_arguments(parser, TASK)
+    parser.add_argument("--min-seq-len", type=int, default=copy_data.MIN_SEQ_LEN,
+                        help="Shortest sequence L (training and test).")
+    parser.add_argument("--max-seq-len", type=int, default=copy_data.MAX_SEQ_LEN,
+                        help="Longest sequence L (training and test).")
+    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
+                        help="Fixed-seed batches of the final test.")
+    return parser
+
+
+def main(argv=None):
+    """Train and test on the copy task; returns the results dict (also in results.json)."""
+    parser = build_parser()
+    args = training.parse_args(parser, argv, quick_overrides=QUICK)
+    if args.test_batches <= 0:
+        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    stm_config = task_configs.model_config_from_args(args, TASK)
+    sizes = dict(min_seq_len=args.min_seq_len, max_seq_len=args.max_seq_len)
+    train_data = copy_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
+                                   seed=args.seed, **sizes)
+    test_data = copy_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
+                                  seed=task_configs.TEST_SEED, fixed=True, **sizes)
+
+    model = build_sequence_model(copy_data.INPUT_SIZE, copy_data.OUTPUT_SIZE, core=args.model,
+                                 return_sequences=True, stm_config=stm_config,
+                                 lstm_units=args.lstm_units)
+    model.compile(
+        optimizer=training.make_optimizer(args),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                             reduction="mean_with_sample_weight"),
+        weighted_metrics=[BitErrorPerSequence()],
+        jit_compile=training.jit_compile(args),
+    )
+
+    def evaluate(trained):
+        best = os.path.join(args.output_dir, "best.keras")
+        if os.path.exists(best):
+            trained = keras.saving.load_model(best)
+        return trained.evaluate(test_data, return_dict=True, verbose=0)
+
+    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
+             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "data": sizes, "stm_config": stm_config if args.model == "stm" else None}
+    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
+                        extra_results=extra)
+
+
+if __name__ == "__main__":
+    main()

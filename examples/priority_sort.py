@@ -1,0 +1,102 @@
+"""Priority sort: train STM (or the LSTM baseline) to output bit vectors sorted by priority.
+
+Task (spec 4.3, `keras_stm.tasks.priority_sort`): 20 random 32-bit vectors, each with a
+priority ~ U[-1, 1) on channel 32 (input width 34); then 16 all-zero rows during which the
+model must output the 16 highest-priority vectors in descending priority order (bits only,
+32 logits per step). No delimiter rows.
+
+Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
+(`return_sequences=True`), only the 16 decoding steps weighted (`sample_weight`):
+
+* loss: binary cross-entropy from logits, mean over decoding steps x batch x bits
+  (`reduction="mean_with_sample_weight"`);
+* metric: bit error per sequence (`BitErrorPerSequence`, a weighted metric);
+* STM nq 8, d 96, r 96, gated write, learned alphas (`TASK_CONFIGS["priority_sort"]`);
+* RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
+  50,000 iterations of fresh data; a learning-curve point every 200 iterations;
+  `best.keras` kept on the training loss (no validation set, as the authors);
+* test: the best checkpoint on 10 fresh batches with the fixed seed 1111
+  (`results.json`: `test.bit_error_per_sequence`).
+
+The paper shows this task as a learning curve of bit error per sequence;
+`learning_curve.png` plots the same curve (figure number in the paper unverified).
+
+Command lines (from the repository root):
+
+    KERAS_BACKEND=jax python examples/priority_sort.py                 # the paper's run
+    KERAS_BACKEND=jax python examples/priority_sort.py --model lstm    # LSTM baseline
+    KERAS_BACKEND=jax python examples/priority_sort.py --quick         # CPU smoke run
+
+Started again with the same command, an interrupted run resumes (`--fresh` starts over).
+Results go to `runs/priority_sort-<model>/` by default.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+
+from keras_stm import training  # noqa: E402
+from keras_stm.models import build_sequence_model  # noqa: E402
+from keras_stm.models import task_configs  # noqa: E402
+from keras_stm.tasks import priority_sort as sort_data  # noqa: E402
+from keras_stm.tasks.metrics import BitErrorPerSequence  # noqa: E402
+
+TASK = "priority_sort"
+QUICK = {**task_configs.QUICK_MODEL, "input_seq_len": 5, "target_seq_len": 4, "test_batches": 2}
+
+
+def build_parser():
+    """The script's flags: the shared training flags, model sizes and the sequence lengths."""
+    parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
+    task_configs.add_model_arguments(parser, TASK)
+    parser.add_argument("--input-seq-len", type=int, default=sort_data.INPUT_SEQ_LEN,
+                        help="Number of input vectors.")
+    parser.add_argument("--target-seq-len", type=int, default=sort_data.TARGET_SEQ_LEN,
+                        help="Number of highest-priority vectors to output.")
+    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
+                        help="Fixed-seed batches of the final test.")
+    return parser
+
+
+def main(argv=None):
+    """Train and test on priority sort; returns the results dict (also in results.json)."""
+    parser = build_parser()
+    args = training.parse_args(parser, argv, quick_overrides=QUICK)
+    if args.test_batches <= 0:
+        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    stm_config = task_configs.model_config_from_args(args, TASK)
+    sizes = dict(input_seq_len=args.input_seq_len, target_seq_len=args.target_seq_len)
+    train_data = sort_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
+                                   seed=args.seed, **sizes)
+    test_data = sort_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
+                                  seed=task_configs.TEST_SEED, fixed=True, **sizes)
+
+    model = build_sequence_model(sort_data.INPUT_SIZE, sort_data.OUTPUT_SIZE, core=args.model,
+                                 return_sequences=True, stm_config=stm_config,
+                                 lstm_units=args.lstm_units)
+    model.compile(
+        optimizer=training.make_optimizer(args),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                             reduction="mean_with_sample_weight"),
+        weighted_metrics=[BitErrorPerSequence()],
+        jit_compile=training.jit_compile(args),
+    )
+
+    def evaluate(trained):
+        best = os.path.join(args.output_dir, "best.keras")
+        if os.path.exists(best):
+            trained = keras.saving.load_model(best)
+        return trained.evaluate(test_data, return_dict=True, verbose=0)
+
+    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
+             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "data": sizes, "stm_config": stm_config if args.model == "stm" else None}
+    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
+                        extra_results=extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""RAR, relational associative recall: recall the item farthest from (or closest to) a query.
+
+Task (spec 4.4, `keras_stm.tasks.rar`): I items of n random 32-bit vectors, each item after a
+delimiter row (channel 32); then a query item (a copy of one of the items) between two query
+delimiters (channel 33). The model must output, during n all-zero rows, the item farthest from
+the query if the query's last bit is 1, else the closest one (Euclidean distance). Input width
+34, 32 logits per step.
+
+Two readings of the authors' generator call (`--reading`):
+
+* `executed` (default): what `run_toys.py` actually trained on (its arguments are swapped):
+  3 items of n ~ U{2..5} vectors each;
+* `intended`: the generator's signature as meant: I ~ U{2..5} items of 3 vectors each.
+
+Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
+(`return_sequences=True`), only the n decoding steps weighted (`sample_weight`):
+
+* loss: binary cross-entropy from logits, mean over decoding steps x batch x bits
+  (`reduction="mean_with_sample_weight"`);
+* metric: bit error per sequence (`BitErrorPerSequence`, a weighted metric);
+* STM nq 16, d 72, r 72, gated write, alpha1 = alpha2 = 0 (no relational carry, no read),
+  alpha3 learned (`TASK_CONFIGS["rar"]`, the last values of the authors' `tasks/rar.json`);
+* RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
+  50,000 iterations of fresh data; a learning-curve point every 200 iterations;
+  `best.keras` kept on the training loss;
+* test: the best checkpoint on 10 fresh batches with the fixed seed 1111, same reading
+  (`results.json`: `test.bit_error_per_sequence`).
+
+The paper shows this task as a learning curve of bit error per sequence;
+`learning_curve.png` plots the same curve (figure number in the paper unverified).
+
+Command lines (from the repository root):
+
+    KERAS_BACKEND=jax python examples/rar.py                          # executed reading
+    KERAS_BACKEND=jax python examples/rar.py --reading intended       # intended reading
+    KERAS_BACKEND=jax python examples/rar.py --model lstm             # LSTM baseline
+    KERAS_BACKEND=jax python examples/rar.py --item-length 4          # fixed sizes ("2-5" = range)
+    KERAS_BACKEND=jax python examples/rar.py --quick                  # CPU smoke run
+
+Started again with the same command, an interrupted run resumes (`--fresh` starts over).
+Results go to `runs/rar-<model>/` by default (use `--output-dir` per reading).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+
+from keras_stm import training  # noqa: E402
+from keras_stm.models import build_sequence_model  # noqa: E402
+from keras_stm.models import task_configs  # noqa: E402
+from keras_stm.tasks import rar as rar_data  # noqa: E402
+from keras_stm.tasks.metrics import BitErrorPerSequence  # noqa: E402
+
+TASK = "rar"
+QUICK = {**task_configs.QUICK_MODEL, "item_length": "2-3", "num_items": "2-3",
+         "test_batches": 2}
+
+
+def parse_size(text, flag):
+    """Parses a size flag: None (the reading's default), "N", or an inclusive range "LOW-HIGH".
+
+    Args:
+        text: str or None, the flag value.
+        flag: str, the flag name (for the error message).
+
+    Returns:
+        None, an int, or a `(low, high)` tuple of ints.
+
+    Raises:
+        ValueError: if `text` is not of those forms.
+    """
+    if text is None:
+        return None
+    parts = str(text).split("-")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise ValueError(f"{flag} must be an integer N or a range LOW-HIGH, got {text!r}.")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def build_parser():
+    """The script's flags: the shared training flags, model sizes, the reading and sizes."""
+    parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
+    task_configs.add_model_arguments(parser, TASK)
+    parser.add_argument("--reading", choices=rar_data.READINGS, default="executed",
+                        help="Which reading of the authors' generator call to train on.")
+    parser.add_argument("--num-items", default=None,
+                        help="Items per example, N or LOW-HIGH (default: the reading's).")
+    parser.add_argument("--item-length", default=None,
+                        help="Vectors per item, N or LOW-HIGH (default: the reading's).")
+    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
+                        help="Fixed-seed batches of the final test.")
+    return parser
+
+
+def main(argv=None):
+    """Train and test on RAR; returns the results dict (also in results.json)."""
+    parser = build_parser()
+    args = training.parse_args(parser, argv, quick_overrides=QUICK)
+    if args.test_batches <= 0:
+        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    (items_low, items_high), (length_low, length_high) = rar_data.resolve_sizes(
+        args.reading, parse_size(args.num_items, "--num-items"),
+        parse_size(args.item_length, "--item-length"))
+    sizes = dict(reading=args.reading, num_items=(items_low, items_high),
+                 item_length=(length_low, length_high))
+    stm_config = task_configs.model_config_from_args(args, TASK)
+    train_data = rar_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
+                                  seed=args.seed, **sizes)
+    test_data = rar_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
+                                 seed=task_configs.TEST_SEED, fixed=True, **sizes)
+
+    model = build_sequence_model(rar_data.INPUT_SIZE, rar_data.OUTPUT_SIZE, core=args.model,
+                                 return_sequences=True, stm_config=stm_config,
+                                 lstm_units=args.lstm_units)
+    model.compile(
+        optimizer=training.make_optimizer(args),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                             reduction="mean_with_sample_weight"),
+        weighted_metrics=[BitErrorPerSequence()],
+        jit_compile=training.jit_compile(args),
+    )
+
+    def evaluate(trained):
+        best = os.path.join(args.output_dir, "best.keras")
+        if os.path.exists(best):
+            trained = keras.saving.load_model(best)
+        return trained.evaluate(test_data, return_dict=True, verbose=0)
+
+    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
+             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "data": {"reading": args.reading, "num_items": [items_low, items_high],
+                      "item_length": [length_low, length_high]},
+             "stm_config": stm_config if args.model == "stm" else None}
+    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
+                        extra_results=extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Shortest path with STM: read a weighted graph and a query, then point at the path's edges.
+
+Task (STM paper, graph reasoning; reference section 4.8). The authors' repository has no code for
+it and the paper's appendix with the details could not be read, so the protocol is ours, made to
+match the geometric tasks: `docs/tasks/graph_protocol.md` explains it, `keras_stm.tasks.graphs`
+implements it (generation, Dijkstra, encoding, files, decoding, metrics). An example is a connected
+simple graph (default 8-10 nodes, 15-20 edges, weights uniform in [0, 1)) and a query
+(source, target); the answer is the cheapest path's edges in order from source to target, then an
+end token. The model reads one row per edge (endpoints, weight, one-hot edge label), the query row
+and one all-zero row, then, on all-zero decoding rows, emits the label of the next edge of the
+path or the end token (22 classes, the convex-hull head; `examples/convex_hull.py` provides the
+model builder and the evaluation wrapper). Edge labels are a random permutation at training and
+the position at test. `examples/minimum_spanning_tree.py` reuses the functions below.
+
+Training: fresh random graphs, one (N, E) per batch, N from `--n-nodes`, E from `--n-edges`, or a
+graph-task file (`--train-file`, format in the protocol page). Masked sparse cross-entropy on the
+output steps. STM nq 8, d 128, r 96, Adam 1e-4, clipping to [-10, 10] and 1,000,000 iterations
+(`keras_stm.models.task_configs.TASK_CONFIGS["shortest_path"]`, the convex hull / TSP settings:
+our choice); batch 128.
+
+Evaluation (of `best.keras`, lowest validation loss): decoded answers (`graphs.decode_predictions`:
+each step points at an edge present in the example, or ends) scored by
+`graphs.shortest_path_metrics` on a fixed-seed generated test set of `--test-size` graphs of the
+training sizes (written to `<output_dir>/test.txt`) or on `--test-file`: `optimal_fraction`
+(primary: a valid path as cheap as the optimum, ties count), `exact_match` (the reference edge
+sequence), `valid_fraction` (edges chaining from the source to the target, no node twice),
+`mean_cost_ratio` (cost / optimum over valid answers only: an invalid answer is never counted
+cheap, it is counted in `num_invalid`), and the masked test `loss` and per-step accuracy.
+
+Command lines (from the repository root):
+
+    KERAS_BACKEND=jax python examples/shortest_path.py                    # STM
+    KERAS_BACKEND=jax python examples/shortest_path.py --model lstm       # LSTM baseline
+    KERAS_BACKEND=jax python examples/shortest_path.py --n-nodes 10 --n-edges 20
+    KERAS_BACKEND=torch python examples/shortest_path.py --quick          # CPU smoke run
+
+An interrupted run resumes from `runs/shortest_path-<model>/backup` (`--fresh` starts over); the
+best model, `history.csv`, `results.json` and `learning_curve.png` go to the same folder.
+"""
+
+import argparse
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import keras  # noqa: E402
+
+from examples.convex_hull import build_model  # noqa: E402
+from examples.convex_hull import make_evaluator  # noqa: E402
+from keras_stm import training  # noqa: E402
+from keras_stm.models import task_configs  # noqa: E402
+from keras_stm.tasks import graphs  # noqa: E402
+
+TASK = "shortest_path"
+DATA_TASKS = {"shortest_path": "shortest_path", "minimum_spanning_tree": "mst"}
+"""dict: script task name -> task name of `keras_stm.tasks.graphs`."""
+QUICK = {"iterations": 2, "steps_per_epoch": 1, "batch_size": 8, "n_nodes": "5",
+         "n_edges": "6", "test_size": 8, "validation_batches": 1, **task_configs.QUICK_MODEL}
+
+
+def size_range(text, low=1, high=graphs.EDGE_MAX):
+    """Parses `--n-nodes` / `--n-edges`: one number (`10`) or an inclusive range (`8-10`).
+
+    Args:
+        text: str.
+        low, high: ints, the allowed bounds.
+
+    Returns:
+        `(low, high)` tuple of ints.
+
+    Raises:
+        argparse.ArgumentTypeError: on anything else (argparse reports it as a flag error).
+
+    Example:
+
+    >>> size_range("8-10"), size_range("6")
+    ((8, 10), (6, 6))
+    """
+    try:
+        first, _, last = str(text).strip().partition("-")
+        first, last = int(first), int(last or first)
+        if not low <= first <= last <= high:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a range like '8-10' within [{low}, {high}], got {text!r}"
+        ) from None
+    return first, last
+
+
+def _node_range(text):
+    return size_range(text, 2, graphs.NODE_MAX)
+
+
+def _edge_range(text):
+    return size_range(text, 1, graphs.EDGE_MAX)
+
+
+def graph_parser(task, description):
+    """The flags of a graph example: the shared ones, model sizes and the data flags.
+
+    Args:
+        task: str, `"shortest_path"` or `"minimum_spanning_tree"` (a `TASK_CONFIGS` key).
+        description: str, the script's docstring.
+
+    Returns:
+        `argparse.ArgumentParser` with the task's defaults.
+    """
+    parser = training.argument_parser(description, **task_configs.training_defaults(task))
+    task_configs.add_model_arguments(parser, task)
+    nodes, edges = graphs.DEFAULT_N_NODES, graphs.DEFAULT_N_EDGES
+    parser.add_argument("--n-nodes", type=_node_range, default=nodes,
+                        help=f"Nodes per graph, a number or a range (default "
+                             f"{nodes[0]}-{nodes[1]}, at most {graphs.NODE_MAX}); one per batch.")
+    parser.add_argument("--n-edges", type=_edge_range, default=edges,
+                        help=f"Edges per graph, a number or a range (default "
+                             f"{edges[0]}-{edges[1]}, at most {graphs.EDGE_MAX}); one per batch.")
+    parser.add_argument("--train-file", default=None,
+                        help="Train on a graph-task file instead of random graphs.")
+    parser.add_argument("--test-file", default=None,
+                        help="Evaluate on a graph-task file instead of the generated set.")
+    parser.add_argument("--test-size", type=int, default=1000,
+                        help="Examples of the generated test set (default 1000).")
+    parser.add_argument("--test-seed", type=int, default=task_configs.TEST_SEED,
+                        help="Seed of the generated test and validation sets.")
+    parser.add_argument("--validation-batches", type=int, default=4,
+                        help="Fixed batches evaluated after every epoch to keep the best model.")
+    return parser
+
+
+def parse_graph_args(parser, argv=None):
+    """Parses and checks the flags (`--quick` applies `QUICK`); creates the output folder."""
+    args = training.parse_args(parser, argv, quick_overrides=QUICK)
+    for name, parse in (("n_nodes", _node_range), ("n_edges", _edge_range)):
+        value = getattr(args, name)
+        if isinstance(value, (list, tuple)):  # default, or from an --hparams file
+            value = "-".join(str(v) for v in value)
+        try:
+            setattr(args, name, parse(value))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--{name.replace('_', '-')}: {error}")
+    for name in ("test_size", "validation_batches"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("train_file", "test_file"):
+        path = getattr(args, name)
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"--{name.replace('_', '-')}: data file not found: {path!r}")
+    os.makedirs(args.output_dir, exist_ok=True)
+    return args
+
+
+def evaluation_sets(task, args):
+    """The test set as `{"": ordered file dataset}`: `--test-file`, or one generated set.
+
+    The generated set (seed `--test-seed`, the training sizes) is written to
+    `<output_dir>/test.txt` in the graph-task file format.
+    """
+    path = args.test_file
+    if not path:
+        path = os.path.join(args.output_dir, "test.txt")
+        graphs.generate(path, DATA_TASKS[task], args.test_size, n_nodes=args.n_nodes,
+                        n_edges=args.n_edges, seed=args.test_seed)
+    return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
+
+
+def predict_answers(predict, data):
+    """Decoded answers of a model for every example of an ordered graph file dataset.
+
+    Args:
+        predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
+        data: `geometry.GroupedFileDataset` from `graphs.file_dataset(..., shuffle=False)`.
+
+    Returns:
+        list of int arrays (0-based edge indices), aligned with `data.examples`.
+    """
+    answers = [None] * len(data.examples)
+    for i in range(len(data)):
+        x = data[i][0]
+        index = data.batch_indices(i)
+        first = data.examples[index[0]]
+        skip = len(first.edges) + (2 if first.query is not None else 1)
+        logits = keras.ops.convert_to_numpy(predict(x))
+        decoded = graphs.decode_predictions(logits, graphs.edge_labels(x), skip=skip)
+        for k, answer in zip(index, decoded):
+            answers[k] = answer
+    return answers
+
+
+def path_scores(predict, data):
+    """`graphs.shortest_path_metrics` of a model's decoded paths on an ordered file dataset."""
+    return graphs.shortest_path_metrics(data.examples, predict_answers(predict, data))
+
+
+def run_graph_task(task, args, scores, primary_metric):
+    """Builds data and model, trains (resumable) and evaluates; see `training.run`.
+
+    Args:
+        task: str, `"shortest_path"` or `"minimum_spanning_tree"`.
+        args: flags from `parse_graph_args`.
+        scores: callable `(predict, data) -> dict`, the task metrics.
+        primary_metric: str, recorded in `results.json`.
+
+    Returns:
+        The results dict.
+    """
+    data_task = DATA_TASKS[task]
+    if args.train_file:
+        train_data = graphs.file_dataset(args.train_file, args.batch_size,
+                                         num_batches=args.steps_per_epoch, seed=args.seed)
+    else:
+        train_data = graphs.dataset(args.batch_size, args.steps_per_epoch, seed=args.seed,
+                                    task=data_task, n_nodes=args.n_nodes, n_edges=args.n_edges)
+    validation_data = graphs.dataset(args.batch_size, args.validation_batches,
+                                     seed=args.test_seed + 1000, fixed=True, task=data_task,
+                                     n_nodes=args.n_nodes, n_edges=args.n_edges)
+    sets = evaluation_sets(task, args)
+    model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
+    best = os.path.join(args.output_dir, "best.keras")
+    extra = {"evaluated": "best.keras (lowest validation loss)",
+             "stm_config": task_configs.model_config_from_args(args, task)
+             if args.model == "stm" else None,
+             "n_nodes": list(args.n_nodes), "n_edges": list(args.n_edges),
+             "primary_metric": primary_metric}
+    return training.run(model, train_data, args, validation_data=validation_data,
+                        evaluate=make_evaluator(sets, scores, best), extra_results=extra)
+
+
+def main(argv=None):
+    """Trains and evaluates; returns the results dict (also in `<output_dir>/results.json`)."""
+    parser = graph_parser(TASK, __doc__)
+    args = parse_graph_args(parser, argv)
+    return run_graph_task(TASK, args, path_scores, "optimal_fraction")
+
+
+if __name__ == "__main__":
+    main()
