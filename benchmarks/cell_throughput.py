@@ -8,6 +8,7 @@ fetched) before each clock read. Runs under the current `KERAS_BACKEND`, on CPU 
 Implementations:
   stm  `keras_stm.STM` (input projections hoisted out of the loop, read-out after it)
   rnn  `keras.layers.RNN(keras_stm.STMCell(...))`, the portable per-step cell
+  stm_compiled  `keras_stm.STM(torch_compile_step=True)` (torch only: the step through torch.compile)
 
 Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
 
@@ -114,8 +115,9 @@ def build_model(name, impl, batch):
     d_in, d_out, *_ = CONFIGS[name]
     steps = CONFIGS[name][5]
     inputs = keras.Input(batch_shape=(batch, steps, d_in))
-    if impl == "stm":
-        outputs = keras_stm.STM(**stm_arguments(name), name="stm")(inputs)
+    if impl in ("stm", "stm_compiled"):
+        outputs = keras_stm.STM(**stm_arguments(name), torch_compile_step=impl == "stm_compiled",
+                                name="stm")(inputs)
     else:
         outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), name="rnn")(inputs)
     outputs = keras.layers.Activation("linear", dtype="float32")(outputs)
@@ -176,7 +178,7 @@ def main(argv=None):
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
     for impl in args.impl.split(","):
-        if impl not in ("stm", "rnn"):
+        if impl not in ("stm", "rnn", "stm_compiled"):
             parser.error(f"unknown --impl {impl!r}")
     for precision in args.precision.split(","):
         if precision not in PRECISIONS:

@@ -2,7 +2,7 @@
 # The GPU benchmark runs recorded in docs/performance.md, in one session on one card:
 # the authors'-style baseline, then keras-stm under jax (and torch). JSON lines go to
 # ${OUT:-runs/bench}/bench.jsonl. Usage (GPU machine, keras wheels installed):
-#   bash benchmarks/run_gpu.sh [configs] [phases]      phases: comma list of baseline,jax,jaxgraph,torch,rnn
+#   bash benchmarks/run_gpu.sh [configs] [phases]      phases: comma list of baseline,jax,jaxgraph,torch,torchcompiled,rnn
 set -u
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/bench.jsonl"
 configs=${1:-associative_retrieval,copy,nth_farthest,rar,babi}
@@ -15,5 +15,6 @@ has jax && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$c
 has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
   KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
 has torch && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32 --output "$log"
+has torchcompiled && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled --precision highest,tf32 --output "$log"
 has rnn && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs copy --impl rnn --precision highest --output "$log"
 exit 0

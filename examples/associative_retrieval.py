@@ -160,7 +160,7 @@ def main(argv=None):
     def evaluate(trained):
         best = os.path.join(args.output_dir, "best.keras")
         if os.path.exists(best):
-            trained = keras.saving.load_model(best)
+            trained.load_weights(best)  # the best checkpoint's weights
         epoch, best_accuracy = convergence_epoch(os.path.join(args.output_dir, "history.csv"))
         extra["convergence"] = {"threshold": CONVERGENCE_THRESHOLD, "epoch": epoch,
                                 "iterations": None if epoch is None

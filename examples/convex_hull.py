@@ -153,6 +153,61 @@ def parse_geometry_args(parser, argv=None):
     return args
 
 
+class PaddedSteps(keras.utils.PyDataset):
+    """Pads every batch of a dataset with trailing all-zero, zero-weight steps to one length.
+
+    Needed under the tensorflow backend only: Keras turns a `PyDataset` into a `tf.data` pipeline
+    whose shapes are taken from its first two batches, so batches of another length (other N,
+    other answer lengths) would be refused. The model is causal and the loss and accuracy are
+    weighted, so the padding changes no output step, loss or metric, only the compute.
+
+    Args:
+        data: a `PyDataset` yielding `(x (B, T, W), y (B, T), sample_weight (B, T))`, T <= length.
+        length: int, the number of time steps of every batch.
+    """
+
+    def __init__(self, data, length):
+        super().__init__()
+        self.data = data
+        self.length = int(length)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        x, y, weight = self.data[index]
+        pad = self.length - x.shape[1]
+        if pad < 0:
+            raise ValueError(f"a batch has {x.shape[1]} steps, more than `length`={self.length}.")
+        return (np.pad(x, ((0, 0), (0, pad), (0, 0))), np.pad(y, ((0, 0), (0, pad))),
+                np.pad(weight, ((0, 0), (0, pad))))
+
+    def on_epoch_end(self):
+        self.data.on_epoch_end()
+
+
+def for_fit(data, length):
+    """`data` for `fit`/`evaluate`: wrapped in `PaddedSteps(data, length)` under tensorflow."""
+    if keras.backend.backend() == "tensorflow":
+        return PaddedSteps(data, length)
+    return data
+
+
+def max_steps(sizes=(), examples=()):
+    """The longest sequence (inputs, extra row, answer, end token) of a geometric run.
+
+    Args:
+        sizes: numbers of points of random examples (an answer has at most N points).
+        examples: `geometry.Example`s of files.
+
+    Returns:
+        int.
+    """
+    lengths = [2 * n + 2 for n in sizes]
+    lengths += [len(e.points) + len(e.output) + 2 for e in examples]
+    return max(lengths)
+
+
 def random_batches(task, sizes, batch_size, num_batches, seed, fixed=False):
     """Fresh random examples, one number of points per batch drawn uniformly from `sizes`.
 
@@ -247,7 +302,7 @@ def build_model(args, task, input_width=geometry.INPUT_WIDTH, num_classes=geomet
     return model
 
 
-def make_evaluator(sets, scores, best_path=None):
+def make_evaluator(sets, scores, best_path=None, length=None):
     """A `training.run` evaluate callable: loss, step accuracy and task metrics of every set.
 
     Args:
@@ -255,6 +310,8 @@ def make_evaluator(sets, scores, best_path=None):
         scores: callable `(predict, data) -> dict` of task metrics.
         best_path: optional path of the best checkpoint (`best.keras`); when it exists its
             weights are loaded into the model before testing.
+        length: int or None, time steps of the padded batches of `model.evaluate` under
+            tensorflow (see `for_fit`); None means the longest geometric example of the set.
 
     Returns:
         callable `model -> dict` with `<metric><suffix>` keys, plus `examples<suffix>`.
@@ -264,7 +321,8 @@ def make_evaluator(sets, scores, best_path=None):
             model.load_weights(best_path)
         results = {}
         for suffix, data in sets.items():
-            values = model.evaluate(data, verbose=0, return_dict=True)
+            steps = length or max_steps(examples=data.examples)
+            values = model.evaluate(for_fit(data, steps), verbose=0, return_dict=True)
             values.update(scores(model.predict_on_batch, data))
             values["examples"] = len(data.examples)
             results.update({f"{key}{suffix}": value for key, value in values.items()})
@@ -294,6 +352,9 @@ def run_geometry_task(task, args, scores, primary_metric):
     validation_data = random_batches(task, args.n_points, args.batch_size,
                                      args.validation_batches, args.test_seed + 1000, fixed=True)
     sets = evaluation_sets(task, args)
+    length = max_steps(args.n_points if args.train_file else args.n_points + args.train_points,
+                       getattr(train_data, "examples", []) +
+                       [e for data in sets.values() for e in data.examples])
     model = build_model(args, task)
     best = os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",
@@ -302,8 +363,9 @@ def run_geometry_task(task, args, scores, primary_metric):
              "train_points": None if args.train_file else list(args.train_points),
              "test_points": None if args.test_file else list(args.n_points),
              "primary_metric": primary_metric}
-    return training.run(model, train_data, args, validation_data=validation_data,
-                        evaluate=make_evaluator(sets, scores, best), extra_results=extra)
+    return training.run(model, for_fit(train_data, length), args,
+                        validation_data=for_fit(validation_data, length),
+                        evaluate=make_evaluator(sets, scores, best, length), extra_results=extra)
 
 
 def main(argv=None):

@@ -79,7 +79,7 @@ def main(argv=None):
     def evaluate(trained):
         best = os.path.join(args.output_dir, "best.keras")
         if os.path.exists(best):
-            trained = keras.saving.load_model(best)
+            trained.load_weights(best)  # the best checkpoint's weights
         scores = trained.evaluate(test_data, return_dict=True, verbose=0)
         return {**scores, "error": 1.0 - scores["accuracy"]}
 

@@ -88,7 +88,7 @@ def main(argv=None):
     def evaluate(trained):
         best = os.path.join(args.output_dir, "best.keras")
         if os.path.exists(best):
-            trained = keras.saving.load_model(best)
+            trained.load_weights(best)  # the best checkpoint's weights
         return trained.evaluate(test_data, return_dict=True, verbose=0)
 
     extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",

@@ -49,6 +49,7 @@ if REPO_ROOT not in sys.path:
 import keras  # noqa: E402
 
 from examples.convex_hull import build_model  # noqa: E402
+from examples.convex_hull import for_fit  # noqa: E402
 from examples.convex_hull import make_evaluator  # noqa: E402
 from keras_stm import training  # noqa: E402
 from keras_stm.models import task_configs  # noqa: E402
@@ -167,6 +168,24 @@ def evaluation_sets(task, args):
     return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
 
 
+def max_steps(task, args, examples=()):
+    """The longest sequence (inputs, query, extra row, answer, end token) of a graph run.
+
+    Args:
+        task: str, `"shortest_path"` or `"minimum_spanning_tree"`.
+        args: flags with `n_nodes` and `n_edges` ranges (random graphs; an answer has at most
+            N - 1 edges).
+        examples: `graphs.GraphExample`s of files.
+
+    Returns:
+        int.
+    """
+    query = 1 if task == "shortest_path" else 0
+    lengths = [args.n_edges[1] + query + 1 + args.n_nodes[1]]
+    lengths += [len(e.edges) + (e.query is not None) + len(e.output) + 2 for e in examples]
+    return max(lengths)
+
+
 def predict_answers(predict, data):
     """Decoded answers of a model for every example of an ordered graph file dataset.
 
@@ -218,6 +237,8 @@ def run_graph_task(task, args, scores, primary_metric):
                                      seed=args.test_seed + 1000, fixed=True, task=data_task,
                                      n_nodes=args.n_nodes, n_edges=args.n_edges)
     sets = evaluation_sets(task, args)
+    length = max_steps(task, args, getattr(train_data, "examples", []) +
+                       [e for data in sets.values() for e in data.examples])
     model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
     best = os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",
@@ -225,8 +246,9 @@ def run_graph_task(task, args, scores, primary_metric):
              if args.model == "stm" else None,
              "n_nodes": list(args.n_nodes), "n_edges": list(args.n_edges),
              "primary_metric": primary_metric}
-    return training.run(model, train_data, args, validation_data=validation_data,
-                        evaluate=make_evaluator(sets, scores, best), extra_results=extra)
+    return training.run(model, for_fit(train_data, length), args,
+                        validation_data=for_fit(validation_data, length),
+                        evaluate=make_evaluator(sets, scores, best, length), extra_results=extra)
 
 
 def main(argv=None):

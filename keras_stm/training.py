@@ -61,6 +61,13 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--hparams", default=None,
                         help="JSON file of hyper-parameters (e.g. written by examples/tune.py); "
                              "its keys override the flags of the same name.")
+    parser.add_argument("--stm-config", type=_json_object, default=None,
+                        help="JSON object of keras_stm.STM arguments that replace the task's "
+                             "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
+                             "for arguments without a flag of their own; also an --hparams key "
+                             "(examples/tune.py writes it). Applied by "
+                             "task_configs.model_config_from_args; `run` refuses to train a "
+                             "model whose STM does not carry these values.")
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
     parser.add_argument("--data-parallel", action="store_true",
@@ -96,6 +103,9 @@ def parse_args(parser, argv=None, quick_overrides=None):
             if not hasattr(args, key):
                 parser.error(f"--hparams file {args.hparams} sets unknown option {key!r}")
             setattr(args, key, value)
+    if getattr(args, "stm_config", None) is not None and not isinstance(args.stm_config, dict):
+        parser.error(f"--stm-config must be a JSON object (from --hparams: a dict), got "
+                     f"{args.stm_config!r}")
     if args.quick:
         defaults = {"iterations": 4, "steps_per_epoch": 2, "batch_size": 8}
         defaults.update(quick_overrides or {})
@@ -132,6 +142,56 @@ def enable_data_parallel():
     devices = keras.distribution.list_devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     return devices
+
+
+def _json_object(text):
+    """`argparse` type of `--stm-config`: a JSON object given as text."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def check_stm_config_applied(model, args):
+    """Raises unless every `--stm-config` value is the value of the model's STM layers.
+
+    A script that builds its STM without `task_configs.model_config_from_args` would
+    otherwise train another model than the flags say (e.g. a tuned `--hparams` file).
+
+    Args:
+        model: the `keras.Model` about to be trained.
+        args: the parsed flags (`args.stm_config`: dict or None).
+
+    Raises:
+        ValueError: if `--stm-config` is set and the model has no STM layer, or one of them
+            has another value for one of its keys.
+    """
+    wanted = getattr(args, "stm_config", None)
+    if not wanted or getattr(args, "model", "stm") != "stm":
+        return
+    from keras_stm.layers.stm import STM
+
+    # Every layer, nested ones included (`_flatten_layers`: Keras' own recursive walk).
+    found = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+             if isinstance(layer, STM)]
+    if not found:
+        raise ValueError(f"--stm-config {wanted} was given but the model has no STM layer.")
+    for layer in found:
+        config = layer.get_config()
+        for key, value in wanted.items():
+            actual = config.get(key, "<not an STM argument>")
+            numbers = [isinstance(v, (int, float)) and not isinstance(v, bool)
+                       for v in (value, actual)]
+            same = float(actual) == float(value) if all(numbers) else actual == value
+            if not same:
+                raise ValueError(
+                    f"--stm-config sets {key}={value!r} but the model's STM layer "
+                    f"{layer.name!r} has {key}={actual!r}: this script does not apply "
+                    f"--stm-config (it must build its STM arguments with "
+                    f"keras_stm.models.task_configs.model_config_from_args).")
 
 
 def make_optimizer(args):
@@ -217,6 +277,7 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
     """
     from keras_stm import visualize
 
+    check_stm_config_applied(model, args)
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     backup_dir = os.path.join(out, "backup")

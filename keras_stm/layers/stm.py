@@ -56,6 +56,10 @@ class STM(keras.layers.RNN):
         unroll: bool, unroll the time loop (small T only). Default False.
         zero_output_for_mask: bool, whether masked steps of the output sequence are zeros.
             Default False (they repeat the previous output).
+        torch_compile_step: bool, torch backend only: run the per-step memory update through
+            `torch.compile` (the same keras.ops maths, fused into fewer kernels; the first call
+            of each batch size compiles for tens of seconds). Ignored by jax and tensorflow,
+            which compile the whole step with `jit_compile`. Default False.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -108,8 +112,11 @@ class STM(keras.layers.RNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        torch_compile_step=False,
         **kwargs,
     ):
+        if not isinstance(torch_compile_step, bool):
+            raise ValueError(f"`torch_compile_step` must be a bool, got {torch_compile_step!r}.")
         cell = STMCell(
             num_queries=num_queries,
             memory_size=memory_size,
@@ -144,6 +151,19 @@ class STM(keras.layers.RNN):
             **kwargs,
         )
         self.input_spec = keras.layers.InputSpec(ndim=3)
+        self.torch_compile_step = torch_compile_step
+        self._compiled_update = None
+
+    def _memory_update(self):
+        """The per-step update: the cell's portable `update_memories`, or its torch.compile'd
+        version (same maths) when `torch_compile_step` is on under the torch backend."""
+        if not (self.torch_compile_step and keras.backend.backend() == "torch"):
+            return self.cell.update_memories
+        if self._compiled_update is None:
+            import torch
+
+            self._compiled_update = torch.compile(self.cell.update_memories, dynamic=False)
+        return self._compiled_update
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -169,12 +189,13 @@ class STM(keras.layers.RNN):
         relational_memory = cell.to_value_major(ops.reshape(initial_state[2], (batch, nq, d, d)))
         relational_memory = ops.reshape(relational_memory, (batch, nq * d * d))
         projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
+        update_memories = self._memory_update()
 
         def step(projected_t, states):
             relational_flat, item_flat = states
             item = ops.reshape(item_flat, (-1, d, d))
             relational = ops.reshape(relational_flat, (-1, d, nq * d))
-            item, relational = cell.update_memories(projected_t, item, relational)
+            item, relational = update_memories(projected_t, item, relational)
             relational_flat = ops.reshape(relational, (ops.shape(relational)[0], -1))
             item_flat = ops.reshape(item, (ops.shape(item)[0], -1))
             # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
@@ -238,6 +259,7 @@ class STM(keras.layers.RNN):
         for name in _CELL_ARGS:
             config[name] = cell_config[name]
         del config["cell"]
+        config["torch_compile_step"] = self.torch_compile_step
         return config
 
     @classmethod

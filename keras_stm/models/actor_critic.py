@@ -370,12 +370,16 @@ class ActorCritic(keras.Model):
             return
         shape = (None,) + self.observation_shape
         for layer in self.encoder_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+            too_small = ValueError(
+                f"`observation_shape` {self.observation_shape} is too small for the four "
+                "conv + max-pool blocks (needs at least 40 x 40 pixels).")
+            try:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+            except ValueError as error:
+                raise too_small from error
             if any(s is not None and s <= 0 for s in shape[1:]):
-                raise ValueError(
-                    f"`observation_shape` {self.observation_shape} is too small for the four "
-                    "conv + max-pool blocks (needs at least 40 x 40 pixels).")
+                raise too_small
         self.feature_size = int(shape[-1])
         self.lstm_cell.build((None, self.feature_size))
         features = self.lstm_units

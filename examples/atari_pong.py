@@ -1,0 +1,458 @@
+"""Atari Pong with an STM agent: synchronous advantage actor-critic (A2C), spec section 4.9.
+
+Agent (`keras_stm.models.actor_critic.ActorCritic`): the authors' A3C network, a CNN (4 conv +
+max-pool + ReLU blocks -> 1024) feeding an LSTMCell(256) whose output drives the RL variant of
+the STM (nq 8, d 96, r 96, head 256); actor and critic read concat[STM output, LSTM h]. With
+`--core lstm` the STM is dropped (the A3C-LSTM baseline). Environment
+(`keras_stm.tasks.atari.make_vector_env`): `PongNoFrameskip-v4` with no-op resets, frame skip
+(`--frame-skip`, 4; the authors' README uses 32), max over the last 3 frames, episodic life,
+FIRE reset, 80 x 80 grey crop, running normalisation, rewards clipped to [-1, 1], games cut at
+10,000 agent steps.
+
+Protocol (the authors' `rl/train_sam.py`, with one substitution):
+
+* rollouts of 20 steps; GAE with gamma 0.99 and lambda ("tau") 0.92; loss = sum over the rollout
+  of `-log pi(a) * GAE - 0.01 * entropy`, plus 0.5 x sum of `0.5 (R - V)^2` (R: n-step returns
+  bootstrapped with the critic, 0 after an episode end); Adam(lr 1e-4, amsgrad, eps 1e-3), no
+  gradient clipping;
+* the recurrent state (LSTM h, c and the STM item memory) persists across rollouts, detached at
+  each rollout boundary, and is re-initialised per environment when its episode ends (a lost life
+  or a game over; Pong has no lives, so a game);
+* **A3C -> A2C**: the authors ran 32 asynchronous Hogwild CPU workers, each updating shared
+  weights after its own 20-step rollout. Here `--num-envs` (16) environments step in lockstep and
+  one learner applies one update per rollout of all of them (loss averaged over environments, so
+  each environment weighs what one worker's update did). Same loss, rollout length and optimiser;
+  no stale gradients, one GPU-friendly batch; 16 environments instead of 32 keeps the update
+  frequency per frame close to A3C's (an A3C update every 20 x 32 / 32 = 20 steps of each worker).
+  The learner re-runs the rollout from the states stored at its start (same weights, same
+  resets), so it recomputes exactly what the actors saw and the update goes through Keras'
+  `train_on_batch` under jax, torch and tensorflow.
+* metric: the unclipped game score; progress lines and `results.json` give the mean over the
+  last 100 finished training games (stochastic policy). The authors logged a separate greedy
+  test worker; there is none here. Pong scores range from -21 to 21 (solved near +18..21).
+
+The paper shows RL learning curves (figure number and numbers not recovered, spec 4.11);
+`reward_curve.png` plots the same kind of curve: every game's score against frames, and the
+100-game moving average.
+
+Outputs in `--output-dir` (default `runs/atari_pong-<core>`): `history.csv` (one row per update),
+`checkpoints/` (weights + optimiser in `model.keras`, counters, episode scores and the action
+sampler's RNG in `state.json`, every `--steps-per-epoch` updates and at the end),
+`results.json`, `reward_curve.png`. Restarting the same command resumes from the last checkpoint
+(environments restart from fresh games with the recurrent state re-initialised; `--fresh` starts
+over). Frames count emulator frames (agent steps x frame skip), as in the Atari literature.
+
+Command lines (from the repository root):
+
+    KERAS_BACKEND=jax python examples/atari_pong.py                      # STM agent, 10M frames
+    KERAS_BACKEND=jax python examples/atari_pong.py --core lstm          # LSTM-only baseline
+    KERAS_BACKEND=jax python examples/atari_pong.py --frame-skip 32      # the README's setting
+    KERAS_BACKEND=jax python examples/atari_pong.py --async-envs         # one process per env
+    KERAS_BACKEND=jax python examples/atari_pong.py --quick              # CPU smoke run (TinyPong)
+
+`--quick` uses `keras_stm.tasks.atari.TINY_ENV_ID` (a numpy Pong stand-in, no ROM) with 2
+environments, one life per game, tiny network sizes and a few updates of 2-step rollouts.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_stm import training  # noqa: E402
+from keras_stm.models import actor_critic  # noqa: E402
+from keras_stm.tasks import advantages as advantages_lib  # noqa: E402
+from keras_stm.tasks import atari  # noqa: E402
+
+TASK = "atari_pong"
+ENV_ID = "PongNoFrameskip-v4"
+FRAMES = 10_000_000
+"""int: default budget of emulator frames."""
+MEAN_WINDOW = 100
+"""int: games in the moving average reported as the score."""
+
+QUICK = {
+    "env_id": atari.TINY_ENV_ID,
+    "num_envs": 2,
+    "rollout_length": 2,
+    "iterations": 3,
+    "steps_per_epoch": 2,
+    "log_every": 1,
+    "max_episode_steps": 6,
+}
+"""dict: flag values of `--quick` (TinyPong, 2 envs, 3 updates of 2-step rollouts)."""
+QUICK_MODEL = {
+    "conv_filters": (4, 4, 4, 4),
+    "lstm_units": 8,
+    "stm_config": {"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4,
+                   "head_units": 8, "head_hidden_units": 8},
+}
+"""dict: `ActorCritic` sizes of `--quick`."""
+QUICK_ENV_KWARGS = {"lives": 1}
+"""dict: TinyPong arguments of `--quick` (one life: short games)."""
+
+HISTORY_FIELDS = ("update", "frames", "seconds", "frames_per_second", "loss", "policy_loss",
+                  "value_loss", "entropy", "episodes", "mean_reward_100")
+"""tuple: columns of `history.csv`."""
+
+_UNUSED_FLAGS = ("--batch-size", "--mixed-precision", "--data-parallel")
+
+
+def build_parser():
+    """The shared training flags (paper defaults) plus the A2C / environment flags."""
+    defaults = actor_critic.A2C_DEFAULTS
+    parser = training.argument_parser(
+        __doc__, task=TASK, learning_rate=defaults["learning_rate"], iterations=10**9,
+        steps_per_epoch=100, optimizer="adam", adam_beta_2=0.999)
+    for action in parser._actions:  # flags of the shared parser that A2C does not use
+        if set(action.option_strings) & set(_UNUSED_FLAGS):
+            action.help = argparse.SUPPRESS
+        if "--iterations" in action.option_strings:
+            action.help = "Upper bound on A2C updates (the --frames budget normally stops first)."
+        if "--steps-per-epoch" in action.option_strings:
+            action.help = "A2C updates between two checkpoints."
+    parser.add_argument("--core", dest="model", choices=actor_critic.CORES,
+                        default=argparse.SUPPRESS, help="Same as --model: stm or lstm.")
+    parser.add_argument("--env-id", default=ENV_ID, help="A NoFrameskip Atari id.")
+    parser.add_argument("--frames", type=int, default=FRAMES,
+                        help="Budget of emulator frames (agent steps x frame skip).")
+    parser.add_argument("--num-envs", type=int, default=16,
+                        help="Environments stepped together (the authors: 32 A3C workers).")
+    parser.add_argument("--frame-skip", type=int, default=4,
+                        help="Emulator frames per action (the authors' README: 32).")
+    parser.add_argument("--rollout-length", type=int, default=defaults["rollout_length"])
+    parser.add_argument("--gamma", type=float, default=defaults["gamma"])
+    parser.add_argument("--gae-lambda", type=float, default=defaults["gae_lambda"])
+    parser.add_argument("--entropy-coef", type=float, default=defaults["entropy_coef"])
+    parser.add_argument("--value-coef", type=float, default=defaults["value_coef"])
+    parser.add_argument("--adam-epsilon", type=float, default=defaults["adam_epsilon"])
+    parser.add_argument("--lstm-units", type=int, default=actor_critic.LSTM_UNITS)
+    parser.add_argument("--max-episode-steps", type=int, default=10000,
+                        help="Agent steps per game before it is cut.")
+    parser.add_argument("--async-envs", action="store_true",
+                        help="Run each environment in its own process (forkserver).")
+    parser.add_argument("--log-every", type=int, default=10,
+                        help="A2C updates between progress lines.")
+    return parser
+
+
+def check_args(parser, args):
+    """Rejects flag values the A2C loop cannot use (argparse errors name the flag)."""
+    for name in ("frames", "num_envs", "frame_skip", "rollout_length", "lstm_units",
+                 "max_episode_steps", "log_every"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("entropy_coef", "value_coef"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.adam_epsilon <= 0:
+        parser.error(f"--adam-epsilon must be positive, got {args.adam_epsilon}")
+    if args.mixed_precision or args.data_parallel:
+        parser.error("--mixed-precision and --data-parallel are not supported by the A2C example")
+
+
+def make_optimizer(args):
+    """Adam(amsgrad, eps `--adam-epsilon`) as the authors, or the shared RMSprop flags."""
+    if args.optimizer == "adam":
+        return actor_critic.a2c_optimizer(
+            learning_rate=args.learning_rate, epsilon=args.adam_epsilon, beta_2=args.adam_beta_2,
+            clipnorm=args.clip_norm, clipvalue=args.clip_value)
+    return training.make_optimizer(args)
+
+
+def build_model(args, num_actions):
+    """The compiled `ActorCritic` of the flags."""
+    sizes = QUICK_MODEL if args.quick else {"lstm_units": args.lstm_units}
+    model = actor_critic.ActorCritic(num_actions, core=args.model,
+                                     entropy_coef=args.entropy_coef,
+                                     value_coef=args.value_coef, **sizes)
+    model.compile(optimizer=make_optimizer(args), jit_compile=training.jit_compile(args))
+    return model
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _checkpoint_root(out):
+    return os.path.join(out, "checkpoints")
+
+
+def save_checkpoint(out, model, state):
+    """Writes `checkpoints/update-<n>/{model.keras, state.json}`, then points `latest.json` at it.
+
+    The pointer is replaced atomically once both files are complete, so an interruption never
+    leaves a half-written checkpoint in use; older checkpoints are then removed.
+    """
+    root = _checkpoint_root(out)
+    name = f"update-{state['updates']:09d}"
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    model.save(os.path.join(folder, "model.keras"))
+    with open(os.path.join(folder, "state.json"), "w") as f:
+        json.dump(state, f)
+    pointer = os.path.join(root, "latest.json")
+    with open(pointer + ".tmp", "w") as f:
+        json.dump({"checkpoint": name}, f)
+    os.replace(pointer + ".tmp", pointer)
+    for other in os.listdir(root):
+        if other.startswith("update-") and other != name:
+            shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+
+
+def load_checkpoint(out):
+    """`(model, state)` of the latest checkpoint in `out`, or `(None, None)` if there is none."""
+    pointer = os.path.join(_checkpoint_root(out), "latest.json")
+    if not os.path.exists(pointer):
+        return None, None
+    try:
+        with open(pointer) as f:
+            folder = os.path.join(_checkpoint_root(out), json.load(f)["checkpoint"])
+        with open(os.path.join(folder, "state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"checkpoint in {_checkpoint_root(out)!r} is unreadable ({error}); "
+                         "rerun with --fresh to start over") from error
+    model_path = os.path.join(folder, "model.keras")
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"checkpoint weights {model_path!r} are missing; rerun with "
+                                "--fresh to start over")
+    return keras.saving.load_model(model_path), state
+
+
+def _read_history(path, last_update):
+    """Rows of `history.csv` up to `last_update` (later rows were not checkpointed)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(float(row["update"])) <= last_update]
+
+
+def _write_history(path, rows):
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def plot_rewards(episodes, path, title):
+    """Plots every game's score against frames and the `MEAN_WINDOW`-game moving average."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if episodes:
+        frames = np.array([e[0] for e in episodes], dtype=np.float64)
+        scores = np.array([e[1] for e in episodes], dtype=np.float64)
+        ax.plot(frames, scores, ".", alpha=0.3, markersize=3, label="game score")
+        cumulative = np.concatenate([[0.0], np.cumsum(scores)])
+        counts = np.minimum(np.arange(1, len(scores) + 1), MEAN_WINDOW)
+        moving = (cumulative[1:] - cumulative[np.arange(1, len(scores) + 1) - counts]) / counts
+        ax.plot(frames, moving, "-", label=f"mean of last {MEAN_WINDOW}")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no finished game yet", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel("game score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _mean_last(episodes):
+    if not episodes:
+        return None
+    return float(np.mean([e[1] for e in episodes[-MEAN_WINDOW:]]))
+
+
+# ------------------------------------------------------------------------------ main loop
+def main(argv=None):
+    """Trains the agent (resuming if possible); returns the results dict (also results.json)."""
+    parser = build_parser()
+    args = training.parse_args(parser, argv, quick_overrides=QUICK)
+    check_args(parser, args)
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    history_path = os.path.join(out, "history.csv")
+    if args.fresh:
+        shutil.rmtree(_checkpoint_root(out), ignore_errors=True)
+        if os.path.exists(history_path):
+            os.remove(history_path)
+
+    num_envs, steps = args.num_envs, args.rollout_length
+    frames_per_update = num_envs * steps * args.frame_skip
+    max_updates = min(args.iterations, math.ceil(args.frames / frames_per_update))
+    run_config = {"core": args.model, "env_id": args.env_id, "num_envs": num_envs,
+                  "rollout_length": steps, "frame_skip": args.frame_skip, "quick": args.quick}
+
+    model, state = load_checkpoint(out)
+    if state is not None:
+        if state.get("config") != run_config:
+            raise ValueError(f"the checkpoint in {_checkpoint_root(out)!r} was made with "
+                             f"{state.get('config')}, not {run_config}; use another "
+                             "--output-dir or --fresh")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        print(f"Resuming from update {state['updates']} ({state['frames']:,} frames).")
+    else:
+        rng = np.random.default_rng(args.seed)
+        state = {"updates": 0, "frames": 0, "train_seconds": 0.0, "episodes": [],
+                 "config": run_config}
+    episodes = [tuple(e) for e in state["episodes"]]
+    history = _read_history(history_path, state["updates"])
+    _write_history(history_path, history)
+
+    env_kwargs = QUICK_ENV_KWARGS if args.quick and args.env_id == atari.TINY_ENV_ID else {}
+    envs = atari.make_vector_env(
+        num_envs, env_id=args.env_id, seed=args.seed + num_envs * state["updates"],
+        asynchronous=args.async_envs, context="forkserver" if args.async_envs else None,
+        frame_skip=args.frame_skip, max_episode_steps=args.max_episode_steps, **env_kwargs)
+    try:
+        num_actions = int(envs.single_action_space.n)
+        if model is None:
+            model = build_model(args, num_actions)
+        elif model.num_actions != num_actions:
+            raise ValueError(f"the checkpoint's model has {model.num_actions} actions, "
+                             f"{args.env_id} has {num_actions}; use --fresh")
+        if args.verbose:
+            print(f"{args.env_id}: {num_envs} envs, core {args.model}, "
+                  f"{model.count_params():,} parameters, {frames_per_update} frames per update, "
+                  f"{max_updates} updates in total.")
+        _train(args, model, envs, state, episodes, history, rng, max_updates, frames_per_update,
+               out, history_path)
+    finally:
+        envs.close()
+
+    mean_100 = _mean_last(episodes)
+    best_100 = None
+    if episodes:
+        scores = np.array([e[1] for e in episodes])
+        windows = [scores[max(0, i + 1 - MEAN_WINDOW):i + 1].mean() for i in range(len(scores))]
+        best_100 = float(max(windows[min(MEAN_WINDOW, len(windows)) - 1:]))
+    results = {
+        "task": TASK,
+        "model": args.model,
+        "env_id": args.env_id,
+        "paper_metric": f"mean unclipped game score of the last {MEAN_WINDOW} training games",
+        "updates": state["updates"],
+        "frames": state["frames"],
+        "episodes": len(episodes),
+        "mean_reward_last_100": mean_100,
+        "best_mean_reward_100": best_100,
+        "train_seconds": round(state["train_seconds"], 2),
+        "frames_per_second": round(state["frames"] / max(state["train_seconds"], 1e-9), 1),
+        "parameters": int(model.count_params()),
+        "a2c": {"num_envs": num_envs, "rollout_length": steps, "frame_skip": args.frame_skip,
+                "gamma": args.gamma, "gae_lambda": args.gae_lambda,
+                "entropy_coef": args.entropy_coef, "value_coef": args.value_coef,
+                "optimizer": args.optimizer, "learning_rate": args.learning_rate,
+                "adam_epsilon": args.adam_epsilon, "amsgrad": True},
+        "stm_config": model.stm_config if args.model == "stm" else None,
+        "flags": {k: v for k, v in vars(args).items()
+                  if isinstance(v, (int, float, str, bool, type(None)))},
+        "environment": training.environment(),
+    }
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    plot_rewards(episodes, os.path.join(out, "reward_curve.png"),
+                 f"{args.env_id} ({args.model}, A2C x {num_envs})")
+    print(json.dumps({"task": TASK, "model": args.model, "frames": state["frames"],
+                      "mean_reward_last_100": mean_100}))
+    return results
+
+
+def _train(args, model, envs, state, episodes, history, rng, max_updates, frames_per_update,
+           out, history_path):
+    """The A2C loop: rollouts of all environments, one `train_on_batch` per rollout."""
+    num_envs, steps = args.num_envs, args.rollout_length
+    obs_shape = model.observation_shape
+    observations, _ = envs.reset()
+    states = model.initial_states(num_envs)
+    resets = np.ones((num_envs,), np.float32)  # the first step starts every episode
+    session_start, session_frames = time.perf_counter(), 0
+    last_saved = state["updates"]
+    while state["updates"] < max_updates:
+        update_start = time.perf_counter()
+        start_states = states
+        obs_buf = np.empty((num_envs, steps) + obs_shape, np.float32)
+        reset_buf = np.empty((num_envs, steps), np.float32)
+        action_buf = np.empty((num_envs, steps), np.int32)
+        reward_buf = np.empty((num_envs, steps), np.float32)
+        done_buf = np.empty((num_envs, steps), bool)
+        value_buf = np.empty((num_envs, steps), np.float32)
+        for t in range(steps):
+            obs_buf[:, t] = observations
+            reset_buf[:, t] = resets
+            logits, values, states = model.step(observations, states, resets)
+            actions = actor_critic.sample_actions(logits, rng)
+            observations, rewards, terminated, truncated, info = envs.step(actions)
+            done = np.logical_or(terminated, truncated)
+            action_buf[:, t], reward_buf[:, t], done_buf[:, t] = actions, rewards, done
+            value_buf[:, t] = values
+            stamp = state["frames"] + (t + 1) * num_envs * args.frame_skip
+            episodes.extend((stamp, float(score))
+                            for score in atari.completed_episode_returns(info))
+            resets = done.astype(np.float32)
+        _, bootstrap, _ = model.step(observations, states, resets)
+        advantages, returns = advantages_lib.generalized_advantage_estimates(
+            reward_buf.T, value_buf.T, done_buf.T, bootstrap, gamma=args.gamma,
+            lam=args.gae_lambda)
+        logs = model.train_on_batch(
+            {"observations": obs_buf, "resets": reset_buf, "states": start_states},
+            {"actions": action_buf, "advantages": np.ascontiguousarray(advantages.T),
+             "returns": np.ascontiguousarray(returns.T)},
+            return_dict=True)
+        state["updates"] += 1
+        state["frames"] += frames_per_update
+        state["train_seconds"] += time.perf_counter() - update_start
+        session_frames += frames_per_update
+        fps = session_frames / max(time.perf_counter() - session_start, 1e-9)
+        mean_100 = _mean_last(episodes)
+        history.append({
+            "update": state["updates"], "frames": state["frames"],
+            "seconds": round(state["train_seconds"], 3), "frames_per_second": round(fps, 1),
+            **{k: float(logs[k]) for k in ("loss", "policy_loss", "value_loss", "entropy")},
+            "episodes": len(episodes), "mean_reward_100": "" if mean_100 is None else mean_100,
+        })
+        if not all(math.isfinite(float(logs[k])) for k in ("loss", "value_loss")):
+            raise FloatingPointError(f"non-finite loss at update {state['updates']}: {logs}")
+        if args.verbose and (state["updates"] % args.log_every == 0
+                             or state["updates"] == max_updates):
+            score = "n/a" if mean_100 is None else f"{mean_100:.2f}"
+            print(f"update {state['updates']}/{max_updates}  frames {state['frames']:,}  "
+                  f"{fps:,.0f} frames/s  games {len(episodes)}  "
+                  f"mean score (last {MEAN_WINDOW}) {score}  loss {float(logs['loss']):.4f}  "
+                  f"value {float(logs['value_loss']):.4f}  "
+                  f"entropy {float(logs['entropy']):.3f}", flush=True)
+        if state["updates"] % args.steps_per_epoch == 0 or state["updates"] == max_updates:
+            _checkpoint(out, model, state, episodes, rng, history, history_path)
+            last_saved = state["updates"]
+    if last_saved != state["updates"]:
+        _checkpoint(out, model, state, episodes, rng, history, history_path)
+
+
+def _checkpoint(out, model, state, episodes, rng, history, history_path):
+    state["episodes"] = [list(e) for e in episodes]
+    state["rng"] = rng.bit_generator.state
+    _write_history(history_path, history)
+    save_checkpoint(out, model, state)
+
+
+if __name__ == "__main__":
+    main()

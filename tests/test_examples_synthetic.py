@@ -1,0 +1,245 @@
+"""The synthetic-task example scripts and the per-task configuration registry.
+
+Each script's `--quick` mode runs in-process (its `main(argv)`) with the output folder in
+`tmp_path`; the checks are on what the runs leave behind (results.json, history.csv, the
+plot, the data file) and on numbers recomputed independently (parameter counts from the
+reference formula, the test metric from the saved best model's predictions).
+"""
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_stm import training
+from keras_stm.models import build_sequence_model
+from keras_stm.models import task_configs
+from keras_stm.tasks import copy as copy_data
+from keras_stm.tasks.metrics import bit_error_per_sequence
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES,
+                                                                                  f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name, out, *extra):
+    """Runs `examples/<name>.py --quick`; returns (results dict, output folder)."""
+    results = _load(name).main(["--quick", "--verbose", "0", "--output-dir", str(out), *extra])
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    assert stored["test"] == pytest.approx(results["test"])
+    return stored
+
+
+def _history_rows(out):
+    with open(os.path.join(out, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_common(results, out, task, model="stm"):
+    assert results["task"] == task and results["model"] == model
+    assert results["iterations"] == 4 and results["batch_size"] == 8
+    assert results["environment"]["backend"] == keras.backend.backend()
+    for value in results["test"].values():
+        assert math.isfinite(value)
+    assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 0
+    assert os.path.exists(os.path.join(out, "best.keras"))
+    assert len(_history_rows(out)) == 2  # 4 iterations, 2 per epoch
+
+
+# --- the registry -------------------------------------------------------------------------
+
+def _formula_parameters(d_in, d_out, nq, d, r, learned_alphas=3, a=64, m=128):
+    """Parameter count of the authors' STM (spec 3.2 formula), written out independently."""
+    return (learned_alphas + 2 + d * d + nq * d * d + (3 * nq * d + 3 * nq) + 6 * nq * d
+            + 2 * (d * d_in + d) + (nq * d_in + nq) + 2 * (2 * d * d + 2 * d) + (r * d * d + r)
+            + (nq * d * d + d) + (a * nq * r + a) + (m * a + m) + (m * m + m)
+            + (d_out * m + d_out))
+
+
+def test_registry_values_follow_the_spec():
+    expected = {  # task: (nq, d, r, gated, optimizer, iterations)
+        "associative_retrieval": (2, 96, 96, True, "rmsprop", 100_000),
+        "copy": (8, 96, 96, True, "rmsprop", 50_000),
+        "priority_sort": (8, 96, 96, True, "rmsprop", 50_000),
+        "rar": (16, 72, 72, True, "rmsprop", 50_000),
+        "nth_farthest": (8, 128, 96, False, "adam", 1_000_000),
+        "convex_hull": (8, 128, 96, True, "adam", 1_000_000),
+        "tsp": (8, 128, 96, True, "adam", 1_000_000),
+        "shortest_path": (8, 128, 96, True, "adam", 1_000_000),
+        "minimum_spanning_tree": (8, 128, 96, True, "adam", 1_000_000),
+    }
+    assert set(task_configs.TASK_CONFIGS) == set(expected)
+    for task, (nq, d, r, gated, optimizer, iterations) in expected.items():
+        config = task_configs.get_task_config(task)
+        stm = config["stm"]
+        assert (stm["num_queries"], stm["memory_size"], stm["relation_size"]) == (nq, d, r)
+        assert stm["gated_write"] is gated and stm["readout_size"] == 64
+        assert stm["head_hidden_units"] == 128 and stm["sam_steps"] == 1
+        assert config["optimizer"] == optimizer and config["iterations"] == iterations
+        assert config["learning_rate"] == 1e-4 and config["clip_value"] == 10.0
+        assert config["batch_size"] == 128
+        # The defaults reach the shared parser unchanged.
+        args = training.argument_parser("doc", **task_configs.training_defaults(task)).parse_args([])
+        assert (args.task, args.optimizer, args.iterations) == (task, optimizer, iterations)
+        assert (args.learning_rate, args.clip_value, args.batch_size) == (1e-4, 10.0, 128)
+    rar = task_configs.stm_config("rar")
+    assert (rar["relational_carry"], rar["relational_read"], rar["relational_transfer"]) == (
+        0.0, 0.0, "learned")
+    assert task_configs.get_task_config("associative_retrieval")["rmsprop_rho"] == 0.99
+    assert task_configs.get_task_config("associative_retrieval")["steps_per_epoch"] == 781
+    assert task_configs.get_task_config("copy")["rmsprop_rho"] == 0.95
+    # get_task_config returns copies: editing one does not change the registry.
+    task_configs.get_task_config("copy")["stm"]["memory_size"] = 1
+    assert task_configs.TASK_CONFIGS["copy"]["stm"]["memory_size"] == 96
+
+
+def test_registry_rejects_bad_input():
+    with pytest.raises(ValueError, match="task"):
+        task_configs.get_task_config("nonsense")
+    with pytest.raises(ValueError, match="Unknown STM arguments"):
+        task_configs.stm_config("copy", memory_sizes=3)
+    args = argparse.Namespace(num_queries=0, memory_size=8, relation_size=8, readout_size=8,
+                              head_hidden_units=8)
+    with pytest.raises(ValueError, match="--num-queries"):
+        task_configs.model_config_from_args(args, "copy")
+    parser = task_configs.add_model_arguments(
+        training.argument_parser("doc", **task_configs.training_defaults("rar")), "rar")
+    args = parser.parse_args(["--memory-size", "32", "--lstm-units", "16"])
+    config = task_configs.model_config_from_args(args, "rar")
+    assert config["memory_size"] == 32 and config["num_queries"] == 16 and args.lstm_units == 16
+
+
+@pytest.mark.parametrize("task, d_in, d_out, kwargs, learned", [
+    ("copy", 34, 32, {}, 3),
+    ("rar", 34, 32, {}, 1),
+    ("nth_farthest", 40, 8, {}, 3),
+    ("convex_hull", 24, 22, {}, 3),
+    ("associative_retrieval", 100, 10, {"vocabulary_size": 37, "embedding_size": 100}, 3),
+])
+def test_paper_models_have_the_authors_parameter_counts(task, d_in, d_out, kwargs, learned):
+    stm = task_configs.stm_config(task)
+    # Zero kernels and biases: the count does not depend on them, and they build fast.
+    fast = {**stm, "kernel_initializer": "zeros", "bias_initializer": "zeros"}
+    model = build_sequence_model(d_in, d_out, stm_config=fast, **kwargs)
+    expected = _formula_parameters(d_in, d_out, stm["num_queries"], stm["memory_size"],
+                                   stm["relation_size"], learned_alphas=learned)
+    expected += 37 * 100 if kwargs else 0
+    assert model.count_params() == expected
+    # The spec's published totals (section 3.2) agree with the formula.
+    published = {"copy": 1_170_965, "rar": 684_259, "nth_farthest": 2_012_813,
+                 "convex_hull": 2_010_395, "associative_retrieval": 1_028_063 + 3_700}
+    assert expected == published[task]
+
+
+# --- the scripts --------------------------------------------------------------------------
+
+def test_copy_quick_tests_the_best_checkpoint(tmp_path):
+    out = tmp_path / "copy"
+    results = _run("copy_task", out)
+    _check_common(results, out, "copy")
+    assert results["paper_metric"] == "bit_error_per_sequence"
+    assert results["stm_config"]["memory_size"] == 8
+    error = results["test"]["bit_error_per_sequence"]
+    # Independent recomputation: the saved best model on the fixed-seed test batches.
+    best = keras.saving.load_model(os.path.join(out, "best.keras"))
+    batches = copy_data.dataset(batch_size=8, num_batches=2, seed=task_configs.TEST_SEED,
+                                fixed=True, min_seq_len=2, max_seq_len=2)
+    errors = []
+    for x, y, w in (batches[0], batches[1]):
+        errors.append(bit_error_per_sequence(y, keras.ops.convert_to_numpy(best(x)), w))
+    assert error == pytest.approx(np.mean(errors), rel=1e-5)
+    assert 0.0 <= error <= 32 * 2
+
+
+def test_priority_sort_quick(tmp_path):
+    out = tmp_path / "ps"
+    results = _run("priority_sort", out)
+    _check_common(results, out, "priority_sort")
+    assert results["data"] == {"input_seq_len": 5, "target_seq_len": 4}
+    assert 0.0 <= results["test"]["bit_error_per_sequence"] <= 32 * 4
+
+
+def test_rar_quick_both_readings(tmp_path):
+    out = tmp_path / "rar"
+    results = _run("rar", out, "--reading", "intended")
+    _check_common(results, out, "rar")
+    assert results["data"] == {"reading": "intended", "num_items": [3, 3],
+                               "item_length": [2, 3]}
+    assert results["stm_config"]["relational_carry"] == 0.0
+    assert 0.0 <= results["test"]["bit_error_per_sequence"] <= 32 * 3
+    rar = _load("rar")
+    assert rar.parse_size("2-5", "--x") == (2, 5) and rar.parse_size("4", "--x") == 4
+    with pytest.raises(ValueError, match="--item-length"):
+        rar.parse_size("two", "--item-length")
+    with pytest.raises(ValueError, match="num_items"):
+        rar.main(["--output-dir", str(tmp_path / "bad"), "--num-items", "1"])
+
+
+def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
+    for model in ("stm", "lstm"):
+        out = tmp_path / model
+        results = _run("nth_farthest", out, "--model", model)
+        _check_common(results, out, "nth_farthest", model)
+        test = results["test"]
+        assert 0.0 <= test["accuracy"] <= 1.0
+        assert test["error"] == pytest.approx(1.0 - test["accuracy"])
+        # 2 test batches of 8 examples: accuracy is a multiple of 1/16.
+        assert test["accuracy"] * 16 == pytest.approx(round(test["accuracy"] * 16))
+    assert results["stm_config"] is None and results["parameters"] == (
+        4 * 8 * (40 + 8 + 1) + 8 * 8 + 8)  # LSTM(8) + Dense(8)
+    # Second call into the same folder: history.csv keeps the first call's rows.
+    results = _run("nth_farthest", tmp_path / "lstm", "--model", "lstm")
+    assert len(_history_rows(tmp_path / "lstm")) == 4
+    assert 0.0 <= results["test"]["accuracy"] <= 1.0
+    with pytest.raises(SystemExit):
+        _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), "--test-batches", "0"])
+
+
+def test_associative_retrieval_quick(tmp_path):
+    out = tmp_path / "ar"
+    results = _run("associative_retrieval", out)
+    _check_common(results, out, "associative_retrieval")
+    data = results["data"]
+    assert data["num_pairs"] == 4 and data["sequence_length"] == 11
+    assert data["sizes"] == {"train": 16, "validation": 16, "test": 16}
+    assert os.path.exists(data["file"]) and data["file"].startswith(str(out))
+    # The fixed data set on disk is the one trained on: 11 tokens, a '?' pair before the query.
+    with np.load(data["file"]) as archive:
+        x = archive["x_test"]
+        assert x.shape == (16, 11) and (x[:, 8:10] == 36).all()
+    # Validation every epoch, and the convergence summary read from it.
+    rows = _history_rows(out)
+    accuracies = [float(r["val_accuracy"]) for r in rows]
+    convergence = results["convergence"]
+    assert convergence["threshold"] == 0.99
+    assert convergence["best_validation_accuracy"] == pytest.approx(max(accuracies))
+    first = next((i + 1 for i, a in enumerate(accuracies) if a >= 0.99), None)
+    assert convergence["epoch"] == first
+    assert 0.0 <= results["test"]["accuracy"] <= 1.0
+    # A data file holding another data set is refused, naming the file.
+    with pytest.raises(ValueError, match="seed"):
+        _load("associative_retrieval").main(
+            ["--quick", "--output-dir", str(out), "--data-file", data["file"],
+             "--data-seed", "3"])
+
+
+def test_convergence_epoch_reads_the_latest_run(tmp_path):
+    module = _load("associative_retrieval")
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_accuracy\n0,0.5\n1,0.995\n2,1.0\n0,0.2\n1,0.9\n2,0.991\n3,0.3\n")
+    assert module.convergence_epoch(str(path)) == (3, pytest.approx(0.991))
+    path.write_text("epoch,val_accuracy\n0,0.5\n1,0.6\n")
+    assert module.convergence_epoch(str(path)) == (None, pytest.approx(0.6))
