@@ -157,6 +157,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup):
             "min_ms": 1000 * times[0], "peak_gib": peak_memory_gib(), "compile_s": compile_s,
             "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
             "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "keras": keras.__version__, **device_info()}
 
 

@@ -209,8 +209,8 @@ def save_checkpoint(out, model, state):
             shutil.rmtree(os.path.join(root, other), ignore_errors=True)
 
 
-def load_checkpoint(out):
-    """`(model, state)` of the latest checkpoint in `out`, or `(None, None)` if there is none."""
+def load_checkpoint_state(out):
+    """`(state, model_path)` of the latest checkpoint in `out`, or `(None, None)` if none."""
     pointer = os.path.join(_checkpoint_root(out), "latest.json")
     if not os.path.exists(pointer):
         return None, None
@@ -226,7 +226,7 @@ def load_checkpoint(out):
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"checkpoint weights {model_path!r} are missing; rerun with "
                                 "--fresh to start over")
-    return keras.saving.load_model(model_path), state
+    return state, model_path
 
 
 def _read_history(path, last_update):
@@ -301,12 +301,14 @@ def main(argv=None):
     run_config = {"core": args.model, "env_id": args.env_id, "num_envs": num_envs,
                   "rollout_length": steps, "frame_skip": args.frame_skip, "quick": args.quick}
 
-    model, state = load_checkpoint(out)
+    model = None
+    state, model_path = load_checkpoint_state(out)
     if state is not None:
         if state.get("config") != run_config:
             raise ValueError(f"the checkpoint in {_checkpoint_root(out)!r} was made with "
                              f"{state.get('config')}, not {run_config}; use another "
                              "--output-dir or --fresh")
+        model = keras.saving.load_model(model_path)  # weights, optimiser state, compile args
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         print(f"Resuming from update {state['updates']} ({state['frames']:,} frames).")

@@ -151,9 +151,10 @@ def load_data(args):
 
 
 def build_model(args, data):
-    """The bAbI model of the flags for the loaded vocabulary."""
+    """The bAbI model of the flags for the loaded vocabulary (`--stm-config` applied last)."""
     stm_config = {name: getattr(args, name) for name in
                   ("num_queries", "memory_size", "relation_size", "projector_hidden_units")}
+    stm_config.update(getattr(args, "stm_config", None) or {})
     return babi_model.build_babi_model(
         data.metadata["vocab_size"], data.common_shape[1], embedding_size=args.embedding_size,
         stm_config=stm_config, inference_hidden_units=args.inference_hidden_units,
@@ -161,9 +162,13 @@ def build_model(args, data):
 
 
 def score(model, data, batch_size):
-    """Per-task scores of `model` on every loaded split but train."""
-    return {split: babi_model.evaluate_babi(model, getattr(data, split), batch_size)
-            for split in data.metadata["splits"] if split != "train"}
+    """Per-task scores of `model` on every loaded split but train (partial tasks marked)."""
+    scores = {split: babi_model.evaluate_babi(model, getattr(data, split), batch_size)
+              for split in data.metadata["splits"] if split != "train"}
+    for split_scores in scores.values():
+        for t, task_scores in split_scores["tasks"].items():
+            task_scores["partial"] = t in data.metadata["partial_tasks"]
+    return scores
 
 
 def error_table(scores, data):

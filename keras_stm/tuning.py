@@ -714,7 +714,7 @@ def make_tuner(kind, hypermodel, max_trials=None, directory=os.path.join("runs",
 
 def _oracle(tuner):
     """The tuner's own oracle (a worker's is wrapped in an `OracleClient`)."""
-    return getattr(tuner.oracle, "oracle", tuner.oracle)
+    return getattr(tuner.oracle, "_oracle", tuner.oracle)
 
 
 def best_hparams(task, values, model="stm"):

@@ -280,7 +280,7 @@ def _find_cell(model):
         if len(inputs) == 1 and layer.input is inputs[0]:
             return layer.cell, None
         try:
-            features = keras.Model(inputs, layer.input)
+            features = keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.input)
         except Exception as error:
             raise ValueError(
                 "Cannot compute the STM layer's input from `model`'s inputs (is it a functional "
@@ -472,7 +472,8 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
     limit = _symmetric_limit(np.stack([p for _, p in panels]))
     plt = _pyplot()
     cols = len(panels)
-    fig, axes = plt.subplots(1, cols, figsize=(1.9 * cols + 0.8, 2.5), squeeze=False)
+    fig, axes = plt.subplots(1, cols, figsize=(1.9 * cols + 0.8, 2.5), squeeze=False,
+                             layout="constrained")
     image = None
     for ax, (name, panel) in zip(axes[0], panels):
         image = ax.imshow(panel, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -481,7 +482,7 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
         ax.set_yticks([])
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title or "item memory Mi", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -524,7 +525,7 @@ def plot_relational_memory(trace, path, example=0, steps=None, title=None):
     limit = _symmetric_limit(memories[chosen])
     plt = _pyplot()
     fig, axes = plt.subplots(len(chosen), slots, figsize=(1.7 * slots + 1.0, 1.7 * len(chosen) + 0.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     image = None
     for row, t in enumerate(chosen):
         for i in range(slots):
@@ -538,7 +539,7 @@ def plot_relational_memory(trace, path, example=0, steps=None, title=None):
                 ax.set_ylabel(f"step {t + 1}", fontsize=8)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
     fig.suptitle(title or "relational memory Mr", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -583,7 +584,7 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
     plt = _pyplot()
     cols = len(chosen)
     fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 1.0, 4.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 1.6]})
+                             gridspec_kw={"height_ratios": [1, 1.6]}, layout="constrained")
     image = None
     for col, t in enumerate(chosen):
         top, bottom = axes[0, col], axes[1, col]
@@ -602,6 +603,6 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
             bottom.set_xlabel("feature p", fontsize=7)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
     fig.suptitle(title or "OPA scores tanh(q_i ⊙ k_j)", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -120,6 +120,15 @@ def test_registry_rejects_bad_input():
     args = parser.parse_args(["--memory-size", "32", "--lstm-units", "16"])
     config = task_configs.model_config_from_args(args, "rar")
     assert config["memory_size"] == 32 and config["num_queries"] == 16 and args.lstm_units == 16
+    # --stm-config (flag or --hparams key) replaces any STM argument, winning over the flags.
+    args = parser.parse_args(["--memory-size", "32", "--stm-config",
+                              '{"memory_size": 24, "sam_normalization": "row"}'])
+    config = task_configs.model_config_from_args(args, "rar")
+    assert (config["memory_size"], config["sam_normalization"]) == (24, "row")
+    for bad, message in (('{"head_units": 3}', "head_units"), ('{"memory": 3}', "memory")):
+        args = parser.parse_args(["--stm-config", bad])
+        with pytest.raises(ValueError, match=message):
+            task_configs.model_config_from_args(args, "rar")
 
 
 @pytest.mark.parametrize("task, d_in, d_out, kwargs, learned", [
@@ -191,8 +200,12 @@ def test_rar_quick_both_readings(tmp_path):
 def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
     for model in ("stm", "lstm"):
         out = tmp_path / model
-        results = _run("nth_farthest", out, "--model", model)
+        results = _run("nth_farthest", out, "--model", model,
+                       "--stm-config", '{"relational_read": 0.0}')
         _check_common(results, out, "nth_farthest", model)
+        if model == "stm":
+            assert results["stm_config"]["relational_read"] == 0.0
+            assert results["stm_config"]["gated_write"] is False
         test = results["test"]
         assert 0.0 <= test["accuracy"] <= 1.0
         assert test["error"] == pytest.approx(1.0 - test["accuracy"])

@@ -27,24 +27,23 @@ def _stm(**changes):
 
 
 def _numpy(x):
+    if isinstance(x, keras.Variable):
+        x = keras.ops.convert_to_tensor(x)
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
-@pytest.mark.parametrize("gated", [True, False])
-def test_trace_matches_the_stm_layer_step_by_step(gated):
+def test_trace_matches_the_stm_layer():
     x = _inputs()
-    stm = _stm(gated_write=gated)
+    stm = _stm()
     outputs, _, item, relational = stm(x)
     trace = visualize.trace_memories(stm, x)
     assert trace["item_memory"].shape == (2, 3, 4, 4)
     assert trace["relational_memory"].shape == (2, 3, 2, 4, 4)
+    # Every step's output is read from that step's relational memory: all must match.
     np.testing.assert_allclose(trace["outputs"], _numpy(outputs), rtol=1e-4, atol=1e-5)
-    # The memories after step t equal the layer's final memories on the prefix of length t.
-    for t in range(3):
-        _, _, item_t, relational_t = stm(x[:, : t + 1])
-        np.testing.assert_allclose(trace["item_memory"][:, t], _numpy(item_t), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(trace["relational_memory"][:, t], _numpy(relational_t),
-                                   rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(trace["item_memory"][:, -1], _numpy(item), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(trace["relational_memory"][:, -1], _numpy(relational),
+                               rtol=1e-4, atol=1e-5)
     d, nq = 4, 2
     cell = stm.cell
     np.testing.assert_allclose(trace["initial_item_memory"][0],
@@ -61,15 +60,20 @@ def _layer_norm(p, axis, eps):
 
 def test_attention_scores_rebuild_the_relational_memory():
     """q, k, v recomputed in numpy from the captured SAM input; OPA of them must give the new
-    relational memory: Mr_t = carry * Mr_{t-1} + sum_j tanh(q_i ⊙ k_j) ⊗ v_j."""
+    relational memory, Mr_t = carry * Mr_{t-1} + R with R_i = sum_j tanh(q_i ⊙ k_j) ⊗ v_j, and
+    (additive write) the new item memory, Mi_t = Mi_{t-1} + u ⊗ u + transfer * G1(R)."""
     x = _inputs(seed=1)
-    stm = _stm()
-    stm(x)
+    stm = _stm(gated_write=False)
+    stm.build(x.shape)
     trace = visualize.trace_memories(stm, x)
     sam = stm.cell.self_attentive_memory
     kernel, bias, gamma, beta = (_numpy(w) for w in (sam.kernel, sam.bias, sam.gamma, sam.beta))
-    nq = 2
+    cell = stm.cell
+    write_kernel, write_bias = (_numpy(w) for w in cell.write_projector[0])
+    transfer_kernel, transfer_bias = _numpy(cell.transfer_kernel), _numpy(cell.transfer_bias)
+    nq, d = 2, 4
     previous = trace["initial_relational_memory"]
+    previous_item = trace["initial_item_memory"]
     for t in range(3):
         s = trace["sam_input"][:, t].astype(np.float64)
         p = _layer_norm(s @ kernel + bias, (-2, -1), 1e-5) * gamma + beta  # (B, d, 3nq)
@@ -84,6 +88,13 @@ def test_attention_scores_rebuild_the_relational_memory():
         np.testing.assert_allclose(trace["relational_memory"][:, t], 0.5 * previous + relation,
                                    rtol=1e-4, atol=1e-4)
         previous = trace["relational_memory"][:, t]
+        # Additive write then transfer: Mi_t = Mi_{t-1} + u ⊗ u + 0.2 * G1(R).
+        u = x[:, t] @ write_kernel + write_bias
+        transfer = np.einsum("bipc,ipe->bce", relation, transfer_kernel.reshape(nq, d, d)) + transfer_bias
+        np.testing.assert_allclose(trace["item_memory"][:, t],
+                                   previous_item + u[:, :, None] * u[:, None, :] + 0.2 * transfer,
+                                   rtol=1e-4, atol=1e-4)
+        previous_item = trace["item_memory"][:, t]
     assert np.all(np.abs(trace["attention"]) <= 1.0)
 
 
@@ -99,7 +110,7 @@ def test_trace_of_a_model_with_an_embedding():
 
 def test_trace_rejects_bad_inputs():
     stm = _stm()
-    stm(_inputs())
+    stm.build((None, 3, 5))
     with pytest.raises(ValueError, match="features per step"):
         visualize.trace_memories(stm, np.zeros((3, 7), "float32"))
     with pytest.raises(ValueError, match="sequence"):
@@ -124,7 +135,7 @@ def _png_shape(path):
 def test_memory_plots(tmp_path):
     stm = _stm()
     x = _inputs()
-    stm(x)
+    stm.build(x.shape)
     trace = visualize.trace_memories(stm, x)
     for plot in (visualize.plot_item_memory, visualize.plot_relational_memory,
                  visualize.plot_attention):

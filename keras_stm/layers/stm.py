@@ -184,10 +184,10 @@ class STM(keras.layers.RNN):
             )
         batch = ops.shape(sequences)[0]
         d, nq = cell.memory_size, cell.num_queries
-        item_memory = ops.reshape(initial_state[1], (batch, d * d))
+        item_memory = ops.reshape(initial_state[1], (-1, d * d))
         # The loop carries Mr value-major (see STMCell.update_memories), flat.
-        relational_memory = cell.to_value_major(ops.reshape(initial_state[2], (batch, nq, d, d)))
-        relational_memory = ops.reshape(relational_memory, (batch, nq * d * d))
+        relational_memory = cell.to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
+        relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
         projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
         update_memories = self._memory_update()
 
@@ -196,8 +196,8 @@ class STM(keras.layers.RNN):
             item = ops.reshape(item_flat, (-1, d, d))
             relational = ops.reshape(relational_flat, (-1, d, nq * d))
             item, relational = update_memories(projected_t, item, relational)
-            relational_flat = ops.reshape(relational, (ops.shape(relational)[0], -1))
-            item_flat = ops.reshape(item, (ops.shape(item)[0], -1))
+            relational_flat = ops.reshape(relational, (-1, nq * d * d))
+            item_flat = ops.reshape(item, (-1, d * d))
             # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
             return relational_flat, [relational_flat, item_flat]
 
@@ -212,7 +212,7 @@ class STM(keras.layers.RNN):
             zero_output_for_mask=False,
             return_all_outputs=self.return_sequences,
         )
-        relational_memory = cell.from_value_major(ops.reshape(relational_memory, (batch, d, nq * d)))
+        relational_memory = cell.from_value_major(ops.reshape(relational_memory, (-1, d, nq * d)))
         last_output = cell.output_from_memory(relational_memory)
         if self.return_sequences:
             steps = ops.shape(relational_sequence)[1]
@@ -226,16 +226,23 @@ class STM(keras.layers.RNN):
                 outputs = outputs * ops.expand_dims(keep, -1)
         else:
             outputs = ops.expand_dims(last_output, 1)
-        relational_memory = ops.reshape(relational_memory, (batch, nq * d * d))
+        relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
         return last_output, outputs, [last_output, item_memory, relational_memory]
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if initial_state is not None:
             if not tree.is_nested(initial_state):
                 initial_state = [initial_state]
-            batch = ops.shape(sequences)[0]
-            initial_state = [initial_state[0]] + [
-                ops.reshape(s, (batch, -1)) for s in initial_state[1:]
+            d, nq = self.cell.memory_size, self.cell.num_queries
+            if len(initial_state) != 3:
+                raise ValueError(
+                    "STM expects 3 initial states [output, item_memory, relational_memory], got "
+                    f"{len(initial_state)}."
+                )
+            initial_state = [
+                initial_state[0],
+                ops.reshape(initial_state[1], (-1, d * d)),
+                ops.reshape(initial_state[2], (-1, nq * d * d)),
             ]
         result = super().call(sequences, initial_state=initial_state, mask=mask, training=training)
         if not self.return_state:

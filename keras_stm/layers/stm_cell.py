@@ -410,11 +410,11 @@ class STMCell(keras.layers.Layer):
         )
         relational_memory = self.from_value_major(relational_memory)
         output = self.output_from_memory(relational_memory)
-        batch = ops.shape(inputs)[0]
+        d, nq = self.memory_size, self.num_queries
         new_states = [
             output,
-            ops.reshape(item_memory, (batch, -1)),
-            ops.reshape(relational_memory, (batch, -1)),
+            ops.reshape(item_memory, (-1, d * d)),
+            ops.reshape(relational_memory, (-1, nq * d * d)),
         ]
         return output, new_states
 

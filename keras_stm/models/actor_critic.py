@@ -446,27 +446,30 @@ class ActorCritic(keras.Model):
             x = layer(x)
         return x
 
-    def core_step(self, features, states):
-        """One recurrent step from CNN features `(N, feature_size)`.
+    def recurrent_step(self, features, states):
+        """One step of the LSTMCell (and STM) from CNN features `(N, feature_size)`.
 
         Returns:
-            `(logits (N, n_actions), values (N,), new_states)`.
+            The new states (list, order of `state_names`).
         """
         h, (h, c) = self.lstm_cell(features, [states[0], states[1]])
-        new_states = [h, c]
-        if self.stm_cell is not None:
-            cell = self.stm_cell
-            # The RL variant never reads Mr (Mr = None in the reference): a zero placeholder
-            # fills the cell's third state, and the Mr it returns is dropped.
-            unused_mr = ops.zeros((ops.shape(h)[0], cell.state_size[2]), dtype=h.dtype)
-            output, (_, item_memory, _) = cell(h, [states[2], states[3], unused_mr])
-            new_states += [output, item_memory]
-            features = ops.concatenate([output, h], axis=-1)
-        else:
-            features = h
-        logits = self.actor(features)
-        values = self.critic(features)[:, 0]
-        return logits, values, new_states
+        if self.stm_cell is None:
+            return [h, c]
+        cell = self.stm_cell
+        # The RL variant never reads Mr (Mr = None in the reference): a zero placeholder
+        # fills the cell's third state, and the Mr it returns is dropped.
+        unused_mr = ops.zeros((ops.shape(h)[0], cell.state_size[2]), dtype=h.dtype)
+        output, (_, item_memory, _) = cell(h, [states[2], states[3], unused_mr])
+        return [h, c, output, item_memory]
+
+    def heads(self, states):
+        """Actor logits `(..., n_actions)` and critic values `(...)` from states after a step.
+
+        The features are `concat[stm_output, lstm_h]` (STM core) or `lstm_h` (LSTM core).
+        """
+        features = states[0] if self.stm_cell is None else ops.concatenate(
+            [states[2], states[0]], axis=-1)
+        return self.actor(features), self.critic(features)[..., 0]
 
     def _unpack(self, inputs):
         if not isinstance(inputs, dict) or "observations" not in inputs or "states" not in inputs:
@@ -479,8 +482,6 @@ class ActorCritic(keras.Model):
         if len(observations.shape) != 5 or tuple(observations.shape[2:]) != expected:
             raise ValueError(f"'observations' must have shape (N, T) + {expected}, got "
                              f"{tuple(observations.shape)}.")
-        if observations.shape[1] is None:
-            raise ValueError("'observations' needs a static number of steps T (axis 1).")
         states = list(inputs["states"])
         if len(states) != len(self.state_sizes):
             raise ValueError(f"'states' must be {len(self.state_sizes)} arrays "
@@ -490,8 +491,9 @@ class ActorCritic(keras.Model):
                 raise ValueError(f"state {name!r} must have shape (N, {size}), got "
                                  f"{tuple(state.shape)}.")
         resets = inputs.get("resets")
-        if resets is not None and (len(resets.shape) != 2
-                                   or resets.shape[1] != observations.shape[1]):
+        if resets is not None and (len(resets.shape) != 2 or (
+                None not in (resets.shape[1], observations.shape[1])
+                and resets.shape[1] != observations.shape[1])):
             raise ValueError(f"'resets' must have shape (N, T={observations.shape[1]}), got "
                              f"{tuple(resets.shape)}.")
         return observations, resets, states
@@ -499,28 +501,33 @@ class ActorCritic(keras.Model):
     def call(self, inputs, training=None):
         """Runs `T` steps; see the class docstring for the input and output dicts."""
         observations, resets, states = self._unpack(inputs)
-        steps = int(observations.shape[1])
         dtype = self.compute_dtype
         states = [ops.cast(s, dtype) for s in states]
+        shape = ops.shape(observations)
         frames = ops.reshape(ops.cast(observations, dtype), (-1,) + self.observation_shape)
-        features = ops.reshape(self.encode(frames), (-1, steps, self.feature_size))
-        if resets is not None:
-            resets = ops.cast(resets, dtype)
-        reset_values = self._reset_values()
-        all_logits, all_values = [], []
-        for t in range(steps):
-            if resets is not None:
-                reset = resets[:, t : t + 1]
-                keep = 1.0 - reset
-                states = [
-                    s * keep if s0 is None else s * keep + reset * ops.cast(s0, dtype)
-                    for s, s0 in zip(states, reset_values)
-                ]
-            logits, values, states = self.core_step(features[:, t], states)
-            all_logits.append(logits)
-            all_values.append(values)
-        return {"logits": ops.stack(all_logits, axis=1), "values": ops.stack(all_values, axis=1),
-                "states": states}
+        features = ops.reshape(self.encode(frames), (shape[0], shape[1], self.feature_size))
+        if resets is None:
+            resets = ops.zeros((shape[0], shape[1]), dtype=dtype)
+        resets = ops.expand_dims(ops.cast(resets, dtype), -1)
+        reset_values = [None if s0 is None else ops.cast(s0, dtype)
+                        for s0 in self._reset_values()]
+
+        def step(carry, step_inputs):
+            step_features, reset = step_inputs[:, :-1], step_inputs[:, -1:]
+            keep = 1.0 - reset
+            carry = [c * keep if c0 is None else c * keep + reset * c0
+                     for c, c0 in zip(carry, reset_values)]
+            carry = self.recurrent_step(step_features, carry)
+            return carry, carry  # (the tensorflow scan wants outputs shaped like the carry)
+
+        # Time-major scan (a while loop, so T may be dynamic); the heads run on all steps at once.
+        # One xs tensor [features | reset]: Keras' tensorflow scan mishandles several xs when T
+        # is unknown (as after `predict_on_batch` retraces with relaxed shapes).
+        xs = ops.swapaxes(ops.concatenate([features, resets], axis=-1), 0, 1)
+        final, per_step = ops.scan(step, states, xs)
+        logits, values = self.heads(per_step)
+        return {"logits": ops.swapaxes(logits, 0, 1), "values": ops.swapaxes(values, 0, 1),
+                "states": list(final)}
 
     def step(self, observations, states, resets=None):
         """One acting step for `N` environments (numpy in, numpy out; compiled by Keras).

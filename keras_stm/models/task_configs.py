@@ -38,10 +38,12 @@ References:
 """
 
 import copy as _copy
+import inspect
 
+from keras_stm.layers import stm_cell as _stm_cell
 from keras_stm.tasks import associative_retrieval as _associative_retrieval
 
-LEARNED = "learned"
+LEARNED = _stm_cell.LEARNED
 """str: value of a mixing coefficient (`relational_carry/read/transfer`) that is learned."""
 
 TEST_SEED = 1111
@@ -275,18 +277,43 @@ def add_model_arguments(parser, task):
     return parser
 
 
+def stm_arguments():
+    """Names of the STM arguments a configuration may set (all but `head_units`).
+
+    Returns:
+        tuple of str, the `keras_stm.STMCell` constructor arguments except `head_units`
+        (which the model builder sets to the task's output size).
+
+    Example:
+
+    >>> from keras_stm.models.task_configs import stm_arguments
+    >>> "relational_carry" in stm_arguments(), "head_units" in stm_arguments()
+    (True, False)
+    """
+    parameters = inspect.signature(_stm_cell.STMCell.__init__).parameters.values()
+    return tuple(p.name for p in parameters
+                 if p.name not in ("self", "head_units")
+                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
 def model_config_from_args(args, task):
-    """The STM arguments of `task` with the model-size flags of `args` applied.
+    """The STM arguments of `task` with the model flags of `args` applied.
+
+    The size flags of `add_model_arguments` replace the registry's values, then the
+    `--stm-config` JSON object (`args.stm_config`, from the flag or an `--hparams` file), if
+    any, replaces any STM argument, sizes included (it wins over the size flags).
 
     Args:
-        args: `argparse.Namespace` parsed from a parser given `add_model_arguments`.
+        args: `argparse.Namespace` parsed from a parser given `add_model_arguments`
+            (`args.stm_config`: optional dict).
         task: str, a key of `TASK_CONFIGS`.
 
     Returns:
         dict of STM arguments.
 
     Raises:
-        ValueError: if `task` is unknown or a size flag is not a positive integer.
+        ValueError: if `task` is unknown, a size flag is not a positive integer, or
+            `--stm-config` is not a dict of STM arguments (`head_units` excluded).
 
     Example:
 
@@ -307,4 +334,15 @@ def model_config_from_args(args, task):
                              f"got {value!r}.")
         if name != "lstm_units":
             overrides[name] = value
-    return stm_config(task, **overrides)
+    config = stm_config(task, **overrides)
+    extra = getattr(args, "stm_config", None)
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ValueError(f"--stm-config must be a JSON object of STM arguments, got "
+                             f"{extra!r}.")
+        unknown = sorted(set(extra) - set(stm_arguments()))
+        if unknown:
+            raise ValueError(f"--stm-config has unknown STM arguments {unknown}; expected some "
+                             f"of {sorted(stm_arguments())}.")
+        config.update(extra)
+    return config

@@ -1,0 +1,58 @@
+"""Turn benchmark JSON lines into the markdown tables of docs/performance.md.
+
+Each row is a ratio against the baseline measured in the same run (the file's
+`official_style_torch` rows) and against the authors' published H200 figures.
+
+Usage: python benchmarks/summarize.py docs/benchmarks/h200_run2.jsonl [more.jsonl ...]
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from configs import AUTHORS_H200_MS  # noqa: E402
+from configs import CONFIGS  # noqa: E402
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def table(rows, title):
+    baseline = {r["config"]: r for r in rows if r.get("impl") == "official_style_torch" and "ms" in r}
+    lines = [f"### {title}", "",
+             "| implementation | backend | precision | config | T | ms / iteration | peak GiB | "
+             "vs same-run baseline | vs authors' H200 figure |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "ms" not in r:
+            lines.append(f"| {r.get('impl')} | | {r.get('precision')} | {r.get('config')} | | error: "
+                         f"{r.get('error', '')[:80]} | | | |")
+            continue
+        base = baseline.get(r["config"])
+        ratio = f"{base['ms'] / r['ms']:.1f}x" if base else "n/a"
+        if r.get("impl") == "official_style_torch":
+            ratio = "1.0x (baseline)"
+        authors = AUTHORS_H200_MS.get(r["config"])
+        vs_authors = f"{authors / r['ms']:.1f}x" if authors else "n/a"
+        peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else "n/a"
+        backend = r.get("backend", "torch")
+        lines.append(f"| {r['impl']} | {backend} | {r.get('precision')} | {r['config']} | "
+                     f"{CONFIGS[r['config']][5]} | {r['ms']:.1f} | {peak} | {ratio} | {vs_authors} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    paths = (argv if argv is not None else sys.argv[1:])
+    if not paths:
+        raise SystemExit("usage: summarize.py RESULTS.jsonl [...]")
+    for path in paths:
+        if not os.path.exists(path):
+            raise SystemExit(f"no such file: {path}")
+        print(table(load(path), os.path.basename(path)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""KerasTuner searches (`keras_stm.tuning`, `examples/tune.py`) and `--data-parallel`.
+
+Checked: the search spaces are centred on the paper's configuration; every task's hypermodel
+builds a model whose logits and loss fit the task's batches; a two-trial search completes,
+survives an interruption mid-trial and resumes; the best trial's file is read by a training
+script, which then trains exactly that model; one chief and two workers over loopback finish
+a search; `--data-parallel` splits batches over 2 simulated CPU devices under jax and is
+refused clearly under torch and tensorflow.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from keras_stm import training
+from keras_stm import tuning
+from keras_stm.models import build_sequence_model
+from keras_stm.models import task_configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
+BACKEND = keras.backend.backend()
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                  os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trials(project):
+    """{trial_id: trial.json} of a KerasTuner project folder."""
+    out = {}
+    for name in sorted(os.listdir(project)):
+        path = os.path.join(project, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path) as f:
+                out[name[len("trial_"):]] = json.load(f)
+    return out
+
+
+# ------------------------------------------------------------------------- search spaces
+
+
+@pytest.mark.parametrize("task", sorted(task_configs.TASK_CONFIGS))
+def test_search_space_defaults_are_the_papers_configuration(task):
+    entry = task_configs.TASK_CONFIGS[task]
+    hypermodel = tuning.TaskHyperModel(task)
+    hp = keras_tuner.HyperParameters()
+    values = hypermodel.values(hp)  # every parameter at its default
+    for key, value in entry["stm"].items():
+        if key in values:
+            assert values[key] == value, key
+    for key in ("learning_rate", "clip_value", "batch_size"):
+        assert values[key] == pytest.approx(entry[key]), key
+    # The searched ranges surround the paper's value.
+    space = {p.name: p for p in tuning.search_space(task)}
+    nq = entry["stm"]["num_queries"]
+    assert set(space["num_queries"].values) == {max(1, nq // 2), nq, 2 * nq}
+    for key in ("memory_size", "relation_size", "readout_size"):
+        choices = space[key].values
+        assert min(choices) < entry["stm"][key] < max(choices), key
+    lr = space["learning_rate"]
+    assert lr.sampling == "log" and lr.min_value < entry["learning_rate"] < lr.max_value
+    for key in ("relational_carry", "relational_read", "relational_transfer"):
+        assert {"learned", "0", "1"} <= set(space[key].values)
+    assert space["gated_write"].kind == "boolean"
+    # Batch size is searched where the data are a fixed set, else fixed at the paper's 128.
+    assert space["batch_size"].kind == ("choice" if task == "associative_retrieval" else "fixed")
+    # An LSTM search has the baseline's width instead of STM arguments.
+    lstm = {p.name for p in tuning.search_space(task, "lstm")}
+    assert "lstm_units" in lstm and "num_queries" not in lstm
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="task"):
+        tuning.TaskHyperModel("sorting")
+    with pytest.raises(ValueError, match="model"):
+        tuning.search_space("copy", model="gru")
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        tuning.TaskHyperModel("copy", steps_per_epoch=0)
+    with pytest.raises(ValueError, match="kind"):
+        tuning.make_tuner("grid", tuning.TaskHyperModel("copy", quick=True))
+    with pytest.raises(ValueError, match="mixing coefficient"):
+        tuning.coefficient_value("sometimes")
+    with pytest.raises(ValueError, match="default"):
+        tuning.Param("memory_size", "choice", values=(4, 8), default=6)
+
+
+@pytest.mark.parametrize("task", sorted(task_configs.TASK_CONFIGS))
+def test_every_task_builds_a_model_for_its_batches(task):
+    """Defaults of the tiny space: the model's logits fit the task's batches, the loss is
+    finite, and the weighted tasks give weight only to output steps."""
+    hypermodel = tuning.TaskHyperModel(task, quick=True)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    stm = model.get_layer("stm").get_config()
+    for key, value in task_configs.QUICK_MODEL.items():
+        if key in task_configs.MODEL_FLAGS:
+            assert stm[key] == value, key
+    batch = hypermodel.validation_data(4)[0]
+    x, y = batch[0], batch[1]
+    logits = keras.ops.convert_to_numpy(model(x))
+    data = tuning.TASK_DATA[task]
+    if data.return_sequences:
+        assert logits.shape == (4, x.shape[1], data.output_size)
+        weight = batch[2]
+        assert weight.shape == x.shape[:2] and 0 < weight.sum() < weight.size
+        # Padded/input steps carry no weight; weighted steps have a real target.
+        if data.loss == "pointer":
+            assert np.all(y[weight > 0] > 0) and np.all(y[weight == 0] == 0)
+        loss = float(model.loss(y, logits, sample_weight=weight))
+    else:
+        assert logits.shape == (4, data.output_size)
+        loss = float(model.loss(y, logits))
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_best_hparams_file_keys():
+    values = {"learning_rate": 3e-4, "clip_value": 5.0, "batch_size": 64, "num_queries": 16,
+              "memory_size": 48, "gated_write": True, "relational_carry": "1",
+              "relational_read": "0", "relational_transfer": "learned", "tuner/epochs": 3}
+    # RAR's registry: gated write, carry 0, read 0, transfer learned: only the carry differs.
+    assert tuning.best_hparams("rar", values) == {
+        "learning_rate": 3e-4, "clip_value": 5.0, "batch_size": 64, "num_queries": 16,
+        "memory_size": 48, "stm_config": {"relational_carry": 1.0}, "model": "stm"}
+    # Nth-farthest's registry is additive: a gated write must be written out.
+    assert tuning.best_hparams("nth_farthest", values)["stm_config"] == {
+        "gated_write": True, "relational_read": 0.0, "relational_carry": 1.0}
+    lstm = tuning.best_hparams("copy", {"lstm_units": 256, "learning_rate": 1e-3,
+                                        "num_queries": 4}, model="lstm")
+    assert lstm == {"lstm_units": 256, "learning_rate": 1e-3, "model": "lstm"}
+
+
+def test_stm_config_flag_and_its_guard(tmp_path):
+    """`--stm-config` (or an `stm_config` key of `--hparams`) reaches `args`; `training.run`
+    refuses a model whose STM disagrees with it."""
+    parser = training.argument_parser("doc", **task_configs.training_defaults("copy"))
+    args = training.parse_args(parser, ["--stm-config", '{"gated_write": false}'])
+    assert args.stm_config == {"gated_write": False}
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"learning_rate": 0.01, "stm_config": {"relational_read": 1.0}}))
+    args = training.parse_args(parser, ["--hparams", str(path)])
+    assert args.stm_config == {"relational_read": 1.0} and args.learning_rate == 0.01
+    with pytest.raises(SystemExit):
+        training.parse_args(parser, ["--stm-config", "[1, 2]"])
+    tiny = {k: v for k, v in task_configs.QUICK_MODEL.items() if k in task_configs.MODEL_FLAGS}
+    model = build_sequence_model(4, 2, stm_config=task_configs.stm_config(
+        "copy", relational_read=1.0, **tiny))
+    training.check_stm_config_applied(model, args)  # agrees: no error
+    args.stm_config = {"relational_read": "learned"}
+    with pytest.raises(ValueError, match="relational_read"):
+        training.check_stm_config_applied(model, args)
+
+
+# ------------------------------------------------------------------------- searches
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process's search in the middle of a trial, as a Ctrl-C would."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt("interrupted by the test")
+
+
+def test_two_trial_search_completes_resumes_and_summarises(tmp_path, capsys):
+    directory = str(tmp_path / "tune")
+    hypermodel = tuning.TaskHyperModel("rar", quick=True)
+    project = os.path.join(directory, "rar-stm-random-quick")
+
+    # Trial 0 completes; the search asked for 1 trial only.
+    tuner = tuning.make_tuner("random", hypermodel, max_trials=1, directory=directory)
+    tuner.search(epochs=1, verbose=0)
+    first = _trials(project)
+    assert list(first) == ["0"] and first["0"]["status"] == "COMPLETED"
+
+    # Asked for 2: trial 1 starts, and the process is interrupted in its first epoch.
+    tuner = tuning.make_tuner("random", hypermodel, max_trials=2, directory=directory)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.search(epochs=1, verbose=0, callbacks=[_Interrupt()])
+    assert _trials(project)["1"]["status"] == "RUNNING"
+    interrupted = _trials(project)["1"]["hyperparameters"]["values"]
+
+    # The script started again resumes: trial 1 is run again (same values), trial 0 is kept.
+    tune = _load("tune")
+    capsys.readouterr()
+    summary = tune.main(["--task", "rar", "--quick", "--max-trials", "2", "--epochs", "1",
+                         "--directory", directory, "--verbose", "0"])
+    assert "Reloading Tuner" in capsys.readouterr().out
+    trials = _trials(project)
+    assert sorted(trials) == ["0", "1"]
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    assert trials["1"]["hyperparameters"]["values"] == interrupted
+    assert trials["0"] == first["0"]
+    assert summary["num_trials"] == summary["num_completed"] == 2
+    assert summary["objective"] == {"name": "val_bit_error_per_sequence", "direction": "min"}
+
+    # The summary ranks by the objective (lower bit error first) and the file is the best.
+    scores = {t["trial_id"]: t["score"] for t in trials.values()}
+    best_id = min(scores, key=scores.get)
+    assert summary["best_trials"][0]["trial_id"] == best_id
+    assert [t["score"] for t in summary["best_trials"]] == sorted(scores.values())
+    with open(os.path.join(project, tuning.BEST_HPARAMS_FILE)) as f:
+        stored = json.load(f)
+    assert stored == tuning.best_hparams("rar", trials[best_id]["hyperparameters"]["values"])
+    with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
+        assert json.load(f)["best_trials"][0]["trial_id"] == best_id
+
+    # Run once more with everything done: nothing new, same result.
+    again = tune.main(["--task", "rar", "--quick", "--max-trials", "2", "--epochs", "1",
+                       "--directory", directory, "--verbose", "0"])
+    assert _trials(project) == trials and again["best_hparams"] == summary["best_hparams"]
+
+
+def test_best_hparams_round_trip_into_the_training_script(tmp_path):
+    """The best trial's file trains exactly the trial's model in `examples/nth_farthest.py`."""
+    registry = task_configs.stm_config("nth_farthest")
+    # The tiny space, with the flag-less STM arguments at the registry's values, so the file
+    # only holds flags (see docs/tuning.md on `stm_config`).
+    space = [p if p.name not in tuning.STM_ONLY_KEYS else tuning.Param(
+        p.name, "fixed", default=registry[p.name] if p.name == "gated_write"
+        else tuning._coefficient_text(registry[p.name])) for p in tuning.QUICK_SEARCH_SPACE]
+    hypermodel = tuning.TaskHyperModel("nth_farthest", quick=True, space=space)
+    tuner = tuning.make_tuner("random", hypermodel, max_trials=1,
+                              directory=str(tmp_path / "tune"))
+    tuner.search(epochs=1, verbose=0)
+    summary = tuning.write_results(tuner, hypermodel)
+    hparams = summary["best_hparams"]
+    assert "stm_config" not in hparams and hparams["model"] == "stm"
+    values = summary["best_trials"][0]["hyperparameters"]
+
+    out = str(tmp_path / "train")
+    results = _load("nth_farthest").main([
+        "--hparams", summary["best_hparams_path"], "--iterations", "2",
+        "--steps-per-epoch", "1", "--test-batches", "1", "--output-dir", out, "--verbose", "0"])
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    for key in ("learning_rate", "clip_value", "batch_size"):
+        assert stored["flags"][key] == pytest.approx(values[key]), key
+    assert stored["batch_size"] == values["batch_size"]
+    for key in task_configs.MODEL_FLAGS:
+        assert stored["stm_config"][key] == values[key], key
+    # The script's model is the trial's model: same parameter count.
+    assert results["parameters"] == tuner.hypermodel.build(
+        tuner.get_best_hyperparameters(1)[0]).count_params()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_over_loopback(tmp_path):
+    directory = str(tmp_path / "tune")
+    command = [sys.executable, os.path.join(EXAMPLES, "tune.py"), "--task", "copy", "--quick",
+               "--max-trials", "3", "--epochs", "1", "--directory", directory, "--verbose", "0"]
+    port = str(_free_port())
+    processes = {}
+    logs = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, KERAS_BACKEND=BACKEND, KERASTUNER_TUNER_ID=tuner_id,
+                   KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
+                   TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w+")
+        processes[tuner_id] = subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[tuner_id],
+                                               stderr=subprocess.STDOUT)
+    try:
+        codes = {name: p.wait(timeout=420) for name, p in processes.items()}
+    finally:
+        for p in processes.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = {}
+    for name, log in logs.items():
+        log.seek(0)
+        text[name] = log.read()
+        log.close()
+    for name, code in codes.items():
+        assert code == 0, f"{name} exited {code}:\n{text[name][-3000:]}"
+    for worker in ("tuner0", "tuner1"):
+        assert f"worker {worker}: no trial left" in text[worker]
+    project = os.path.join(directory, "copy-stm-random-quick")
+    trials = _trials(project)
+    assert sorted(trials) == ["0", "1", "2"]
+    assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"])
+               for t in trials.values())
+    # Trials ran in the workers (the chief runs none): each saved its trial's weights.
+    assert all(os.path.exists(os.path.join(project, f"trial_{i}", "checkpoint.weights.h5"))
+               for i in trials)
+    with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
+        summary = json.load(f)
+    assert summary["num_completed"] == 3
+    assert "Results summary" in text["chief"] and "Best hyper-parameters" in text["chief"]
+
+
+# ------------------------------------------------------------------------- data parallel
+
+_DATA_PARALLEL_CHECK = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import jax, keras, keras_tuner
+from examples.nth_farthest import main
+from keras_stm import tuning
+results = main(["--quick", "--data-parallel", "--output-dir", sys.argv[2], "--verbose", "0"])
+distribution = keras.distribution.distribution()
+# KerasTuner clears the session (and the distribution) before every trial: the hypermodel
+# sets it again in build().
+keras.backend.clear_session()
+assert keras.distribution.distribution() is None
+model = tuning.TaskHyperModel("nth_farthest", quick=True, data_parallel=True).build(
+    keras_tuner.HyperParameters())
+kernel = model.trainable_variables[0].value
+print(json.dumps({
+    "devices": len(jax.devices()),
+    "distribution": type(distribution).__name__,
+    "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
+    "tuner_distribution": type(keras.distribution.distribution()).__name__,
+    "kernel_devices": len(kernel.sharding.device_set),
+    "kernel_replicated": bool(kernel.sharding.is_fully_replicated),
+    "test": results["test"]}))
+"""
+
+
+def test_data_parallel_flag(tmp_path):
+    if BACKEND != "jax":
+        # keras.distribution has no torch or tensorflow implementation: a clear refusal.
+        with pytest.raises(ValueError, match="jax") as error:
+            _load("nth_farthest").main(["--quick", "--data-parallel", "--output-dir",
+                                        str(tmp_path / "run"), "--verbose", "0"])
+        assert "docs/scaling.md" in str(error.value)
+        with pytest.raises(SystemExit):
+            _load("tune").main(["--task", "copy", "--quick", "--data-parallel",
+                                "--directory", str(tmp_path / "tune")])
+        return
+    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL_CHECK, REPO,
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 2
+    assert report["distribution"] == "DataParallel" and report["mesh"] == {"batch": 2}
+    assert report["tuner_distribution"] == "DataParallel"
+    assert report["kernel_devices"] == 2 and report["kernel_replicated"]
+    assert all(math.isfinite(v) for v in report["test"].values())
+    assert os.path.exists(tmp_path / "run" / "results.json")
