@@ -22,14 +22,15 @@ Protocol (the authors' `rl/train_sam.py`, with one substitution):
   weights after its own 20-step rollout. Here `--num-envs` (16) environments step in lockstep and
   one learner applies one update per rollout of all of them (loss averaged over environments, so
   each environment weighs what one worker's update did). Same loss, rollout length and optimiser;
-  no stale gradients, one GPU-friendly batch; 16 environments instead of 32 keeps the update
-  frequency per frame close to A3C's (an A3C update every 20 x 32 / 32 = 20 steps of each worker).
+  no stale gradients, one GPU-friendly batch. Per frame there are 16x fewer updates than in
+  A3C, each averaging 16 environments' losses (16 matches the 16 CPU cores of one GPU machine,
+  one emulator each with `--async-envs`); `--learning-rate` is the knob if that is too slow.
   The learner re-runs the rollout from the states stored at its start (same weights, same
   resets), so it recomputes exactly what the actors saw and the update goes through Keras'
   `train_on_batch` under jax, torch and tensorflow.
 * metric: the unclipped game score; progress lines and `results.json` give the mean over the
   last 100 finished training games (stochastic policy). The authors logged a separate greedy
-  test worker; there is none here. Pong scores range from -21 to 21 (solved near +18..21).
+  test worker; there is none here. Pong scores range from -21 to 21.
 
 The paper shows RL learning curves (figure number and numbers not recovered, spec 4.11);
 `reward_curve.png` plots the same kind of curve: every game's score against frames, and the
@@ -51,7 +52,8 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/atari_pong.py --quick              # CPU smoke run (TinyPong)
 
 `--quick` uses `keras_stm.tasks.atari.TINY_ENV_ID` (a numpy Pong stand-in, no ROM) with 2
-environments, one life per game, tiny network sizes and a few updates of 2-step rollouts.
+environments, one life per game, tiny network sizes (`actor_critic.SMOKE_CONFIG`) and a
+few updates of 2-step rollouts.
 """
 
 import argparse
@@ -90,13 +92,6 @@ QUICK = {
     "max_episode_steps": 6,
 }
 """dict: flag values of `--quick` (TinyPong, 2 envs, 3 updates of 2-step rollouts)."""
-QUICK_MODEL = {
-    "conv_filters": (4, 4, 4, 4),
-    "lstm_units": 8,
-    "stm_config": {"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4,
-                   "head_units": 8, "head_hidden_units": 8},
-}
-"""dict: `ActorCritic` sizes of `--quick`."""
 QUICK_ENV_KWARGS = {"lives": 1}
 """dict: TinyPong arguments of `--quick` (one life: short games)."""
 
@@ -174,7 +169,7 @@ def make_optimizer(args):
 
 def build_model(args, num_actions):
     """The compiled `ActorCritic` of the flags."""
-    sizes = QUICK_MODEL if args.quick else {"lstm_units": args.lstm_units}
+    sizes = actor_critic.SMOKE_CONFIG if args.quick else {"lstm_units": args.lstm_units}
     model = actor_critic.ActorCritic(num_actions, core=args.model,
                                      entropy_coef=args.entropy_coef,
                                      value_coef=args.value_coef, **sizes)

@@ -68,6 +68,9 @@ def build_parser():
                         help="Hyperband: most epochs of one model (default --epochs).")
     parser.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor.")
     parser.add_argument("--hyperband-iterations", type=int, default=1)
+    parser.add_argument("--fix", default="",
+                        help="Comma-separated parameters to keep at the paper's value instead "
+                             "of searching them, e.g. gated_write,relational_carry.")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="Training batches per epoch (default: the task's, 200; --quick 2).")
     parser.add_argument("--validation-batches", type=int, default=None,
@@ -110,8 +113,15 @@ def main(argv=None):
         except ValueError as error:
             parser.error(str(error))
     keras.utils.set_random_seed(args.seed)
+    space = tuning.search_space(args.task, args.model, args.quick)
+    fixed = [name.strip() for name in args.fix.split(",") if name.strip()]
+    try:
+        space = tuning.fix_params(space, fixed)
+    except ValueError as error:
+        parser.error(f"--fix: {error}")
     hypermodel = tuning.TaskHyperModel(
-        args.task, model=args.model, quick=args.quick, steps_per_epoch=args.steps_per_epoch,
+        args.task, model=args.model, quick=args.quick, space=space,
+        steps_per_epoch=args.steps_per_epoch,
         validation_batches=args.validation_batches, seed=args.seed, data_dir=args.data_dir,
         data_parallel=args.data_parallel,
         jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])

@@ -73,6 +73,9 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--data-parallel", action="store_true",
                         help="Data-parallel over all local accelerators via keras.distribution (jax).")
     parser.add_argument("--fresh", action="store_true", help="Ignore an existing checkpoint and start over.")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="Stop at the first epoch end after this much training time; the run "
+                             "resumes from its checkpoint when started again.")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     parser.add_argument("--quick", action="store_true", help="A tiny CPU smoke run (for tests).")
     return parser
@@ -239,6 +242,49 @@ def environment():
     return info
 
 
+def _best_so_far(history_path, monitor, mode):
+    """Best value of `monitor` in an earlier session's history, so a resumed run's
+    `best.keras` is only replaced by a better model."""
+    if not os.path.exists(history_path):
+        return None
+    from keras_stm.visualize import read_history
+
+    values = [v for v in read_history(history_path).get(monitor, []) if np.isfinite(v)]
+    if not values:
+        return None
+    return float(min(values) if mode == "min" else max(values))
+
+
+class _DataEpoch(keras.callbacks.Callback):
+    """Keeps a seeded task stream's epoch equal to fit's epoch, so a resumed run draws the data
+    of the epoch it resumes at instead of replaying epoch 0."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if hasattr(self.data, "epoch"):
+            self.data.epoch = epoch
+
+
+class _TimeBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch after `seconds` of training (this session)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self._start >= self.seconds:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+
 class _Timer(keras.callbacks.Callback):
     def __init__(self, state_path):
         super().__init__()
@@ -294,20 +340,31 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
     if validation_data is None and monitor.startswith("val_"):
         monitor = monitor[4:]
     timer = _Timer(timer_path)
+    budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir),
+        # delete_checkpoint=False: a run stopped by --max-minutes (or finished) resumes from here.
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor,
-                                        mode=mode, save_best_only=True),
+                                        mode=mode, save_best_only=True,
+                                        initial_value_threshold=_best_so_far(history_path, monitor, mode)),
+        _DataEpoch(train_data),
         keras.callbacks.CSVLogger(history_path, append=True),
         timer,
+        *([budget] if budget else []),
         *extra_callbacks,
     ]
     model.fit(train_data, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               validation_data=validation_data, callbacks=callbacks, verbose=args.verbose)
+    epochs_done = epochs
+    if os.path.exists(timer_path):
+        with open(timer_path) as f:
+            epochs_done = json.load(f).get("epochs_done", epochs)
     results = {
         "task": args.task,
         "model": args.model,
-        "iterations": epochs * args.steps_per_epoch,
+        "iterations": epochs_done * args.steps_per_epoch,
+        "iterations_planned": epochs * args.steps_per_epoch,
+        "stopped_by_time_budget": bool(budget and budget.stopped_early),
         "batch_size": args.batch_size,
         "train_seconds": round(timer.elapsed, 2),
         "parameters": int(model.count_params()),

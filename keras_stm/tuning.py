@@ -13,7 +13,7 @@ registries:
   20) and, for associative retrieval only, the batch size (32, 64, 128: a fixed training set
   where a smaller batch means more updates per epoch; the other tasks draw fresh data and
   their budget is iterations of 128, so a bigger batch would only buy more data).
-  `QUICK_SEARCH_SPACE` (tiny sizes) is used with `quick=True`; `LSTM_SEARCH_SPACES` for the
+  `QUICK_SEARCH_SPACES` (tiny sizes) are used with `quick=True`; `LSTM_SEARCH_SPACES` for the
   LSTM baseline (`lstm_units` instead of the STM arguments).
 * `TASK_DATA[task]`: the task's data module and output protocol (a `TaskData`): input and
   output sizes, sequence or last-step output, the loss family (`"bits"`: sigmoid BCE and bit
@@ -269,7 +269,24 @@ QUICK_SEARCH_SPACE = (
     Param("clip_value", "choice", values=(1.0, 10.0), default=10.0),
     Param("batch_size", "choice", values=(4, 8), default=8),
 )
-"""tuple of `Param`: a tiny space for CPU smoke runs and tests (`quick=True`)."""
+"""tuple of `Param`: a tiny space for CPU smoke runs and tests (`quick=True`); per task, the
+write and mixing-coefficient defaults become the task's (`QUICK_SEARCH_SPACES`)."""
+
+
+def _quick_space(task):
+    registry = task_configs.stm_config(task)
+    params = []
+    for param in QUICK_SEARCH_SPACE:
+        if param.name == "gated_write":
+            param = dataclasses.replace(param, default=registry["gated_write"])
+        elif param.name.startswith("relational_"):
+            param = dataclasses.replace(param, default=_coefficient_text(registry[param.name]))
+        params.append(param)
+    return tuple(params)
+
+
+QUICK_SEARCH_SPACES = {task: _quick_space(task) for task in task_configs.TASK_CONFIGS}
+"""dict: task -> the tiny STM space with the task's write and coefficient defaults."""
 
 QUICK_LSTM_SEARCH_SPACE = (
     Param("lstm_units", "choice", values=(8, 16), default=task_configs.QUICK_MODEL["lstm_units"]),
@@ -284,7 +301,7 @@ def search_space(task, model="stm", quick=False):
     Args:
         task: str, a key of `TASK_CONFIGS`.
         model: str, `"stm"` (default) or `"lstm"`.
-        quick: bool, the tiny space (`QUICK_SEARCH_SPACE`) instead of the paper's. Defaults
+        quick: bool, the tiny space (`QUICK_SEARCH_SPACES`) instead of the paper's. Defaults
             to False.
 
     Returns:
@@ -303,7 +320,35 @@ def search_space(task, model="stm", quick=False):
         raise ValueError(f"`model` must be one of {training.MODELS}, got {model!r}.")
     if model == "lstm":
         return QUICK_LSTM_SEARCH_SPACE if quick else LSTM_SEARCH_SPACES[task]
-    return QUICK_SEARCH_SPACE if quick else SEARCH_SPACES[task]
+    return QUICK_SEARCH_SPACES[task] if quick else SEARCH_SPACES[task]
+
+
+def fix_params(space, names):
+    """`space` with the parameters `names` fixed at their defaults (searched no more).
+
+    Args:
+        space: tuple of `Param`.
+        names: iterable of parameter names of `space`.
+
+    Returns:
+        tuple of `Param`.
+
+    Raises:
+        ValueError: if a name is not in `space`.
+
+    Example:
+
+    >>> space = fix_params(search_space("copy"), ["gated_write", "relational_read"])
+    >>> [p.kind for p in space if p.name in ("gated_write", "relational_read")]
+    ['fixed', 'fixed']
+    """
+    names = set(names)
+    unknown = sorted(names - {p.name for p in space})
+    if unknown:
+        raise ValueError(f"Cannot fix {unknown}: not in the search space "
+                         f"{[p.name for p in space]}.")
+    return tuple(Param(p.name, "fixed", default=p.default) if p.name in names else p
+                 for p in space)
 
 
 def _check_task(task):
@@ -819,7 +864,7 @@ def training_command(task, hparams_path, model="stm"):
 
 
 __all__ = ["COEFFICIENT_CHOICES", "LSTM_SEARCH_SPACES", "Param", "QUICK_SEARCH_SPACE",
-           "SEARCH_SPACES", "TASK_DATA", "TRAINING_SCRIPTS", "TUNERS", "TaskData",
+           "QUICK_SEARCH_SPACES", "SEARCH_SPACES", "TASK_DATA", "TRAINING_SCRIPTS", "TUNERS", "TaskData",
            "TaskHyperModel", "VALIDATION_SEED", "best_hparams", "coefficient_value",
-           "distributed_role", "make_tuner", "search_space", "training_command",
+           "distributed_role", "fix_params", "make_tuner", "search_space", "training_command",
            "trial_summary", "write_results"]

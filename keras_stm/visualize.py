@@ -548,7 +548,8 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
     """Draw the OPA scores `tanh(q_i ⊙ k_j)` of a trace, one column per step.
 
     Top row: the score of query `i` (rows) for key `j` (columns), averaged over the feature
-    axis `p`: an nq x nq summary of which keys each query draws on. Bottom row: every score,
+    axis `p`: an nq x nq summary of which keys each query draws on (numbered from 1, like the
+    slots of `plot_relational_memory`: query `i` builds slot `i`). Bottom row: every score,
     query-key pair `(i, j)` as a row (ordered i-major) and feature `p` as a column, i.e. the
     weights with which each feature of `v_j` enters slot `i` of the relational memory.
     Scores lie in [-1, 1]; red positive, blue negative.
@@ -590,8 +591,8 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
         top, bottom = axes[0, col], axes[1, col]
         image = top.imshow(scores[t].mean(axis=-1), cmap="RdBu_r", vmin=-1, vmax=1)
         top.set_title(f"step {t + 1}", fontsize=8)
-        top.set_xticks(range(nq))
-        top.set_yticks(range(nq))
+        top.set_xticks(range(nq), [str(k + 1) for k in range(nq)])  # 1-based, as the slots
+        top.set_yticks(range(nq), [str(k + 1) for k in range(nq)])
         top.tick_params(labelsize=6)
         bottom.imshow(scores[t].reshape(nq * nq, d), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         bottom.set_xticks([])

@@ -88,6 +88,11 @@ def tensor_shapes(outputs):
     return [tuple(t.shape) for t in keras.tree.flatten(outputs)]
 
 
+def as_json(config):
+    """A config as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(config))
+
+
 def symbolic_inputs(inputs):
     """One `keras.Input` per array of `inputs` (batch axis left free)."""
     return [keras.Input(shape=x.shape[1:], dtype=str(x.dtype)) for x in as_list(inputs)]
@@ -233,7 +238,7 @@ def check_layer(
     loaded = keras.saving.load_model(path)
     loaded_layer = loaded.get_layer(layer.name)
     assert loaded_layer.__class__ is layer.__class__
-    assert loaded_layer.get_config() == layer.get_config()
+    assert as_json(loaded_layer.get_config()) == as_json(layer.get_config())
     assert_close(to_numpy(loaded(model_inputs(inputs))), outputs, rtol, "after load")
 
     # 5. one fit step: finite loss, every trainable weight moves

@@ -20,14 +20,11 @@ from keras_stm.models import actor_critic
 from keras_stm.models.actor_critic import ActorCritic
 from keras_stm.tasks import advantages
 
-TINY = dict(conv_filters=(2, 2, 2, 2), lstm_units=6,
-            stm_config=dict(num_queries=2, memory_size=3, relation_size=3, readout_size=4,
-                            head_units=5, head_hidden_units=4))
 OBS = (80, 80, 1)
 
 
-def tiny_model(core="stm", num_actions=3, **kwargs):
-    return ActorCritic(num_actions, core=core, **TINY, **kwargs)
+def tiny_model(core="stm", num_actions=6, **kwargs):
+    return ActorCritic(num_actions, core=core, **actor_critic.SMOKE_CONFIG, **kwargs)
 
 
 def random_states(model, n, rng):
@@ -60,7 +57,7 @@ def numpy_loss(logits, values, actions, adv, returns, entropy_coef=0.01, value_c
 def test_loss_hand_computed_single_step():
     # One step, two actions, uniform policy, V = 0.5, reward 1 then episode end:
     # R = 1, GAE = 1 - 0.5 = 0.5;
-    # loss = -log(1/2) * 0.5 - 0.01 * log 2 + 0.5 * 0.5 * 0.5^2 = 0.99 * log 2 / ... (below).
+    # loss = -log(1/2) * 0.5 - 0.01 * log 2 + 0.5 * (0.5 * 0.5^2) = 0.40214...
     adv, ret = advantages.generalized_advantage_estimates(
         np.array([[1.0]]), np.array([[0.5]]), np.array([[True]]), np.array([7.0]))
     assert adv[0, 0] == pytest.approx(0.5) and ret[0, 0] == pytest.approx(1.0)
@@ -68,7 +65,8 @@ def test_loss_hand_computed_single_step():
         np.zeros((1, 1, 2), np.float32), np.full((1, 1), 0.5, np.float32),
         np.zeros((1, 1), np.int32), adv, ret)
     expected = math.log(2) * 0.5 - 0.01 * math.log(2) + 0.5 * 0.5 * 0.25
-    assert float(loss) == pytest.approx(expected, rel=1e-6)  # 0.40212...
+    assert float(loss) == pytest.approx(0.402142, rel=1e-5)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
     assert float(parts["entropy"]) == pytest.approx(math.log(2), rel=1e-6)
     assert float(parts["value_loss"]) == pytest.approx(0.125, rel=1e-6)
 
@@ -134,7 +132,7 @@ def test_train_on_batch_reports_the_numpy_loss_and_improves_the_policy(core):
     x = rollout_inputs(model, n, steps, rng,
                        resets=np.array([[0, 1, 0], [0, 0, 0]], np.float32))
     before = model.predict_on_batch(x)
-    assert before["logits"].shape == (n, steps, 3) and before["values"].shape == (n, steps)
+    assert before["logits"].shape == (n, steps, 6) and before["values"].shape == (n, steps)
     y = {"actions": np.zeros((n, steps), np.int32),  # action 0 had a positive advantage
          "advantages": np.ones((n, steps), np.float32),
          "returns": rng.normal(size=(n, steps)).astype(np.float32)}
@@ -194,6 +192,7 @@ def test_reset_reinitialises_only_the_done_environment():
 def test_initial_states_are_zero_except_the_learned_item_memory():
     model = tiny_model()
     h, c, y, item = model.initial_states(4)
+    assert (h.shape, c.shape, y.shape, item.shape) == ((4, 6), (4, 6), (4, 5), (4, 9))
     assert model.state_names == ["lstm_h", "lstm_c", "stm_output", "stm_item_memory"]
     assert not h.any() and not c.any() and not y.any()
     learned = keras.ops.convert_to_numpy(model.stm_cell.initial_item_memory).reshape(-1)
@@ -227,7 +226,7 @@ def test_reference_parameter_count_and_frozen_weights():
 
 def test_config_round_trip_and_save_load(tmp_path):
     rng = np.random.default_rng(4)
-    model = tiny_model(num_actions=4, entropy_coef=0.02)
+    model = tiny_model(entropy_coef=0.02)
     clone = ActorCritic.from_config(model.get_config())
     assert clone.count_params() == model.count_params() and clone.entropy_coef == 0.02
     path = str(tmp_path / "agent.keras")

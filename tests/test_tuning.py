@@ -8,7 +8,9 @@ a search; `--data-parallel` splits batches over 2 simulated CPU devices under ja
 refused clearly under torch and tensorflow.
 """
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -25,6 +27,7 @@ from keras_stm import training
 from keras_stm import tuning
 from keras_stm.models import build_sequence_model
 from keras_stm.models import task_configs
+from keras_stm.tasks import graphs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -96,35 +99,63 @@ def test_bad_arguments_are_refused():
         tuning.coefficient_value("sometimes")
     with pytest.raises(ValueError, match="default"):
         tuning.Param("memory_size", "choice", values=(4, 8), default=6)
+    with pytest.raises(ValueError, match="sizes"):
+        tuning.fix_params(tuning.search_space("copy"), ["sizes"])
+    fixed = {p.name: p for p in tuning.fix_params(tuning.search_space("rar"), ["gated_write",
+                                                                              "learning_rate"])}
+    assert fixed["gated_write"].kind == fixed["learning_rate"].kind == "fixed"
+    assert fixed["learning_rate"].default == task_configs.TASK_CONFIGS["rar"]["learning_rate"]
+    assert fixed["memory_size"].kind == "choice"
 
 
 @pytest.mark.parametrize("task", sorted(task_configs.TASK_CONFIGS))
 def test_every_task_builds_a_model_for_its_batches(task):
-    """Defaults of the tiny space: the model's logits fit the task's batches, the loss is
-    finite, and the weighted tasks give weight only to output steps."""
+    """The tiny model of every task takes the task's batches (symbolically: no compile per
+    task), and output steps alone carry weight."""
     hypermodel = tuning.TaskHyperModel(task, quick=True)
-    hp = keras_tuner.HyperParameters()
-    model = hypermodel.build(hp)
+    model = hypermodel.build(keras_tuner.HyperParameters())
     stm = model.get_layer("stm").get_config()
     for key, value in task_configs.QUICK_MODEL.items():
         if key in task_configs.MODEL_FLAGS:
             assert stm[key] == value, key
-    batch = hypermodel.validation_data(4)[0]
-    x, y = batch[0], batch[1]
-    logits = keras.ops.convert_to_numpy(model(x))
+    assert stm["gated_write"] == task_configs.stm_config(task)["gated_write"]
+    batches = [hypermodel.validation_data(4)[0], hypermodel.training_data(4)[1]]
     data = tuning.TASK_DATA[task]
-    if data.return_sequences:
-        assert logits.shape == (4, x.shape[1], data.output_size)
-        weight = batch[2]
-        assert weight.shape == x.shape[:2] and 0 < weight.sum() < weight.size
-        # Padded/input steps carry no weight; weighted steps have a real target.
-        if data.loss == "pointer":
-            assert np.all(y[weight > 0] > 0) and np.all(y[weight == 0] == 0)
-        loss = float(model.loss(y, logits, sample_weight=weight))
-    else:
-        assert logits.shape == (4, data.output_size)
-        loss = float(model.loss(y, logits))
-    assert math.isfinite(loss) and loss > 0
+    for batch in batches:
+        x, y = batch[0], batch[1]
+        spec = model.compute_output_spec(keras.KerasTensor(x.shape, dtype=str(x.dtype)))
+        if data.return_sequences:
+            assert tuple(spec.shape) == (4, x.shape[1], data.output_size)
+            weight = batch[2]
+            assert weight.shape == x.shape[:2] and y.shape[:2] == x.shape[:2]
+            assert 0 < weight.sum() < weight.size
+            if data.loss == "pointer":  # output labels and END weighted; inputs, padding not
+                assert np.all(y[weight > 0] > 0) and np.all(y[weight == 0] == 0)
+        else:
+            assert tuple(spec.shape) == (4, data.output_size) and y.shape == (4,)
+    # The padded geometry/graph batches share one length (one compiled shape).
+    if data.loss == "pointer":
+        assert batches[0][0].shape[1] == batches[1][0].shape[1]
+
+
+def test_padded_pointer_batch_gives_the_unpadded_loss():
+    """Padding a graph batch with zero-weight steps leaves the model's masked loss unchanged."""
+    hypermodel = tuning.TaskHyperModel("shortest_path", quick=True)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    rng = np.random.default_rng(3)
+    x, y, weight = graphs.make_batch(rng, 4, "shortest_path", n_nodes=5, n_edges=6,
+                                     random_labels=False)
+    padded = hypermodel.validation_data(4)[0]
+    length = padded[0].shape[1]
+    assert length >= x.shape[1]
+    pad = length - x.shape[1]
+    xp = np.pad(x, ((0, 0), (0, pad), (0, 0)))
+    logits, logits_padded = (keras.ops.convert_to_numpy(model(v)) for v in (x, xp))
+    np.testing.assert_allclose(logits_padded[:, :x.shape[1]], logits, rtol=1e-5, atol=1e-5)
+    loss = float(model.loss(y, logits, sample_weight=weight))
+    loss_padded = float(model.loss(np.pad(y, ((0, 0), (0, pad))), logits_padded,
+                                   sample_weight=np.pad(weight, ((0, 0), (0, pad)))))
+    assert math.isfinite(loss) and loss == pytest.approx(loss_padded, rel=1e-5)
 
 
 def test_best_hparams_file_keys():
@@ -168,92 +199,108 @@ def test_stm_config_flag_and_its_guard(tmp_path):
 
 
 class _Interrupt(keras.callbacks.Callback):
-    """Stops the process's search in the middle of a trial, as a Ctrl-C would."""
+    """Stops the process in the middle of a trial, as a Ctrl-C would."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_begin(self, logs=None):
         raise KeyboardInterrupt("interrupted by the test")
 
 
-def test_two_trial_search_completes_resumes_and_summarises(tmp_path, capsys):
-    directory = str(tmp_path / "tune")
-    hypermodel = tuning.TaskHyperModel("rar", quick=True)
-    project = os.path.join(directory, "rar-stm-random-quick")
+TUNED_TASK = "nth_farthest"
+TUNE_ARGS = ["--task", TUNED_TASK, "--quick", "--max-trials", "2", "--epochs", "1",
+             "--verbose", "0"]
 
-    # Trial 0 completes; the search asked for 1 trial only.
-    tuner = tuning.make_tuner("random", hypermodel, max_trials=1, directory=directory)
-    tuner.search(epochs=1, verbose=0)
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A two-trial random search interrupted in its second trial, then resumed by the script.
+
+    Returns a dict: directory, project folder, trial 0 before the interruption, trial 1's
+    values when interrupted, the summary of `tune.main`, and its printed output.
+    """
+    directory = str(tmp_path_factory.mktemp("tune"))
+    hypermodel = tuning.TaskHyperModel(TUNED_TASK, quick=True)
+    project = os.path.join(directory, f"{TUNED_TASK}-stm-random-quick")
+
+    # Trial 0 completes (a search of 1 trial).
+    tuning.make_tuner("random", hypermodel, max_trials=1, directory=directory).search(
+        epochs=1, verbose=0)
     first = _trials(project)
-    assert list(first) == ["0"] and first["0"]["status"] == "COMPLETED"
-
-    # Asked for 2: trial 1 starts, and the process is interrupted in its first epoch.
+    # Asked for 2: trial 1 starts and the process is interrupted before it trains.
     tuner = tuning.make_tuner("random", hypermodel, max_trials=2, directory=directory)
     with pytest.raises(KeyboardInterrupt):
         tuner.search(epochs=1, verbose=0, callbacks=[_Interrupt()])
-    assert _trials(project)["1"]["status"] == "RUNNING"
-    interrupted = _trials(project)["1"]["hyperparameters"]["values"]
+    interrupted = _trials(project)["1"]
+    # The script, started again, resumes.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = _load("tune").main([*TUNE_ARGS, "--directory", directory])
+    return dict(directory=directory, project=project, first=first, interrupted=interrupted,
+                summary=summary, printed=printed.getvalue())
 
-    # The script started again resumes: trial 1 is run again (same values), trial 0 is kept.
-    tune = _load("tune")
-    capsys.readouterr()
-    summary = tune.main(["--task", "rar", "--quick", "--max-trials", "2", "--epochs", "1",
-                         "--directory", directory, "--verbose", "0"])
-    assert "Reloading Tuner" in capsys.readouterr().out
+
+def test_two_trial_search_completes_resumes_and_summarises(searched):
+    project, summary = searched["project"], searched["summary"]
+    assert list(searched["first"]) == ["0"] and searched["first"]["0"]["status"] == "COMPLETED"
+    assert searched["interrupted"]["status"] == "RUNNING"
+    assert "Reloading Tuner" in searched["printed"]
     trials = _trials(project)
     assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values())
-    assert trials["1"]["hyperparameters"]["values"] == interrupted
-    assert trials["0"] == first["0"]
+    # The interrupted trial was run again with its values; trial 0 was kept as it was.
+    assert (trials["1"]["hyperparameters"]["values"] ==
+            searched["interrupted"]["hyperparameters"]["values"])
+    assert trials["0"] == searched["first"]["0"]
     assert summary["num_trials"] == summary["num_completed"] == 2
-    assert summary["objective"] == {"name": "val_bit_error_per_sequence", "direction": "min"}
+    assert summary["objective"] == {"name": "val_accuracy", "direction": "max"}
 
-    # The summary ranks by the objective (lower bit error first) and the file is the best.
+    # The summary ranks by the objective (higher accuracy first; ties keep KerasTuner's
+    # order) and the file holds the best trial.
     scores = {t["trial_id"]: t["score"] for t in trials.values()}
-    best_id = min(scores, key=scores.get)
-    assert summary["best_trials"][0]["trial_id"] == best_id
-    assert [t["score"] for t in summary["best_trials"]] == sorted(scores.values())
+    ranked = [t["score"] for t in summary["best_trials"]]
+    assert ranked == sorted(scores.values(), reverse=True)
+    best = summary["best_trials"][0]
+    assert best["score"] == max(scores.values())
     with open(os.path.join(project, tuning.BEST_HPARAMS_FILE)) as f:
         stored = json.load(f)
-    assert stored == tuning.best_hparams("rar", trials[best_id]["hyperparameters"]["values"])
+    assert stored == tuning.best_hparams(TUNED_TASK, best["hyperparameters"])
     with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
-        assert json.load(f)["best_trials"][0]["trial_id"] == best_id
+        assert json.load(f)["best_trials"][0]["trial_id"] == best["trial_id"]
+    assert "Results summary" in searched["printed"]
+    assert f"examples/nth_farthest.py --hparams {summary['best_hparams_path']}" in (
+        searched["printed"])
 
-    # Run once more with everything done: nothing new, same result.
-    again = tune.main(["--task", "rar", "--quick", "--max-trials", "2", "--epochs", "1",
-                       "--directory", directory, "--verbose", "0"])
+    # Started once more with every trial done: nothing new, same result.
+    again = _load("tune").main([*TUNE_ARGS, "--directory", searched["directory"]])
     assert _trials(project) == trials and again["best_hparams"] == summary["best_hparams"]
 
 
-def test_best_hparams_round_trip_into_the_training_script(tmp_path):
+def test_best_hparams_round_trip_into_the_training_script(searched, tmp_path):
     """The best trial's file trains exactly the trial's model in `examples/nth_farthest.py`."""
-    registry = task_configs.stm_config("nth_farthest")
-    # The tiny space, with the flag-less STM arguments at the registry's values, so the file
-    # only holds flags (see docs/tuning.md on `stm_config`).
-    space = [p if p.name not in tuning.STM_ONLY_KEYS else tuning.Param(
-        p.name, "fixed", default=registry[p.name] if p.name == "gated_write"
-        else tuning._coefficient_text(registry[p.name])) for p in tuning.QUICK_SEARCH_SPACE]
-    hypermodel = tuning.TaskHyperModel("nth_farthest", quick=True, space=space)
-    tuner = tuning.make_tuner("random", hypermodel, max_trials=1,
-                              directory=str(tmp_path / "tune"))
-    tuner.search(epochs=1, verbose=0)
-    summary = tuning.write_results(tuner, hypermodel)
-    hparams = summary["best_hparams"]
-    assert "stm_config" not in hparams and hparams["model"] == "stm"
+    summary = searched["summary"]
+    assert summary["best_hparams"]["model"] == "stm"
     values = summary["best_trials"][0]["hyperparameters"]
-
     out = str(tmp_path / "train")
     results = _load("nth_farthest").main([
         "--hparams", summary["best_hparams_path"], "--iterations", "2",
         "--steps-per-epoch", "1", "--test-batches", "1", "--output-dir", out, "--verbose", "0"])
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
-    for key in ("learning_rate", "clip_value", "batch_size"):
+    for key in ("learning_rate", "clip_value"):
         assert stored["flags"][key] == pytest.approx(values[key]), key
     assert stored["batch_size"] == values["batch_size"]
     for key in task_configs.MODEL_FLAGS:
         assert stored["stm_config"][key] == values[key], key
-    # The script's model is the trial's model: same parameter count.
-    assert results["parameters"] == tuner.hypermodel.build(
-        tuner.get_best_hyperparameters(1)[0]).count_params()
+    # Write and mixing coefficients (flag-less: `stm_config` in the file where they differ
+    # from the registry) are the trial's too.
+    assert stored["stm_config"]["gated_write"] == values["gated_write"]
+    for key in ("relational_carry", "relational_read", "relational_transfer"):
+        assert stored["stm_config"][key] == tuning.coefficient_value(values[key]), key
+    # The script's model is the trial's model: the same parameter count.
+    hp = keras_tuner.HyperParameters()
+    hypermodel = tuning.TaskHyperModel(TUNED_TASK, quick=True)
+    hypermodel.values(hp)
+    hp.values.update({k: v for k, v in values.items() if k in hp.values})
+    assert results["parameters"] == hypermodel.build(hp).count_params()
 
 
 def _free_port():
@@ -265,7 +312,7 @@ def _free_port():
 def test_chief_and_two_workers_over_loopback(tmp_path):
     directory = str(tmp_path / "tune")
     command = [sys.executable, os.path.join(EXAMPLES, "tune.py"), "--task", "copy", "--quick",
-               "--max-trials", "3", "--epochs", "1", "--directory", directory, "--verbose", "0"]
+               "--max-trials", "2", "--epochs", "1", "--directory", directory, "--verbose", "0"]
     port = str(_free_port())
     processes = {}
     logs = {}
@@ -294,7 +341,7 @@ def test_chief_and_two_workers_over_loopback(tmp_path):
         assert f"worker {worker}: no trial left" in text[worker]
     project = os.path.join(directory, "copy-stm-random-quick")
     trials = _trials(project)
-    assert sorted(trials) == ["0", "1", "2"]
+    assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"])
                for t in trials.values())
     # Trials ran in the workers (the chief runs none): each saved its trial's weights.
@@ -302,7 +349,8 @@ def test_chief_and_two_workers_over_loopback(tmp_path):
                for i in trials)
     with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
         summary = json.load(f)
-    assert summary["num_completed"] == 3
+    assert summary["num_completed"] == 2
+    assert summary["objective"]["name"] == "val_bit_error_per_sequence"
     assert "Results summary" in text["chief"] and "Best hyper-parameters" in text["chief"]
 
 

@@ -172,6 +172,8 @@ class STM(keras.layers.RNN):
                 f"{tuple(sequences_shape)}."
             )
         super().build(sequences_shape, initial_state_shape)
+        # The feature size is fixed from now on: a wrong one fails with a clear ValueError.
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.cell.input_size})
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
@@ -201,12 +203,18 @@ class STM(keras.layers.RNN):
             # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
             return relational_flat, [relational_flat, item_flat]
 
+        loop_mask = mask
+        if self.go_backwards:
+            # Reverse the steps here rather than through `go_backwards=`: Keras 3.15's torch
+            # unrolled loop fails to reverse a mask (it flips a tuple). Same numbers.
+            projected = ops.flip(projected, axis=1)
+            loop_mask = None if mask is None else ops.flip(mask, axis=1)
         _, relational_sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
             step,
             projected,
             [relational_memory, item_memory],
-            go_backwards=self.go_backwards,
-            mask=mask,
+            go_backwards=False,
+            mask=loop_mask,
             unroll=self.unroll,
             input_length=sequences.shape[1],
             zero_output_for_mask=False,
@@ -236,9 +244,20 @@ class STM(keras.layers.RNN):
             d, nq = self.cell.memory_size, self.cell.num_queries
             if len(initial_state) != 3:
                 raise ValueError(
-                    "STM expects 3 initial states [output, item_memory, relational_memory], got "
-                    f"{len(initial_state)}."
+                    "`initial_state` must hold 3 states [output, item_memory, relational_memory], "
+                    f"got {len(initial_state)}."
                 )
+            allowed = (
+                [(self.cell.output_size,)],
+                [(d * d,), (d, d)],
+                [(nq * d * d,), (nq, d, d)],
+            )
+            for index, (state, shapes) in enumerate(zip(initial_state, allowed)):
+                if tuple(state.shape[1:]) not in shapes:
+                    raise ValueError(
+                        f"`initial_state[{index}]` must have shape (batch,) + one of {shapes}, "
+                        f"got {tuple(state.shape)}."
+                    )
             initial_state = [
                 initial_state[0],
                 ops.reshape(initial_state[1], (-1, d * d)),
@@ -250,6 +269,18 @@ class STM(keras.layers.RNN):
         output, last, item_memory, relational_memory = result
         item_memory, relational_memory = self.cell.unflatten_memories(item_memory, relational_memory)
         return output, last, item_memory, relational_memory
+
+    def reset_state(self):
+        """Reset the states of a stateful layer to the cell's initial state.
+
+        `keras.layers.RNN.reset_state` sets them to zeros; the STM starts from its learned
+        initial memories (current values) instead, as a non-stateful call does.
+        """
+        if self.states is None:
+            return
+        batch = ops.shape(self.states[0])[0]
+        for variable, value in zip(self.states, self.cell.get_initial_state(batch_size=batch)):
+            variable.assign(ops.cast(value, variable.dtype))
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         batch, steps = sequences_shape[0], sequences_shape[1]

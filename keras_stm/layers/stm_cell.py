@@ -425,8 +425,10 @@ class STMCell(keras.layers.Layer):
         if self.learn_initial_memory:
             item = ops.cast(ops.reshape(self.initial_item_memory, (1, d * d)), dtype)
             relational = ops.cast(ops.reshape(self.initial_relational_memory, (1, nq * d * d)), dtype)
-            item = ops.broadcast_to(item, (batch_size, d * d))
-            relational = ops.broadcast_to(relational, (batch_size, nq * d * d))
+            # Tiled by a broadcasting add, not `ops.broadcast_to`: torch's broadcast view has
+            # stride 0, and `stateful=True` assigns into the variables made from these.
+            item = item + ops.zeros((batch_size, d * d), dtype=dtype)
+            relational = relational + ops.zeros((batch_size, nq * d * d), dtype=dtype)
         else:
             item = ops.zeros((batch_size, d * d), dtype=dtype)
             relational = ops.zeros((batch_size, nq * d * d), dtype=dtype)

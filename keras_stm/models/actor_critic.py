@@ -86,6 +86,15 @@ RL_VARIANT = {
 With `Mr = None` the reference never uses alpha1/alpha2 (carry, read): they are fixed to 0 here,
 which computes the same thing without creating weights that would get no gradient."""
 
+SMOKE_CONFIG = {
+    "conv_filters": (2, 2, 2, 2),
+    "lstm_units": 6,
+    "stm_config": {"num_queries": 2, "memory_size": 3, "relation_size": 3, "readout_size": 4,
+                   "head_units": 5, "head_hidden_units": 4},
+}
+"""dict: tiny `ActorCritic` sizes for CPU smoke runs (`--quick`) and tests (all widths differ,
+so that a mixed-up axis shows)."""
+
 A2C_DEFAULTS = {
     "learning_rate": 1e-4,
     "adam_epsilon": 1e-3,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Short GPU training runs of the paper's tasks, recorded in docs/results.md.
+# All runs of a group share one GPU at the same time (each step is latency-bound, so they fit
+# side by side); each stops after MINUTES of training and can be resumed later with the same
+# command (the checkpoint is in its output folder).
+# Usage: bash scripts/gpu_task_runs.sh GROUP MINUTES   GROUP: synthetic | geometry | babi | atari
+set -u
+group=${1:?group}; minutes=${2:?minutes}
+root=${RUNS:-runs/gpu}; mkdir -p "$root"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+pids=()
+launch() {  # name, script, extra args...
+  local name=$1 script=$2; shift 2
+  python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 "$@" > "$root/$name.log" 2>&1 &
+  pids+=($!)
+}
+case $group in
+  synthetic)
+    for model in stm lstm; do
+      launch "associative_retrieval-$model" associative_retrieval.py --model $model
+      launch "copy-$model" copy_task.py --model $model
+      launch "priority_sort-$model" priority_sort.py --model $model
+      launch "rar-$model" rar.py --model $model
+      launch "nth_farthest-$model" nth_farthest.py --model $model
+    done ;;
+  geometry)
+    for model in stm lstm; do
+      launch "convex_hull-$model" convex_hull.py --model $model
+      launch "tsp-$model" tsp.py --model $model
+      launch "shortest_path-$model" shortest_path.py --model $model
+      launch "minimum_spanning_tree-$model" minimum_spanning_tree.py --model $model
+    done ;;
+  babi)
+    launch "babi-stm" babi.py --data "${BABI_DATA:-shared/data/babi/babi_tasks_1-20_v1-2.tar.gz}" --allow-partial ;;
+  atari)
+    for core in stm lstm; do launch "atari_pong-$core" atari_pong.py --core $core --frame-skip 32; done ;;
+  *) echo "unknown group $group" >&2; exit 2 ;;
+esac
+for pid in "${pids[@]}"; do wait "$pid"; done
+for log in "$root"/*.log; do echo "== $log"; tail -n 3 "$log"; done
+exit 0
