@@ -126,17 +126,32 @@ def _run_label(results, path):
     environment = results.get("environment")
     if isinstance(environment, dict) and environment.get("backend"):
         parts.append(str(environment["backend"]))
-    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    folder = os.path.basename(folder)
+    if name.endswith(".results.json"):  # runs collected into one folder: name the file
+        folder = name[: -len(".results.json")]
     if not parts:
         return folder or os.fspath(path)
     return " / ".join(parts) + (f" ({folder})" if folder else "")
+
+
+def _history_beside(path):
+    """The `history.csv` of a results file: `<run>.history.csv` or the folder's `history.csv`."""
+    path = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(path)
+    if name.endswith(".results.json"):
+        named = os.path.join(folder, name[: -len(".results.json")] + ".history.csv")
+        if os.path.exists(named):
+            return named
+    return os.path.join(folder, "history.csv")
 
 
 def read_results(results_json_paths, metric=None):
     """Collect the test metric and learning curve of several runs (the data of `plot_results`).
 
     Each path is a `results.json` written by `keras_stm.training.run`; its run's learning curve
-    is read from the `history.csv` in the same folder, when there is one.
+    is read from the `history.csv` in the same folder, or, for a file named `<run>.results.json`
+    (runs collected into one folder), from `<run>.history.csv` beside it, when there is one.
 
     Args:
         results_json_paths: list of paths to `results.json` files (at least one).
@@ -185,7 +200,7 @@ def read_results(results_json_paths, metric=None):
                                  f"(it has {sorted(t)}).")
     runs = []
     for p, results, test in zip(paths, loaded, tests):
-        history_path = os.path.join(os.path.dirname(os.path.abspath(p)), "history.csv")
+        history_path = _history_beside(p)
         iterations, loss = [], []
         if os.path.exists(history_path):
             history = read_history(history_path)

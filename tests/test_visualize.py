@@ -193,3 +193,19 @@ def test_read_and_plot_results(tmp_path):
         visualize.read_results([str(corrupt)])
     with pytest.raises(ValueError, match="at least one"):
         visualize.read_results([])
+
+
+def test_read_results_of_runs_collected_in_one_folder(tmp_path):
+    """`<run>.results.json` takes its curve from `<run>.history.csv` beside it."""
+    for name, losses in (("copy-stm", [1.0, 0.5]), ("copy-lstm", [0.9, 0.8, 0.7])):
+        (tmp_path / f"{name}.results.json").write_text(json.dumps(
+            {"task": "copy", "model": name.split("-")[1], "test": {"loss": losses[-1]},
+             "flags": {"steps_per_epoch": 10}}))
+        (tmp_path / f"{name}.history.csv").write_text(
+            "epoch,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses)))
+    table = visualize.read_results([str(tmp_path / "copy-stm.results.json"),
+                                    str(tmp_path / "copy-lstm.results.json")])
+    assert [run["loss"] for run in table["runs"]] == [[1.0, 0.5], [0.9, 0.8, 0.7]]
+    assert [run["iterations"] for run in table["runs"]] == [[10, 20], [10, 20, 30]]
+    assert [run["value"] for run in table["runs"]] == [0.5, 0.7]
+    assert [run["label"] for run in table["runs"]] == ["copy / stm (copy-stm)", "copy / lstm (copy-lstm)"]
