@@ -32,7 +32,7 @@ test: test-setup
 	$(MAKE) --no-print-directory docs
 
 docs:
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) site runs .pytest_cache

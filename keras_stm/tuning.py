@@ -649,8 +649,11 @@ class TaskHyperModel(keras_tuner.HyperModel):
         return model
 
     def training_data(self, batch_size):
-        """`steps_per_epoch` fresh training batches per epoch (a pass of the split for
-        associative retrieval, at most `steps_per_epoch` batches)."""
+        """The training batches: `steps_per_epoch` fresh ones per epoch.
+
+        Associative retrieval: its training split, reshuffled every epoch (`fit` takes at most
+        `steps_per_epoch` of its batches per epoch).
+        """
         return self.data.make(batch_size, self.steps_per_epoch, self.seed, False, self.quick,
                               self.data_dir)
 
