@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   set up a jax venv and train a small STM on associative retrieval (prints accuracy)
-#   make test   set up a venv with all three backends and run the suite once per backend, then
+#   make test   set up a venv with all three backends and run the suite once per backend (the
+#               three pytest processes run side by side), then
 #               build the documentation site in strict mode
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,10 +26,7 @@ test-setup: $(PY)
 	$(PY) -m pip install -q --no-deps -e .
 
 test: test-setup
-	@set -e; for backend in $(BACKENDS); do \
-	  echo "=== pytest, KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q tests; \
-	done
+	bash scripts/test_all_backends.sh $(PY) $(BACKENDS)
 	$(MAKE) --no-print-directory docs
 
 docs:

@@ -33,9 +33,16 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     Args:
         description: str, the script's docstring (shown by `--help`).
         task: str, task name (default output folder `runs/<task>-<model>`).
-        learning_rate, batch_size, iterations, optimizer, clip_value, clip_norm, rmsprop_rho,
-            momentum, adam_beta_2: the paper's training settings for the task.
+        learning_rate: float, the paper's learning rate for the task.
+        batch_size: int, examples per batch. Defaults to 128.
+        iterations: int, the paper's number of training batches.
         steps_per_epoch: int, training batches between two evaluations/checkpoints.
+        optimizer: `"rmsprop"` (default) or `"adam"`.
+        clip_value: float or None, element-wise gradient clipping (the authors' `clip_grad_value_`).
+        clip_norm: float or None, global-norm gradient clipping.
+        rmsprop_rho: float, RMSprop's decay. Defaults to 0.95.
+        momentum: float, RMSprop's momentum. Defaults to 0.9.
+        adam_beta_2: float, Adam's second-moment decay. Defaults to 0.999.
 
     Returns:
         An `argparse.ArgumentParser`; scripts add their own task flags before parsing.

@@ -42,11 +42,26 @@ class STM(keras.layers.RNN):
     The recurrence is the cell's (see `STMCell` for the equations).
 
     Args:
-        num_queries, memory_size, relation_size, readout_size, head_units, head_hidden_units,
-        gated_write, sam_steps, relational_carry, relational_read, relational_transfer,
-        projector_hidden_units, learn_initial_memory, sam_normalization, readout_normalization,
-        carry_relational_memory, layer_norm_epsilon, kernel_initializer, bias_initializer:
-            the cell's arguments, same meaning and defaults as in `STMCell`.
+        num_queries: int, number of SAM queries (relational slots). Defaults to 8.
+        memory_size: int, side `d` of the item memory and of each slot. Defaults to 96.
+        relation_size: int, size `r` of each slot's read-out projection. Defaults to 96.
+        readout_size: int, size `a` of the read-out `o_t`. Defaults to 64.
+        head_units: int or None, output size of the authors' head; None (default) outputs `o_t`.
+        head_hidden_units: int, width of the head's two ReLU layers. Defaults to 128.
+        gated_write: bool, gated (True, default) or additive item write.
+        sam_steps: int, SAM iterations per step, sharing weights. Defaults to 1.
+        relational_carry: `"learned"` (default) or a number, the carry `α1` of `Mr`.
+        relational_read: `"learned"` (default) or a number, `α2`, weight of the `Mr` read.
+        relational_transfer: `"learned"` (default) or a number, `α3`, the `Mr -> Mi` transfer.
+        projector_hidden_units: int or None, hidden width of 3-layer linear input projectors;
+            None (default) for single linear projectors.
+        learn_initial_memory: bool, learned (True, default) or zero initial memories.
+        sam_normalization: `"joint"` (default) or `"row"` (RL variant) SAM LayerNorm.
+        readout_normalization: bool, LayerNorm on `o_t` (RL variant). Defaults to False.
+        carry_relational_memory: bool, False drops `Mr` between steps (RL variant). Default True.
+        layer_norm_epsilon: float, LayerNorm epsilon. Defaults to `1e-5`.
+        kernel_initializer: kernel initializer, or None (default) for PyTorch's default.
+        bias_initializer: bias initializer, or None (default) for PyTorch's default.
         return_sequences: bool, return the output of every step (True) or of the last (False,
             default).
         return_state: bool, also return the final states `[output (batch, output_size),
