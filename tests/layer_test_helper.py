@@ -326,7 +326,7 @@ def check_cross_backend(cases, directory, rtol=1e-5, timeout=300):
     env = dict(os.environ, KERAS_BACKEND=target, PYTHONPATH=str(REPO_ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "tests.layer_test_helper", str(directory), str(rtol)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
     assert done.returncode == 0, f"loading under {target} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
     report = json.loads((directory / "report.json").read_text())

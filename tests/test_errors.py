@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import keras_stm
-from keras_stm.layers import OuterProductAttention
-from keras_stm.layers import SelfAttentiveMemory
+from keras_stm.layers import OuterProductAttention, SelfAttentiveMemory
 
 SMALL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_hidden_units=6)
 

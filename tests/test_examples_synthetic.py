@@ -213,9 +213,11 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
         assert test["accuracy"] * 16 == pytest.approx(round(test["accuracy"] * 16))
     assert results["stm_config"] is None and results["parameters"] == (
         4 * 8 * (40 + 8 + 1) + 8 * 8 + 8)  # LSTM(8) + Dense(8)
-    # Second call into the same folder: history.csv keeps the first call's rows.
+    # Second call into the same folder resumes the finished run: nothing is trained again and
+    # history.csv keeps the first call's rows.
+    rows = _history_rows(tmp_path / "lstm")
     results = _run("nth_farthest", tmp_path / "lstm", "--model", "lstm")
-    assert len(_history_rows(tmp_path / "lstm")) == 4
+    assert _history_rows(tmp_path / "lstm") == rows and len(rows) == 2
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
     with pytest.raises(SystemExit):
         _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), "--test-batches", "0"])

@@ -7,8 +7,7 @@ import pytest
 from keras import ops
 
 import keras_stm
-from keras_stm.layers import OuterProductAttention
-from keras_stm.layers import SelfAttentiveMemory
+from keras_stm.layers import OuterProductAttention, SelfAttentiveMemory
 from tests import layer_test_helper as helper
 
 # Small shapes: nq 2, d 4, r 3, a 5, head 3 (hidden 6), input size 3, T 4, batch 2.
@@ -161,7 +160,7 @@ def test_stm_and_cell_match_numpy_recurrence(variant):
     cell = layer.cell
     params = helper.official_parameters(cell)
     config = reference_config(cell)
-    outputs, readouts, item, relational = helper.reference_stm(params, config, x.astype("float64"))
+    outputs, _, item, relational = helper.reference_stm(params, config, x.astype("float64"))
 
     sequence, last, item_memory, relational_memory = layer(x)
     helper.assert_close(helper.to_numpy([sequence, last, item_memory, relational_memory]),
@@ -250,7 +249,7 @@ def test_stm_layer_checks(tmp_path):
         expected_output_shape=[(None, a), (None, a), (None, d, d), (None, nq, d, d)],
         tmp_path=tmp_path,
     )
-    output, last, item, relational = result["outputs"]
+    output, last, _, _ = result["outputs"]
     np.testing.assert_array_equal(output, last)
     # The returned memories are what the read-out of the output was computed from.
     cell = result["layer"].cell

@@ -110,6 +110,7 @@ def test_return_flags():
     values = random_weights()
     x = sequences()
     full, last, item, relational = numpy_list(*stm(values, return_sequences=True, return_state=True)(x))
+    helper.assert_close(last, full[:, -1], 1e-6)  # batched vs last-step read-out
     only_last = stm(values)(x)
     assert tuple(only_last.shape) == (3, OUT)
     helper.assert_close(ops.convert_to_numpy(only_last), full[:, -1], 1e-5)

@@ -2,7 +2,6 @@
 names and shapes (spec 3.2, written out by hand here), error messages naming the weights,
 shared copies, `STM` layers, and `.pth` files."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops

@@ -47,19 +47,23 @@ class OuterProductAttention(keras.layers.Layer):
 
     def build(self, query_shape, key_shape=None, value_shape=None):
         # Checked here too, so that symbolic calls (`keras.Input`) fail as eager ones do.
-        if key_shape is not None and query_shape[-1] is not None and key_shape[-1] is not None:
-            if query_shape[-1] != key_shape[-1]:
-                raise ValueError(
-                    "`query` and `key` must have the same feature size (last axis), got "
-                    f"{tuple(query_shape)} and {tuple(key_shape)}."
-                )
-        if key_shape is not None and value_shape is not None:
-            if key_shape[-2] is not None and value_shape[-2] is not None:
-                if key_shape[-2] != value_shape[-2]:
-                    raise ValueError(
-                        "`key` and `value` must hold the same number of items (axis -2), got "
-                        f"{tuple(key_shape)} and {tuple(value_shape)}."
-                    )
+        if key_shape is not None and None not in (query_shape[-1], key_shape[-1]) and (
+            query_shape[-1] != key_shape[-1]
+        ):
+            raise ValueError(
+                "`query` and `key` must have the same feature size (last axis), got "
+                f"{tuple(query_shape)} and {tuple(key_shape)}."
+            )
+        if (
+            key_shape is not None
+            and value_shape is not None
+            and None not in (key_shape[-2], value_shape[-2])
+            and key_shape[-2] != value_shape[-2]
+        ):
+            raise ValueError(
+                "`key` and `value` must hold the same number of items (axis -2), got "
+                f"{tuple(key_shape)} and {tuple(value_shape)}."
+            )
         self.built = True
 
     def call(self, query, key, value):
