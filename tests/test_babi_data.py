@@ -15,7 +15,11 @@ from keras_stm.tasks.babi import (
     BABI_URL, PAD_ID, PAD_TOKEN, BabiArrays, BabiTrainDataset, babi_filename, load_babi,
     parse_stories, tokenize)
 
-REAL_ARCHIVE = "/work/shared/data/babi/babi_tasks_1-20_v1-2.tar.gz"
+# The project's copy of the official archive lives in shared/ beside the repository (in CI too);
+# BABI_ARCHIVE overrides it.
+REAL_ARCHIVE = os.environ.get("BABI_ARCHIVE", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "shared", "data", "babi", "babi_tasks_1-20_v1-2.tar.gz"))
 
 # Task-1 style: a space before the TAB; two stories.
 QA1_TRAIN = (

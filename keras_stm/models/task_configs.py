@@ -14,7 +14,7 @@ The example scripts, the KerasTuner search and the geometry/graph scripts read t
 (through `stm_config`, `training_defaults`, `add_model_arguments` and
 `model_config_from_args`) so each value lives in one place.
 
-Values and their provenance (spec = /work/shared/docs/stm_reference.md):
+Values and their provenance (spec = shared/docs/stm_reference.md):
 
 | task | nq, d, r | write | alphas (carry, read, transfer) | optimiser | iterations |
 |---|---|---|---|---|---|

@@ -32,7 +32,7 @@ This module is the one place that defines how keras-stm reads bAbI (reference sp
    each task is read in shuffled passes of `batch_size` (the last batch of a pass may be
    smaller); an epoch has `sum_t ceil(n_train_t / batch_size)` batches.
 
-The archive copy in `/work/shared/data/babi` lacks `en-10k/qa3_three-supporting-facts_train.txt`
+The project's archive copy (`shared/data/babi`) lacks `en-10k/qa3_three-supporting-facts_train.txt`
 and `en-valid-10k/qa3_train.txt`. Loading task 3 of a 10k subset from it raises a
 `FileNotFoundError` that says so; `tasks=` (skip task 3) and `allow_partial=True` (a smaller,
 labelled task-3 training set, see `load_babi`) are the two ways forward.
