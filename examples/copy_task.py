@@ -38,13 +38,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 
 from keras_stm import training  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
 from keras_stm.models import task_configs  # noqa: E402
 from keras_stm.tasks import copy as copy_data  # noqa: E402
-from keras_stm.tasks.metrics import BitErrorPerSequence  # noqa: E402
 
 TASK = "copy"
 # --quick: one length (one compiled shape); examples/rar.py --quick covers varying lengths.
@@ -70,36 +67,8 @@ def main(argv=None):
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     if args.test_batches <= 0:
         parser.error(f"--test-batches must be positive, got {args.test_batches}")
-    stm_config = task_configs.model_config_from_args(args, TASK)
     sizes = dict(min_seq_len=args.min_seq_len, max_seq_len=args.max_seq_len)
-    train_data = copy_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
-                                   seed=args.seed, **sizes)
-    test_data = copy_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
-                                  seed=task_configs.TEST_SEED, fixed=True, **sizes)
-
-    model = build_sequence_model(copy_data.INPUT_SIZE, copy_data.OUTPUT_SIZE, core=args.model,
-                                 return_sequences=True, stm_config=stm_config,
-                                 lstm_units=args.lstm_units)
-    model.compile(
-        optimizer=training.make_optimizer(args),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True,
-                                             reduction="mean_with_sample_weight"),
-        weighted_metrics=[BitErrorPerSequence()],
-        jit_compile=training.jit_compile(args),
-    )
-
-    def evaluate(trained):
-        best = os.path.join(args.output_dir, "best.keras")
-        if os.path.exists(best):
-            trained.load_weights(best)  # the best checkpoint's weights
-        return trained.evaluate(test_data, return_dict=True, verbose=0)
-
-    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
-             "data": sizes, "stm_config": stm_config if args.model == "stm" else None}
-    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
-                        extra_results=extra)
-
+    return training.run_bit_error_task(args, TASK, copy_data, sizes)
 
 if __name__ == "__main__":
     main()

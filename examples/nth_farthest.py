@@ -76,17 +76,11 @@ def main(argv=None):
         jit_compile=training.jit_compile(args),
     )
 
-    def evaluate(trained):
-        best = os.path.join(args.output_dir, "best.keras")
-        if os.path.exists(best):
-            trained.load_weights(best)  # the best checkpoint's weights
-        scores = trained.evaluate(test_data, return_dict=True, verbose=0)
-        return {**scores, "error": 1.0 - scores["accuracy"]}
-
     extra = {"paper_metric": "accuracy", "evaluated": "best.keras",
              "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
              "stm_config": stm_config if args.model == "stm" else None}
-    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
+    return training.run(model, train_data, args, evaluate=training.evaluate_best_checkpoint(
+                            args, test_data, lambda scores: {"error": 1.0 - scores["accuracy"]}), monitor="loss", mode="min",
                         extra_results=extra)
 
 

@@ -46,13 +46,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 
 from keras_stm import training  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
 from keras_stm.models import task_configs  # noqa: E402
 from keras_stm.tasks import rar as rar_data  # noqa: E402
-from keras_stm.tasks.metrics import BitErrorPerSequence  # noqa: E402
 
 TASK = "rar"
 # --quick: two time lengths in training (the varying-length path), one test batch.
@@ -111,37 +108,9 @@ def main(argv=None):
         parse_size(args.item_length, "--item-length"))
     sizes = dict(reading=args.reading, num_items=(items_low, items_high),
                  item_length=(length_low, length_high))
-    stm_config = task_configs.model_config_from_args(args, TASK)
-    train_data = rar_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
-                                  seed=args.seed, **sizes)
-    test_data = rar_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
-                                 seed=task_configs.TEST_SEED, fixed=True, **sizes)
-
-    model = build_sequence_model(rar_data.INPUT_SIZE, rar_data.OUTPUT_SIZE, core=args.model,
-                                 return_sequences=True, stm_config=stm_config,
-                                 lstm_units=args.lstm_units)
-    model.compile(
-        optimizer=training.make_optimizer(args),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True,
-                                             reduction="mean_with_sample_weight"),
-        weighted_metrics=[BitErrorPerSequence()],
-        jit_compile=training.jit_compile(args),
-    )
-
-    def evaluate(trained):
-        best = os.path.join(args.output_dir, "best.keras")
-        if os.path.exists(best):
-            trained.load_weights(best)  # the best checkpoint's weights
-        return trained.evaluate(test_data, return_dict=True, verbose=0)
-
-    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
-             "data": {"reading": args.reading, "num_items": [items_low, items_high],
-                      "item_length": [length_low, length_high]},
-             "stm_config": stm_config if args.model == "stm" else None}
-    return training.run(model, train_data, args, evaluate=evaluate, monitor="loss", mode="min",
-                        extra_results=extra)
-
+    record = {"reading": args.reading, "num_items": [items_low, items_high],
+              "item_length": [length_low, length_high]}
+    return training.run_bit_error_task(args, TASK, rar_data, sizes, data_record=record)
 
 if __name__ == "__main__":
     main()

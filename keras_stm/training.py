@@ -388,3 +388,72 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
                            title=f"{args.task} ({args.model})")
     print(json.dumps({"task": args.task, "model": args.model, **results.get("test", {})}))
     return results
+
+
+def evaluate_best_checkpoint(args, test_data, extra_metrics=None):
+    """The test protocol shared by the fresh-data tasks: the weights of `<output_dir>/best.keras`
+    (if any) evaluated on `test_data`.
+
+    Args:
+        args: the parsed flags (for `output_dir`).
+        test_data: the fixed-seed test set.
+        extra_metrics: optional callable `(scores) -> dict` adding derived metrics.
+
+    Returns:
+        A callable `(model) -> dict` for `run(..., evaluate=...)`.
+    """
+
+    def evaluate(model):
+        best = os.path.join(args.output_dir, "best.keras")
+        if os.path.exists(best):
+            model.load_weights(best)
+        scores = model.evaluate(test_data, return_dict=True, verbose=0)
+        if extra_metrics is not None:
+            scores = {**scores, **extra_metrics(scores)}
+        return scores
+
+    return evaluate
+
+
+def run_bit_error_task(args, task, data_module, sizes, data_record=None):
+    """Train and test a read-then-decode bit task (copy, priority sort, RAR) as the authors do.
+
+    The model reads the inputs, then emits the targets from zero-input steps; the loss is binary
+    cross-entropy over the decoding steps (`sample_weight`), the paper's metric bit error per
+    sequence, the test the best checkpoint on `args.test_batches` fixed-seed batches.
+
+    Args:
+        args: the parsed flags (`training` flags, model-size flags, `test_batches`).
+        task: str, the `task_configs.TASK_CONFIGS` key.
+        data_module: the task's data module (`INPUT_SIZE`, `OUTPUT_SIZE`, `dataset(...)`).
+        sizes: dict of the task's size arguments for `data_module.dataset`.
+        data_record: optional JSON-able description of the data for `results.json`
+            (default `sizes`).
+
+    Returns:
+        The results dict of `run`.
+    """
+    from keras_stm.models import build_sequence_model
+    from keras_stm.models import task_configs
+    from keras_stm.tasks.metrics import BitErrorPerSequence
+
+    stm_config = task_configs.model_config_from_args(args, task)
+    train_data = data_module.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
+                                     seed=args.seed, **sizes)
+    test_data = data_module.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
+                                    seed=task_configs.TEST_SEED, fixed=True, **sizes)
+    model = build_sequence_model(data_module.INPUT_SIZE, data_module.OUTPUT_SIZE, core=args.model,
+                                 return_sequences=True, stm_config=stm_config,
+                                 lstm_units=args.lstm_units)
+    model.compile(
+        optimizer=make_optimizer(args),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+        weighted_metrics=[BitErrorPerSequence()],
+        jit_compile=jit_compile(args),
+    )
+    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
+             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "data": sizes if data_record is None else data_record,
+             "stm_config": stm_config if args.model == "stm" else None}
+    return run(model, train_data, args, evaluate=evaluate_best_checkpoint(args, test_data),
+               monitor="loss", mode="min", extra_results=extra)
