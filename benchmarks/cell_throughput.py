@@ -12,8 +12,14 @@ Implementations:
 
 Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
 
+Data parallelism (jax): `--devices N` replicates the model over the first N local accelerators
+with `keras.distribution.DataParallel` and splits each batch of `--batch` (the global batch)
+between them; run it with `--devices 1` and `--devices N` in one session for the speed-up at the
+same global batch.
+
 Example:
   KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --impl stm --precision highest
+  KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --batch 1024 --devices 2
 """
 
 import argparse
@@ -124,7 +130,23 @@ def build_model(name, impl, batch):
     return keras.Model(inputs, outputs)
 
 
-def time_config(name, impl, precision, jit, batch, repeats, warmup):
+def set_devices(devices):
+    """Data-parallel over the first `devices` accelerators (jax); None leaves the default."""
+    import keras
+
+    if devices is None:
+        return
+    if keras.backend.backend() != "jax":
+        raise ValueError("--devices uses keras.distribution, which Keras 3.15 implements for the "
+                         f"jax backend only, not {keras.backend.backend()!r}.")
+    available = keras.distribution.list_devices()
+    if devices > len(available):
+        raise ValueError(f"--devices {devices}: only {len(available)} devices ({available}).")
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=available[:devices]))
+
+
+def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None):
     import keras
     import numpy as np
 
@@ -132,6 +154,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup):
 
     keras.utils.clear_session()
     set_precision(precision)
+    set_devices(devices)
     keras.utils.set_random_seed(0)
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
@@ -157,7 +180,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup):
             "min_ms": 1000 * times[0], "peak_gib": peak_memory_gib(), "compile_s": compile_s,
             "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
             "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "data_parallel_devices": devices,
             "keras": keras.__version__, **device_info()}
 
 
@@ -172,6 +195,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--devices", type=int, default=None,
+                        help="jax: data-parallel over the first N accelerators (global batch --batch).")
     parser.add_argument("--output", default=None, help="Append one JSON line per measurement here.")
     args = parser.parse_args(argv)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
@@ -186,11 +211,14 @@ def main(argv=None):
             parser.error(f"unknown --precision {precision!r}")
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
+    if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
+        parser.error(f"--devices must be positive and divide --batch {args.batch}, got {args.devices}")
     for name in args.configs.split(","):
         for impl in args.impl.split(","):
             for precision in args.precision.split(","):
                 try:
-                    result = time_config(name, impl, precision, jit, args.batch, args.repeats, args.warmup)
+                    result = time_config(name, impl, precision, jit, args.batch, args.repeats,
+                                         args.warmup, args.devices)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
                 line = json.dumps(result)

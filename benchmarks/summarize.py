@@ -37,6 +37,8 @@ def table(rows, title):
             ratio = "1.0x (baseline)"
         authors = AUTHORS_H200_MS.get(r["config"])
         vs_authors = f"{authors / r['ms']:.1f}x" if authors else "n/a"
+        if r.get("device") == "cpu" or r.get("batch", 128) != 128:
+            vs_authors = "n/a (their figure: H200, batch 128)"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else "n/a"
         backend = r.get("backend", "torch")
         lines.append(f"| {r['impl']} | {backend} | {r.get('precision')} | {r['config']} | "

@@ -41,7 +41,9 @@ Outputs in `--output-dir` (default `runs/atari_pong-<core>`): `history.csv` (one
 sampler's RNG in `state.json`, every `--steps-per-epoch` updates and at the end),
 `results.json`, `reward_curve.png`. Restarting the same command resumes from the last checkpoint
 (environments restart from fresh games with the recurrent state re-initialised; `--fresh` starts
-over). Frames count emulator frames (agent steps x frame skip), as in the Atari literature.
+over). `--max-minutes M` stops at the first update after M minutes of this session, writes the
+checkpoint and `results.json` (`stopped_by_time_budget` true), and the same command resumes.
+Frames count emulator frames (agent steps x frame skip), as in the Atari literature.
 
 Command lines (from the repository root):
 
@@ -115,6 +117,9 @@ def build_parser():
             action.help = "Upper bound on A2C updates (the --frames budget normally stops first)."
         if "--steps-per-epoch" in action.option_strings:
             action.help = "A2C updates between two checkpoints."
+        if "--max-minutes" in action.option_strings:
+            action.help = ("Stop at the first update after this much training time (checkpoint "
+                           "written; the same command resumes).")
     parser.add_argument("--core", dest="model", choices=actor_critic.CORES,
                         default=argparse.SUPPRESS, help="Same as --model: stm or lstm.")
     parser.add_argument("--env-id", default=ENV_ID, help="A NoFrameskip Atari id.")
@@ -348,6 +353,8 @@ def main(argv=None):
         "env_id": args.env_id,
         "paper_metric": f"mean unclipped game score of the last {MEAN_WINDOW} training games",
         "updates": state["updates"],
+        "updates_planned": max_updates,
+        "stopped_by_time_budget": bool(state.get("stopped_by_time_budget", False)),
         "frames": state["frames"],
         "episodes": len(episodes),
         "mean_reward_last_100": mean_100,
@@ -440,6 +447,15 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
         if state["updates"] % args.steps_per_epoch == 0 or state["updates"] == max_updates:
             _checkpoint(out, model, state, episodes, rng, history, history_path)
             last_saved = state["updates"]
+        if (args.max_minutes and state["updates"] < max_updates
+                and time.perf_counter() - session_start >= 60.0 * args.max_minutes):
+            state["stopped_by_time_budget"] = True
+            if args.verbose:
+                print(f"Stopping after {args.max_minutes} minutes (--max-minutes) at update "
+                      f"{state['updates']}; the same command resumes.", flush=True)
+            break
+    else:
+        state["stopped_by_time_budget"] = False
     if last_saved != state["updates"]:
         _checkpoint(out, model, state, episodes, rng, history, history_path)
 

@@ -126,6 +126,8 @@ def parse_args(parser, argv=None, quick_overrides=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if getattr(args, "max_minutes", None) is not None and not args.max_minutes > 0:
+        parser.error(f"--max-minutes must be positive, got {args.max_minutes}")
     if args.output_dir is None:
         suffix = "-quick" if args.quick else ""
         args.output_dir = os.path.join("runs", f"{args.task}-{args.model}{suffix}")
@@ -293,6 +295,9 @@ class _TimeBudget(keras.callbacks.Callback):
 
 
 class _Timer(keras.callbacks.Callback):
+    """Accumulates training time across sessions; adds `epoch_seconds` (the epoch's wall time,
+    validation included) to the epoch's logs, so `history.csv` records it."""
+
     def __init__(self, state_path):
         super().__init__()
         self.state_path = state_path
@@ -305,7 +310,10 @@ class _Timer(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.elapsed += time.perf_counter() - self._start
+        seconds = time.perf_counter() - self._start
+        self.elapsed += seconds
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
         with open(self.state_path, "w") as f:
             json.dump({"train_seconds": self.elapsed, "epochs_done": epoch + 1}, f)
 
@@ -355,8 +363,8 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
                                         mode=mode, save_best_only=True,
                                         initial_value_threshold=_best_so_far(history_path, monitor, mode)),
         _DataEpoch(train_data),
+        timer,  # before CSVLogger: it adds `epoch_seconds` to the logs
         keras.callbacks.CSVLogger(history_path, append=True),
-        timer,
         *([budget] if budget else []),
         *extra_callbacks,
     ]

@@ -70,7 +70,8 @@ def plot_history(history, path, title=None, metrics=None):
         history: a `CSVLogger` file path or a `{name: [values]}` dict.
         path: str, the PNG to write.
         title: optional figure title.
-        metrics: optional list of metric names to plot (default: all but `epoch`).
+        metrics: optional list of metric names to plot (default: all but `epoch`,
+            `learning_rate` and `epoch_seconds`).
 
     Returns:
         The path written.
@@ -84,8 +85,9 @@ def plot_history(history, path, title=None, metrics=None):
     True
     """
     columns = read_history(history) if isinstance(history, (str, os.PathLike)) else dict(history)
-    names = metrics or [k for k in columns if k != "epoch" and not k.startswith("val_")]
-    names = [n for n in names if n in columns and n not in ("learning_rate",)] or ["loss"]
+    names = metrics or [k for k in columns if k not in ("epoch", "learning_rate", "epoch_seconds")
+                        and not k.startswith("val_")]
+    names = [n for n in names if n in columns] or ["loss"]
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
     steps = list(range(1, 1 + max((len(v) for v in columns.values()), default=0)))

@@ -3,11 +3,19 @@
 # All runs of a group share one GPU at the same time (each step is latency-bound, so they fit
 # side by side); each stops after MINUTES of training and can be resumed later with the same
 # command (the checkpoint is in its output folder).
-# Usage: bash scripts/gpu_task_runs.sh GROUP MINUTES   GROUP: synthetic | geometry | babi | atari
+# Usage: bash scripts/gpu_task_runs.sh GROUP MINUTES
+#   GROUP: synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
+#   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10:
+#   one jax compile per count instead of one per count in 5-20).
+#   graphs_fixed: shortest path and MST on graphs of one size (N_NODES 10, N_EDGES 20 by
+#   default: one compile instead of 18).
+# jax keeps compiled steps in JAX_COMPILATION_CACHE_DIR (default $RUNS/jax_cache), so a resumed
+# run on the same machine skips most compilation.
 set -u
 group=${1:?group}; minutes=${2:?minutes}
 root=${RUNS:-runs/gpu}; mkdir -p "$root"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 pids=()
 launch() {  # name, script, extra args...
   local name=$1 script=$2; shift 2
@@ -29,6 +37,18 @@ case $group in
       launch "tsp-$model" tsp.py --model $model
       launch "shortest_path-$model" shortest_path.py --model $model
       launch "minimum_spanning_tree-$model" minimum_spanning_tree.py --model $model
+    done ;;
+  hull_tsp)
+    for model in stm lstm; do
+      launch "convex_hull-$model" convex_hull.py --model $model --train-points "${TRAIN_POINTS:-5,10}"
+      launch "tsp-$model" tsp.py --model $model --train-points "${TRAIN_POINTS:-5,10}"
+    done ;;
+  graphs_fixed)
+    for model in stm lstm; do
+      for task in shortest_path minimum_spanning_tree; do
+        launch "$task-fixed-$model" $task.py --model $model --n-nodes "${N_NODES:-10}" \
+          --n-edges "${N_EDGES:-20}"
+      done
     done ;;
   babi)
     launch "babi-stm" babi.py --data "${BABI_DATA:-shared/data/babi/babi_tasks_1-20_v1-2.tar.gz}" --allow-partial ;;

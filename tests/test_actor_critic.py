@@ -284,7 +284,15 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
     first = example.main(["--quick", "--output-dir", out, "--frames", str(per_update),
                           "--verbose", "0"])
     assert first["updates"] == 1 and first["frames"] == per_update
+    assert first["updates_planned"] == 1 and first["stopped_by_time_budget"] is False
+    # --max-minutes: resumes, stops after its first update, says so, and keeps the checkpoint
+    timed = example.main(["--quick", "--output-dir", out, "--max-minutes", "1e-9",
+                          "--verbose", "0"])
+    assert timed["updates"] == 2 and timed["frames"] == 2 * per_update
+    assert timed["updates_planned"] == quick["iterations"] > 2
+    assert timed["stopped_by_time_budget"] is True
     second = example.main(["--quick", "--output-dir", out, "--verbose", "0"])
+    assert second["stopped_by_time_budget"] is False
     assert second["updates"] == quick["iterations"]
     assert second["frames"] == quick["iterations"] * per_update
     with open(os.path.join(out, "results.json")) as f:

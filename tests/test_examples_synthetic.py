@@ -56,7 +56,9 @@ def _check_common(results, out, task, model="stm"):
         assert math.isfinite(value)
     assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 0
     assert os.path.exists(os.path.join(out, "best.keras"))
-    assert len(_history_rows(out)) == 2  # 4 iterations, 2 per epoch
+    rows = _history_rows(out)
+    assert len(rows) == 2  # 4 iterations, 2 per epoch
+    assert all(float(row["epoch_seconds"]) > 0 for row in rows)  # each epoch's wall time
 
 
 # --- the registry -------------------------------------------------------------------------
@@ -221,6 +223,10 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
     with pytest.raises(SystemExit):
         _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), "--test-batches", "0"])
+    for minutes in ("0", "-1"):
+        with pytest.raises(SystemExit):
+            _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"),
+                                        "--max-minutes", minutes])
 
 
 def test_associative_retrieval_quick(tmp_path):

@@ -1,0 +1,65 @@
+"""Tests of the benchmark script's data-parallel option (`benchmarks/cell_throughput.py --devices`).
+
+The timings themselves are never asserted (speed targets live in `benchmarks/`, not in tests);
+these check that a measurement runs, records its device count, and that bad flags are refused.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the script imports `configs`
+    spec = importlib.util.spec_from_file_location(
+        "cell_throughput", os.path.join(ROOT, "benchmarks", "cell_throughput.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench():
+    module = _load()
+    yield module
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(None)
+
+
+@pytest.mark.parametrize("flags", [["--devices", "0"], ["--devices", "3", "--batch", "16"],
+                                   ["--batch", "0"], ["--configs", "nope"]])
+def test_bad_flags_exit_with_an_error(bench, flags, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(flags)
+    assert "error" in capsys.readouterr().err
+
+
+def test_devices_measurement_records_the_device_count(bench, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    bench.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                "--devices", "1", "--output", str(out)])
+    row = json.loads(out.read_text().strip())
+    if keras.backend.backend() == "jax":
+        assert row["data_parallel_devices"] == 1 and row["batch"] == 2
+        assert math.isfinite(row["ms"]) and row["loss_finite"]
+    else:  # keras.distribution is jax-only in Keras 3.15: the row records the error
+        assert "error" in row and "jax" in row["error"]
+
+
+def test_set_devices_refuses_more_devices_than_exist(bench):
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ValueError, match="jax"):
+            bench.set_devices(1)
+        return
+    available = len(keras.distribution.list_devices())
+    with pytest.raises(ValueError, match="only"):
+        bench.set_devices(available + 1)
+    bench.set_devices(None)  # no distribution asked for: nothing changes
+    assert keras.distribution.distribution() is None
