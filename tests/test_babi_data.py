@@ -409,6 +409,31 @@ def test_train_dataset_protocol():
             BabiTrainDataset(arrays, **bad)
 
 
+def test_train_dataset_pad_batches():
+    """`pad_batches=True`: full-size batches whose extra rows are zero-weight copies."""
+    arrays = synthetic({2: 10, 5: 7})
+    plain = BabiTrainDataset(arrays, batch_size=4, seed=1)
+    padded = BabiTrainDataset(arrays, batch_size=4, seed=1, pad_batches=True)
+    assert len(padded) == len(plain)
+    short = 0
+    for epoch in range(3):
+        plain.epoch = padded.epoch = epoch
+        for i in range(len(plain)):
+            x, y = plain[i]
+            px, py, w = padded[i]
+            real = len(y)
+            assert py.shape == (4,) and px["story"].shape[0] == 4 and w.dtype == np.float32
+            np.testing.assert_array_equal(w, [1.0] * real + [0.0] * (4 - real))
+            np.testing.assert_array_equal(py[:real], y)  # the real rows, in order
+            np.testing.assert_array_equal(px["story"][:real], x["story"])
+            assert set(py[real:]) <= set(y)  # fillers repeat the batch's own rows
+            np.testing.assert_array_equal(px["story"][:, 0, 0], py)
+            short += real < 4
+    assert short > 0  # the test did see smaller last batches
+    with pytest.raises(ValueError, match="pad_batches"):
+        BabiTrainDataset(arrays, pad_batches="yes")
+
+
 def test_train_dataset_common_shape_fits_model(tmp_path):
     files = tiny_files()
     data = load_babi(make_archive(tmp_path / "b.tar.gz", files), tasks=[1, 8],

@@ -212,6 +212,37 @@ def test_training_step_leaves_z_and_unused_weights_unchanged():
         assert not np.allclose(after[path], before[path]), path
 
 
+def test_padded_batch_with_zero_weights_trains_exactly_like_the_short_batch():
+    """The example's `pad_batches=True` + `mean_with_sample_weight`: same loss, same update."""
+    rng = np.random.default_rng(7)
+    x = random_inputs(rng, 3, 4, 5)
+    y = rng.integers(0, 13, 3).astype("int32")
+    rows = np.resize(np.arange(3), 5)  # as BabiTrainDataset(pad_batches=True)
+    padded_x = {k: v[rows] for k, v in x.items()}
+    weights = np.array([1, 1, 1, 0, 0], "float32")
+    models = []
+    for _ in range(2):
+        model = small_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True, reduction="mean_with_sample_weight"))
+        models.append(model)
+    set_random_weights(models[0], rng, scale=0.3)
+    start = models[0].get_weights()
+    models[1].set_weights(start)
+    short = models[0].train_on_batch(x, y)
+    full = models[1].train_on_batch(padded_x, y[rows], sample_weight=weights)
+    np.testing.assert_allclose(full, short, rtol=1e-5)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    # not vacuous: the step moved the weights, and an unweighted padded batch would differ
+    assert any(not np.allclose(a, b) for a, b in zip(start, models[0].get_weights()))
+    unweighted = models[0].compute_loss(x=padded_x, y=y[rows], y_pred=models[0](padded_x))
+    trained = models[0].compute_loss(x=x, y=y, y_pred=models[0](x))
+    assert not np.isclose(float(keras.ops.convert_to_numpy(unweighted)),
+                          float(keras.ops.convert_to_numpy(trained)), rtol=1e-4)
+
+
 def test_model_config_round_trip_and_keras_file(tmp_path):
     model = small_model(name="babi_small")
     rng = np.random.default_rng(5)

@@ -557,7 +557,8 @@ class BabiData:
                 example is seen once per epoch). Defaults to "uniform".
             padding: see `arrays`. Defaults to "task".
             input_format, include_task: see `inputs`.
-            **kwargs: forwarded to `keras.utils.PyDataset`.
+            **kwargs: more `BabiTrainDataset` arguments (`pad_batches`) and those of
+                `keras.utils.PyDataset`.
 
         Returns:
             `BabiTrainDataset`.
@@ -613,6 +614,12 @@ class BabiTrainDataset(keras.utils.PyDataset):
         shape: None (each task's own shape) or `(story_max, sentence_max)` for every batch.
         input_format: `"dict"` or `"tuple"`. Defaults to "dict".
         include_task: bool, add the (B,) int32 task id to the inputs. Defaults to True.
+        pad_batches: bool. If True, every batch has exactly `batch_size` rows and a third
+            element, the (B,) float32 sample weights: the smaller last batch of a pass is
+            filled up with copies of its own rows weighted 0, every real row weighs 1. With a
+            loss reduced by `"mean_with_sample_weight"` this gives the same loss and gradients
+            as the unpadded batch, and under `jit` one training-step shape per task instead of
+            two. Defaults to False (the authors' batches).
         **kwargs: forwarded to `keras.utils.PyDataset`.
 
     Example:
@@ -624,7 +631,7 @@ class BabiTrainDataset(keras.utils.PyDataset):
     """
 
     def __init__(self, arrays, batch_size=128, seed=0, sampling="uniform", shape=None,
-                 input_format="dict", include_task=True, **kwargs):
+                 input_format="dict", include_task=True, pad_batches=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -643,6 +650,9 @@ class BabiTrainDataset(keras.utils.PyDataset):
         self.sampling = sampling
         self.input_format = input_format
         self.include_task = bool(include_task)
+        if not isinstance(pad_batches, bool):
+            raise ValueError(f"`pad_batches` must be True or False, got {pad_batches!r}.")
+        self.pad_batches = pad_batches
         self.sizes = np.array([arrays[t].answer.shape[0] for t in self.tasks], np.int64)
         self.batches_per_task = -(-self.sizes // self.batch_size)
         self._num_batches = int(self.batches_per_task.sum())
@@ -731,9 +741,15 @@ class BabiTrainDataset(keras.utils.PyDataset):
     def __getitem__(self, index):
         task, rows = self.batch_indices(index)
         a = self.arrays[task]
+        if self.pad_batches:
+            real = rows.shape[0]
+            rows = np.resize(rows, self.batch_size)  # fillers: copies of the batch's own rows
+            weights = (np.arange(self.batch_size) < real).astype(np.float32)
         task_ids = np.full(rows.shape, task, np.int32)
         x = _pack_inputs(a.story[rows], a.question[rows], task_ids, self.input_format,
                          self.include_task)
+        if self.pad_batches:
+            return x, a.answer[rows], weights
         return x, a.answer[rows]
 
     def on_epoch_end(self):
