@@ -15,9 +15,10 @@ Protocol (spec 5.4):
 
 * cross-entropy over the vocabulary, averaged over the batch's questions (the last, smaller
   batch of a task's pass is filled up to 128 with zero-weight rows and the loss is the
-  weighted mean: the same numbers, one compiled step per task); Adam lr 6e-4, beta_2 0.99, eps 1e-8; global-norm
-  gradient clipping 5; batch 128; every batch from one task drawn uniformly at random; an
-  epoch = sum over tasks of ceil(n_train / 128) batches (1,420 with full data); 500 epochs;
+  weighted mean: the same numbers, one compiled step per task); Adam lr 6e-4, beta_2 0.99,
+  eps 1e-8; global-norm gradient clipping 5; batch 128; every batch from one task drawn
+  uniformly at random; an epoch = sum over tasks of ceil(n_train / 128) batches (1,420 with
+  full data); 500 epochs;
 * validation after every epoch on all validation sets (pooled loss and accuracy, as the
   authors); `best.keras` keeps the best validation accuracy; the learning rate is halved
   once, from the epoch after the validation loss first drops below 0.1;
