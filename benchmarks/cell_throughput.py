@@ -8,7 +8,9 @@ fetched) before each clock read. Runs under the current `KERAS_BACKEND`, on CPU 
 Implementations:
   stm  `keras_stm.STM` (input projections hoisted out of the loop, read-out after it)
   rnn  `keras.layers.RNN(keras_stm.STMCell(...))`, the portable per-step cell
-  stm_compiled  `keras_stm.STM(torch_compile_step=True)` (torch only: the step through torch.compile)
+  stm_compiled  `keras_stm.STM(torch_compile="step")` (torch only: each step through torch.compile)
+  stm_compiled_loop  `keras_stm.STM(torch_compile="loop")` (torch only: the whole loop compiled)
+`--torch-compile-mode` passes a torch.compile mode (e.g. reduce-overhead: CUDA graphs).
 
 Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
 
@@ -111,7 +113,10 @@ def peak_memory_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS
 
 
-def build_model(name, impl, batch):
+TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop"}
+
+
+def build_model(name, impl, batch, torch_compile_mode=None, unroll=False):
     import keras
 
     import keras_stm
@@ -121,11 +126,13 @@ def build_model(name, impl, batch):
     d_in, d_out, *_ = CONFIGS[name]
     steps = CONFIGS[name][5]
     inputs = keras.Input(batch_shape=(batch, steps, d_in))
-    if impl in ("stm", "stm_compiled"):
-        outputs = keras_stm.STM(**stm_arguments(name), torch_compile_step=impl == "stm_compiled",
+    if impl in TORCH_COMPILE:
+        outputs = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
+                                torch_compile_mode=torch_compile_mode, unroll=unroll,
                                 name="stm")(inputs)
     else:
-        outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), name="rnn")(inputs)
+        outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
+                                   name="rnn")(inputs)
     outputs = keras.layers.Activation("linear", dtype="float32")(outputs)
     return keras.Model(inputs, outputs)
 
@@ -146,7 +153,8 @@ def set_devices(devices):
         keras.distribution.DataParallel(devices=available[:devices]))
 
 
-def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None):
+def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
+                torch_compile_mode=None, unroll=False):
     import keras
     import numpy as np
 
@@ -158,7 +166,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     keras.utils.set_random_seed(0)
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
-    model = build_model(name, impl, batch)
+    model = build_model(name, impl, batch, torch_compile_mode, unroll)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
@@ -181,6 +189,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
             "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "data_parallel_devices": devices,
+            "torch_compile_mode": torch_compile_mode, "unroll": unroll,
             "keras": keras.__version__, **device_info()}
 
 
@@ -189,9 +198,14 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--impl", default="stm", help="Comma list of: stm, rnn.")
+    parser.add_argument("--impl", default="stm",
+                        help="Comma list of: stm, rnn, stm_compiled, stm_compiled_loop.")
+    parser.add_argument("--torch-compile-mode", default=None,
+                        help="torch.compile mode for the stm_compiled impls (e.g. reduce-overhead).")
     parser.add_argument("--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}.")
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--unroll", action="store_true",
+                        help="Unroll the time loop (the layer's `unroll=True`).")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -204,7 +218,7 @@ def main(argv=None):
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
     for impl in args.impl.split(","):
-        if impl not in ("stm", "rnn", "stm_compiled"):
+        if impl not in ("rnn",) + tuple(TORCH_COMPILE):
             parser.error(f"unknown --impl {impl!r}")
     for precision in args.precision.split(","):
         if precision not in PRECISIONS:
@@ -218,7 +232,8 @@ def main(argv=None):
             for precision in args.precision.split(","):
                 try:
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
-                                         args.warmup, args.devices)
+                                         args.warmup, args.devices, args.torch_compile_mode,
+                                         args.unroll)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
                 line = json.dumps(result)

@@ -2,7 +2,8 @@
 # The GPU benchmark runs recorded in docs/performance.md, in one session on one card:
 # the authors'-style baseline, then keras-stm under jax (and torch). JSON lines go to
 # ${OUT:-runs/bench}/bench.jsonl. Usage (GPU machine, keras wheels installed):
-#   bash benchmarks/run_gpu.sh [configs] [phases]      phases: comma list of baseline,jax,jaxgraph,torch,torchcompiled,rnn
+#   bash benchmarks/run_gpu.sh [configs] [phases]
+# phases: comma list of baseline,jax,jaxunroll,jaxgraph,torch,torchcompiled,torchloop,rnn
 set -u
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/bench.jsonl"
 configs=${1:-associative_retrieval,copy,nth_farthest,rar,babi}
@@ -11,10 +12,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 has() { [[ ",$phases," == *",$1,"* ]]; }
 has baseline && python3 benchmarks/official_style_torch.py --configs "$configs" --output "$log"
 has jax && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32,bf16 --output "$log"
+# The time loop unrolled (STM(unroll=True)): no while loop, longer compiles.
+has jaxunroll && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --precision highest --output "$log"
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
 has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
   KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
 has torch && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32 --output "$log"
 has torchcompiled && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled --precision highest,tf32 --output "$log"
+# The whole loop through torch.compile, as CUDA graphs: the fastest torch setting measured.
+has torchloop && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled_loop --torch-compile-mode reduce-overhead --precision highest --output "$log"
 has rnn && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs copy --impl rnn --precision highest --output "$log"
 exit 0

@@ -20,6 +20,23 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def label(row):
+    """The implementation and the options that changed how it ran."""
+    parts = [row["impl"]]
+    if row.get("unroll"):
+        parts.append("unroll")
+    if row.get("jit_compile") is True:
+        parts.append("jit_compile")
+    if row.get("torch_compile_mode"):
+        parts.append(row["torch_compile_mode"])
+    if row.get("xla_flags"):
+        parts.append("XLA command buffers")
+    return ", ".join(parts)
+
+
 def table(rows, title):
     baseline = {r["config"]: r for r in rows if r.get("impl") == "official_style_torch" and "ms" in r}
     lines = [f"### {title}", "",
@@ -40,8 +57,10 @@ def table(rows, title):
         if r.get("device") == "cpu" or r.get("batch", 128) != 128:
             vs_authors = "n/a (their figure: H200, batch 128)"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else "n/a"
+        if r.get("torch_compile_mode") in CUDA_GRAPH_MODES:
+            peak = "n/a"  # the CUDA-graph pool is allocated before the peak is reset
         backend = r.get("backend", "torch")
-        lines.append(f"| {r['impl']} | {backend} | {r.get('precision')} | {r['config']} | "
+        lines.append(f"| {label(r)} | {backend} | {r.get('precision')} | {r['config']} | "
                      f"{CONFIGS[r['config']][5]} | {r['ms']:.1f} | {peak} | {ratio} | {vs_authors} |")
     return "\n".join(lines) + "\n"
 

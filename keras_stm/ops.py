@@ -72,15 +72,35 @@ def outer_product_attention(query, key, value, value_major=False):
             )
     num_queries, size = query.shape[-2], query.shape[-1]
     lead = tuple(ops.shape(key)[:-2])
-    # scores[..., j, i, p] = tanh(k[..., j, p] * q[..., i, p])
-    scores = tanh(ops.expand_dims(key, -2) * ops.expand_dims(query, -3))
-    scores = ops.reshape(scores, lead + (key.shape[-2], num_queries * size))
+    scores = outer_product_attention_scores(query, key)
     # A'[..., c, (i, p)] = sum_j v[..., j, c] * scores[..., j, (i, p)]
     attended = matmul(ops.swapaxes(value, -1, -2), scores)
     if value_major:
         return attended
     attended = ops.reshape(attended, lead + (value.shape[-1], num_queries, size))
     return ops.moveaxis(attended, -3, -1)
+
+
+def outer_product_attention_scores(query, key):
+    """The weights of Outer Product Attention, `tanh(q_i ⊙ k_j)`, laid out for one product.
+
+    `scores[..., j, i * d + p] = tanh(Q[..., i, p] * K[..., j, p])`, so that the value-major
+    OPA is the matrix product `swapaxes(value) @ scores` (see `outer_product_attention`).
+    Keeping the two factors apart lets a caller multiply `scores` first: the STM's transfer
+    `OPA @ W` is computed as `swapaxes(value) @ (scores @ W)`, on `num_keys` rows instead of
+    `value_size` rows.
+
+    Args:
+        query: tensor of shape `(..., num_queries, d)`.
+        key: tensor of shape `(..., num_keys, d)`.
+
+    Returns:
+        Tensor of shape `(..., num_keys, num_queries * d)`.
+    """
+    num_queries, size = query.shape[-2], query.shape[-1]
+    lead = tuple(ops.shape(key)[:-2])
+    scores = tanh(ops.expand_dims(key, -2) * ops.expand_dims(query, -3))
+    return ops.reshape(scores, lead + (key.shape[-2], num_queries * size))
 
 
 def normalize(inputs, axis, epsilon):

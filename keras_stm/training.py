@@ -71,7 +71,8 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--stm-config", type=_json_object, default=None,
                         help="JSON object of keras_stm.STM arguments that replace the task's "
                              "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
-                             "for arguments without a flag of their own; also an --hparams key "
+                             "for arguments without a flag of their own, and the loop options "
+                             "unroll, torch_compile, torch_compile_mode; also an --hparams key "
                              "(examples/tune.py writes it). Applied by "
                              "task_configs.model_config_from_args; `run` refuses to train a "
                              "model whose STM does not carry these values.")

@@ -310,28 +310,14 @@ def _find_cell(model):
     )
 
 
-def _sam_projection(sam, memory):
-    """SAM's query, key and value of `memory` (B, d, d): each (B, nq, d) (section 2.2)."""
-    from keras import ops
-
-    from keras_stm import ops as stm_ops
-
-    nq = sam.num_queries
-    projected = stm_ops.matmul(memory, sam.kernel) + sam.bias
-    axis = (-2, -1) if sam.normalization == "joint" else -1
-    projected = stm_ops.normalize(projected, axis, sam.epsilon) * sam.gamma + sam.beta
-    projected = ops.swapaxes(projected, -1, -2)
-    return projected[:, :nq], projected[:, nq : 2 * nq], projected[:, 2 * nq :]
-
-
 def trace_memories(model, sequence):
     """Run a trained STM over a sequence one step at a time and record its memories and OPA.
 
     The step is the cell's own (`project_inputs`, then `update_memories` on the value-major
     relational memory, `from_value_major`, `output_from_memory`), from the cell's initial state
     (the learned initial memories when it has them). For every step the input `S` of the SAM
-    operator is captured while the cell runs, and its queries, keys and values are recomputed
-    with the SAM layer's weights, giving the OPA scores `tanh(q_i ⊙ k_j)` of that step
+    operator and its queries, keys and values (`SelfAttentiveMemory.queries_keys_values`) are
+    captured while the cell runs, giving the OPA scores `tanh(q_i ⊙ k_j)` of that step
     (the weights of `v_j` in `SAM(S)_i = sum_j tanh(q_i ⊙ k_j) ⊗ v_j`). With `sam_steps > 1`
     the last SAM iteration of each step is recorded.
 
@@ -393,14 +379,15 @@ def trace_memories(model, sequence):
     relational = cell.to_value_major(relational)
 
     sam = cell.self_attentive_memory
-    captured = []
-    original_call = sam.call
+    captured = []  # (SAM input, (query, key, value)) of each SAM call in the step
+    original = sam.queries_keys_values
 
-    def capturing_call(memory, *args, **kwargs):
-        captured.append(memory)
-        return original_call(memory, *args, **kwargs)
+    def capturing(memory):
+        result = original(memory)
+        captured.append((memory, result))
+        return result
 
-    object.__setattr__(sam, "call", capturing_call)
+    object.__setattr__(sam, "queries_keys_values", capturing)
     try:
         for t in range(steps):
             captured.clear()
@@ -410,8 +397,7 @@ def trace_memories(model, sequence):
             record["item_memory"].append(item)
             record["relational_memory"].append(slots)
             record["outputs"].append(cell.output_from_memory(slots))
-            sam_input = captured[-1]
-            query, key, value = _sam_projection(sam, sam_input)
+            sam_input, (query, key, value) = captured[-1]
             record["sam_input"].append(sam_input)
             record["queries"].append(query)
             record["keys"].append(key)
@@ -419,7 +405,7 @@ def trace_memories(model, sequence):
             # scores[b, i, j, p] = tanh(q[b, i, p] * k[b, j, p])
             record["attention"].append(stm_ops.tanh(ops.expand_dims(query, 2) * ops.expand_dims(key, 1)))
     finally:
-        object.__delattr__(sam, "call")
+        object.__delattr__(sam, "queries_keys_values")
     trace = {name: np.stack([np.asarray(ops.convert_to_numpy(v)) for v in values], axis=1)
              for name, values in record.items()}
     trace["initial_item_memory"] = np.asarray(ops.convert_to_numpy(initial_item))

@@ -1,4 +1,5 @@
-"""Tests of the benchmark script's data-parallel option (`benchmarks/cell_throughput.py --devices`).
+"""Tests of the benchmark script's options (`benchmarks/cell_throughput.py`: `--devices`,
+`--unroll`, the torch.compile implementations) and of `benchmarks/summarize.py`.
 
 The timings themselves are never asserted (speed targets live in `benchmarks/`, not in tests);
 these check that a measurement runs, records its device count, and that bad flags are refused.
@@ -34,7 +35,7 @@ def bench():
 
 
 @pytest.mark.parametrize("flags", [["--devices", "0"], ["--devices", "3", "--batch", "16"],
-                                   ["--batch", "0"], ["--configs", "nope"]])
+                                   ["--batch", "0"], ["--configs", "nope"], ["--impl", "fast"]])
 def test_bad_flags_exit_with_an_error(bench, flags, capsys):
     with pytest.raises(SystemExit):
         bench.main(flags)
@@ -63,3 +64,35 @@ def test_set_devices_refuses_more_devices_than_exist(bench):
         bench.set_devices(available + 1)
     bench.set_devices(None)  # no distribution asked for: nothing changes
     assert keras.distribution.distribution() is None
+
+
+def test_unrolled_and_compiled_measurements_record_their_options(bench, tmp_path):
+    """`--unroll` runs on every backend; `stm_compiled_loop` compiles the loop under torch and
+    is the plain STM elsewhere (torch_compile is ignored there). Both rows say what ran."""
+    out = tmp_path / "rows.jsonl"
+    impl = "stm_compiled_loop" if keras.backend.backend() == "torch" else "stm"
+    bench.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                "--unroll", "--impl", impl, "--output", str(out)])
+    row = json.loads(out.read_text().strip())
+    assert row["unroll"] is True and row["impl"] == impl and row["torch_compile_mode"] is None
+    assert math.isfinite(row["ms"]) and row["loss_finite"]
+
+
+def test_summarize_labels_options_and_ratios(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "summarize", os.path.join(ROOT, "benchmarks", "summarize.py"))
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    rows = [{"impl": "official_style_torch", "config": "copy", "ms": 200.0, "precision": "float32"},
+            {"impl": "stm", "config": "copy", "ms": 20.0, "precision": "highest", "backend": "jax",
+             "unroll": True, "peak_gib": 4.0},
+            {"impl": "stm_compiled_loop", "config": "copy", "ms": 50.0, "precision": "highest",
+             "backend": "torch", "torch_compile_mode": "reduce-overhead", "peak_gib": 0.2}]
+    path = tmp_path / "run.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    summarize.main([str(path)])
+    text = capsys.readouterr().out
+    assert "| stm, unroll | jax | highest | copy | 42 | 20.0 | 4.0 | 10.0x | 8.7x |" in text
+    assert "| stm_compiled_loop, reduce-overhead | torch | highest | copy | 42 | 50.0 | n/a" in text
+    assert "| 4.0x | 3.5x |" in text

@@ -71,6 +71,28 @@ def test_valid_coefficients_are_accepted():
     assert cell.relational_read == 0.0 and cell.relational_transfer == "learned"
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(torch_compile="graph"), "torch_compile"),
+     (dict(torch_compile=True), "torch_compile"),
+     (dict(torch_compile_step=1), "torch_compile_step"),
+     (dict(torch_compile_step=True, torch_compile="loop"), "contradicts"),
+     (dict(torch_compile_mode=3), "torch_compile_mode")],
+    ids=["unknown", "bool", "step_not_bool", "contradiction", "mode"],
+)
+def test_stm_torch_compile_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_stm.STM(**SMALL, **kwargs)
+
+
+def test_stm_config_with_older_torch_compile_step_loads():
+    """A config saved with the older `torch_compile_step=True` loads as `torch_compile="step"`."""
+    config = keras_stm.STM(**SMALL).get_config()
+    del config["torch_compile"], config["torch_compile_mode"]
+    layer = keras_stm.STM.from_config({**config, "torch_compile_step": True})
+    assert layer.torch_compile == "step" and "torch_compile_step" not in layer.get_config()
+
+
 # ------------------------------------------------------------------------------------------
 # inputs at call time
 

@@ -56,7 +56,8 @@ def random_weights(seed=1, scale=0.4, **cell_overrides):
 def with_weights(layer, values, input_shape=(None, None, FEATURES)):
     """Build `layer` (an `STM` or `RNN(STMCell)`) and set its weights, checking names agree."""
     layer.build(input_shape)
-    assert [local_name(w) for w in layer.weights] == WEIGHT_NAMES
+    fixed = [n for n in COEFFICIENTS if getattr(layer.cell, n) != "learned"]
+    assert [local_name(w) for w in layer.weights] == [n for n in WEIGHT_NAMES if n not in fixed]
     layer.set_weights(values)
     return layer
 
@@ -275,6 +276,79 @@ def test_masked_fit_with_jit_compile():
     assert sum(not np.array_equal(b, a) for b, a in zip(before, after)) >= len(before) - 1
     predicted = model.predict(ids, batch_size=len(LENGTHS), verbose=0)
     check_masked_run(layer, model, ids, LENGTHS, results=[np.asarray(p) for p in predicted])
+
+
+# RAR's coefficients: no step reads Mr_{t-1}, so STM carries SAM's two factors instead of Mr.
+FACTORED = dict(relational_carry=0.0, relational_read=0.0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"go_backwards": True}, {"unroll": True}, {"zero_output_for_mask": True},
+     {"go_backwards": True, "zero_output_for_mask": True}],
+    ids=["forward", "go_backwards", "unroll", "zero_output", "zero_output_go_backwards"],
+)
+@pytest.mark.parametrize("coefficients", [FACTORED, {}], ids=["factored", "full"])
+def test_stm_matches_cell_with_mask(options, coefficients):
+    """With a mask (including a sample whose steps are all masked: it keeps the initial
+    memories and output), `STM` gives the numbers of `RNN(STMCell)` for every output and
+    state; with a fixed zero carry and read `STM` carries Mr as SAM's factors, while the plain
+    RNN carries the full Mr."""
+    values = random_weights(seed=7, **coefficients)
+    flags = dict(return_sequences=True, return_state=True, **options)
+    layer = with_weights(keras_stm.STM(**CELL, **coefficients, **flags), values)
+    assert layer.cell.uses_previous_relational_memory == (not coefficients)
+    plain = with_weights(keras.layers.RNN(keras_stm.STMCell(**CELL, **coefficients), **flags), values)
+    lengths = [5, 0, 2, 4]
+    ids = padded_ids(lengths)
+    table = np.random.default_rng(8).normal(size=(VOCABULARY, FEATURES)).astype("float32")
+    results = []
+    for candidate in (layer, plain):
+        model = masked_model(candidate)
+        model.get_layer("embedding").set_weights([table])
+        results.append(numpy_list(*model(ids)))
+    y, last, item, relational = results[0]
+    ry, rlast, ritem, rrel = results[1]
+    ritem, rrel = numpy_list(*plain.cell.unflatten_memories(ritem, rrel))
+    helper.assert_close([y, last, item, relational], [ry, rlast, ritem, rrel], 1e-5, "STM vs RNN")
+    initial_item, initial_relational = numpy_list(layer.cell.initial_item_memory,
+                                                  layer.cell.initial_relational_memory)
+    helper.assert_close([item[1], relational[1]], [initial_item, initial_relational], 1e-6,
+                        "all-masked sample keeps the initial memories")
+    np.testing.assert_array_equal(last[1], 0.0)  # the initial output state
+
+
+def test_factored_loop_gradients_match_cell():
+    """Gradients through the factored loop equal those through `RNN(STMCell)`."""
+    values = random_weights(seed=9, **FACTORED)
+    x = sequences()
+    grads = []
+    for layer in (with_weights(keras_stm.STM(**CELL, **FACTORED, return_sequences=True), values),
+                  with_weights(keras.layers.RNN(keras_stm.STMCell(**CELL, **FACTORED),
+                                                return_sequences=True), values)):
+        _, weight_grads, input_grad = gradients(lambda t: ops.sum(layer(t) ** 2), layer.weights, x)
+        grads.append(list(weight_grads) + [input_grad])
+    helper.assert_close(grads[0], grads[1], 1e-4, "gradients, factored vs full Mr")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
+@pytest.mark.parametrize("option", [dict(torch_compile="step"), dict(torch_compile="loop"),
+                                    dict(torch_compile_step=True)], ids=["step", "loop", "alias"])
+def test_torch_compile_matches_portable_loop(option):
+    """`STM(torch_compile=...)` (the step, or the whole loop, through torch.compile) gives the
+    outputs, states and gradients of the portable loop, with and without a mask."""
+    values = random_weights()
+    x = sequences()
+    flags = dict(return_sequences=True, return_state=True)
+    eager = stm(values, **flags)
+    compiled = stm(values, **option, **flags)
+    assert compiled.torch_compile == option.get("torch_compile", "step")
+    helper.assert_close(numpy_list(*compiled(x)), numpy_list(*eager(x)), 1e-5, "compiled vs eager")
+    grads = [gradients(lambda t: ops.sum(layer(t)[0] ** 2), layer.weights, x)[1]
+             for layer in (compiled, eager)]
+    helper.assert_close(list(grads[0]), list(grads[1]), 1e-4, "gradients")
+    ids = padded_ids(LENGTHS)
+    check_masked_run(compiled, masked_model(compiled), ids, LENGTHS)
 
 
 def test_bidirectional_stm():

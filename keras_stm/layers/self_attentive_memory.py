@@ -127,15 +127,29 @@ class SelfAttentiveMemory(keras.layers.Layer):
     def call(self, memory, value_major=False):
         """SAM of `memory`; `value_major=True` gives `(batch, rows, nq * rows)` with
         `[b, c, i * rows + p] = SAM(memory)[b, i, p, c]` (the STM loop's layout)."""
+        query, key, value = self.queries_keys_values(memory)
+        return stm_ops.outer_product_attention(query, key, value, value_major=value_major)
+
+    def queries_keys_values(self, memory):
+        """Projection, LayerNorm and split: `(query, key, value)`, each `(batch, nq, rows)`."""
         nq = self.num_queries
         projected = stm_ops.matmul(memory, self.kernel) + self.bias  # (B, rows, 3nq)
         axis = (-2, -1) if self.normalization == "joint" else -1
         projected = stm_ops.normalize(projected, axis, self.epsilon) * self.gamma + self.beta
         projected = ops.swapaxes(projected, -1, -2)  # (B, 3nq, rows)
-        query = projected[:, :nq]
-        key = projected[:, nq : 2 * nq]
-        value = projected[:, 2 * nq :]
-        return stm_ops.outer_product_attention(query, key, value, value_major=value_major)
+        return projected[:, :nq], projected[:, nq : 2 * nq], projected[:, 2 * nq :]
+
+    def factors(self, memory):
+        """SAM of `memory` as two factors `(values, scores)`.
+
+        `values` is `(batch, rows, nq)` (the values, transposed) and `scores` is
+        `(batch, nq, nq * rows)` (`keras_stm.ops.outer_product_attention_scores`); their
+        product `values @ scores` is `call(memory, value_major=True)`. The STM loop uses them
+        to apply the transfer to the small factor and to skip building `Mr` when no step
+        reads it.
+        """
+        query, key, value = self.queries_keys_values(memory)
+        return ops.swapaxes(value, -1, -2), stm_ops.outer_product_attention_scores(query, key)
 
     def compute_output_shape(self, input_shape):
         rows = input_shape[-2]

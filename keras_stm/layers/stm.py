@@ -4,6 +4,7 @@ import keras
 from keras import ops
 from keras import tree
 
+from keras_stm import ops as stm_ops
 from keras_stm.layers.stm_cell import STMCell
 
 _CELL_ARGS = (
@@ -29,15 +30,22 @@ _CELL_ARGS = (
 )
 
 
+TORCH_COMPILE = (None, "step", "loop")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes with CUDA graphs
+
+
 @keras.saving.register_keras_serializable(package="keras_stm")
 class STM(keras.layers.RNN):
     """Self-attentive associative memory recurrent layer (an `STMCell` in an RNN).
 
     Runs `STMCell` over a sequence, as `keras.layers.LSTM` runs `LSTMCell`, and gives the same
     numbers as `keras.layers.RNN(STMCell(...))`, faster: the input projections of all steps
-    are computed before the loop in one product, the loop carries only the two memories, and
-    the read-out (and head) are computed after the loop, once for the last step, or for all
-    steps in one batched product when `return_sequences=True`.
+    are computed before the loop in one product, the loop carries only the two memories (no
+    per-step output unless `return_sequences`), and the read-out (and head) are computed after
+    the loop, once for the last step, or for all steps in one batched product when
+    `return_sequences=True`. When no step reads `Mr_{t-1}` (a fixed zero `relational_carry`
+    and `relational_read`, as in RAR, or `carry_relational_memory=False`), the loop carries
+    SAM's two small factors instead of `Mr` and multiplies them once at the end.
 
     The recurrence is the cell's (see `STMCell` for the equations).
 
@@ -68,13 +76,23 @@ class STM(keras.layers.RNN):
             item_memory (batch, d, d), relational_memory (batch, nq, d, d)]`. Default False.
         go_backwards: bool, process the sequence backwards. Default False.
         stateful: bool, carry the final states of a batch into the next batch. Default False.
-        unroll: bool, unroll the time loop (small T only). Default False.
+        unroll: bool, unroll the time loop. Default False. Under jax on a GPU, unrolling
+            removes the loop's per-step overhead (1.2-1.4x faster at the paper's sizes, T 8
+            to 70) at the price of a longer compile (30-70 s); see docs/performance.md.
         zero_output_for_mask: bool, whether masked steps of the output sequence are zeros.
             Default False (they repeat the previous output).
-        torch_compile_step: bool, torch backend only: run the per-step memory update through
-            `torch.compile` (the same keras.ops maths, fused into fewer kernels; the first call
-            of each batch size compiles for tens of seconds). Ignored by jax and tensorflow,
-            which compile the whole step with `jit_compile`. Default False.
+        torch_compile: None (default), `"step"` or `"loop"`; torch backend only, ignored by
+            jax and tensorflow (which compile the whole loop with `jit_compile`). `"step"` runs
+            each time step through `torch.compile`; `"loop"` compiles the whole time loop
+            (unrolled: one forward and one backward graph, compile time grows with the
+            number of steps). The maths is the portable `keras.ops` step either way. Each
+            new input shape compiles anew.
+        torch_compile_mode: None (default) or a `torch.compile` mode, e.g.
+            `"reduce-overhead"` (CUDA graphs: the fastest torch setting measured on a GPU,
+            with `torch_compile="loop"`) or `"max-autotune-no-cudagraphs"`. With a CUDA-graph
+            mode the loop's results are copied out of the graph's memory pool, so returned
+            states stay valid after the next call.
+        torch_compile_step: bool, the older spelling of `torch_compile="step"`. Default False.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -127,11 +145,26 @@ class STM(keras.layers.RNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        torch_compile=None,
+        torch_compile_mode=None,
         torch_compile_step=False,
         **kwargs,
     ):
         if not isinstance(torch_compile_step, bool):
             raise ValueError(f"`torch_compile_step` must be a bool, got {torch_compile_step!r}.")
+        if torch_compile_step:
+            if torch_compile not in (None, "step"):
+                raise ValueError(
+                    f"`torch_compile_step=True` contradicts `torch_compile={torch_compile!r}`."
+                )
+            torch_compile = "step"
+        if torch_compile not in TORCH_COMPILE:
+            raise ValueError(f"`torch_compile` must be one of {TORCH_COMPILE}, got {torch_compile!r}.")
+        if torch_compile_mode is not None and not isinstance(torch_compile_mode, str):
+            raise ValueError(
+                f"`torch_compile_mode` must be None or a torch.compile mode name, got "
+                f"{torch_compile_mode!r}."
+            )
         cell = STMCell(
             num_queries=num_queries,
             memory_size=memory_size,
@@ -166,19 +199,60 @@ class STM(keras.layers.RNN):
             **kwargs,
         )
         self.input_spec = keras.layers.InputSpec(ndim=3)
-        self.torch_compile_step = torch_compile_step
-        self._compiled_update = None
+        self.torch_compile = torch_compile
+        self.torch_compile_mode = torch_compile_mode
+        self._compiled = {}
 
-    def _memory_update(self):
-        """The per-step update: the cell's portable `update_memories`, or its torch.compile'd
-        version (same maths) when `torch_compile_step` is on under the torch backend."""
-        if not (self.torch_compile_step and keras.backend.backend() == "torch"):
-            return self.cell.update_memories
-        if self._compiled_update is None:
+    def _compiled_function(self, kind, function):
+        """`function`, or its torch.compile'd version when `torch_compile == kind` under torch."""
+        if self.torch_compile != kind or keras.backend.backend() != "torch":
+            return function
+        if kind not in self._compiled:
             import torch
 
-            self._compiled_update = torch.compile(self.cell.update_memories, dynamic=False)
-        return self._compiled_update
+            self._compiled[kind] = torch.compile(function, dynamic=False, mode=self.torch_compile_mode)
+        return self._compiled[kind]
+
+    def loop_step(self, projected_t, relational_flat, item_flat, keep=None, factored=False):
+        """One step of the time loop on flat memories.
+
+        Args:
+            projected_t: `(batch, projected_size)`, the step's projected input.
+            relational_flat: `(batch, nq*d*d)`, `Mr_{t-1}` value-major and flat, or with
+                `factored`, the flat factors `[values (d*nq), scores (nq*nq*d)]` of the
+                previous step (unused).
+            item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
+            keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
+            factored: bool, carry `Mr_t` as its factors (see `STMCell.update_memories`).
+
+        Returns:
+            `(relational_flat, item_flat)` of step t.
+        """
+        cell = self.cell
+        d, nq = cell.memory_size, cell.num_queries
+        item = ops.reshape(item_flat, (-1, d, d))
+        if factored:
+            item, (values, scores) = cell.update_memories(projected_t, item, None, factored=True)
+            relational = ops.concatenate(
+                [ops.reshape(values, (-1, d * nq)), ops.reshape(scores, (-1, nq * nq * d))], axis=-1
+            )
+        else:
+            relational = ops.reshape(relational_flat, (-1, d, nq * d))
+            item, relational = cell.update_memories(projected_t, item, relational)
+            relational = ops.reshape(relational, (-1, nq * d * d))
+        item = ops.reshape(item, (-1, d * d))
+        if keep is not None:
+            relational = ops.where(keep, relational, relational_flat)
+            item = ops.where(keep, item, item_flat)
+        return relational, item
+
+    def _factors_to_memory(self, factors):
+        """Flat factors `(..., d*nq + nq*nq*d)` -> value-major `Mr` `(..., d, nq*d)`."""
+        d, nq = self.cell.memory_size, self.cell.num_queries
+        lead = tuple(ops.shape(factors)[:-1])
+        values = ops.reshape(factors[..., : d * nq], (-1, d, nq))
+        scores = ops.reshape(factors[..., d * nq :], (-1, nq, nq * d))
+        return ops.reshape(stm_ops.matmul(values, scores), lead + (d, nq * d))
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -202,55 +276,132 @@ class STM(keras.layers.RNN):
         batch = ops.shape(sequences)[0]
         d, nq = cell.memory_size, cell.num_queries
         item_memory = ops.reshape(initial_state[1], (-1, d * d))
-        # The loop carries Mr value-major (see STMCell.update_memories), flat.
-        relational_memory = cell.to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
-        relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
+        # The loop carries Mr value-major (see STMCell.update_memories), flat; or, when no
+        # step reads Mr_{t-1}, the flat factors of SAM's latest result: nq*d*(nq+1) numbers
+        # instead of nq*d*d, and no d x nq*d product per step.
+        initial_relational = cell.to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
+        factored = not cell.uses_previous_relational_memory
+        if factored:
+            relational_memory = ops.zeros((batch, nq * d * (nq + 1)), dtype=item_memory.dtype)
+        else:
+            relational_memory = ops.reshape(initial_relational, (-1, nq * d * d))
         projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
-        update_memories = self._memory_update()
-
-        def step(projected_t, states):
-            relational_flat, item_flat = states
-            item = ops.reshape(item_flat, (-1, d, d))
-            relational = ops.reshape(relational_flat, (-1, d, nq * d))
-            item, relational = update_memories(projected_t, item, relational)
-            relational_flat = ops.reshape(relational, (-1, nq * d * d))
-            item_flat = ops.reshape(item, (-1, d * d))
-            # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
-            return relational_flat, [relational_flat, item_flat]
-
-        loop_mask = mask
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
         if self.go_backwards:
-            # Reverse the steps here rather than through `go_backwards=`: Keras 3.15's torch
-            # unrolled loop fails to reverse a mask (it flips a tuple). Same numbers.
+            # Reverse the steps here rather than through the backend loop's `go_backwards`:
+            # Keras 3.15's torch unrolled loop fails to reverse a mask (it flips a tuple).
             projected = ops.flip(projected, axis=1)
-            loop_mask = None if mask is None else ops.flip(mask, axis=1)
-        _, relational_sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
-            step,
-            projected,
-            [relational_memory, item_memory],
-            go_backwards=False,
-            mask=loop_mask,
-            unroll=self.unroll,
-            input_length=sequences.shape[1],
-            zero_output_for_mask=False,
-            return_all_outputs=self.return_sequences,
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        relational_memory, item_memory, relational_sequence = self._run_loop(
+            projected, mask, relational_memory, item_memory, factored
         )
-        relational_memory = cell.from_value_major(ops.reshape(relational_memory, (-1, d, nq * d)))
+        if factored:
+            # A step writes Mr_t = its factors' product; before the first unmasked step the
+            # memory is still the initial one.
+            relational_memory = self._factors_to_memory(relational_memory)
+            if mask is not None:
+                written = ops.reshape(ops.any(mask, axis=1), (-1, 1, 1))
+                relational_memory = ops.where(written, relational_memory, initial_relational)
+        else:
+            relational_memory = ops.reshape(relational_memory, (-1, d, nq * d))
+        relational_memory = cell.from_value_major(relational_memory)
         last_output = cell.output_from_memory(relational_memory)
+        initial_output = initial_state[0]
+        if mask is not None:
+            # Until a sample's first unmasked step its output is the initial output state, as
+            # in `keras.layers.RNN(STMCell)` (masked steps repeat the previous output).
+            written = ops.any(mask, axis=1, keepdims=True)
+            last_output = ops.where(written, last_output, ops.cast(initial_output, last_output.dtype))
         if self.return_sequences:
             steps = ops.shape(relational_sequence)[1]
+            if factored:
+                relational_sequence = self._factors_to_memory(relational_sequence)
             outputs = cell.output_from_memory(
                 cell.from_value_major(ops.reshape(relational_sequence, (batch, steps, d, nq * d)))
             )
+            if mask is not None:
+                written = ops.expand_dims(ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0, -1)
+                outputs = ops.where(
+                    written, outputs, ops.cast(ops.expand_dims(initial_output, 1), outputs.dtype)
+                )
             if mask is not None and self.zero_output_for_mask:
-                keep = ops.cast(mask, outputs.dtype)
-                if self.go_backwards:
-                    keep = ops.flip(keep, axis=1)
-                outputs = outputs * ops.expand_dims(keep, -1)
+                # `mask` is in processing order, as the outputs (reversed with go_backwards).
+                outputs = outputs * ops.expand_dims(ops.cast(mask, outputs.dtype), -1)
         else:
             outputs = ops.expand_dims(last_output, 1)
         relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
         return last_output, outputs, [last_output, item_memory, relational_memory]
+
+    def _run_loop(self, projected, mask, relational_memory, item_memory, factored):
+        """Run `loop_step` over the time axis of `projected` `(B, T, P)`.
+
+        Returns the final `(relational, item)` and, when `return_sequences`, the relational
+        memory (or factors) of every step `(B, T, ...)`, else None. jax runs `ops.scan` with
+        no per-step output unless one is needed; tensorflow runs Keras' backend loop;
+        torch, and `unroll=True`, run a Python loop.
+        """
+        step_function = self._compiled_function("step", self.loop_step)
+        backend = keras.backend.backend()
+        steps = projected.shape[1]
+        if backend == "jax" and not self.unroll:
+            keep_sequence = None if mask is None else ops.expand_dims(ops.moveaxis(mask, 1, 0), -1)
+
+            def scan_step(carry, inputs):
+                projected_t, keep = inputs
+                relational, item = step_function(projected_t, carry[0], carry[1], keep, factored)
+                return (relational, item), (relational if self.return_sequences else None)
+
+            (relational_memory, item_memory), sequence = ops.scan(
+                scan_step,
+                (relational_memory, item_memory),
+                (ops.moveaxis(projected, 1, 0), keep_sequence),
+            )
+            if sequence is not None:
+                sequence = ops.moveaxis(sequence, 0, 1)
+            return relational_memory, item_memory, sequence
+        if backend == "tensorflow" and not self.unroll:
+
+            def rnn_step(projected_t, states):
+                relational, item = step_function(projected_t, states[0], states[1], None, factored)
+                # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
+                return relational, [relational, item]
+
+            _, sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
+                rnn_step,
+                projected,
+                [relational_memory, item_memory],
+                mask=mask,
+                input_length=steps,
+                return_all_outputs=self.return_sequences,
+            )
+            return relational_memory, item_memory, sequence if self.return_sequences else None
+        python_loop = self._compiled_function("loop", self.python_loop)
+        results = python_loop(projected, mask, relational_memory, item_memory, factored)
+        if self.torch_compile is not None and self.torch_compile_mode in CUDA_GRAPH_MODES:
+            # CUDA graph outputs live in a pool that the next replay overwrites: copy the
+            # results so that returned states stay valid across calls (e.g. in `predict`).
+            results = tuple(None if r is None else ops.copy(r) for r in results)
+        return results
+
+    def python_loop(self, projected, mask, relational_memory, item_memory, factored=False):
+        """The time loop as a Python loop over `loop_step` (torch, and `unroll=True`); with
+        `torch_compile="loop"` this whole function is compiled. Returns like `_run_loop`."""
+        step_function = self._compiled_function("step", self.loop_step)
+        if projected.shape[1] is None:
+            raise ValueError(
+                "`unroll=True` needs a known number of timesteps; got inputs with an undefined "
+                "time axis. Give the Input a fixed length or use `unroll=False`."
+            )
+        sequence = []
+        for t in range(projected.shape[1]):
+            keep = None if mask is None else mask[:, t : t + 1]
+            relational_memory, item_memory = step_function(
+                projected[:, t], relational_memory, item_memory, keep, factored
+            )
+            if self.return_sequences:
+                sequence.append(relational_memory)
+        return relational_memory, item_memory, ops.stack(sequence, axis=1) if sequence else None
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if initial_state is not None:
@@ -312,7 +463,8 @@ class STM(keras.layers.RNN):
         for name in _CELL_ARGS:
             config[name] = cell_config[name]
         del config["cell"]
-        config["torch_compile_step"] = self.torch_compile_step
+        config["torch_compile"] = self.torch_compile
+        config["torch_compile_mode"] = self.torch_compile_mode
         return config
 
     @classmethod

@@ -295,21 +295,46 @@ class STMCell(keras.layers.Layer):
         gate = stm_ops.matmul(write, self.gate_input_kernel) + self.gate_input_bias
         return ops.concatenate([write, read, slots, gate], axis=-1)
 
-    def update_memories(self, projected, item_memory, relational_memory):
+    @property
+    def uses_previous_relational_memory(self):
+        """Whether a step reads `Mr_{t-1}` (a carry or a read path is on).
+
+        When it does not (RAR's fixed zero carry and read, the RL variant), `Mr_t` is SAM's
+        latest result alone, and `keras_stm.STM` carries it as two small factors instead.
+        """
+        if not self.carry_relational_memory:
+            return False
+        carry = self.coefficient("relational_carry")
+        return self._path_active("relational_read") or not (isinstance(carry, float) and carry == 0.0)
+
+    def update_memories(self, projected, item_memory, relational_memory, factored=False):
         """One step of the memory dynamics.
 
         The relational memory is taken and returned **value-major**: shape
         `(batch, d, nq * d)` with `[b, c, i * d + p] = Mr[b, i, p, c]` (see `to_value_major`).
         In that layout OPA's product and the transfer's product need no transpose.
 
+        The transfer `G1(R)` is computed on SAM's factors, `R = values @ scores`
+        (`SelfAttentiveMemory.factors`): `R W1 = values @ (scores W1)`, the same sum in another
+        order, with `nq` rows in the large product instead of `d`.
+
         Args:
             projected: `(batch, projected_size)` from `project_inputs`.
             item_memory: `(batch, d, d)`, `Mi_{t-1}`.
-            relational_memory: `(batch, d, nq * d)`, `Mr_{t-1}` value-major.
+            relational_memory: `(batch, d, nq * d)`, `Mr_{t-1}` value-major; unused (may be
+                None) when `uses_previous_relational_memory` is False.
+            factored: bool. True returns `Mr_t` as its factors `(values (batch, d, nq),
+                scores (batch, nq, nq * d))`, `Mr_t = values @ scores`; only allowed when
+                `uses_previous_relational_memory` is False.
 
         Returns:
-            `(Mi_t, Mr_t)`, the latter value-major.
+            `(Mi_t, Mr_t)`, the latter value-major, or factored.
         """
+        if factored and self.uses_previous_relational_memory:
+            raise ValueError(
+                "`factored=True` needs a step that does not read the previous relational "
+                "memory (a fixed zero `relational_carry` and `relational_read`)."
+            )
         d, nq = self.memory_size, self.num_queries
         write = projected[:, :d]
         read = projected[:, d : 2 * d]
@@ -338,11 +363,16 @@ class STMCell(keras.layers.Layer):
         carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
         for _ in range(self.sam_steps):
             sam_input = new_item if sam_input_shift is None else new_item + sam_input_shift
-            relation = self.self_attentive_memory.call(sam_input, value_major=True)  # (B, d, nq*d)
+            values, scores = self.self_attentive_memory.factors(sam_input)  # R = values @ scores
             if transfer_on:
-                # Tr[c, e] = sum_{i, p} R[i, p, c] W1[(i, p), e] + b1[e]
-                transfer = stm_ops.matmul(relation, self.transfer_kernel) + self.transfer_bias
+                # Tr[c, e] = sum_{i, p} R[c, (i, p)] W1[(i, p), e] + b1[e], as values @ (scores W1)
+                transfer = stm_ops.matmul(values, stm_ops.matmul(scores, self.transfer_kernel))
+                transfer = transfer + self.transfer_bias
                 new_item = new_item + self.coefficient("relational_transfer") * transfer
+            if factored:
+                relational_memory = (values, scores)
+                continue
+            relation = stm_ops.matmul(values, scores)  # (B, d, nq*d), value-major
             if isinstance(carry, float) and carry == 0.0:
                 relational_memory = relation
             elif isinstance(carry, float) and carry == 1.0:

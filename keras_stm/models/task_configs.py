@@ -277,6 +277,12 @@ def add_model_arguments(parser, task):
     return parser
 
 
+LOOP_ARGUMENTS = ("unroll", "torch_compile", "torch_compile_mode")
+"""tuple: `keras_stm.STM` arguments that change how the time loop runs, not its numbers
+(`unroll=True` under jax, `torch_compile="loop"` under torch, on a GPU); `--stm-config`
+accepts them beside `stm_arguments()`."""
+
+
 def stm_arguments():
     """Names of the STM arguments a configuration may set (all but `head_units`).
 
@@ -340,9 +346,10 @@ def model_config_from_args(args, task):
         if not isinstance(extra, dict):
             raise ValueError(f"--stm-config must be a JSON object of STM arguments, got "
                              f"{extra!r}.")
-        unknown = sorted(set(extra) - set(stm_arguments()))
+        allowed = set(stm_arguments()) | set(LOOP_ARGUMENTS)
+        unknown = sorted(set(extra) - allowed)
         if unknown:
             raise ValueError(f"--stm-config has unknown STM arguments {unknown}; expected some "
-                             f"of {sorted(stm_arguments())}.")
+                             f"of {sorted(allowed)}.")
         config.update(extra)
     return config
