@@ -402,8 +402,10 @@ def trace_memories(model, sequence):
             record["queries"].append(query)
             record["keys"].append(key)
             record["values"].append(value)
-            # scores[b, i, j, p] = tanh(q[b, i, p] * k[b, j, p])
-            record["attention"].append(stm_ops.tanh(ops.expand_dims(query, 2) * ops.expand_dims(key, 1)))
+            # OPA's weights [b, j, (i, p)] = tanh(q[b, i, p] * k[b, j, p]), recorded as [b, i, j, p]
+            scores = stm_ops.outer_product_attention_scores(query, key)
+            scores = ops.reshape(scores, (batch, key.shape[1], query.shape[1], query.shape[2]))
+            record["attention"].append(ops.swapaxes(scores, 1, 2))
     finally:
         object.__delattr__(sam, "queries_keys_values")
     trace = {name: np.stack([np.asarray(ops.convert_to_numpy(v)) for v in values], axis=1)

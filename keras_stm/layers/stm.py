@@ -378,7 +378,7 @@ class STM(keras.layers.RNN):
             return relational_memory, item_memory, sequence if self.return_sequences else None
         python_loop = self._compiled_function("loop", self.python_loop)
         results = python_loop(projected, mask, relational_memory, item_memory, factored)
-        if self.torch_compile is not None and self.torch_compile_mode in CUDA_GRAPH_MODES:
+        if self._compiled and self.torch_compile_mode in CUDA_GRAPH_MODES:  # torch only
             # CUDA graph outputs live in a pool that the next replay overwrites: copy the
             # results so that returned states stay valid across calls (e.g. in `predict`).
             results = tuple(None if r is None else ops.copy(r) for r in results)
