@@ -96,6 +96,14 @@ def outer_product_attention_scores(query, key):
 
     Returns:
         Tensor of shape `(..., num_keys, num_queries * d)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_stm.ops import outer_product_attention_scores
+    >>> q = np.ones((2, 3, 4), "float32"); k = np.ones((2, 5, 4), "float32")
+    >>> tuple(outer_product_attention_scores(q, k).shape)
+    (2, 5, 12)
     """
     num_queries, size = query.shape[-2], query.shape[-1]
     lead = tuple(ops.shape(key)[:-2])
