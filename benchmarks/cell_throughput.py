@@ -10,7 +10,18 @@ Implementations:
   rnn  `keras.layers.RNN(keras_stm.STMCell(...))`, the portable per-step cell
   stm_compiled  `keras_stm.STM(torch_compile="step")` (torch only: each step through torch.compile)
   stm_compiled_loop  `keras_stm.STM(torch_compile="loop")` (torch only: the whole loop compiled)
+  stm_compiled_layer  `keras_stm.STM(torch_compile="layer")` (torch only: the layer's whole
+                 computation, projections, loop, read-out and head, compiled)
 `--torch-compile-mode` passes a torch.compile mode (e.g. reduce-overhead: CUDA graphs).
+`--relational-memory-loop` passes the layer's option (auto, dense, low_rank).
+
+Training step (`--train-step`):
+  keras      `model.train_on_batch` (default): Keras' own step, with its per-call host work
+             (input conversion, state sync, logs).
+  stateless  jax only: Keras' stateless API in one `jax.jit` function (the pattern of Keras'
+             "training loop from scratch in JAX" guide): `model.stateless_call`, `jax.grad`,
+             `optimizer.stateless_apply`; the same model, loss and Adam update, inputs already
+             on the device, state donated between steps.
 
 Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
 
@@ -113,10 +124,11 @@ def peak_memory_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS
 
 
-TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop"}
+TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop",
+                 "stm_compiled_layer": "layer"}
 
 
-def build_model(name, impl, batch, torch_compile_mode=None, unroll=False):
+def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relational_memory_loop="auto"):
     import keras
 
     import keras_stm
@@ -129,7 +141,7 @@ def build_model(name, impl, batch, torch_compile_mode=None, unroll=False):
     if impl in TORCH_COMPILE:
         outputs = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
                                 torch_compile_mode=torch_compile_mode, unroll=unroll,
-                                name="stm")(inputs)
+                                relational_memory_loop=relational_memory_loop, name="stm")(inputs)
     else:
         outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
                                    name="rnn")(inputs)
@@ -153,8 +165,44 @@ def set_devices(devices):
         keras.distribution.DataParallel(devices=available[:devices]))
 
 
+def stateless_trainer(model, x, y):
+    """A jitted jax training step on Keras' stateless API; returns `step()` -> host loss."""
+    import jax
+    import keras
+
+    optimizer = model.optimizer
+    loss_fn = keras.losses.MeanSquaredError()
+    optimizer.build(model.trainable_variables)
+
+    def compute_loss(trainable, non_trainable, x, y):
+        prediction, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        return loss_fn(y, prediction), non_trainable
+
+    gradient_fn = jax.value_and_grad(compute_loss, has_aux=True)
+
+    def train_step(state, x, y):
+        trainable, non_trainable, optimizer_variables = state
+        (loss, non_trainable), grads = gradient_fn(trainable, non_trainable, x, y)
+        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        return loss, (trainable, non_trainable, optimizer_variables)
+
+    train_step = jax.jit(train_step, donate_argnums=0)
+    state = [[v.value for v in model.trainable_variables],
+             [v.value for v in model.non_trainable_variables],
+             [v.value for v in optimizer.variables]]
+    x, y = jax.device_put(x), jax.device_put(y)
+
+    def step():
+        nonlocal state
+        loss, state = train_step(state, x, y)
+        return float(loss)  # fetched to the host: the device is synchronised
+
+    return step
+
+
 def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
-                torch_compile_mode=None, unroll=False):
+                torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
+                train_step="keras"):
     import keras
     import numpy as np
 
@@ -166,22 +214,27 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     keras.utils.set_random_seed(0)
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
-    model = build_model(name, impl, batch, torch_compile_mode, unroll)
+    model = build_model(name, impl, batch, torch_compile_mode, unroll, relational_memory_loop)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
     y = rng.standard_normal((batch, d_out)).astype("float32")
+    if train_step == "stateless":
+        step = stateless_trainer(model, x, y)
+    else:
+        def step():
+            return model.train_on_batch(x, y)  # returns a host float: the device is synchronised
     start = time.perf_counter()
-    model.train_on_batch(x, y)
+    step()
     compile_s = time.perf_counter() - start
     for _ in range(warmup):
-        model.train_on_batch(x, y)
+        step()
     reset_peak()
     times = []
     loss = None
     for _ in range(repeats):
         start = time.perf_counter()
-        loss = model.train_on_batch(x, y)  # returns a host float: the device is synchronised
+        loss = step()
         times.append(time.perf_counter() - start)
     times.sort()
     return {"impl": impl, "config": name, "ms": 1000 * times[len(times) // 2],
@@ -190,6 +243,9 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "data_parallel_devices": devices,
             "torch_compile_mode": torch_compile_mode, "unroll": unroll,
+            "relational_memory_loop": relational_memory_loop,
+            "relational_loop_form": model.get_layer("stm").relational_loop_form(steps)
+            if impl in TORCH_COMPILE else "cell", "train_step": train_step,
             "keras": keras.__version__, **device_info()}
 
 
@@ -199,13 +255,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--impl", default="stm",
-                        help="Comma list of: stm, rnn, stm_compiled, stm_compiled_loop.")
+                        help="Comma list of: stm, rnn, stm_compiled, stm_compiled_loop, "
+                             "stm_compiled_layer.")
     parser.add_argument("--torch-compile-mode", default=None,
                         help="torch.compile mode for the stm_compiled impls (e.g. reduce-overhead).")
     parser.add_argument("--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}.")
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--unroll", action="store_true",
                         help="Unroll the time loop (the layer's `unroll=True`).")
+    parser.add_argument("--relational-memory-loop", default="auto", choices=("auto", "dense", "low_rank"),
+                        help="The STM layer's relational_memory_loop (impls stm*).")
+    parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
+                        help="keras: model.train_on_batch; stateless: a jitted jax step on "
+                             "Keras' stateless API (jax only).")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -223,6 +285,12 @@ def main(argv=None):
     for precision in args.precision.split(","):
         if precision not in PRECISIONS:
             parser.error(f"unknown --precision {precision!r}")
+    if args.train_step == "stateless":
+        import keras
+        if keras.backend.backend() != "jax":
+            parser.error(f"--train-step stateless needs the jax backend, not {keras.backend.backend()!r}")
+        if args.devices is not None:
+            parser.error("--train-step stateless does not combine with --devices")
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
@@ -233,7 +301,7 @@ def main(argv=None):
                 try:
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
                                          args.warmup, args.devices, args.torch_compile_mode,
-                                         args.unroll)
+                                         args.unroll, args.relational_memory_loop, args.train_step)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
                 line = json.dumps(result)

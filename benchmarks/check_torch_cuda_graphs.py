@@ -1,7 +1,7 @@
 """Check the fastest torch setting against the eager one, on the GPU (or CPU).
 
 `keras_stm.STM(torch_compile="loop", torch_compile_mode="reduce-overhead")` compiles the whole
-time loop and replays it as CUDA graphs, whose outputs live in a memory pool that the next replay
+time loop (`--torch-compile layer`: the layer's whole computation) and replays it as CUDA graphs, whose outputs live in a memory pool that the next replay
 overwrites. This script compares it with the eager `STM` (same weights, true float32):
 
 * `predict` over three batches, with the returned memories (states kept across replays);
@@ -54,14 +54,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode to check.")
+    parser.add_argument("--torch-compile", default="loop", choices=("step", "loop", "layer"),
+                        help="What STM compiles (its torch_compile argument).")
     args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False
     eager = build()
-    fast = build(torch_compile="loop", torch_compile_mode=args.mode)
+    fast = build(torch_compile=args.torch_compile, torch_compile_mode=args.mode)
     fast.set_weights(eager.get_weights())
     x = np.random.default_rng(0).normal(size=(96, 12, 10)).astype("float32")
     result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-              "torch": torch.__version__, "mode": args.mode}
+              "torch": torch.__version__, "mode": args.mode, "torch_compile": args.torch_compile}
     predicted = [m.predict(x, batch_size=32, verbose=0) for m in (eager, fast)]
     result["predict_max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(*predicted))
     grads = [gradients(m, x[:32]) for m in (eager, fast)]

@@ -3,7 +3,8 @@
 # the authors'-style baseline, then keras-stm under jax (and torch). JSON lines go to
 # ${OUT:-runs/bench}/bench.jsonl. Usage (GPU machine, keras wheels installed):
 #   bash benchmarks/run_gpu.sh [configs] [phases]
-# phases: comma list of baseline,jax,jaxunroll,jaxgraph,torch,torchcompiled,torchloop,rnn
+# phases: comma list of baseline,jax,jaxunroll,jaxstateless,jaxunrollstateless,jaxdense,jaxgraph,
+#         torch,torchcompiled,torchloop,rnn
 set -u
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/bench.jsonl"
 configs=${1:-associative_retrieval,copy,nth_farthest,rar,babi}
@@ -11,9 +12,14 @@ phases=${2:-baseline,jax,torch,rnn}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 has() { [[ ",$phases," == *",$1,"* ]]; }
 has baseline && python3 benchmarks/official_style_torch.py --configs "$configs" --output "$log"
-has jax && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32,bf16 --output "$log"
+has jax && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision ${JAX_PRECISIONS:-highest,tf32,bf16} --output "$log"
 # The time loop unrolled (STM(unroll=True)): no while loop, longer compiles.
 has jaxunroll && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --precision highest --output "$log"
+# Keras' stateless API in one jitted jax step (no train_on_batch host work per call).
+has jaxstateless && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --train-step stateless --precision highest --output "$log"
+has jaxunrollstateless && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
+# The dense relational-memory loop (Mr carried in the loop), for the gain of the low-rank loop.
+has jaxdense && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --relational-memory-loop dense --precision highest --output "$log"
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
 has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
   KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"

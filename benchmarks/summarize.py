@@ -34,6 +34,10 @@ def label(row):
         parts.append(row["torch_compile_mode"])
     if row.get("xla_flags"):
         parts.append("XLA command buffers")
+    if row.get("relational_loop_form") in ("dense", "low_rank", "factored"):
+        parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
+    if row.get("train_step") == "stateless":
+        parts.append("stateless jit step")
     return ", ".join(parts)
 
 

@@ -78,6 +78,34 @@ def test_unrolled_and_compiled_measurements_record_their_options(bench, tmp_path
     assert math.isfinite(row["ms"]) and row["loss_finite"]
 
 
+def test_loop_form_and_train_step_options_are_recorded(bench, tmp_path):
+    """`--relational-memory-loop` reaches the layer (the row records the loop that ran);
+    `--train-step stateless` times a jitted stateless step under jax and is refused elsewhere."""
+    out = tmp_path / "rows.jsonl"
+    common = ["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
+              "--output", str(out)]
+    bench.main(common + ["--relational-memory-loop", "low_rank"])
+    row = json.loads(out.read_text().strip().splitlines()[-1])
+    assert row["relational_memory_loop"] == "low_rank" and row["relational_loop_form"] == "low_rank"
+    assert math.isfinite(row["ms"]) and row["loss_finite"] and row["train_step"] == "keras"
+    if keras.backend.backend() != "jax":
+        with pytest.raises(SystemExit):
+            bench.main(common + ["--train-step", "stateless"])
+        return
+    bench.main(common + ["--train-step", "stateless"])
+    row = json.loads(out.read_text().strip().splitlines()[-1])
+    assert row["train_step"] == "stateless" and math.isfinite(row["ms"]) and row["loss_finite"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch_compile is torch-only")
+def test_layer_compiled_measurement_runs(bench, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    bench.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                "--impl", "stm_compiled_layer", "--output", str(out)])
+    row = json.loads(out.read_text().strip())
+    assert row["impl"] == "stm_compiled_layer" and math.isfinite(row["ms"]) and row["loss_finite"]
+
+
 def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     spec = importlib.util.spec_from_file_location(
@@ -88,7 +116,9 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
             {"impl": "stm", "config": "copy", "ms": 20.0, "precision": "highest", "backend": "jax",
              "unroll": True, "peak_gib": 4.0},
             {"impl": "stm_compiled_loop", "config": "copy", "ms": 50.0, "precision": "highest",
-             "backend": "torch", "torch_compile_mode": "reduce-overhead", "peak_gib": 0.2}]
+             "backend": "torch", "torch_compile_mode": "reduce-overhead", "peak_gib": 0.2},
+            {"impl": "stm", "config": "copy", "ms": 16.0, "precision": "highest", "backend": "jax",
+             "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless"}]
     path = tmp_path / "run.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     summarize.main([str(path)])
@@ -96,3 +126,18 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert "| stm, unroll | jax | highest | copy | 42 | 20.0 | 4.0 | 10.0x | 8.7x |" in text
     assert "| stm_compiled_loop, reduce-overhead | torch | highest | copy | 42 | 50.0 | n/a" in text
     assert "| 4.0x | 3.5x |" in text
+    assert "| stm, unroll, low-rank loop, stateless jit step | jax | highest | copy | 42 | 16.0 |" in text
+
+
+def test_profile_script_refuses_bad_flags(capsys):
+    """The GPU profiler checks its flags before it needs CUDA."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "profile_jax_step", os.path.join(ROOT, "benchmarks", "profile_jax_step.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for flags in (["--configs", "nope"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            module.parse(flags)
+        assert "error" in capsys.readouterr().err
+    assert module.parse(["--configs", "copy", "--unroll"]).unroll is True

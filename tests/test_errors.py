@@ -85,6 +85,25 @@ def test_stm_torch_compile_options(kwargs, match):
         keras_stm.STM(**SMALL, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(relational_memory_loop="sparse"), "relational_memory_loop"),
+     (dict(relational_memory_loop=True), "relational_memory_loop"),
+     (dict(relational_memory_loop="low_rank", return_sequences=True), "return_sequences=False"),
+     (dict(relational_memory_loop="low_rank", sam_steps=2), "sam_steps=1")],
+    ids=["unknown", "bool", "return_sequences", "sam_steps"],
+)
+def test_stm_relational_memory_loop_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_stm.STM(**SMALL, **kwargs)
+
+
+def test_low_rank_loop_needs_known_timesteps():
+    layer = keras_stm.STM(**SMALL, relational_memory_loop="low_rank")
+    with pytest.raises(ValueError, match="known number of timesteps"):
+        layer.relational_loop_form(None)
+
+
 def test_stm_config_with_older_torch_compile_step_loads():
     """A config saved with the older `torch_compile_step=True` loads as `torch_compile="step"`."""
     config = keras_stm.STM(**SMALL).get_config()

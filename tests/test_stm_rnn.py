@@ -12,7 +12,7 @@ from keras import ops
 
 import keras_stm
 from tests import layer_test_helper as helper
-from tests.backend_utils import gradients
+from tests.backend_utils import float64_mode, gradients
 
 # nq 2, d 4, r 3, a 5, head 3 (hidden 6); input size 3, T 5.
 CELL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
@@ -205,6 +205,18 @@ def masked_model(layer):
     return keras.Model(ids, layer(embedding(ids)))
 
 
+def masked_results(layers, ids, seed=8):
+    """Each layer's numbers on the padded `ids`, through `masked_model` with one shared
+    embedding table (the same inputs and masks for every layer)."""
+    table = np.random.default_rng(seed).normal(size=(VOCABULARY, FEATURES)).astype("float32")
+    results = []
+    for layer in layers:
+        model = masked_model(layer)
+        model.get_layer("embedding").set_weights([table])
+        results.append(numpy_list(*model(ids)))
+    return results, table
+
+
 def check_masked_run(layer, model, ids, lengths, results=None):
     """Every sample of the masked batch equals the sample's unpadded prefix run alone through the
     numpy recurrence. `layer` has return_sequences and return_state."""
@@ -299,14 +311,7 @@ def test_stm_matches_cell_with_mask(options, coefficients):
     layer = with_weights(keras_stm.STM(**CELL, **coefficients, **flags), values)
     assert layer.cell.uses_previous_relational_memory == (not coefficients)
     plain = with_weights(keras.layers.RNN(keras_stm.STMCell(**CELL, **coefficients), **flags), values)
-    lengths = [5, 0, 2, 4]
-    ids = padded_ids(lengths)
-    table = np.random.default_rng(8).normal(size=(VOCABULARY, FEATURES)).astype("float32")
-    results = []
-    for candidate in (layer, plain):
-        model = masked_model(candidate)
-        model.get_layer("embedding").set_weights([table])
-        results.append(numpy_list(*model(ids)))
+    results, _ = masked_results((layer, plain), padded_ids([5, 0, 2, 4]))
     y, last, item, relational = results[0]
     ry, rlast, ritem, rrel = results[1]
     ritem, rrel = numpy_list(*plain.cell.unflatten_memories(ritem, rrel))
@@ -331,9 +336,106 @@ def test_factored_loop_gradients_match_cell():
     helper.assert_close(grads[0], grads[1], 1e-4, "gradients, factored vs full Mr")
 
 
+# ------------------------------------------------------------------------------------------
+# the low-rank loop (no Mr inside the loop) against the dense loop
+
+# Coefficient sets: all learned; bAbI's (carry 1, no transfer); a carry without a read.
+LOW_RANK_CASES = {
+    "learned": {},
+    "babi_coefficients": dict(relational_carry=1.0, relational_transfer=0.0),
+    "carry_without_read": dict(relational_read=0.0),
+    "additive_write": dict(gated_write=False),
+}
+
+
+def low_rank_and_dense(values, coefficients, **flags):
+    return [with_weights(keras_stm.STM(**CELL, **coefficients, relational_memory_loop=loop, **flags),
+                         values) for loop in ("low_rank", "dense")]
+
+
+def sequences64(batch=3, steps=STEPS, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, steps, FEATURES))
+
+
+@pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"unroll": True}],
+                         ids=["forward", "go_backwards", "unroll"])
+@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
+def test_low_rank_loop_matches_dense(case, options):
+    """In float64 the low-rank loop gives the dense loop's last output, final memories and
+    gradients (of a loss on the output and both memories) w.r.t. every weight and the inputs,
+    to round-off: the same sums in another order."""
+    coefficients = LOW_RANK_CASES[case]
+    values = random_weights(seed=11, **coefficients)
+    with float64_mode():
+        layers = low_rank_and_dense(values, coefficients, return_state=True, dtype="float64", **options)
+        assert [layer.relational_loop_form(STEPS) for layer in layers] == ["low_rank", "dense"]
+        x = sequences64()
+        results = [numpy_list(*layer(x)) for layer in layers]
+        helper.assert_close(results[0], results[1], 1e-10, "low-rank vs dense")
+        probe = ops.convert_to_tensor(np.random.default_rng(12).normal(size=(3, NQ, D, D)))
+
+        def loss(layer):
+            def compute(t):
+                output, _, item, relational = layer(t)
+                return ops.sum(output**2) + ops.sum(item**2) + ops.sum(relational * probe)
+
+            return compute
+
+        grads = [gradients(loss(layer), layer.weights, x) for layer in layers]
+    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
+                        1e-9, "gradients, low-rank vs dense")
+
+
+@pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"unroll": True}],
+                         ids=["forward", "go_backwards", "unroll"])
+def test_low_rank_loop_with_mask(options):
+    """Masked: every sample (one all masked) gets the numbers of its unpadded run, through the
+    low-rank loop and the dense loop alike."""
+    values = random_weights(seed=13)
+    lengths = [5, 0, 2, 4]
+    ids = padded_ids(lengths)
+    results, table = masked_results(low_rank_and_dense(values, {}, return_state=True, **options), ids,
+                                    seed=14)
+    helper.assert_close(results[0], results[1], 1e-5, "masked, low-rank vs dense")
+    layer = low_rank_and_dense(values, {}, return_state=True, **options)[0]
+    _, last, item, relational = results[0]
+    for i, n in enumerate(lengths):
+        if n == 0:  # all masked: the initial output state and memories
+            expected = [np.zeros(OUT)] + numpy_list(layer.cell.initial_item_memory,
+                                                    layer.cell.initial_relational_memory)
+        else:
+            prefix = table[ids[i, :n]][None]
+            outputs, _, ref_item, ref_rel = reference(layer, prefix[:, ::-1] if layer.go_backwards else prefix)
+            expected = [outputs[0, -1], ref_item[0], ref_rel[0]]
+        helper.assert_close([last[i], item[i], relational[i]], expected, 1e-4, f"sample {i}")
+
+
+def test_relational_loop_form_choice():
+    """`auto` takes the low-rank loop for a last output with T <= 2d (torch, tensorflow:
+    T <= d/4) and sam_steps 1, the dense loop otherwise; no step reading Mr_{t-1} gives the factored loop whatever
+    the setting."""
+    def form(steps, **kwargs):
+        layer = keras_stm.STM(**CELL, **kwargs)
+        return layer.relational_loop_form(steps)
+
+    # Under torch and tensorflow `auto` takes the low-rank loop only up to T = d/4 (measured).
+    limit = 2 * D if BACKEND == "jax" else D // 4
+    assert form(limit) == "low_rank"
+    assert form(limit + 1) == "dense"
+    assert form(2 * D + 1, relational_memory_loop="low_rank") == "low_rank"
+    assert form(None) == "dense"
+    assert form(STEPS, return_sequences=True) == "dense"
+    assert form(STEPS, sam_steps=2) == "dense"
+    assert form(STEPS, relational_memory_loop="dense") == "dense"
+    assert form(STEPS, **FACTORED) == "factored"
+    assert keras_stm.STM(**CELL, relational_memory_loop="dense").get_config()[
+        "relational_memory_loop"] == "dense"
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
 @pytest.mark.parametrize("option", [dict(torch_compile="step"), dict(torch_compile="loop"),
-                                    dict(torch_compile_step=True)], ids=["step", "loop", "alias"])
+                                    dict(torch_compile="layer"), dict(torch_compile_step=True)],
+                         ids=["step", "loop", "layer", "alias"])
 def test_torch_compile_matches_portable_loop(option):
     """`STM(torch_compile=...)` (the step, or the whole loop, through torch.compile) gives the
     outputs, states and gradients of the portable loop, with and without a mask."""
@@ -349,6 +451,24 @@ def test_torch_compile_matches_portable_loop(option):
     helper.assert_close(list(grads[0]), list(grads[1]), 1e-4, "gradients")
     ids = padded_ids(LENGTHS)
     check_masked_run(compiled, masked_model(compiled), ids, LENGTHS)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
+@pytest.mark.parametrize("kind", ["loop", "layer"])
+def test_torch_compile_low_rank_loop(kind):
+    """The low-rank loop through torch.compile gives the eager numbers and gradients, with a
+    mask too."""
+    values = random_weights()
+    x = sequences()
+    eager = stm(values, return_state=True, relational_memory_loop="low_rank")
+    compiled = stm(values, return_state=True, relational_memory_loop="low_rank", torch_compile=kind)
+    assert compiled.relational_loop_form(STEPS) == "low_rank"
+    helper.assert_close(numpy_list(*compiled(x)), numpy_list(*eager(x)), 1e-5, "compiled vs eager")
+    grads = [gradients(lambda t: ops.sum(layer(t)[0] ** 2), layer.weights, x)[1]
+             for layer in (compiled, eager)]
+    helper.assert_close(list(grads[0]), list(grads[1]), 1e-4, "gradients")
+    results, _ = masked_results((compiled, eager), padded_ids(LENGTHS))
+    helper.assert_close(results[0], results[1], 1e-5, "masked, compiled vs eager")
 
 
 def test_bidirectional_stm():

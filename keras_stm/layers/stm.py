@@ -30,8 +30,9 @@ _CELL_ARGS = (
 )
 
 
-TORCH_COMPILE = (None, "step", "loop")
+TORCH_COMPILE = (None, "step", "loop", "layer")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes with CUDA graphs
+RELATIONAL_MEMORY_LOOPS = ("auto", "dense", "low_rank")
 
 
 @keras.saving.register_keras_serializable(package="keras_stm")
@@ -45,7 +46,9 @@ class STM(keras.layers.RNN):
     the loop, once for the last step, or for all steps in one batched product when
     `return_sequences=True`. When no step reads `Mr_{t-1}` (a fixed zero `relational_carry`
     and `relational_read`, as in RAR, or `carry_relational_memory=False`), the loop carries
-    SAM's two small factors instead of `Mr` and multiplies them once at the end.
+    SAM's two small factors instead of `Mr` and multiplies them once at the end. When steps do
+    read or carry `Mr`, the low-rank loop (`relational_memory_loop`) carries the reads still to
+    come instead of `Mr`, and forms the last `Mr` after the loop.
 
     The recurrence is the cell's (see `STMCell` for the equations).
 
@@ -81,18 +84,29 @@ class STM(keras.layers.RNN):
             to 70) at the price of a longer compile (30-70 s); see docs/performance.md.
         zero_output_for_mask: bool, whether masked steps of the output sequence are zeros.
             Default False (they repeat the previous output).
-        torch_compile: None (default), `"step"` or `"loop"`; torch backend only, ignored by
-            jax and tensorflow (which compile the whole loop with `jit_compile`). `"step"` runs
-            each time step through `torch.compile`; `"loop"` compiles the whole time loop
-            (unrolled: one forward and one backward graph, compile time grows with the
-            number of steps). The maths is the portable `keras.ops` step either way. Each
-            new input shape compiles anew.
+        torch_compile: None (default), `"step"`, `"loop"` or `"layer"`; torch backend only,
+            ignored by jax and tensorflow (which compile the whole loop with `jit_compile`).
+            `"step"` runs each time step through `torch.compile`; `"loop"` compiles the whole
+            time loop (unrolled: one forward and one backward graph, compile time grows with
+            the number of steps); `"layer"` compiles the layer's whole computation (input
+            projections, loop, read-out and head) into one graph. The maths is the
+            portable `keras.ops` step either way. Each new input shape compiles anew.
         torch_compile_mode: None (default) or a `torch.compile` mode, e.g.
             `"reduce-overhead"` (CUDA graphs: the fastest torch setting measured on a GPU,
-            with `torch_compile="loop"`) or `"max-autotune-no-cudagraphs"`. With a CUDA-graph
-            mode the loop's results are copied out of the graph's memory pool, so returned
-            states stay valid after the next call.
+            with `torch_compile="loop"` or `"layer"`) or `"max-autotune-no-cudagraphs"`.
+            With a CUDA-graph mode the compiled results are copied out of the graph's memory
+            pool, so returned states stay valid after the next call.
         torch_compile_step: bool, the older spelling of `torch_compile="step"`. Default False.
+        relational_memory_loop: `"auto"` (default), `"dense"` or `"low_rank"`: how the loop
+            carries the relational memory when steps read or carry it. `"dense"` carries
+            `Mr` (`nq d^2` numbers per sample). `"low_rank"` never builds `Mr` inside the
+            loop: it carries the reads still to come (`d T` numbers) and keeps SAM's factors
+            of each step, then forms the last `Mr` in one product (see `low_rank_step`); same
+            numbers, a fraction of the memory traffic while `T` is not much larger than `d`.
+            It needs `return_sequences=False`, `sam_steps=1` and a known number of steps.
+            `"auto"` takes `"low_rank"` when those hold and `T <= 2 d` (jax) or `T <= d / 4`
+            (torch and tensorflow, where the low-rank loop measured slower at `T ~ d/2`; see
+            docs/performance.md), else `"dense"`.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -148,6 +162,7 @@ class STM(keras.layers.RNN):
         torch_compile=None,
         torch_compile_mode=None,
         torch_compile_step=False,
+        relational_memory_loop="auto",
         **kwargs,
     ):
         if not isinstance(torch_compile_step, bool):
@@ -164,6 +179,17 @@ class STM(keras.layers.RNN):
             raise ValueError(
                 f"`torch_compile_mode` must be None or a torch.compile mode name, got "
                 f"{torch_compile_mode!r}."
+            )
+        if relational_memory_loop not in RELATIONAL_MEMORY_LOOPS:
+            raise ValueError(
+                f"`relational_memory_loop` must be one of {RELATIONAL_MEMORY_LOOPS}, got "
+                f"{relational_memory_loop!r}."
+            )
+        if relational_memory_loop == "low_rank" and (return_sequences or sam_steps != 1):
+            raise ValueError(
+                "`relational_memory_loop='low_rank'` needs `return_sequences=False` and "
+                f"`sam_steps=1`, got return_sequences={return_sequences!r}, "
+                f"sam_steps={sam_steps!r}."
             )
         cell = STMCell(
             num_queries=num_queries,
@@ -201,20 +227,25 @@ class STM(keras.layers.RNN):
         self.input_spec = keras.layers.InputSpec(ndim=3)
         self.torch_compile = torch_compile
         self.torch_compile_mode = torch_compile_mode
+        self.relational_memory_loop = relational_memory_loop
         self._compiled = {}
 
-    def _compiled_function(self, kind, function):
-        """`function`, or its torch.compile'd version when `torch_compile == kind` under torch."""
+    def _compiled_function(self, kind, function, tensor=None):
+        """`function`, or its torch.compile'd version when `torch_compile == kind` under torch
+        (not for `tensor` on torch's meta device: Keras' shape inference runs eagerly)."""
         if self.torch_compile != kind or keras.backend.backend() != "torch":
             return function
-        if kind not in self._compiled:
+        if tensor is not None and tensor.device.type == "meta":
+            return function
+        key = (kind, function.__name__)
+        if key not in self._compiled:
             import torch
 
-            self._compiled[kind] = torch.compile(function, dynamic=False, mode=self.torch_compile_mode)
-        return self._compiled[kind]
+            self._compiled[key] = torch.compile(function, dynamic=False, mode=self.torch_compile_mode)
+        return self._compiled[key]
 
     def loop_step(self, projected_t, relational_flat, item_flat, keep=None, factored=False):
-        """One step of the time loop on flat memories.
+        """One step of the dense (or factored) time loop on flat memories.
 
         Args:
             projected_t: `(batch, projected_size)`, the step's projected input.
@@ -226,16 +257,15 @@ class STM(keras.layers.RNN):
             factored: bool, carry `Mr_t` as its factors (see `STMCell.update_memories`).
 
         Returns:
-            `(relational_flat, item_flat)` of step t.
+            `(relational_flat, item_flat, relational_flat)` of step t (the last is the step's
+            output, collected with `return_sequences`).
         """
         cell = self.cell
         d, nq = cell.memory_size, cell.num_queries
         item = ops.reshape(item_flat, (-1, d, d))
         if factored:
             item, (values, scores) = cell.update_memories(projected_t, item, None, factored=True)
-            relational = ops.concatenate(
-                [ops.reshape(values, (-1, d * nq)), ops.reshape(scores, (-1, nq * nq * d))], axis=-1
-            )
+            relational = self._flatten_factors(values, scores)
         else:
             relational = ops.reshape(relational_flat, (-1, d, nq * d))
             item, relational = cell.update_memories(projected_t, item, relational)
@@ -244,15 +274,103 @@ class STM(keras.layers.RNN):
         if keep is not None:
             relational = ops.where(keep, relational, relational_flat)
             item = ops.where(keep, item, item_flat)
-        return relational, item
+        return relational, item, relational
+
+    def low_rank_step(self, inputs_t, pending_flat, item_flat, keep=None, mixers=None):
+        """One step of the low-rank time loop: `Mr` is never built.
+
+        With `Mr_t = α1 Mr_{t-1} + R_t` and `R_t = values_t @ scores_t` (SAM's factors), and
+        every read `v_t = Mr_{t-1} @ m_t` with a mixing vector `m_t` that depends on the
+        input alone (`STMCell.read_mixer`), the loop carries the reads still to come,
+        `pending[:, t'] = Mr_t @ m_{t'}` for every later step `t'`, and updates them with the
+        step's factors: `pending <- α1 pending + values_t @ (scores_t @ [m_1 .. m_T])`, a
+        product on `nq` rows. Step `t` reads its own column. The same sums as the dense loop,
+        in another order.
+
+        Args:
+            inputs_t: `(batch, projected_size + 2T)`: the step's projected input, then the
+                one-hot of `t` and the indicator of the later steps `t' > t`.
+            pending_flat: `(batch, d*T)`, the pending reads (flat), or a `(batch, 1)`
+                placeholder when no step reads `Mr_{t-1}`.
+            item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
+            keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
+            mixers: `(batch, nq*d, T)`, every step's mixing vector `m_{t'}` as a column.
+
+        Returns:
+            `(pending_flat, item_flat, factors)` of step t, `factors` the flat
+            `[values (d*nq), scores (nq*nq*d)]` of `R_t`.
+        """
+        cell = self.cell
+        d = cell.memory_size
+        size = cell.projected_size
+        steps = (inputs_t.shape[-1] - size) // 2
+        projected_t = inputs_t[:, :size]
+        item = ops.reshape(item_flat, (-1, d, d))
+        value = None
+        if cell.reads_relational_memory:
+            pending = ops.reshape(pending_flat, (-1, d, steps))
+            current = ops.expand_dims(inputs_t[:, size : size + steps], 1)
+            value = ops.sum(pending * current, axis=-1)  # v_t = Mr_{t-1} @ m_t
+        item, factors = cell.write_memories(projected_t, item, value)
+        values, scores = factors[0]
+        pending = pending_flat
+        if cell.reads_relational_memory:
+            later = ops.expand_dims(inputs_t[:, size + steps :], 1)
+            # R_t @ m_{t'} for every t', on the factors: values @ (scores @ mixers)
+            update = stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
+            carry = cell.coefficient("relational_carry")
+            pending = ops.reshape(pending_flat, (-1, d, steps))
+            pending = ops.reshape((carry * pending + update) * later, (-1, d * steps))
+        item = ops.reshape(item, (-1, d * d))
+        if keep is not None:
+            pending = ops.where(keep, pending, pending_flat)
+            item = ops.where(keep, item, item_flat)
+        return pending, item, self._flatten_factors(values, scores)
+
+    def _flatten_factors(self, values, scores):
+        d, nq = self.cell.memory_size, self.cell.num_queries
+        return ops.concatenate(
+            [ops.reshape(values, (-1, d * nq)), ops.reshape(scores, (-1, nq * nq * d))], axis=-1
+        )
+
+    def _split_factors(self, factors):
+        """Flat factors `(..., d*nq + nq*nq*d)` -> `values (..., d, nq)`, `scores (..., nq, nq*d)`."""
+        d, nq = self.cell.memory_size, self.cell.num_queries
+        lead = tuple(ops.shape(factors)[:-1])
+        values = ops.reshape(factors[..., : d * nq], lead + (d, nq))
+        scores = ops.reshape(factors[..., d * nq :], lead + (nq, nq * d))
+        return values, scores
 
     def _factors_to_memory(self, factors):
         """Flat factors `(..., d*nq + nq*nq*d)` -> value-major `Mr` `(..., d, nq*d)`."""
         d, nq = self.cell.memory_size, self.cell.num_queries
         lead = tuple(ops.shape(factors)[:-1])
-        values = ops.reshape(factors[..., : d * nq], (-1, d, nq))
-        scores = ops.reshape(factors[..., d * nq :], (-1, nq, nq * d))
+        values, scores = self._split_factors(ops.reshape(factors, (-1, factors.shape[-1])))
         return ops.reshape(stm_ops.matmul(values, scores), lead + (d, nq * d))
+
+    def relational_loop_form(self, steps):
+        """How the loop carries `Mr` for sequences of `steps` steps: `"factored"` (no step reads
+        `Mr_{t-1}`: SAM's latest factors), `"dense"` or `"low_rank"` (see
+        `relational_memory_loop`)."""
+        cell = self.cell
+        if not cell.uses_previous_relational_memory:
+            return "factored"
+        if self.relational_memory_loop == "low_rank":
+            if steps is None:
+                raise ValueError(
+                    "`relational_memory_loop='low_rank'` needs a known number of timesteps; got "
+                    "inputs with an undefined time axis. Give the Input a fixed length or use "
+                    "`relational_memory_loop='auto'`."
+                )
+            return "low_rank"
+        if self.relational_memory_loop == "auto" and steps is not None:
+            # Measured (docs/performance.md): under torch (GPU) and tensorflow (CPU) the
+            # low-rank loop is faster for Nth-farthest (T = d/16) but slower for associative
+            # retrieval and copy (T ~ d/2); under jax it gained on copy and Nth-farthest.
+            limit = 2 * cell.memory_size if keras.backend.backend() == "jax" else cell.memory_size // 4
+            if not self.return_sequences and cell.sam_steps == 1 and steps <= limit:
+                return "low_rank"
+        return "dense"
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -265,6 +383,18 @@ class STM(keras.layers.RNN):
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.cell.input_size})
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
+        if self.torch_compile == "layer" and keras.backend.backend() == "torch":
+            results = self._compiled_function("layer", self.layer_computation, sequences)(
+                sequences, list(initial_state) if tree.is_nested(initial_state) else initial_state, mask
+            )
+            return self._copy_from_cuda_graphs(results)
+        return self.layer_computation(sequences, initial_state, mask)
+
+    def layer_computation(self, sequences, initial_state, mask=None):
+        """The layer's computation from its input sequences and flat initial states: input
+        projections, the time loop, read-out and head. Returns `(last_output, outputs,
+        final_states)` as `keras.layers.RNN.inner_loop`; with `torch_compile="layer"` this whole
+        function is compiled."""
         cell = self.cell
         if not tree.is_nested(initial_state):
             initial_state = [initial_state]
@@ -276,15 +406,7 @@ class STM(keras.layers.RNN):
         batch = ops.shape(sequences)[0]
         d, nq = cell.memory_size, cell.num_queries
         item_memory = ops.reshape(initial_state[1], (-1, d * d))
-        # The loop carries Mr value-major (see STMCell.update_memories), flat; or, when no
-        # step reads Mr_{t-1}, the flat factors of SAM's latest result: nq*d*(nq+1) numbers
-        # instead of nq*d*d, and no d x nq*d product per step.
         initial_relational = cell.to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
-        factored = not cell.uses_previous_relational_memory
-        if factored:
-            relational_memory = ops.zeros((batch, nq * d * (nq + 1)), dtype=item_memory.dtype)
-        else:
-            relational_memory = ops.reshape(initial_relational, (-1, nq * d * d))
         projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
         if mask is not None:
             mask = ops.cast(mask, "bool")
@@ -293,18 +415,33 @@ class STM(keras.layers.RNN):
             # Keras 3.15's torch unrolled loop fails to reverse a mask (it flips a tuple).
             projected = ops.flip(projected, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
-        relational_memory, item_memory, relational_sequence = self._run_loop(
-            projected, mask, relational_memory, item_memory, factored
-        )
-        if factored:
-            # A step writes Mr_t = its factors' product; before the first unmasked step the
-            # memory is still the initial one.
-            relational_memory = self._factors_to_memory(relational_memory)
-            if mask is not None:
-                written = ops.reshape(ops.any(mask, axis=1), (-1, 1, 1))
-                relational_memory = ops.where(written, relational_memory, initial_relational)
+        form = self.relational_loop_form(projected.shape[1])
+        if form == "low_rank":
+            relational_memory, item_memory = self._low_rank_loop(
+                projected, mask, initial_relational, item_memory
+            )
+            relational_sequence = None
         else:
-            relational_memory = ops.reshape(relational_memory, (-1, d, nq * d))
+            # The loop carries Mr value-major (see STMCell.update_memories), flat; or, when no
+            # step reads Mr_{t-1}, the flat factors of SAM's latest result: nq*d*(nq+1) numbers
+            # instead of nq*d*d, and no d x nq*d product per step.
+            factored = form == "factored"
+            if factored:
+                relational_memory = ops.zeros((batch, nq * d * (nq + 1)), dtype=item_memory.dtype)
+            else:
+                relational_memory = ops.reshape(initial_relational, (-1, nq * d * d))
+            relational_memory, item_memory, relational_sequence = self._run_loop(
+                form, projected, mask, relational_memory, item_memory, self.return_sequences
+            )
+            if factored:
+                # A step writes Mr_t = its factors' product; before the first unmasked step the
+                # memory is still the initial one.
+                relational_memory = self._factors_to_memory(relational_memory)
+                if mask is not None:
+                    written = ops.reshape(ops.any(mask, axis=1), (-1, 1, 1))
+                    relational_memory = ops.where(written, relational_memory, initial_relational)
+            else:
+                relational_memory = ops.reshape(relational_memory, (-1, d, nq * d))
         relational_memory = cell.from_value_major(relational_memory)
         last_output = cell.output_from_memory(relational_memory)
         initial_output = initial_state[0]
@@ -315,7 +452,7 @@ class STM(keras.layers.RNN):
             last_output = ops.where(written, last_output, ops.cast(initial_output, last_output.dtype))
         if self.return_sequences:
             steps = ops.shape(relational_sequence)[1]
-            if factored:
+            if form == "factored":
                 relational_sequence = self._factors_to_memory(relational_sequence)
             outputs = cell.output_from_memory(
                 cell.from_value_major(ops.reshape(relational_sequence, (batch, steps, d, nq * d)))
@@ -333,74 +470,142 @@ class STM(keras.layers.RNN):
         relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
         return last_output, outputs, [last_output, item_memory, relational_memory]
 
-    def _run_loop(self, projected, mask, relational_memory, item_memory, factored):
-        """Run `loop_step` over the time axis of `projected` `(B, T, P)`.
+    def _low_rank_loop(self, projected, mask, initial_relational, item_memory):
+        """The low-rank loop (`low_rank_step`) and the last `Mr` from the kept factors.
 
-        Returns the final `(relational, item)` and, when `return_sequences`, the relational
-        memory (or factors) of every step `(B, T, ...)`, else None. jax runs `ops.scan` with
-        no per-step output unless one is needed; tensorflow runs Keras' backend loop;
-        torch, and `unroll=True`, run a Python loop.
+        `Mr_T = c_0 Mr_0 + sum_t c_t R_t` with `c_t` the product of the carries `α1` of the
+        later unmasked steps (`c_t = 0` for a masked step `t`), one product over the `T * nq`
+        stacked factors.
+
+        Returns:
+            `(Mr_T value-major (batch, d, nq*d), Mi_T flat (batch, d*d))`.
         """
-        step_function = self._compiled_function("step", self.loop_step)
-        backend = keras.backend.backend()
+        cell = self.cell
+        d, nq = cell.memory_size, cell.num_queries
         steps = projected.shape[1]
+        dtype = projected.dtype
+        batch = ops.shape(projected)[0]
+        mixers = None
+        if cell.reads_relational_memory:
+            mixers = ops.moveaxis(cell.read_mixer(projected), 1, 2)  # (B, nq*d, T)
+            pending = ops.reshape(stm_ops.matmul(initial_relational, mixers), (-1, d * steps))
+        else:
+            pending = ops.zeros((batch, 1), dtype=dtype)
+        # Per step: the one-hot of t, then the indicator of the later steps t' > t.
+        positions = ops.arange(steps)
+        current = ops.cast(ops.expand_dims(positions, 1) == ops.expand_dims(positions, 0), dtype)
+        later = ops.cast(ops.expand_dims(positions, 1) < ops.expand_dims(positions, 0), dtype)
+        schedule = ops.concatenate([current, later], axis=-1)  # (T, 2T)
+        schedule = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(schedule, 0)
+        _, item_memory, factors = self._run_loop(
+            "low_rank",
+            ops.concatenate([projected, schedule], axis=-1),
+            mask,
+            pending,
+            item_memory,
+            True,
+            mixers,
+        )
+        # c_t = prod_{u > t} decay_u, c_0 = prod_u decay_u, decay_u = α1 (1 where masked).
+        carry = cell.coefficient("relational_carry")
+        decay = ops.zeros((batch, steps), dtype=dtype) + ops.cast(carry, dtype)
+        written = ops.ones((batch, steps), dtype=dtype)
+        if mask is not None:
+            decay = ops.where(mask, decay, ops.ones_like(decay))
+            written = ops.cast(mask, dtype)
+        later_steps = ops.expand_dims(later, 0) > 0  # [t, u] = u > t
+        # dtype given: Keras 3.15's torch `prod` computes float64 in float32 otherwise.
+        suffix = ops.prod(ops.where(later_steps, ops.expand_dims(decay, 1), 1.0), axis=-1, dtype=dtype)
+        values, scores = self._split_factors(factors)  # (B, T, d, nq), (B, T, nq, nq*d)
+        scores = scores * ops.reshape(suffix * written, (-1, steps, 1, 1))
+        values = ops.reshape(ops.moveaxis(values, 1, 2), (-1, d, steps * nq))
+        relational = stm_ops.matmul(values, ops.reshape(scores, (-1, steps * nq, nq * d)))
+        initial_weight = ops.reshape(ops.prod(decay, axis=-1, dtype=dtype), (-1, 1, 1))
+        return relational + initial_weight * initial_relational, item_memory
+
+    def _step_function(self, form, mixers=None, tensor=None):
+        """`step(inputs_t, relational, item, keep) -> (relational, item, output_t)` of a loop
+        form (`relational_loop_form`): `low_rank_step` or `loop_step`."""
+        if form == "low_rank":
+            step = self._compiled_function("step", self.low_rank_step, tensor)
+            return lambda *args: step(*args, mixers=mixers)
+        step = self._compiled_function("step", self.loop_step, tensor)
+        factored = form == "factored"
+        return lambda *args: step(*args, factored=factored)
+
+    def _run_loop(self, form, inputs, mask, relational_memory, item_memory, collect, mixers=None):
+        """Run the step of `form` (`_step_function`) over the time axis of `inputs` `(B, T, P)`.
+
+        Returns the final `(relational, item)` and, when `collect`, every step's output
+        `(B, T, ...)`, else None. jax runs `ops.scan` with no per-step output unless one is
+        needed; tensorflow runs Keras' backend loop; torch, and `unroll=True`, run a Python
+        loop.
+        """
+        backend = keras.backend.backend()
+        steps = inputs.shape[1]
+        step = self._step_function(form, mixers, inputs)
         if backend == "jax" and not self.unroll:
             keep_sequence = None if mask is None else ops.expand_dims(ops.moveaxis(mask, 1, 0), -1)
 
-            def scan_step(carry, inputs):
-                projected_t, keep = inputs
-                relational, item = step_function(projected_t, carry[0], carry[1], keep, factored)
-                return (relational, item), (relational if self.return_sequences else None)
+            def scan_step(carry, inputs_t):
+                inputs_t, keep = inputs_t
+                relational, item, output = step(inputs_t, carry[0], carry[1], keep)
+                return (relational, item), (output if collect else None)
 
             (relational_memory, item_memory), sequence = ops.scan(
                 scan_step,
                 (relational_memory, item_memory),
-                (ops.moveaxis(projected, 1, 0), keep_sequence),
+                (ops.moveaxis(inputs, 1, 0), keep_sequence),
             )
             if sequence is not None:
                 sequence = ops.moveaxis(sequence, 0, 1)
             return relational_memory, item_memory, sequence
         if backend == "tensorflow" and not self.unroll:
 
-            def rnn_step(projected_t, states):
-                relational, item = step_function(projected_t, states[0], states[1], None, factored)
-                # The flat Mr is both the step's output and states[0], as Keras' masked loops need.
-                return relational, [relational, item]
+            def rnn_step(inputs_t, states):
+                relational, item, output = step(inputs_t, states[0], states[1], None)
+                # Without `collect` the flat Mr is both the step's output and states[0].
+                return (output if collect else relational), [relational, item]
 
             _, sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
                 rnn_step,
-                projected,
+                inputs,
                 [relational_memory, item_memory],
                 mask=mask,
                 input_length=steps,
-                return_all_outputs=self.return_sequences,
+                return_all_outputs=collect,
             )
-            return relational_memory, item_memory, sequence if self.return_sequences else None
-        python_loop = self._compiled_function("loop", self.python_loop)
-        results = python_loop(projected, mask, relational_memory, item_memory, factored)
-        if self._compiled and self.torch_compile_mode in CUDA_GRAPH_MODES:  # torch only
-            # CUDA graph outputs live in a pool that the next replay overwrites: copy the
-            # results so that returned states stay valid across calls (e.g. in `predict`).
-            results = tuple(None if r is None else ops.copy(r) for r in results)
-        return results
+            return relational_memory, item_memory, sequence if collect else None
+        python_loop = self._compiled_function("loop", self.python_loop, inputs)
+        results = python_loop(form, inputs, mask, relational_memory, item_memory, collect, mixers)
+        # With "layer" the whole computation is copied out once, in `inner_loop`.
+        return results if self.torch_compile == "layer" else self._copy_from_cuda_graphs(results)
 
-    def python_loop(self, projected, mask, relational_memory, item_memory, factored=False):
-        """The time loop as a Python loop over `loop_step` (torch, and `unroll=True`); with
-        `torch_compile="loop"` this whole function is compiled. Returns like `_run_loop`."""
-        step_function = self._compiled_function("step", self.loop_step)
-        if projected.shape[1] is None:
+    def _copy_from_cuda_graphs(self, results):
+        """CUDA graph outputs live in a pool that the next replay overwrites: copy the results
+        of a compiled function so that returned states stay valid across calls (e.g. in
+        `predict`). Other results are returned as they are."""
+        if not (self._compiled and self.torch_compile_mode in CUDA_GRAPH_MODES):  # torch only
+            return results
+        return tree.map_structure(lambda r: None if r is None else ops.copy(r), results)
+
+    def python_loop(
+        self, form, inputs, mask, relational_memory, item_memory, collect=False, mixers=None
+    ):
+        """The time loop as a Python loop over the step of `form` (torch, and `unroll=True`);
+        with `torch_compile="loop"` this whole function is compiled. Returns like `_run_loop`."""
+        step = self._step_function(form, mixers, inputs)
+        if inputs.shape[1] is None:
             raise ValueError(
                 "`unroll=True` needs a known number of timesteps; got inputs with an undefined "
                 "time axis. Give the Input a fixed length or use `unroll=False`."
             )
         sequence = []
-        for t in range(projected.shape[1]):
+        for t in range(inputs.shape[1]):
             keep = None if mask is None else mask[:, t : t + 1]
-            relational_memory, item_memory = step_function(
-                projected[:, t], relational_memory, item_memory, keep, factored
-            )
-            if self.return_sequences:
-                sequence.append(relational_memory)
+            relational_memory, item_memory, output = step(inputs[:, t], relational_memory, item_memory, keep)
+            if collect:
+                sequence.append(output)
         return relational_memory, item_memory, ops.stack(sequence, axis=1) if sequence else None
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
@@ -465,6 +670,7 @@ class STM(keras.layers.RNN):
         del config["cell"]
         config["torch_compile"] = self.torch_compile
         config["torch_compile_mode"] = self.torch_compile_mode
+        config["relational_memory_loop"] = self.relational_memory_loop
         return config
 
     @classmethod

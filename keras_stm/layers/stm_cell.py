@@ -304,8 +304,31 @@ class STMCell(keras.layers.Layer):
         """
         if not self.carry_relational_memory:
             return False
-        carry = self.coefficient("relational_carry")
-        return self._path_active("relational_read") or not (isinstance(carry, float) and carry == 0.0)
+        return self._path_active("relational_read") or self._path_active("relational_carry")
+
+    def read_mixer(self, projected):
+        """The read's mixing vector `m = vec(pi ⊗ w)` of a step (or of all steps).
+
+        `pi = softmax(s)` (slot weights) and `w` (read vector) are projections of the input
+        alone, so `m` depends on no memory: the read `v[c] = sum_n sum_p pi[n] w[p] Mr[n, p, c]`
+        is `Mr @ m` with `Mr` value-major.
+
+        Args:
+            projected: `(..., projected_size)` from `project_inputs`.
+
+        Returns:
+            `(..., nq * d)`, slot-major (`[i * d + p] = pi[i] * w[p]`).
+        """
+        d, nq = self.memory_size, self.num_queries
+        read = projected[..., d : 2 * d]
+        weights = stm_ops.softmax(projected[..., 2 * d : 2 * d + nq], axis=-1)
+        mixer = ops.expand_dims(weights, -1) * ops.expand_dims(read, -2)
+        return ops.reshape(mixer, tuple(ops.shape(projected)[:-1]) + (nq * d,))
+
+    def read_relational_memory(self, relational_memory, mixer):
+        """The read `v = Mr_{t-1} @ m`: `(batch, d, nq * d)` value-major, `(batch, nq * d)` ->
+        `(batch, d)`."""
+        return stm_ops.matmul(relational_memory, ops.expand_dims(mixer, -1))[..., 0]
 
     def update_memories(self, projected, item_memory, relational_memory, factored=False):
         """One step of the memory dynamics.
@@ -314,9 +337,9 @@ class STMCell(keras.layers.Layer):
         `(batch, d, nq * d)` with `[b, c, i * d + p] = Mr[b, i, p, c]` (see `to_value_major`).
         In that layout OPA's product and the transfer's product need no transpose.
 
-        The transfer `G1(R)` is computed on SAM's factors, `R = values @ scores`
-        (`SelfAttentiveMemory.factors`): `R W1 = values @ (scores W1)`, the same sum in another
-        order, with `nq` rows in the large product instead of `d`.
+        The step is the read (`read_relational_memory`), then `write_memories`, then the
+        carry `Mr_t = α1 Mr_{t-1} + R` with `R = values @ scores`, SAM's result from its
+        factors (`SelfAttentiveMemory.factors`).
 
         Args:
             projected: `(batch, projected_size)` from `project_inputs`.
@@ -335,10 +358,51 @@ class STMCell(keras.layers.Layer):
                 "`factored=True` needs a step that does not read the previous relational "
                 "memory (a fixed zero `relational_carry` and `relational_read`)."
             )
+        value = None
+        if self.reads_relational_memory:
+            value = self.read_relational_memory(relational_memory, self.read_mixer(projected))
+        new_item, factors = self.write_memories(projected, item_memory, value)
+        if factored:
+            return new_item, factors[-1]
+        carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
+        for values, scores in factors:
+            relation = stm_ops.matmul(values, scores)  # (B, d, nq*d), value-major
+            if isinstance(carry, float) and carry == 0.0:
+                relational_memory = relation
+            elif isinstance(carry, float) and carry == 1.0:
+                relational_memory = relational_memory + relation
+            else:
+                relational_memory = carry * relational_memory + relation
+        return new_item, relational_memory
+
+    @property
+    def reads_relational_memory(self):
+        """Whether a step reads `Mr_{t-1}` into SAM's input (a non-zero `relational_read`)."""
+        return self.carry_relational_memory and self._path_active("relational_read")
+
+    def write_memories(self, projected, item_memory, relational_value=None):
+        """The item-memory write, SAM and the transfer of one step, given the step's read.
+
+        Computes `Mi' = I ⊙ tanh(u ⊗ u) + F ⊙ Mi_{t-1}` (or `Mi_{t-1} + u ⊗ u`), then for each
+        SAM iteration `R = SAM(Mi' + α2 v ⊗ w)` as its factors and `Mi' += α3 (G1(R) + b1)`.
+        The transfer `G1(R)` is computed on the factors, `R = values @ scores`:
+        `R W1 = values @ (scores W1)`, the same sum in another order, with `nq` rows in the
+        large product instead of `d`. The relational memory itself is not touched: the caller
+        combines `Mr_t = α1 Mr_{t-1} + R` (`update_memories`, or `keras_stm.STM`'s loops).
+
+        Args:
+            projected: `(batch, projected_size)` from `project_inputs`.
+            item_memory: `(batch, d, d)`, `Mi_{t-1}`.
+            relational_value: `(batch, d)`, the read `v` of `Mr_{t-1}`
+                (`read_relational_memory`), or None when `reads_relational_memory` is False.
+
+        Returns:
+            `(Mi_t, factors)`: `factors` holds one `(values (batch, d, nq),
+            scores (batch, nq, nq * d))` pair per SAM iteration.
+        """
         d, nq = self.memory_size, self.num_queries
         write = projected[:, :d]
         read = projected[:, d : 2 * d]
-        slot_logits = projected[:, 2 * d : 2 * d + nq]
         gate_input = projected[:, 2 * d + nq :]
 
         item = stm_ops.outer(write, write)  # u ⊗ u
@@ -352,15 +416,11 @@ class STMCell(keras.layers.Layer):
             new_item = item_memory + item
 
         sam_input_shift = None
-        if self.carry_relational_memory and self._path_active("relational_read"):
-            weights = stm_ops.softmax(slot_logits, axis=-1)
-            # v[c] = sum_n sum_p pi[n] w[p] Mr[n, p, c]
-            mixer = ops.reshape(ops.expand_dims(weights, -1) * ops.expand_dims(read, 1), (-1, nq * d, 1))
-            value = stm_ops.matmul(relational_memory, mixer)[..., 0]
-            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(value, read)
+        if relational_value is not None:
+            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(relational_value, read)
 
         transfer_on = self._path_active("relational_transfer")
-        carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
+        factors = []
         for _ in range(self.sam_steps):
             sam_input = new_item if sam_input_shift is None else new_item + sam_input_shift
             values, scores = self.self_attentive_memory.factors(sam_input)  # R = values @ scores
@@ -369,17 +429,8 @@ class STMCell(keras.layers.Layer):
                 transfer = stm_ops.matmul(values, stm_ops.matmul(scores, self.transfer_kernel))
                 transfer = transfer + self.transfer_bias
                 new_item = new_item + self.coefficient("relational_transfer") * transfer
-            if factored:
-                relational_memory = (values, scores)
-                continue
-            relation = stm_ops.matmul(values, scores)  # (B, d, nq*d), value-major
-            if isinstance(carry, float) and carry == 0.0:
-                relational_memory = relation
-            elif isinstance(carry, float) and carry == 1.0:
-                relational_memory = relational_memory + relation
-            else:
-                relational_memory = carry * relational_memory + relation
-        return new_item, relational_memory
+            factors.append((values, scores))
+        return new_item, factors
 
     def to_value_major(self, relational_memory):
         """`(..., nq, d, d)` [i, p, c] -> value-major `(..., d, nq * d)` [c, (i, p)]."""

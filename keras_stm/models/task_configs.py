@@ -277,10 +277,10 @@ def add_model_arguments(parser, task):
     return parser
 
 
-LOOP_ARGUMENTS = ("unroll", "torch_compile", "torch_compile_mode")
+LOOP_ARGUMENTS = ("unroll", "torch_compile", "torch_compile_mode", "relational_memory_loop")
 """tuple: `keras_stm.STM` arguments that change how the time loop runs, not its numbers
-(`unroll=True` under jax, `torch_compile="loop"` under torch, on a GPU); `--stm-config`
-accepts them beside `stm_arguments()`."""
+(`unroll=True` under jax, `torch_compile="loop"` under torch, on a GPU;
+`relational_memory_loop`); `--stm-config` accepts them beside `stm_arguments()`."""
 
 
 def stm_arguments():
