@@ -306,21 +306,22 @@ class STM(keras.layers.RNN):
         steps = (inputs_t.shape[-1] - size) // 2
         projected_t = inputs_t[:, :size]
         item = ops.reshape(item_flat, (-1, d, d))
+        reads = cell.reads_relational_memory
         value = None
-        if cell.reads_relational_memory:
+        if reads:
             pending = ops.reshape(pending_flat, (-1, d, steps))
             current = ops.expand_dims(inputs_t[:, size : size + steps], 1)
             value = ops.sum(pending * current, axis=-1)  # v_t = Mr_{t-1} @ m_t
         item, factors = cell.write_memories(projected_t, item, value)
         values, scores = factors[0]
-        pending = pending_flat
-        if cell.reads_relational_memory:
+        if reads:
             later = ops.expand_dims(inputs_t[:, size + steps :], 1)
             # R_t @ m_{t'} for every t', on the factors: values @ (scores @ mixers)
             update = stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
             carry = cell.coefficient("relational_carry")
-            pending = ops.reshape(pending_flat, (-1, d, steps))
             pending = ops.reshape((carry * pending + update) * later, (-1, d * steps))
+        else:
+            pending = pending_flat
         item = ops.reshape(item, (-1, d * d))
         if keep is not None:
             pending = ops.where(keep, pending, pending_flat)
@@ -520,7 +521,7 @@ class STM(keras.layers.RNN):
         scores = scores * ops.reshape(suffix * written, (-1, steps, 1, 1))
         values = ops.reshape(ops.moveaxis(values, 1, 2), (-1, d, steps * nq))
         relational = stm_ops.matmul(values, ops.reshape(scores, (-1, steps * nq, nq * d)))
-        initial_weight = ops.reshape(ops.prod(decay, axis=-1, dtype=dtype), (-1, 1, 1))
+        initial_weight = ops.reshape(decay[:, 0] * suffix[:, 0], (-1, 1, 1))  # c_0
         return relational + initial_weight * initial_relational, item_memory
 
     def _step_function(self, form, mixers=None, tensor=None):
@@ -543,8 +544,8 @@ class STM(keras.layers.RNN):
         """
         backend = keras.backend.backend()
         steps = inputs.shape[1]
-        step = self._step_function(form, mixers, inputs)
         if backend == "jax" and not self.unroll:
+            step = self._step_function(form, mixers, inputs)
             keep_sequence = None if mask is None else ops.expand_dims(ops.moveaxis(mask, 1, 0), -1)
 
             def scan_step(carry, inputs_t):
@@ -561,6 +562,7 @@ class STM(keras.layers.RNN):
                 sequence = ops.moveaxis(sequence, 0, 1)
             return relational_memory, item_memory, sequence
         if backend == "tensorflow" and not self.unroll:
+            step = self._step_function(form, mixers, inputs)
 
             def rnn_step(inputs_t, states):
                 relational, item, output = step(inputs_t, states[0], states[1], None)
