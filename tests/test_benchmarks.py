@@ -118,7 +118,9 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
             {"impl": "stm_compiled_loop", "config": "copy", "ms": 50.0, "precision": "highest",
              "backend": "torch", "torch_compile_mode": "reduce-overhead", "peak_gib": 0.2},
             {"impl": "stm", "config": "copy", "ms": 16.0, "precision": "highest", "backend": "jax",
-             "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless"}]
+             "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless"},
+            {"impl": "stm", "config": "copy", "ms": 17.0, "precision": "highest", "backend": "jax",
+             "code_version": "0ad932a"}]
     path = tmp_path / "run.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     summarize.main([str(path)])
@@ -127,6 +129,7 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert "| stm_compiled_loop, reduce-overhead | torch | highest | copy | 42 | 50.0 | n/a" in text
     assert "| 4.0x | 3.5x |" in text
     assert "| stm, unroll, low-rank loop, stateless jit step | jax | highest | copy | 42 | 16.0 |" in text
+    assert "| stm, code: 0ad932a | jax | highest | copy | 42 | 17.0 |" in text
 
 
 def test_profile_script_refuses_bad_flags(capsys):

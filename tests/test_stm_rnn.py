@@ -454,10 +454,11 @@ def test_torch_compile_matches_portable_loop(option):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
-@pytest.mark.parametrize("kind", ["loop", "layer"])
+@pytest.mark.parametrize("kind", ["step", "loop", "layer"])
 def test_torch_compile_low_rank_loop(kind):
     """The low-rank loop through torch.compile gives the eager numbers and gradients, with a
-    mask too."""
+    mask too: the compiled step (`"step"`: `low_rank_step`, one-hot schedule) and the compiled
+    Python loop (`low_rank_indexed_step`, step index known) alike."""
     values = random_weights()
     x = sequences()
     eager = stm(values, return_state=True, relational_memory_loop="low_rank")

@@ -328,6 +328,60 @@ class STM(keras.layers.RNN):
             item = ops.where(keep, item, item_flat)
         return pending, item, self._flatten_factors(values, scores)
 
+    def low_rank_indexed_step(
+        self, step_index, projected_t, pending, item_flat, keep=None, mixers=None
+    ):
+        """One step of the low-rank loop at a step index known when the loop is built.
+
+        The Python loops (torch, and `unroll=True`) know `t`: the step reads its own column
+        of the pending reads, `pending[:, :, t]`, by slicing instead of the one-hot product
+        of `low_rank_step`, and updates every column, `α1 pending + values @ (scores @
+        mixers)`, with no indicator of the later steps: a column `t' <= t` is never read
+        again. The same sums as `low_rank_step`; every step has the same shapes.
+
+        Args:
+            step_index: int, `t` (0-based, in processing order).
+            projected_t: `(batch, projected_size)`, the step's projected input.
+            pending: `(batch, d, T)`, `pending[:, :, t'] = Mr_{t-1} @ m_{t'}` for the later
+                steps `t' >= t`, or None when no step reads `Mr_{t-1}`.
+            item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
+            keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
+            mixers: `(batch, nq*d, T)`, every step's mixing vector `m_{t'}` as a column.
+
+        Returns:
+            `(pending or None, item_flat, (values (batch, d, nq), scores (batch, nq, nq*d)))`.
+        """
+        cell = self.cell
+        d = cell.memory_size
+        item = ops.reshape(item_flat, (-1, d, d))
+        value = None if pending is None else pending[:, :, step_index]  # v_t = Mr_{t-1} @ m_t
+        item, factors = cell.write_memories(projected_t, item, value)
+        values, scores = factors[0]
+        item = ops.reshape(item, (-1, d * d))
+        if keep is not None:
+            item = ops.where(keep, item, item_flat)
+        if pending is not None and step_index + 1 < pending.shape[-1]:
+            update = stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
+            updated = cell.coefficient("relational_carry") * pending + update
+            if keep is not None:
+                updated = ops.where(ops.expand_dims(keep, -1), updated, pending)
+            pending = updated
+        return pending, item, (values, scores)
+
+    def _low_rank_indexed_loop(self, projected, mask, pending, item_memory, mixers):
+        """`low_rank_indexed_step` over the steps of `projected` `(B, T, P)` in a Python loop.
+
+        Returns `(Mi_T flat, values (B, T, d, nq), scores (B, T, nq, nq*d))`."""
+        values, scores = [], []
+        for t in range(projected.shape[1]):
+            keep = None if mask is None else mask[:, t : t + 1]
+            pending, item_memory, (values_t, scores_t) = self.low_rank_indexed_step(
+                t, projected[:, t], pending, item_memory, keep, mixers
+            )
+            values.append(values_t)
+            scores.append(scores_t)
+        return item_memory, ops.stack(values, axis=1), ops.stack(scores, axis=1)
+
     def _flatten_factors(self, values, scores):
         d, nq = self.cell.memory_size, self.cell.num_queries
         return ops.concatenate(
@@ -472,8 +526,11 @@ class STM(keras.layers.RNN):
         return last_output, outputs, [last_output, item_memory, relational_memory]
 
     def _low_rank_loop(self, projected, mask, initial_relational, item_memory):
-        """The low-rank loop (`low_rank_step`) and the last `Mr` from the kept factors.
+        """The low-rank loop and the last `Mr` from the kept factors.
 
+        Python loops (torch, `unroll=True`) run `low_rank_indexed_step`, which knows its step
+        index; `ops.scan` (jax), Keras' backend loop (tensorflow) and a step compiled on its
+        own (`torch_compile="step"`) run `low_rank_step`. Then
         `Mr_T = c_0 Mr_0 + sum_t c_t R_t` with `c_t` the product of the carries `α1` of the
         later unmasked steps (`c_t = 0` for a masked step `t`), one product over the `T * nq`
         stacked factors.
@@ -486,27 +543,37 @@ class STM(keras.layers.RNN):
         steps = projected.shape[1]
         dtype = projected.dtype
         batch = ops.shape(projected)[0]
-        mixers = None
+        backend = keras.backend.backend()
+        mixers = pending = None
         if cell.reads_relational_memory:
             mixers = ops.moveaxis(cell.read_mixer(projected), 1, 2)  # (B, nq*d, T)
-            pending = ops.reshape(stm_ops.matmul(initial_relational, mixers), (-1, d * steps))
-        else:
-            pending = ops.zeros((batch, 1), dtype=dtype)
-        # Per step: the one-hot of t, then the indicator of the later steps t' > t.
+            pending = stm_ops.matmul(initial_relational, mixers)  # (B, d, T)
         positions = ops.arange(steps)
-        current = ops.cast(ops.expand_dims(positions, 1) == ops.expand_dims(positions, 0), dtype)
         later = ops.cast(ops.expand_dims(positions, 1) < ops.expand_dims(positions, 0), dtype)
-        schedule = ops.concatenate([current, later], axis=-1)  # (T, 2T)
-        schedule = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(schedule, 0)
-        _, item_memory, factors = self._run_loop(
-            "low_rank",
-            ops.concatenate([projected, schedule], axis=-1),
-            mask,
-            pending,
-            item_memory,
-            True,
-            mixers,
-        )
+        python_loop = self.unroll or backend == "torch"
+        if python_loop and not (backend == "torch" and self.torch_compile == "step"):
+            _, item_memory, (values, scores) = self._run_loop(
+                "low_rank_indexed", projected, mask, pending, item_memory, True, mixers
+            )
+        else:
+            if pending is None:
+                pending = ops.zeros((batch, 1), dtype=dtype)
+            else:
+                pending = ops.reshape(pending, (-1, d * steps))
+            # Per step: the one-hot of t, then the indicator of the later steps t' > t.
+            current = ops.cast(ops.expand_dims(positions, 1) == ops.expand_dims(positions, 0), dtype)
+            schedule = ops.concatenate([current, later], axis=-1)  # (T, 2T)
+            schedule = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(schedule, 0)
+            _, item_memory, factors = self._run_loop(
+                "low_rank",
+                ops.concatenate([projected, schedule], axis=-1),
+                mask,
+                pending,
+                item_memory,
+                True,
+                mixers,
+            )
+            values, scores = self._split_factors(factors)  # (B, T, d, nq), (B, T, nq, nq*d)
         # c_t = prod_{u > t} decay_u, c_0 = prod_u decay_u, decay_u = α1 (1 where masked).
         carry = cell.coefficient("relational_carry")
         decay = ops.zeros((batch, steps), dtype=dtype) + ops.cast(carry, dtype)
@@ -517,7 +584,6 @@ class STM(keras.layers.RNN):
         later_steps = ops.expand_dims(later, 0) > 0  # [t, u] = u > t
         # dtype given: Keras 3.15's torch `prod` computes float64 in float32 otherwise.
         suffix = ops.prod(ops.where(later_steps, ops.expand_dims(decay, 1), 1.0), axis=-1, dtype=dtype)
-        values, scores = self._split_factors(factors)  # (B, T, d, nq), (B, T, nq, nq*d)
         scores = scores * ops.reshape(suffix * written, (-1, steps, 1, 1))
         values = ops.reshape(ops.moveaxis(values, 1, 2), (-1, d, steps * nq))
         relational = stm_ops.matmul(values, ops.reshape(scores, (-1, steps * nq, nq * d)))
@@ -596,12 +662,17 @@ class STM(keras.layers.RNN):
     ):
         """The time loop as a Python loop over the step of `form` (torch, and `unroll=True`);
         with `torch_compile="loop"` this whole function is compiled. Returns like `_run_loop`."""
-        step = self._step_function(form, mixers, inputs)
         if inputs.shape[1] is None:
             raise ValueError(
                 "`unroll=True` needs a known number of timesteps; got inputs with an undefined "
                 "time axis. Give the Input a fixed length or use `unroll=False`."
             )
+        if form == "low_rank_indexed":  # `relational_memory`: the pending reads (or None)
+            item_memory, values, scores = self._low_rank_indexed_loop(
+                inputs, mask, relational_memory, item_memory, mixers
+            )
+            return None, item_memory, (values, scores)
+        step = self._step_function(form, mixers, inputs)
         sequence = []
         for t in range(inputs.shape[1]):
             keep = None if mask is None else mask[:, t : t + 1]
