@@ -5,27 +5,32 @@
 #   bash benchmarks/run_gpu.sh [configs] [phases]
 # phases: comma list of baseline,jax,jaxunroll,jaxstateless,jaxunrollstateless,jaxdense,jaxgraph,
 #         torch,torchcompiled,torchloop,rnn
+# PHASE_TIMEOUT=S stops a phase after S seconds (default: no limit): compiles are long (jax
+# unrolled 30-90 s per config, torch's compiled dense loop up to ~5 min), and a stopped phase
+# loses only its unfinished rows. JAX_COMPILATION_CACHE_DIR=DIR (jax's own setting) keeps jax
+# executables across processes and machines of the same kind: carry DIR to the next call.
 set -u
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/bench.jsonl"
 configs=${1:-associative_retrieval,copy,nth_farthest,rar,babi}
 phases=${2:-baseline,jax,torch,rnn}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 has() { [[ ",$phases," == *",$1,"* ]]; }
-has baseline && python3 benchmarks/official_style_torch.py --configs "$configs" --output "$log"
-has jax && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision ${JAX_PRECISIONS:-highest,tf32,bf16} --output "$log"
+t() { timeout "${PHASE_TIMEOUT:-0}" "$@"; }
+has baseline && t python3 benchmarks/official_style_torch.py --configs "$configs" --output "$log"
+has jax && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision ${JAX_PRECISIONS:-highest,tf32,bf16} --output "$log"
 # The time loop unrolled (STM(unroll=True)): no while loop, longer compiles.
-has jaxunroll && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --precision highest --output "$log"
+has jaxunroll && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --precision highest --output "$log"
 # Keras' stateless API in one jitted jax step (no train_on_batch host work per call).
-has jaxstateless && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --train-step stateless --precision highest --output "$log"
-has jaxunrollstateless && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
+has jaxstateless && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --train-step stateless --precision highest --output "$log"
+has jaxunrollstateless && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
 # The dense relational-memory loop (Mr carried in the loop), for the gain of the low-rank loop.
-has jaxdense && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --relational-memory-loop dense --precision highest --output "$log"
+has jaxdense && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --relational-memory-loop dense --precision highest --output "$log"
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
 has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
-  KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
-has torch && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32 --output "$log"
-has torchcompiled && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled --precision highest,tf32 --output "$log"
+  KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
+has torch && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32 --output "$log"
+has torchcompiled && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled --precision highest,tf32 --output "$log"
 # The whole loop through torch.compile, as CUDA graphs: the fastest torch setting measured.
-has torchloop && KERAS_BACKEND=torch python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled_loop --torch-compile-mode reduce-overhead --precision highest --output "$log"
-has rnn && KERAS_BACKEND=jax python3 benchmarks/cell_throughput.py --configs copy --impl rnn --precision highest --output "$log"
+has torchloop && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled_loop --torch-compile-mode reduce-overhead --precision highest --output "$log"
+has rnn && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs copy --impl rnn --precision highest --output "$log"
 exit 0

@@ -88,7 +88,8 @@ class STM(keras.layers.RNN):
             ignored by jax and tensorflow (which compile the whole loop with `jit_compile`).
             `"step"` runs each time step through `torch.compile`; `"loop"` compiles the whole
             time loop (unrolled: one forward and one backward graph, compile time grows with
-            the number of steps); `"layer"` compiles the layer's whole computation (input
+            the number of steps: 275 s for copy's dense loop, T 42, on an H200 machine's
+            host); `"layer"` compiles the layer's whole computation (input
             projections, loop, read-out and head) into one graph. The maths is the
             portable `keras.ops` step either way. Each new input shape compiles anew.
         torch_compile_mode: None (default) or a `torch.compile` mode, e.g.
@@ -101,7 +102,8 @@ class STM(keras.layers.RNN):
             carries the relational memory when steps read or carry it. `"dense"` carries
             `Mr` (`nq d^2` numbers per sample). `"low_rank"` never builds `Mr` inside the
             loop: it carries the reads still to come (`d T` numbers) and keeps SAM's factors
-            of each step, then forms the last `Mr` in one product (see `low_rank_step`); same
+            of each step, then forms the last `Mr` in one product (see `low_rank_step`, and
+            `low_rank_indexed_step` for Python loops: torch and `unroll=True`); same
             numbers, a fraction of the memory traffic while `T` is not much larger than `d`.
             It needs `return_sequences=False`, `sam_steps=1` and a known number of steps.
             `"auto"` takes `"low_rank"` when those hold and `T <= 2 d` (jax) or `T <= d / 4`
