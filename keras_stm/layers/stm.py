@@ -283,15 +283,17 @@ class STM(keras.layers.RNN):
 
         With `Mr_t = α1 Mr_{t-1} + R_t` and `R_t = values_t @ scores_t` (SAM's factors), and
         every read `v_t = Mr_{t-1} @ m_t` with a mixing vector `m_t` that depends on the
-        input alone (`STMCell.read_mixer`), the loop carries the reads still to come,
-        `pending[:, t'] = Mr_t @ m_{t'}` for every later step `t'`, and updates them with the
+        input alone (`STMCell.read_mixer`), the loop carries the pending reads,
+        `pending[:, t'] = Mr_t @ m_{t'}` for every step `t'`, and updates them with the
         step's factors: `pending <- α1 pending + values_t @ (scores_t @ [m_1 .. m_T])`, a
-        product on `nq` rows. Step `t` reads its own column. The same sums as the dense loop,
-        in another order.
+        product on `nq` rows. Step `t` reads its own column, here by a one-hot product (the
+        step index is a loop variable under `ops.scan` and Keras' tensorflow loop; Python
+        loops use `low_rank_indexed_step`). A column `t' <= t` is never read again, so it is
+        updated like the others. The same sums as the dense loop, in another order.
 
         Args:
-            inputs_t: `(batch, projected_size + 2T)`: the step's projected input, then the
-                one-hot of `t` and the indicator of the later steps `t' > t`.
+            inputs_t: `(batch, projected_size + T)`: the step's projected input, then the
+                one-hot of `t`.
             pending_flat: `(batch, d*T)`, the pending reads (flat), or a `(batch, 1)`
                 placeholder when no step reads `Mr_{t-1}`.
             item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
@@ -305,30 +307,18 @@ class STM(keras.layers.RNN):
         cell = self.cell
         d = cell.memory_size
         size = cell.projected_size
-        steps = (inputs_t.shape[-1] - size) // 2
-        projected_t = inputs_t[:, :size]
-        item = ops.reshape(item_flat, (-1, d, d))
-        reads = cell.reads_relational_memory
-        value = None
-        if reads:
+        steps = inputs_t.shape[-1] - size
+        pending = value = None
+        if cell.reads_relational_memory:
             pending = ops.reshape(pending_flat, (-1, d, steps))
-            current = ops.expand_dims(inputs_t[:, size : size + steps], 1)
+            current = ops.expand_dims(inputs_t[:, size:], 1)
             value = ops.sum(pending * current, axis=-1)  # v_t = Mr_{t-1} @ m_t
-        item, factors = cell.write_memories(projected_t, item, value)
-        values, scores = factors[0]
-        if reads:
-            later = ops.expand_dims(inputs_t[:, size + steps :], 1)
-            # R_t @ m_{t'} for every t', on the factors: values @ (scores @ mixers)
-            update = stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
-            carry = cell.coefficient("relational_carry")
-            pending = ops.reshape((carry * pending + update) * later, (-1, d * steps))
-        else:
-            pending = pending_flat
-        item = ops.reshape(item, (-1, d * d))
-        if keep is not None:
-            pending = ops.where(keep, pending, pending_flat)
-            item = ops.where(keep, item, item_flat)
-        return pending, item, self._flatten_factors(values, scores)
+        pending, item, values, scores = self._low_rank_write(
+            inputs_t[:, :size], value, pending, item_flat, keep, mixers
+        )
+        if pending is not None:
+            pending_flat = ops.reshape(pending, (-1, d * steps))
+        return pending_flat, item, self._flatten_factors(values, scores)
 
     def low_rank_indexed_step(
         self, step_index, projected_t, pending, item_flat, keep=None, mixers=None
@@ -337,15 +327,14 @@ class STM(keras.layers.RNN):
 
         The Python loops (torch, and `unroll=True`) know `t`: the step reads its own column
         of the pending reads, `pending[:, :, t]`, by slicing instead of the one-hot product
-        of `low_rank_step`, and updates every column, `α1 pending + values @ (scores @
-        mixers)`, with no indicator of the later steps: a column `t' <= t` is never read
-        again. The same sums as `low_rank_step`; every step has the same shapes.
+        of `low_rank_step`, and the last step skips the update that no later step reads.
+        Otherwise as `low_rank_step`; every step has the same shapes.
 
         Args:
             step_index: int, `t` (0-based, in processing order).
             projected_t: `(batch, projected_size)`, the step's projected input.
-            pending: `(batch, d, T)`, `pending[:, :, t'] = Mr_{t-1} @ m_{t'}` for the later
-                steps `t' >= t`, or None when no step reads `Mr_{t-1}`.
+            pending: `(batch, d, T)`, `pending[:, :, t'] = Mr_{t-1} @ m_{t'}`, or None when
+                no step reads `Mr_{t-1}`.
             item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
             keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
             mixers: `(batch, nq*d, T)`, every step's mixing vector `m_{t'}` as a column.
@@ -353,36 +342,33 @@ class STM(keras.layers.RNN):
         Returns:
             `(pending or None, item_flat, (values (batch, d, nq), scores (batch, nq, nq*d)))`.
         """
+        value = None if pending is None else pending[:, :, step_index]  # v_t = Mr_{t-1} @ m_t
+        update = pending is not None and step_index + 1 < pending.shape[-1]
+        pending, item, values, scores = self._low_rank_write(
+            projected_t, value, pending, item_flat, keep, mixers, update
+        )
+        return pending, item, (values, scores)
+
+    def _low_rank_write(self, projected_t, value, pending, item_flat, keep, mixers, update=True):
+        """What a low-rank step does after its read (both step forms): `write_memories`, then
+        `pending <- α1 pending + values @ (scores @ mixers)` (when `update` and `pending`
+        `(batch, d, T)` is not None). Masked samples (`keep` False) keep `Mi` and `pending`.
+
+        Returns `(pending, item_flat, values, scores)`."""
         cell = self.cell
         d = cell.memory_size
-        item = ops.reshape(item_flat, (-1, d, d))
-        value = None if pending is None else pending[:, :, step_index]  # v_t = Mr_{t-1} @ m_t
-        item, factors = cell.write_memories(projected_t, item, value)
+        item, factors = cell.write_memories(projected_t, ops.reshape(item_flat, (-1, d, d)), value)
         values, scores = factors[0]
         item = ops.reshape(item, (-1, d * d))
         if keep is not None:
             item = ops.where(keep, item, item_flat)
-        if pending is not None and step_index + 1 < pending.shape[-1]:
-            update = stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
-            updated = cell.coefficient("relational_carry") * pending + update
+        if pending is not None and update:
+            updated = cell.coefficient("relational_carry") * pending
+            updated = updated + stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
             if keep is not None:
                 updated = ops.where(ops.expand_dims(keep, -1), updated, pending)
             pending = updated
-        return pending, item, (values, scores)
-
-    def _low_rank_indexed_loop(self, projected, mask, pending, item_memory, mixers):
-        """`low_rank_indexed_step` over the steps of `projected` `(B, T, P)` in a Python loop.
-
-        Returns `(Mi_T flat, values (B, T, d, nq), scores (B, T, nq, nq*d))`."""
-        values, scores = [], []
-        for t in range(projected.shape[1]):
-            keep = None if mask is None else mask[:, t : t + 1]
-            pending, item_memory, (values_t, scores_t) = self.low_rank_indexed_step(
-                t, projected[:, t], pending, item_memory, keep, mixers
-            )
-            values.append(values_t)
-            scores.append(scores_t)
-        return item_memory, ops.stack(values, axis=1), ops.stack(scores, axis=1)
+        return pending, item, values, scores
 
     def _flatten_factors(self, values, scores):
         d, nq = self.cell.memory_size, self.cell.num_queries
@@ -551,9 +537,7 @@ class STM(keras.layers.RNN):
             mixers = ops.moveaxis(cell.read_mixer(projected), 1, 2)  # (B, nq*d, T)
             pending = stm_ops.matmul(initial_relational, mixers)  # (B, d, T)
         positions = ops.arange(steps)
-        later = ops.cast(ops.expand_dims(positions, 1) < ops.expand_dims(positions, 0), dtype)
-        python_loop = self.unroll or backend == "torch"
-        if python_loop and not (backend == "torch" and self.torch_compile == "step"):
+        if self._runs_python_loop() and not (backend == "torch" and self.torch_compile == "step"):
             _, item_memory, (values, scores) = self._run_loop(
                 "low_rank_indexed", projected, mask, pending, item_memory, True, mixers
             )
@@ -562,18 +546,12 @@ class STM(keras.layers.RNN):
                 pending = ops.zeros((batch, 1), dtype=dtype)
             else:
                 pending = ops.reshape(pending, (-1, d * steps))
-            # Per step: the one-hot of t, then the indicator of the later steps t' > t.
+            # Per step, after its projected input: the one-hot of t.
             current = ops.cast(ops.expand_dims(positions, 1) == ops.expand_dims(positions, 0), dtype)
-            schedule = ops.concatenate([current, later], axis=-1)  # (T, 2T)
-            schedule = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(schedule, 0)
+            current = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(current, 0)
             _, item_memory, factors = self._run_loop(
-                "low_rank",
-                ops.concatenate([projected, schedule], axis=-1),
-                mask,
-                pending,
-                item_memory,
-                True,
-                mixers,
+                "low_rank", ops.concatenate([projected, current], axis=-1), mask, pending,
+                item_memory, True, mixers,
             )
             values, scores = self._split_factors(factors)  # (B, T, d, nq), (B, T, nq, nq*d)
         # c_t = prod_{u > t} decay_u, c_0 = prod_u decay_u, decay_u = α1 (1 where masked).
@@ -583,9 +561,9 @@ class STM(keras.layers.RNN):
         if mask is not None:
             decay = ops.where(mask, decay, ops.ones_like(decay))
             written = ops.cast(mask, dtype)
-        later_steps = ops.expand_dims(later, 0) > 0  # [t, u] = u > t
-        # dtype given: Keras 3.15's torch `prod` computes float64 in float32 otherwise.
-        suffix = ops.prod(ops.where(later_steps, ops.expand_dims(decay, 1), 1.0), axis=-1, dtype=dtype)
+        later = ops.expand_dims(ops.expand_dims(positions, 1) < ops.expand_dims(positions, 0), 0)
+        # [., t, u] = u > t; dtype given: Keras 3.15's torch `prod` computes float64 in float32.
+        suffix = ops.prod(ops.where(later, ops.expand_dims(decay, 1), 1.0), axis=-1, dtype=dtype)
         scores = scores * ops.reshape(suffix * written, (-1, steps, 1, 1))
         values = ops.reshape(ops.moveaxis(values, 1, 2), (-1, d, steps * nq))
         relational = stm_ops.matmul(values, ops.reshape(scores, (-1, steps * nq, nq * d)))
@@ -593,14 +571,24 @@ class STM(keras.layers.RNN):
         return relational + initial_weight * initial_relational, item_memory
 
     def _step_function(self, form, mixers=None, tensor=None):
-        """`step(inputs_t, relational, item, keep) -> (relational, item, output_t)` of a loop
-        form (`relational_loop_form`): `low_rank_step` or `loop_step`."""
+        """`step(t, inputs_t, relational, item, keep) -> (relational, item, output_t)` of a
+        loop form: `loop_step` (`"dense"`, `"factored"`), `low_rank_step` (`"low_rank"`) or
+        `low_rank_indexed_step` (`"low_rank_indexed"`, Python loops only). `t` is the step
+        index in Python loops, None under `ops.scan` and Keras' tensorflow loop; only the
+        indexed step uses it."""
+        if form == "low_rank_indexed":
+            return lambda t, *args: self.low_rank_indexed_step(t, *args, mixers=mixers)
         if form == "low_rank":
             step = self._compiled_function("step", self.low_rank_step, tensor)
-            return lambda *args: step(*args, mixers=mixers)
+            return lambda t, *args: step(*args, mixers=mixers)
         step = self._compiled_function("step", self.loop_step, tensor)
         factored = form == "factored"
-        return lambda *args: step(*args, factored=factored)
+        return lambda t, *args: step(*args, factored=factored)
+
+    def _runs_python_loop(self):
+        """Whether `_run_loop` runs a Python loop (torch, and `unroll=True`), where each step's
+        index is known when the loop is built."""
+        return self.unroll or keras.backend.backend() not in ("jax", "tensorflow")
 
     def _run_loop(self, form, inputs, mask, relational_memory, item_memory, collect, mixers=None):
         """Run the step of `form` (`_step_function`) over the time axis of `inputs` `(B, T, P)`.
@@ -612,13 +600,18 @@ class STM(keras.layers.RNN):
         """
         backend = keras.backend.backend()
         steps = inputs.shape[1]
-        if backend == "jax" and not self.unroll:
-            step = self._step_function(form, mixers, inputs)
+        if self._runs_python_loop():
+            python_loop = self._compiled_function("loop", self.python_loop, inputs)
+            results = python_loop(form, inputs, mask, relational_memory, item_memory, collect, mixers)
+            # With "layer" the whole computation is copied out once, in `inner_loop`.
+            return results if self.torch_compile == "layer" else self._copy_from_cuda_graphs(results)
+        step = self._step_function(form, mixers, inputs)
+        if backend == "jax":
             keep_sequence = None if mask is None else ops.expand_dims(ops.moveaxis(mask, 1, 0), -1)
 
             def scan_step(carry, inputs_t):
                 inputs_t, keep = inputs_t
-                relational, item, output = step(inputs_t, carry[0], carry[1], keep)
+                relational, item, output = step(None, inputs_t, carry[0], carry[1], keep)
                 return (relational, item), (output if collect else None)
 
             (relational_memory, item_memory), sequence = ops.scan(
@@ -629,27 +622,21 @@ class STM(keras.layers.RNN):
             if sequence is not None:
                 sequence = ops.moveaxis(sequence, 0, 1)
             return relational_memory, item_memory, sequence
-        if backend == "tensorflow" and not self.unroll:
-            step = self._step_function(form, mixers, inputs)
 
-            def rnn_step(inputs_t, states):
-                relational, item, output = step(inputs_t, states[0], states[1], None)
-                # Without `collect` the flat Mr is both the step's output and states[0].
-                return (output if collect else relational), [relational, item]
+        def rnn_step(inputs_t, states):  # tensorflow
+            relational, item, output = step(None, inputs_t, states[0], states[1], None)
+            # Without `collect` the flat Mr is both the step's output and states[0].
+            return (output if collect else relational), [relational, item]
 
-            _, sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
-                rnn_step,
-                inputs,
-                [relational_memory, item_memory],
-                mask=mask,
-                input_length=steps,
-                return_all_outputs=collect,
-            )
-            return relational_memory, item_memory, sequence if collect else None
-        python_loop = self._compiled_function("loop", self.python_loop, inputs)
-        results = python_loop(form, inputs, mask, relational_memory, item_memory, collect, mixers)
-        # With "layer" the whole computation is copied out once, in `inner_loop`.
-        return results if self.torch_compile == "layer" else self._copy_from_cuda_graphs(results)
+        _, sequence, (relational_memory, item_memory) = keras.src.backend.rnn(
+            rnn_step,
+            inputs,
+            [relational_memory, item_memory],
+            mask=mask,
+            input_length=steps,
+            return_all_outputs=collect,
+        )
+        return relational_memory, item_memory, sequence if collect else None
 
     def _copy_from_cuda_graphs(self, results):
         """CUDA graph outputs live in a pool that the next replay overwrites: copy the results
@@ -669,19 +656,20 @@ class STM(keras.layers.RNN):
                 "`unroll=True` needs a known number of timesteps; got inputs with an undefined "
                 "time axis. Give the Input a fixed length or use `unroll=False`."
             )
-        if form == "low_rank_indexed":  # `relational_memory`: the pending reads (or None)
-            item_memory, values, scores = self._low_rank_indexed_loop(
-                inputs, mask, relational_memory, item_memory, mixers
-            )
-            return None, item_memory, (values, scores)
         step = self._step_function(form, mixers, inputs)
         sequence = []
         for t in range(inputs.shape[1]):
             keep = None if mask is None else mask[:, t : t + 1]
-            relational_memory, item_memory, output = step(inputs[:, t], relational_memory, item_memory, keep)
+            relational_memory, item_memory, output = step(
+                t, inputs[:, t], relational_memory, item_memory, keep
+            )
             if collect:
                 sequence.append(output)
-        return relational_memory, item_memory, ops.stack(sequence, axis=1) if sequence else None
+        if not sequence:
+            return relational_memory, item_memory, None
+        # Each step's output is a tensor, or a tuple of them (the indexed low-rank step).
+        stacked = tree.map_structure(lambda *outputs: ops.stack(outputs, axis=1), *sequence)
+        return relational_memory, item_memory, stacked
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if initial_state is not None:
