@@ -128,7 +128,8 @@ TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop
                  "stm_compiled_layer": "layer"}
 
 
-def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relational_memory_loop="auto"):
+def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
+                loop_gradient="auto"):
     import keras
 
     import keras_stm
@@ -141,7 +142,8 @@ def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relati
     if impl in TORCH_COMPILE:
         outputs = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
                                 torch_compile_mode=torch_compile_mode, unroll=unroll,
-                                relational_memory_loop=relational_memory_loop, name="stm")(inputs)
+                                relational_memory_loop=relational_memory_loop,
+                                loop_gradient=loop_gradient, name="stm")(inputs)
     else:
         outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
                                    name="rnn")(inputs)
@@ -202,7 +204,7 @@ def stateless_trainer(model, x, y):
 
 def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
                 torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                train_step="keras"):
+                train_step="keras", loop_gradient="auto"):
     import keras
     import numpy as np
 
@@ -214,7 +216,8 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     keras.utils.set_random_seed(0)
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
-    model = build_model(name, impl, batch, torch_compile_mode, unroll, relational_memory_loop)
+    model = build_model(name, impl, batch, torch_compile_mode, unroll, relational_memory_loop,
+                        loop_gradient)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
@@ -246,7 +249,18 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "relational_memory_loop": relational_memory_loop,
             "relational_loop_form": model.get_layer("stm").relational_loop_form(steps)
             if impl in TORCH_COMPILE else "cell", "train_step": train_step,
+            "loop_gradient": loop_gradient, "hand_written_backward": hand_written_backward(model, impl),
             "keras": keras.__version__, **device_info()}
+
+
+def hand_written_backward(model, impl):
+    """Whether the STM layer ran its loop with the jax hand-written backward pass."""
+    if impl not in TORCH_COMPILE:
+        return False
+    layer = model.get_layer("stm")
+    steps = model.inputs[0].shape[1]
+    return (layer.relational_loop_form(steps) == "low_rank"
+            and layer._uses_jax_gradient(None, layer.compute_dtype))
 
 
 def main(argv=None):
@@ -265,6 +279,9 @@ def main(argv=None):
                         help="Unroll the time loop (the layer's `unroll=True`).")
     parser.add_argument("--relational-memory-loop", default="auto", choices=("auto", "dense", "low_rank"),
                         help="The STM layer's relational_memory_loop (impls stm*).")
+    parser.add_argument("--loop-gradient", default="auto", choices=("auto", "autodiff", "manual"),
+                        help="The STM layer's loop_gradient (jax): auto, autodiff or manual "
+                             "(the low-rank loop's hand-written backward wherever it applies).")
     parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
                         help="keras: model.train_on_batch; stateless: a jitted jax step on "
                              "Keras' stateless API (jax only).")
@@ -301,7 +318,8 @@ def main(argv=None):
                 try:
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
                                          args.warmup, args.devices, args.torch_compile_mode,
-                                         args.unroll, args.relational_memory_loop, args.train_step)
+                                         args.unroll, args.relational_memory_loop, args.train_step,
+                                         args.loop_gradient)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
                 line = json.dumps(result)

@@ -33,6 +33,8 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="copy,nth_farthest,associative_retrieval")
     parser.add_argument("--unroll", action="store_true", help="Unroll the time loop (STM(unroll=True)).")
+    parser.add_argument("--loop-gradient", default="auto", choices=("auto", "autodiff", "manual"),
+                        help="The STM layer's loop_gradient.")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--output-dir", default=".")
     args = parser.parse_args(argv)
@@ -63,7 +65,8 @@ def main(argv=None):
     for name in args.configs.split(","):
         keras.utils.clear_session()
         cell_throughput.set_precision("highest")
-        model = cell_throughput.build_model(name, "stm", args.batch, unroll=args.unroll)
+        model = cell_throughput.build_model(name, "stm", args.batch, unroll=args.unroll,
+                                            loop_gradient=args.loop_gradient)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
         d_in, d_out = CONFIGS[name][:2]
         steps = CONFIGS[name][5]
@@ -90,7 +93,9 @@ def main(argv=None):
         kernels = sum(e.count for e in events) / 3
         print(json.dumps({"config": name, "unroll": args.unroll, "stateless_ms": times[5],
                           "min_ms": times[0], "gpu_busy_ms": busy, "kernels_per_iteration": kernels,
-                          "compile_s": compile_s, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                          "compile_s": compile_s, "loop_gradient": args.loop_gradient,
+                          "hand_written_backward": cell_throughput.hand_written_backward(model, "stm"),
+                          "xla_flags": os.environ.get("XLA_FLAGS", ""),
                           "device": torch.cuda.get_device_name(0)}), flush=True)
         for e in sorted(events, key=lambda e: -e.self_device_time_total)[:15]:
             print(f"  {e.key[:60]:60s} {e.self_device_time_total / 3000:7.3f} ms  "

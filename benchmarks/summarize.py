@@ -38,6 +38,8 @@ def label(row):
         parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
     if row.get("train_step") == "stateless":
         parts.append("stateless jit step")
+    if row.get("hand_written_backward"):
+        parts.append("hand-written backward")
     if row.get("code_version"):  # rows that compare versions of the code in one run
         parts.append(f"code: {row['code_version']}")
     return ", ".join(parts)

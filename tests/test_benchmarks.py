@@ -88,6 +88,12 @@ def test_loop_form_and_train_step_options_are_recorded(bench, tmp_path):
     row = json.loads(out.read_text().strip().splitlines()[-1])
     assert row["relational_memory_loop"] == "low_rank" and row["relational_loop_form"] == "low_rank"
     assert math.isfinite(row["ms"]) and row["loss_finite"] and row["train_step"] == "keras"
+    # Nth-farthest (additive write): `auto` keeps autodiff, `manual` takes the jax backward.
+    assert row["loop_gradient"] == "auto" and row["hand_written_backward"] is False
+    bench.main(common + ["--relational-memory-loop", "low_rank", "--loop-gradient", "manual"])
+    row = json.loads(out.read_text().strip().splitlines()[-1])
+    assert row["loop_gradient"] == "manual" and math.isfinite(row["ms"]) and row["loss_finite"]
+    assert row["hand_written_backward"] is (keras.backend.backend() == "jax")
     if keras.backend.backend() != "jax":
         with pytest.raises(SystemExit):
             bench.main(common + ["--train-step", "stateless"])
@@ -118,7 +124,8 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
             {"impl": "stm_compiled_loop", "config": "copy", "ms": 50.0, "precision": "highest",
              "backend": "torch", "torch_compile_mode": "reduce-overhead", "peak_gib": 0.2},
             {"impl": "stm", "config": "copy", "ms": 16.0, "precision": "highest", "backend": "jax",
-             "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless"},
+             "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless",
+             "hand_written_backward": True},
             {"impl": "stm", "config": "copy", "ms": 17.0, "precision": "highest", "backend": "jax",
              "code_version": "0ad932a"}]
     path = tmp_path / "run.jsonl"
@@ -128,7 +135,8 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert "| stm, unroll | jax | highest | copy | 42 | 20.0 | 4.0 | 10.0x | 8.7x |" in text
     assert "| stm_compiled_loop, reduce-overhead | torch | highest | copy | 42 | 50.0 | n/a" in text
     assert "| 4.0x | 3.5x |" in text
-    assert "| stm, unroll, low-rank loop, stateless jit step | jax | highest | copy | 42 | 16.0 |" in text
+    assert ("| stm, unroll, low-rank loop, stateless jit step, hand-written backward | jax | highest "
+            "| copy | 42 | 16.0 |") in text
     assert "| stm, code: 0ad932a | jax | highest | copy | 42 | 17.0 |" in text
 
 

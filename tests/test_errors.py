@@ -90,8 +90,10 @@ def test_stm_torch_compile_options(kwargs, match):
     [(dict(relational_memory_loop="sparse"), "relational_memory_loop"),
      (dict(relational_memory_loop=True), "relational_memory_loop"),
      (dict(relational_memory_loop="low_rank", return_sequences=True), "return_sequences=False"),
-     (dict(relational_memory_loop="low_rank", sam_steps=2), "sam_steps=1")],
-    ids=["unknown", "bool", "return_sequences", "sam_steps"],
+     (dict(relational_memory_loop="low_rank", sam_steps=2), "sam_steps=1"),
+     (dict(loop_gradient="custom"), "loop_gradient"),
+     (dict(loop_gradient=None), "loop_gradient")],
+    ids=["unknown", "bool", "return_sequences", "sam_steps", "loop_gradient", "loop_gradient_none"],
 )
 def test_stm_relational_memory_loop_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -353,6 +353,18 @@ def low_rank_and_dense(values, coefficients, **flags):
                          values) for loop in ("low_rank", "dense")]
 
 
+def state_loss(layer, seed, item_term=ops.square):
+    """A loss on the last output and both final memories of `layer` (with return_state), as a
+    function of the inputs: `sum(output^2) + sum(item_term(Mi)) + sum(Mr * probe)`."""
+    probe = ops.convert_to_tensor(np.random.default_rng(seed).normal(size=(3, NQ, D, D)))
+
+    def compute(t):
+        output, _, item, relational = layer(t)
+        return ops.sum(output**2) + ops.sum(item_term(item)) + ops.sum(relational * probe)
+
+    return compute
+
+
 def sequences64(batch=3, steps=STEPS, seed=0):
     return np.random.default_rng(seed).normal(size=(batch, steps, FEATURES))
 
@@ -372,16 +384,7 @@ def test_low_rank_loop_matches_dense(case, options):
         x = sequences64()
         results = [numpy_list(*layer(x)) for layer in layers]
         helper.assert_close(results[0], results[1], 1e-10, "low-rank vs dense")
-        probe = ops.convert_to_tensor(np.random.default_rng(12).normal(size=(3, NQ, D, D)))
-
-        def loss(layer):
-            def compute(t):
-                output, _, item, relational = layer(t)
-                return ops.sum(output**2) + ops.sum(item**2) + ops.sum(relational * probe)
-
-            return compute
-
-        grads = [gradients(loss(layer), layer.weights, x) for layer in layers]
+        grads = [gradients(state_loss(layer, seed=12), layer.weights, x) for layer in layers]
     helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
                         1e-9, "gradients, low-rank vs dense")
 
@@ -408,6 +411,56 @@ def test_low_rank_loop_with_mask(options):
             outputs, _, ref_item, ref_rel = reference(layer, prefix[:, ::-1] if layer.go_backwards else prefix)
             expected = [outputs[0, -1], ref_item[0], ref_rel[0]]
         helper.assert_close([last[i], item[i], relational[i]], expected, 1e-4, f"sample {i}")
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the hand-written backward is jax's (custom_vjp)")
+@pytest.mark.parametrize("unroll", [False, True], ids=["scan", "unroll"])
+@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
+def test_hand_written_backward_matches_autodiff(case, unroll):
+    """jax, float64: the low-rank loop with its hand-written backward (`loop_gradient="manual"`)
+    gives autodiff's outputs, memories and gradients w.r.t. every weight (the fixed
+    coefficients' paths included) and the inputs, to round-off."""
+    coefficients = LOW_RANK_CASES[case]
+    values = random_weights(seed=15, **coefficients)
+    with float64_mode():
+        layers = [with_weights(keras_stm.STM(**CELL, **coefficients, return_state=True,
+                                             relational_memory_loop="low_rank", unroll=unroll,
+                                             loop_gradient=gradient, dtype="float64"), values)
+                  for gradient in ("manual", "autodiff")]
+        assert [layer._uses_jax_gradient(None, "float64") for layer in layers] == [True, False]
+        x = sequences64(seed=16)
+        results = [numpy_list(*layer(x)) for layer in layers]
+        helper.assert_close(results[0], results[1], 1e-12, "hand-written vs autodiff, forward")
+        grads = [gradients(state_loss(layer, seed=17, item_term=ops.sin), layer.weights, x)
+                 for layer in layers]
+    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
+                        1e-9, "gradients, hand-written vs autodiff")
+
+
+def test_loop_gradient_choice_and_fallbacks():
+    """`loop_gradient`: `auto` takes the hand-written backward under jax for a gated write with
+    the transfer on only; masks and mixed precision fall back to autodiff; torch and
+    tensorflow ignore the setting. A masked call with `manual` gives autodiff's numbers."""
+    def uses(mask=None, dtype="float32", **kwargs):
+        layer = keras_stm.STM(**CELL, **kwargs)
+        layer.build((None, STEPS, FEATURES))
+        return layer._uses_jax_gradient(mask, dtype)
+
+    jax = BACKEND == "jax"
+    assert uses() == jax
+    assert uses(loop_gradient="autodiff") is False
+    assert uses(gated_write=False) is False and uses(gated_write=False, loop_gradient="manual") == jax
+    assert uses(relational_transfer=0.0) is False
+    assert uses(relational_transfer=0.0, loop_gradient="manual") == jax
+    assert uses(mask=np.ones((2, STEPS), bool), loop_gradient="manual") is False
+    assert uses(dtype="bfloat16", loop_gradient="manual") is False
+    values = random_weights(seed=18)
+    ids = padded_ids([5, 2, 4])
+    layers = [with_weights(keras_stm.STM(**CELL, return_state=True, relational_memory_loop="low_rank",
+                                         loop_gradient=gradient), values)
+              for gradient in ("manual", "autodiff")]
+    results, _ = masked_results(layers, ids, seed=19)
+    helper.assert_close(results[0], results[1], 1e-6, "masked, manual vs autodiff")
 
 
 def test_relational_loop_form_choice():
