@@ -13,7 +13,14 @@ Implementations:
   stm_compiled_layer  `keras_stm.STM(torch_compile="layer")` (torch only: the layer's whole
                  computation, projections, loop, read-out and head, compiled)
 `--torch-compile-mode` passes a torch.compile mode (e.g. reduce-overhead: CUDA graphs).
-`--relational-memory-loop` passes the layer's option (auto, dense, low_rank).
+`--relational-memory-loop` passes the layer's option (auto, dense, low_rank); `--loop-gradient`
+the layer's `loop_gradient` (auto, autodiff, manual).
+
+Synchronisation (`--sync`): `iteration` (default, the protocol above); `end` times the
+iterations back to back and synchronises once at the end (pipelined throughput: the host
+dispatches the next step while the device runs this one). `end` needs `--train-step stateless`;
+`official_style_torch.py --sync end` times the baseline the same way, and
+`summarize.py` compares each row with the baseline of its own `sync`.
 
 Training step (`--train-step`):
   keras      `model.train_on_batch` (default): Keras' own step, with its per-call host work
@@ -167,8 +174,10 @@ def set_devices(devices):
         keras.distribution.DataParallel(devices=available[:devices]))
 
 
-def stateless_trainer(model, x, y):
-    """A jitted jax training step on Keras' stateless API; returns `step()` -> host loss."""
+def stateless_trainer(model, x, y, fetch=True):
+    """A jitted jax training step on Keras' stateless API; returns `step()` -> the loss, fetched
+    to the host (a float: the device is synchronised), or with `fetch=False` the device array
+    (the host may run ahead; `jax.block_until_ready` on it waits for the step)."""
     import jax
     import keras
 
@@ -197,14 +206,14 @@ def stateless_trainer(model, x, y):
     def step():
         nonlocal state
         loss, state = train_step(state, x, y)
-        return float(loss)  # fetched to the host: the device is synchronised
+        return float(loss) if fetch else loss  # float(): fetched, the device is synchronised
 
     return step
 
 
 def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
                 torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                train_step="keras", loop_gradient="auto"):
+                train_step="keras", loop_gradient="auto", sync="iteration"):
     import keras
     import numpy as np
 
@@ -223,7 +232,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
     y = rng.standard_normal((batch, d_out)).astype("float32")
     if train_step == "stateless":
-        step = stateless_trainer(model, x, y)
+        step = stateless_trainer(model, x, y, fetch=sync == "iteration")
     else:
         def step():
             return model.train_on_batch(x, y)  # returns a host float: the device is synchronised
@@ -235,7 +244,15 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     reset_peak()
     times = []
     loss = None
-    for _ in range(repeats):
+    if sync == "end":  # pipelined: back to back, one wait at the end (stateless step only)
+        import jax
+
+        start = time.perf_counter()
+        for _ in range(repeats):
+            loss = step()
+        loss = float(jax.block_until_ready(loss))
+        times = [(time.perf_counter() - start) / repeats]
+    for _ in range(repeats if sync == "iteration" else 0):
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
@@ -250,6 +267,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "relational_loop_form": model.get_layer("stm").relational_loop_form(steps)
             if impl in TORCH_COMPILE else "cell", "train_step": train_step,
             "loop_gradient": loop_gradient, "hand_written_backward": hand_written_backward(model, impl),
+            "sync": sync,
             "keras": keras.__version__, **device_info()}
 
 
@@ -265,6 +283,8 @@ def hand_written_backward(model, impl):
 
 def main(argv=None):
     from configs import CONFIGS
+    from configs import SYNC_HELP
+    from configs import SYNC_MODES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -285,6 +305,9 @@ def main(argv=None):
     parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
                         help="keras: model.train_on_batch; stateless: a jitted jax step on "
                              "Keras' stateless API (jax only).")
+    parser.add_argument("--sync", default="iteration", choices=SYNC_MODES,
+                        help=SYNC_HELP + " end needs --train-step stateless (train_on_batch "
+                             "returns host floats).")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -308,6 +331,8 @@ def main(argv=None):
             parser.error(f"--train-step stateless needs the jax backend, not {keras.backend.backend()!r}")
         if args.devices is not None:
             parser.error("--train-step stateless does not combine with --devices")
+    if args.sync == "end" and args.train_step != "stateless":
+        parser.error("--sync end needs --train-step stateless (train_on_batch fetches the loss)")
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
@@ -319,7 +344,7 @@ def main(argv=None):
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
                                          args.warmup, args.devices, args.torch_compile_mode,
                                          args.unroll, args.relational_memory_loop, args.train_step,
-                                         args.loop_gradient)
+                                         args.loop_gradient, args.sync)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
                 line = json.dumps(result)

@@ -21,3 +21,12 @@ def stm_arguments(name):
     return dict(num_queries=nq, memory_size=d, relation_size=r, readout_size=64, head_units=d_out,
                 head_hidden_units=128, gated_write=gated, relational_carry=carry,
                 relational_read=read, relational_transfer=transfer, projector_hidden_units=hidden)
+
+
+# How a benchmark waits for the device (`--sync`): "iteration" synchronises before each clock
+# read (median of the timed iterations; the protocol of docs/performance.md); "end" runs the
+# timed iterations back to back and synchronises once (pipelined: the host may run ahead of
+# the device, as in a training loop that does not fetch the loss every step).
+SYNC_MODES = ("iteration", "end")
+SYNC_HELP = ("iteration: synchronise around each timed iteration (median); end: time the "
+             "iterations back to back, one synchronisation at the end (pipelined throughput).")

@@ -38,6 +38,8 @@ def label(row):
         parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
     if row.get("train_step") == "stateless":
         parts.append("stateless jit step")
+    if row.get("sync") == "end":
+        parts.append("pipelined")
     if row.get("hand_written_backward"):
         parts.append("hand-written backward")
     if row.get("code_version"):  # rows that compare versions of the code in one run
@@ -46,7 +48,9 @@ def label(row):
 
 
 def table(rows, title):
-    baseline = {r["config"]: r for r in rows if r.get("impl") == "official_style_torch" and "ms" in r}
+    # A row's baseline is the same run's baseline row of its config, timed the same way (`sync`).
+    baseline = {(r["config"], r.get("sync", "iteration")): r for r in rows
+                if r.get("impl") == "official_style_torch" and "ms" in r}
     lines = [f"### {title}", "",
              "| implementation | backend | precision | config | T | ms / iteration | peak GiB | "
              "vs same-run baseline | vs authors' H200 figure |",
@@ -56,7 +60,7 @@ def table(rows, title):
             lines.append(f"| {r.get('impl')} | | {r.get('precision')} | {r.get('config')} | | error: "
                          f"{r.get('error', '')[:80]} | | | |")
             continue
-        base = baseline.get(r["config"])
+        base = baseline.get((r["config"], r.get("sync", "iteration")))
         ratio = f"{base['ms'] / r['ms']:.1f}x" if base else "n/a"
         if r.get("impl") == "official_style_torch":
             ratio = "1.0x (baseline)"
@@ -64,6 +68,8 @@ def table(rows, title):
         vs_authors = f"{authors / r['ms']:.1f}x" if authors else "n/a"
         if r.get("device") == "cpu" or r.get("batch", 128) != 128:
             vs_authors = "n/a (their figure: H200, batch 128)"
+        if r.get("sync") == "end":
+            vs_authors = "n/a (pipelined)"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else "n/a"
         if r.get("torch_compile_mode") in CUDA_GRAPH_MODES:
             peak = "n/a"  # the CUDA-graph pool is allocated before the peak is reset

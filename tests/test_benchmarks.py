@@ -35,7 +35,8 @@ def bench():
 
 
 @pytest.mark.parametrize("flags", [["--devices", "0"], ["--devices", "3", "--batch", "16"],
-                                   ["--batch", "0"], ["--configs", "nope"], ["--impl", "fast"]])
+                                   ["--batch", "0"], ["--configs", "nope"], ["--impl", "fast"],
+                                   ["--sync", "never"], ["--sync", "end"]])
 def test_bad_flags_exit_with_an_error(bench, flags, capsys):
     with pytest.raises(SystemExit):
         bench.main(flags)
@@ -101,6 +102,26 @@ def test_loop_form_and_train_step_options_are_recorded(bench, tmp_path):
     bench.main(common + ["--train-step", "stateless"])
     row = json.loads(out.read_text().strip().splitlines()[-1])
     assert row["train_step"] == "stateless" and math.isfinite(row["ms"]) and row["loss_finite"]
+    assert row["sync"] == "iteration"
+    bench.main(common + ["--train-step", "stateless", "--sync", "end"])
+    row = json.loads(out.read_text().strip().splitlines()[-1])
+    assert row["sync"] == "end" and math.isfinite(row["ms"]) and row["loss_finite"]
+
+
+def test_baseline_times_both_sync_modes(tmp_path):
+    """The authors'-style baseline (torch, CPU here) records how it synchronised."""
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location(
+        "official_style_torch", os.path.join(ROOT, "benchmarks", "official_style_torch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "rows.jsonl"
+    for sync in ("iteration", "end"):
+        module.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "2", "--device", "cpu",
+                     "--sync", sync, "--output", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["sync"] for r in rows] == ["iteration", "end"]
+    assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch_compile is torch-only")
@@ -127,7 +148,11 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
              "unroll": True, "relational_loop_form": "low_rank", "train_step": "stateless",
              "hand_written_backward": True},
             {"impl": "stm", "config": "copy", "ms": 17.0, "precision": "highest", "backend": "jax",
-             "code_version": "0ad932a"}]
+             "code_version": "0ad932a"},
+            {"impl": "official_style_torch", "config": "copy", "ms": 150.0, "precision": "float32",
+             "sync": "end"},
+            {"impl": "stm", "config": "copy", "ms": 15.0, "precision": "highest", "backend": "jax",
+             "train_step": "stateless", "sync": "end"}]
     path = tmp_path / "run.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     summarize.main([str(path)])
@@ -138,6 +163,9 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert ("| stm, unroll, low-rank loop, stateless jit step, hand-written backward | jax | highest "
             "| copy | 42 | 16.0 |") in text
     assert "| stm, code: 0ad932a | jax | highest | copy | 42 | 17.0 |" in text
+    # A pipelined row is compared with the pipelined baseline, not with the authors' figure.
+    assert ("| stm, stateless jit step, pipelined | jax | highest | copy | 42 | 15.0 | n/a | 10.0x "
+            "| n/a (pipelined) |") in text
 
 
 def test_profile_script_refuses_bad_flags(capsys):

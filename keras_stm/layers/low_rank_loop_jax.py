@@ -27,11 +27,24 @@ Notation (one step, per sample; `d` memory size, `n` queries, `T` steps):
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 _COEFFICIENTS = ("carry", "read", "transfer")
+
+
+class _Config(NamedTuple):
+    """What the loop's shapes and branches depend on (static under `jax.custom_vjp`)."""
+
+    memory_size: int
+    num_queries: int
+    gated: bool  # gated item write (else additive)
+    reads: bool  # steps read Mr_{t-1} (the pending reads are carried)
+    transfer: bool  # the Mr -> Mi transfer is on
+    epsilon: float  # SAM's LayerNorm epsilon
+    unroll: bool  # Python loop (else lax.scan)
 
 
 def supports(cell, mask, dtype):
@@ -86,14 +99,14 @@ def low_rank_loop(cell, projected, item_memory, pending, mixers, unroll):
         `(Mi_T (batch, d, d), values (batch, T, d, n), scores (batch, T, n, n*d))`.
     """
     dtype = projected.dtype
-    config = (
-        cell.memory_size,
-        cell.num_queries,
-        bool(cell.gated_write),
-        pending is not None,
-        cell._path_active("relational_transfer"),
-        float(cell.self_attentive_memory.epsilon),
-        bool(unroll),
+    config = _Config(
+        memory_size=cell.memory_size,
+        num_queries=cell.num_queries,
+        gated=bool(cell.gated_write),
+        reads=pending is not None,
+        transfer=cell._path_active("relational_transfer"),
+        epsilon=float(cell.self_attentive_memory.epsilon),
+        unroll=bool(unroll),
     )
     if pending is None:
         pending = jnp.zeros((projected.shape[0], cell.memory_size, 0), dtype)
@@ -169,8 +182,6 @@ def _step_backward(config, weights, mixers, res, t, last, d_item, d_pending, d_v
     d, n, gated, reads, transfer_on, epsilon, _ = config
     stash = {}
     d_new = d_item
-    d_values = d_values
-    d_scores = d_scores
     if transfer_on:
         # transfer = V Z + b1, contributes a3 * transfer to Mi_t.
         vt_dout = _swap(res["values"]) @ d_new  # (B, n, d) = V^T dMi_t
@@ -254,9 +265,8 @@ def _forward_all(config, weights, projected, item, pending, mixers):
     """All steps. Returns `(Mi_T, values (T, B, d, n), scores (T, B, n, n*d), residuals)`:
     the residuals are a list of per-step dicts (Python loop, the last step has no pending
     update) or one dict of stacked arrays (`lax.scan`)."""
-    unroll = config[-1]
     steps = projected.shape[1]
-    if unroll:
+    if config.unroll:
         values, scores, res = [], [], []
         for t in range(steps):
             item, pending, values_t, scores_t, res_t = _step_forward(
