@@ -10,8 +10,10 @@ backward pass, like cuDNN's RNNs, carries only what is recurrent (the gradients 
 of the pending reads) through the steps, keeps each step's gradient of the weights' inputs,
 and forms every weight gradient after the loop in one product over all `T * batch` rows.
 
-The forward pass is the portable step's maths, written out (same operations, same order of
-sums); the backward pass is its derivative by hand. `keras_stm.STM` uses it under jax when
+The forward pass is the portable step's maths (`STMCell.write_memories`, SAM's projection and
+LayerNorm) written out, because the backward pass needs its intermediates (the gates, the
+normalised projection and its inverse deviation); OPA's scores come from
+`keras_stm.ops.outer_product_attention_scores`. The backward pass is its derivative by hand. `keras_stm.STM` uses it under jax when
 `loop_gradient` allows and the configuration is covered (`supports`); tests check it against
 jax's autodiff of the portable loop (outputs, memories and every gradient, float64).
 
@@ -32,7 +34,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-_COEFFICIENTS = ("carry", "read", "transfer")
+from keras_stm import ops as stm_ops
+
+# Short names of the mixing coefficients in the weights dict.
+_COEFFICIENTS = {"carry": "relational_carry", "read": "relational_read", "transfer": "relational_transfer"}
 
 
 class _Config(NamedTuple):
@@ -77,7 +82,7 @@ def weights_of(cell, dtype):
         )
     if cell._path_active("relational_transfer"):
         weights.update(transfer_kernel=cell.transfer_kernel, transfer_bias=cell.transfer_bias)
-    for short, name in zip(_COEFFICIENTS, ("relational_carry", "relational_read", "relational_transfer")):
+    for short, name in _COEFFICIENTS.items():
         weights[short] = cell.coefficient(name)
     return {
         k: jnp.asarray(getattr(v, "value", v), dtype=dtype) for k, v in weights.items()
@@ -153,8 +158,8 @@ def _step_forward(config, weights, projected_t, item, pending, mixers, t, last):
     query = _swap(ph[..., :n])  # (B, n, d)
     key = _swap(ph[..., n : 2 * n])
     values = ph[..., 2 * n :]  # (B, d, n)
-    e = jnp.tanh(key[:, :, None, :] * query[:, None, :, :])  # (B, j, i, p)
-    scores = jnp.reshape(e, (e.shape[0], n, n * d))
+    scores = stm_ops.outer_product_attention_scores(query, key)  # (B, j, i*d + p)
+    e = jnp.reshape(scores, (scores.shape[0], n, n, d))  # E[j, i, p] = tanh(Q[i, p] K[j, p])
     res.update(normed=normed, rstd=rstd, query=query, key=key, e=e)
     if transfer_on:
         z = scores @ weights["transfer_kernel"]  # (B, n, d)
