@@ -14,7 +14,9 @@ Implementations:
                  computation, projections, loop, read-out and head, compiled)
 `--torch-compile-mode` passes a torch.compile mode (e.g. reduce-overhead: CUDA graphs).
 `--relational-memory-loop` passes the layer's option (auto, dense, low_rank); `--loop-gradient`
-the layer's `loop_gradient` (auto, autodiff, manual).
+the layer's `loop_gradient` (auto, autodiff, manual); `--low-rank-block-size` sets
+`STM.low_rank_block_size` (steps per block of the pending reads in the low-rank loop's
+Python form, `unroll=True` and torch).
 
 Synchronisation (`--sync`): `iteration` (default, the protocol above); `end` times the
 iterations back to back and synchronises once at the end (pipelined throughput: the host
@@ -43,6 +45,7 @@ Example:
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -136,7 +139,7 @@ TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop
 
 
 def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                loop_gradient="auto"):
+                loop_gradient="auto", low_rank_block_size=None):
     import keras
 
     import keras_stm
@@ -147,10 +150,13 @@ def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relati
     steps = CONFIGS[name][5]
     inputs = keras.Input(batch_shape=(batch, steps, d_in))
     if impl in TORCH_COMPILE:
-        outputs = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
-                                torch_compile_mode=torch_compile_mode, unroll=unroll,
-                                relational_memory_loop=relational_memory_loop,
-                                loop_gradient=loop_gradient, name="stm")(inputs)
+        layer = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
+                              torch_compile_mode=torch_compile_mode, unroll=unroll,
+                              relational_memory_loop=relational_memory_loop,
+                              loop_gradient=loop_gradient, name="stm")
+        if low_rank_block_size is not None:
+            layer.low_rank_block_size = low_rank_block_size
+        outputs = layer(inputs)
     else:
         outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
                                    name="rnn")(inputs)
@@ -213,7 +219,7 @@ def stateless_trainer(model, x, y, fetch=True):
 
 def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
                 torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                train_step="keras", loop_gradient="auto", sync="iteration"):
+                train_step="keras", loop_gradient="auto", sync="iteration", low_rank_block_size=None):
     import keras
     import numpy as np
 
@@ -226,7 +232,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
     model = build_model(name, impl, batch, torch_compile_mode, unroll, relational_memory_loop,
-                        loop_gradient)
+                        loop_gradient, low_rank_block_size)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
@@ -267,7 +273,8 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "relational_loop_form": model.get_layer("stm").relational_loop_form(steps)
             if impl in TORCH_COMPILE else "cell", "train_step": train_step,
             "loop_gradient": loop_gradient, "hand_written_backward": hand_written_backward(model, impl),
-            "sync": sync,
+            "sync": sync, "low_rank_block_size": model.get_layer("stm").low_rank_block_size
+            if impl in TORCH_COMPILE else None,
             "keras": keras.__version__, **device_info()}
 
 
@@ -302,6 +309,10 @@ def main(argv=None):
     parser.add_argument("--loop-gradient", default="auto", choices=("auto", "autodiff", "manual"),
                         help="The STM layer's loop_gradient (jax): auto, autodiff or manual "
                              "(the low-rank loop's hand-written backward wherever it applies).")
+    parser.add_argument("--low-rank-block-size", default="",
+                        help="Comma list of STM.low_rank_block_size values to time (impls stm*; "
+                             "steps per block of the low-rank loop's Python form); default: the "
+                             "layer's.")
     parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
                         help="keras: model.train_on_batch; stateless: a jitted jax step on "
                              "Keras' stateless API (jax only).")
@@ -333,20 +344,27 @@ def main(argv=None):
             parser.error("--train-step stateless does not combine with --devices")
     if args.sync == "end" and args.train_step != "stateless":
         parser.error("--sync end needs --train-step stateless (train_on_batch fetches the loss)")
+    try:
+        blocks = [int(b) for b in args.low_rank_block_size.split(",")] if args.low_rank_block_size else [None]
+    except ValueError:
+        parser.error(f"--low-rank-block-size must be a comma list of integers, got {args.low_rank_block_size!r}")
+    if any(b is not None and b <= 0 for b in blocks):
+        parser.error(f"--low-rank-block-size values must be positive, got {args.low_rank_block_size!r}")
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
         parser.error(f"--devices must be positive and divide --batch {args.batch}, got {args.devices}")
     for name in args.configs.split(","):
         for impl in args.impl.split(","):
-            for precision in args.precision.split(","):
+            for precision, block in itertools.product(args.precision.split(","), blocks):
                 try:
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
                                          args.warmup, args.devices, args.torch_compile_mode,
                                          args.unroll, args.relational_memory_loop, args.train_step,
-                                         args.loop_gradient, args.sync)
+                                         args.loop_gradient, args.sync, block)
                 except Exception as error:  # record and go on: one config must not lose the others
-                    result = {"impl": impl, "config": name, "precision": precision, "error": repr(error)[:500]}
+                    result = {"impl": impl, "config": name, "precision": precision,
+                              "low_rank_block_size": block, "error": repr(error)[:500]}
                 line = json.dumps(result)
                 print(line, flush=True)
                 if args.output:

@@ -36,6 +36,11 @@ def label(row):
         parts.append("XLA command buffers")
     if row.get("relational_loop_form") in ("dense", "low_rank", "factored"):
         parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
+    block = row.get("low_rank_block_size")
+    python_loop = row.get("unroll") or row.get("backend") == "torch"
+    if (block and row.get("relational_loop_form") == "low_rank" and python_loop
+            and not row.get("hand_written_backward")):  # the blocks of low_rank_indexed_step
+        parts.append("one block" if block >= row.get("timesteps", block + 1) else f"blocks of {block}")
     if row.get("train_step") == "stateless":
         parts.append("stateless jit step")
     if row.get("sync") == "end":

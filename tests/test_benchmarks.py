@@ -36,7 +36,8 @@ def bench():
 
 @pytest.mark.parametrize("flags", [["--devices", "0"], ["--devices", "3", "--batch", "16"],
                                    ["--batch", "0"], ["--configs", "nope"], ["--impl", "fast"],
-                                   ["--sync", "never"], ["--sync", "end"]])
+                                   ["--sync", "never"], ["--sync", "end"],
+                                   ["--low-rank-block-size", "0"], ["--low-rank-block-size", "8,x"]])
 def test_bad_flags_exit_with_an_error(bench, flags, capsys):
     with pytest.raises(SystemExit):
         bench.main(flags)
@@ -91,6 +92,12 @@ def test_loop_form_and_train_step_options_are_recorded(bench, tmp_path):
     assert math.isfinite(row["ms"]) and row["loss_finite"] and row["train_step"] == "keras"
     # Nth-farthest (additive write): `auto` keeps autodiff, `manual` takes the jax backward.
     assert row["loop_gradient"] == "auto" and row["hand_written_backward"] is False
+    # `--low-rank-block-size` reaches the layer, one row per value.
+    bench.main(common + ["--relational-memory-loop", "low_rank", "--unroll",
+                         "--low-rank-block-size", "2,8"])
+    rows = [json.loads(line) for line in out.read_text().strip().splitlines()[-2:]]
+    assert [r["low_rank_block_size"] for r in rows] == [2, 8]
+    assert all(math.isfinite(r["ms"]) and r["loss_finite"] for r in rows)
     bench.main(common + ["--relational-memory-loop", "low_rank", "--loop-gradient", "manual"])
     row = json.loads(out.read_text().strip().splitlines()[-1])
     assert row["loop_gradient"] == "manual" and math.isfinite(row["ms"]) and row["loss_finite"]
@@ -149,6 +156,12 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
              "hand_written_backward": True},
             {"impl": "stm", "config": "copy", "ms": 17.0, "precision": "highest", "backend": "jax",
              "code_version": "0ad932a"},
+            {"impl": "stm", "config": "copy", "ms": 18.0, "precision": "highest", "backend": "jax",
+             "unroll": True, "relational_loop_form": "low_rank", "low_rank_block_size": 8,
+             "timesteps": 42},
+            {"impl": "stm", "config": "copy", "ms": 19.0, "precision": "highest", "backend": "jax",
+             "unroll": True, "relational_loop_form": "low_rank", "low_rank_block_size": 42,
+             "timesteps": 42},
             {"impl": "official_style_torch", "config": "copy", "ms": 150.0, "precision": "float32",
              "sync": "end"},
             {"impl": "stm", "config": "copy", "ms": 15.0, "precision": "highest", "backend": "jax",
@@ -163,6 +176,8 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert ("| stm, unroll, low-rank loop, stateless jit step, hand-written backward | jax | highest "
             "| copy | 42 | 16.0 |") in text
     assert "| stm, code: 0ad932a | jax | highest | copy | 42 | 17.0 |" in text
+    assert "| stm, unroll, low-rank loop, blocks of 8 | jax | highest | copy | 42 | 18.0 |" in text
+    assert "| stm, unroll, low-rank loop, one block | jax | highest | copy | 42 | 19.0 |" in text
     # A pipelined row is compared with the pipelined baseline, not with the authors' figure.
     assert ("| stm, stateless jit step, pipelined | jax | highest | copy | 42 | 15.0 | n/a | 10.0x "
             "| n/a (pipelined) |") in text
@@ -175,7 +190,7 @@ def test_profile_script_refuses_bad_flags(capsys):
         "profile_jax_step", os.path.join(ROOT, "benchmarks", "profile_jax_step.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for flags in (["--configs", "nope"], ["--batch", "0"]):
+    for flags in (["--configs", "nope"], ["--batch", "0"], ["--low-rank-block-size", "0"]):
         with pytest.raises(SystemExit):
             module.parse(flags)
         assert "error" in capsys.readouterr().err

@@ -106,6 +106,16 @@ def test_low_rank_loop_needs_known_timesteps():
         layer.relational_loop_form(None)
 
 
+@pytest.mark.parametrize("size", [0, -2, 2.5, True], ids=["zero", "negative", "float", "bool"])
+def test_low_rank_block_size_must_be_a_positive_integer(size):
+    """A bad `STM.low_rank_block_size` is named when the Python form of the low-rank loop runs."""
+    layer = keras_stm.STM(**SMALL, relational_memory_loop="low_rank", unroll=True,
+                          loop_gradient="autodiff")
+    layer.low_rank_block_size = size
+    with pytest.raises(ValueError, match="low_rank_block_size"):
+        layer(zeros(2, 4, 3))
+
+
 def test_stm_config_with_older_torch_compile_step_loads():
     """A config saved with the older `torch_compile_step=True` loads as `torch_compile="step"`."""
     config = keras_stm.STM(**SMALL).get_config()

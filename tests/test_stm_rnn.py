@@ -413,6 +413,39 @@ def test_low_rank_loop_with_mask(options):
         helper.assert_close([last[i], item[i], relational[i]], expected, 1e-4, f"sample {i}")
 
 
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
+def test_low_rank_blocks_match_dense(case, block_size):
+    """The Python form of the low-rank loop (`low_rank_indexed_step`, `unroll=True`; jax's
+    autodiff) with blocks shorter than the sequence (`STM.low_rank_block_size`: one column
+    a block, blocks that divide T = 5 unevenly) gives the dense loop's outputs, memories and
+    gradients in float64, to round-off."""
+    coefficients = LOW_RANK_CASES[case]
+    values = random_weights(seed=21, **coefficients)
+    with float64_mode():
+        layers = low_rank_and_dense(values, coefficients, return_state=True, dtype="float64",
+                                    unroll=True, loop_gradient="autodiff")
+        layers[0].low_rank_block_size = block_size
+        x = sequences64(seed=22)
+        results = [numpy_list(*layer(x)) for layer in layers]
+        helper.assert_close(results[0], results[1], 1e-10, "blocks vs dense")
+        grads = [gradients(state_loss(layer, seed=23), layer.weights, x) for layer in layers]
+    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
+                        1e-9, "gradients, blocks vs dense")
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_low_rank_blocks_with_mask(block_size):
+    """Masked samples (one all masked, padding inside a block and across blocks) get the dense
+    loop's numbers through blocks shorter than the sequence (the end-of-block product weights
+    each step by the carries of the block's unmasked later steps)."""
+    values = random_weights(seed=24)
+    layers = low_rank_and_dense(values, {}, return_state=True, unroll=True, loop_gradient="autodiff")
+    layers[0].low_rank_block_size = block_size
+    results, _ = masked_results(layers, padded_ids([5, 0, 2, 4, 3]), seed=25)
+    helper.assert_close(results[0], results[1], 1e-5, "masked, blocks vs dense")
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="the hand-written backward is jax's (custom_vjp)")
 @pytest.mark.parametrize("unroll", [False, True], ids=["scan", "unroll"])
 @pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))

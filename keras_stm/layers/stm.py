@@ -1,5 +1,7 @@
 """The `STM` recurrent layer: `keras.layers.RNN` over an `STMCell`, with a lean inner loop."""
 
+import numbers
+
 import keras
 from keras import ops
 from keras import tree
@@ -104,8 +106,9 @@ class STM(keras.layers.RNN):
             `Mr` (`nq d^2` numbers per sample). `"low_rank"` never builds `Mr` inside the
             loop: it carries the reads still to come (`d T` numbers) and keeps SAM's factors
             of each step, then forms the last `Mr` in one product (see `low_rank_step`, and
-            `low_rank_indexed_step` for Python loops: torch and `unroll=True`); same
-            numbers, a fraction of the memory traffic while `T` is not much larger than `d`.
+            `low_rank_indexed_step` for Python loops: torch and `unroll=True`, which update
+            the reads in blocks of `STM.low_rank_block_size` steps); same numbers, a
+            fraction of the memory traffic while `T` is not much larger than `d`.
             It needs `return_sequences=False`, `sam_steps=1` and a known number of steps.
             `"auto"` takes `"low_rank"` when those hold and `T <= 2 d` (jax) or `T <= d / 4`
             (torch and tensorflow, where the low-rank loop measured slower at `T ~ d/2`; see
@@ -145,6 +148,12 @@ class STM(keras.layers.RNN):
     References:
         Le, Tran, Venkatesh. Self-Attentive Associative Memory. ICML 2020.
     """
+
+    # Steps per block of the pending reads in the low-rank loop's Python form
+    # (`low_rank_indexed_step`); a class attribute, not a constructor argument: it changes
+    # speed only (the same sums in another order). A block as long as the sequence updates
+    # every column at every step.
+    low_rank_block_size = 8
 
     def __init__(
         self,
@@ -339,33 +348,86 @@ class STM(keras.layers.RNN):
         return pending_flat, item, self._flatten_factors(values, scores)
 
     def low_rank_indexed_step(
-        self, step_index, projected_t, pending, item_flat, keep=None, mixers=None
+        self, step_index, projected_t, reads, item_flat, keep=None, mixers=None
     ):
         """One step of the low-rank loop at a step index known when the loop is built.
 
         The Python loops (torch, and `unroll=True`) know `t`: the step reads its own column
-        of the pending reads, `pending[:, :, t]`, by slicing instead of the one-hot product
-        of `low_rank_step`, and the last step skips the update that no later step reads.
-        Otherwise as `low_rank_step`; every step has the same shapes.
+        of the pending reads by slicing instead of the one-hot product of `low_rank_step`,
+        and the pending reads are updated in blocks of `low_rank_block_size` steps. Inside a
+        block, each step updates only the block's own columns,
+        `local <- α1 local + values_t @ (scores_t @ [m_b0 .. m_b1])`; at the block's end, the
+        columns of the later steps take the whole block in one product,
+        `pending <- (Π α1) pending + [c_t values_t]_t @ ([scores_t]_t @ [m_b1+1 .. m_T])`,
+        with `c_t` the product of the carries of the block's later steps (masked steps carry
+        1 and write nothing). Columns of earlier blocks are never computed again, so the
+        loop does about half the work of updating every column at every step (`T^2 / 2`
+        columns instead of `T^2`), and the end-of-block products are larger. Every step of a
+        block has the same shapes; the block's end has one more product, on fewer columns
+        for each later block. The same sums as `low_rank_step`, in another order.
 
         Args:
             step_index: int, `t` (0-based, in processing order).
             projected_t: `(batch, projected_size)`, the step's projected input.
-            pending: `(batch, d, T)`, `pending[:, :, t'] = Mr_{t-1} @ m_{t'}`, or None when
-                no step reads `Mr_{t-1}`.
+            reads: None when no step reads `Mr_{t-1}`; else at `t = 0` the pending reads
+                `(batch, d, T)` (`Mr_0 @ m_{t'}` for every step), and later the tuple this
+                step returns: `(pending (batch, d, T - b0)` for the columns from the block's
+                first step `b0` on, as of its start, `local (batch, d, block)` for the
+                block's columns, now, `block_mixers (batch, nq*d, block)`, and the block's
+                steps so far as `(values, scores, keep)` tuples`)`.
             item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
             keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
             mixers: `(batch, nq*d, T)`, every step's mixing vector `m_{t'}` as a column.
 
         Returns:
-            `(pending or None, item_flat, (values (batch, d, nq), scores (batch, nq, nq*d)))`.
+            `(reads or None, item_flat, (values (batch, d, nq), scores (batch, nq, nq*d)))`.
         """
-        value = None if pending is None else pending[:, :, step_index]  # v_t = Mr_{t-1} @ m_t
-        update = pending is not None and step_index + 1 < pending.shape[-1]
-        pending, item, values, scores = self._low_rank_write(
-            projected_t, value, pending, item_flat, keep, mixers, update
+        if reads is None:
+            _, item, values, scores = self._low_rank_write(
+                projected_t, None, None, item_flat, keep, mixers
+            )
+            return None, item, (values, scores)
+        steps = mixers.shape[-1]
+        size = self.low_rank_block_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(
+                f"`STM.low_rank_block_size` must be a positive integer (steps per block), got {size!r}."
+            )
+        first = step_index - step_index % size  # the block's first step
+        width = min(size, steps - first)
+        if step_index == first:
+            pending = reads if step_index == 0 else reads[0]
+            reads = (pending, pending[:, :, :width], mixers[:, :, first : first + width], ())
+        pending, local, block_mixers, block = reads
+        value = local[:, :, step_index - first]  # v_t = Mr_{t-1} @ m_t
+        last_of_block = step_index == first + width - 1
+        local, item, values, scores = self._low_rank_write(
+            projected_t, value, local, item_flat, keep, block_mixers, update=not last_of_block
         )
-        return pending, item, (values, scores)
+        block = block + ((values, scores, keep),)
+        if last_of_block and first + width < steps:
+            pending = self._low_rank_block_update(pending[:, :, width:], block, mixers[:, :, first + width :])
+        return (pending, local, block_mixers, block), item, (values, scores)
+
+    def _low_rank_block_update(self, pending, block, mixers):
+        """The pending reads of the later steps after a block: `(Π decay) pending +
+        [c_t values_t]_t @ ([scores_t]_t @ mixers)`, `decay_t = α1` (1 for a masked step),
+        `c_t` = the product of the later steps' decays (0 for a masked step)."""
+        carry = self.cell.coefficient("relational_carry")
+        later = None  # product of the decays of the steps after the current one
+        weighted = []
+        for values, _, keep in reversed(block):
+            if keep is None:
+                weight, decay = later, carry
+            else:
+                written = ops.cast(ops.expand_dims(keep, -1), values.dtype)  # (B, 1, 1)
+                weight = written if later is None else written * later
+                decay = written * carry + (1.0 - written)
+            weighted.append(values if weight is None else weight * values)
+            later = decay if later is None else decay * later
+        values = ops.concatenate(weighted[::-1], axis=-1)  # (B, d, block*nq)
+        scores = ops.concatenate([scores for _, scores, _ in block], axis=1)  # (B, block*nq, nq*d)
+        return later * pending + stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
 
     def _low_rank_write(self, projected_t, value, pending, item_flat, keep, mixers, update=True):
         """What a low-rank step does after its read (both step forms): `write_memories`, then
