@@ -369,12 +369,12 @@ class STM(keras.layers.RNN):
         Args:
             step_index: int, `t` (0-based, in processing order).
             projected_t: `(batch, projected_size)`, the step's projected input.
-            reads: None when no step reads `Mr_{t-1}`; else at `t = 0` the pending reads
-                `(batch, d, T)` (`Mr_0 @ m_{t'}` for every step), and later the tuple this
-                step returns: `(pending (batch, d, T - b0)` for the columns from the block's
-                first step `b0` on, as of its start, `local (batch, d, block)` for the
-                block's columns, now, `block_mixers (batch, nq*d, block)`, and the block's
-                steps so far as `(values, scores, keep)` tuples`)`.
+            reads: None when no step reads `Mr_{t-1}`, else the tuple `(pending, local,
+                block_mixers, block)`: `pending (batch, d, T - b0)`, the reads of the steps
+                from the block's first step `b0` on, as of the block's start (at `t = 0`:
+                `Mr_0 @ [m_1 .. m_T]`, with the other three entries `None, None, ()`);
+                `local (batch, d, block)`, the block's reads now; `block_mixers
+                (batch, nq*d, block)`; the block's steps so far as `(values, scores, keep)`.
             item_flat: `(batch, d*d)`, `Mi_{t-1}` flat.
             keep: optional boolean `(batch, 1)`: False keeps the previous memories (masking).
             mixers: `(batch, nq*d, T)`, every step's mixing vector `m_{t'}` as a column.
@@ -396,7 +396,7 @@ class STM(keras.layers.RNN):
         first = step_index - step_index % size  # the block's first step
         width = min(size, steps - first)
         if step_index == first:
-            pending = reads if step_index == 0 else reads[0]
+            pending = reads[0]
             reads = (pending, pending[:, :, :width], mixers[:, :, first : first + width], ())
         pending, local, block_mixers, block = reads
         value = local[:, :, step_index - first]  # v_t = Mr_{t-1} @ m_t
@@ -625,8 +625,9 @@ class STM(keras.layers.RNN):
             )
             item_memory = ops.reshape(item, (-1, d * d))
         elif self._runs_python_loop() and not (backend == "torch" and self.torch_compile == "step"):
+            reads = None if pending is None else (pending, None, None, ())
             _, item_memory, (values, scores) = self._run_loop(
-                "low_rank_indexed", projected, mask, pending, item_memory, True, mixers
+                "low_rank_indexed", projected, mask, reads, item_memory, True, mixers
             )
         else:
             if pending is None:
