@@ -389,10 +389,6 @@ class STM(keras.layers.RNN):
             return None, item, (values, scores)
         steps = mixers.shape[-1]
         size = self.low_rank_block_size
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-            raise ValueError(
-                f"`STM.low_rank_block_size` must be a positive integer (steps per block), got {size!r}."
-            )
         first = step_index - step_index % size  # the block's first step
         width = min(size, steps - first)
         if step_index == first:
@@ -410,24 +406,15 @@ class STM(keras.layers.RNN):
         return (pending, local, block_mixers, block), item, (values, scores)
 
     def _low_rank_block_update(self, pending, block, mixers):
-        """The pending reads of the later steps after a block: `(Π decay) pending +
-        [c_t values_t]_t @ ([scores_t]_t @ mixers)`, `decay_t = α1` (1 for a masked step),
-        `c_t` = the product of the later steps' decays (0 for a masked step)."""
-        carry = self.cell.coefficient("relational_carry")
-        later = None  # product of the decays of the steps after the current one
-        weighted = []
-        for values, _, keep in reversed(block):
-            if keep is None:
-                weight, decay = later, carry
-            else:
-                written = ops.cast(ops.expand_dims(keep, -1), values.dtype)  # (B, 1, 1)
-                weight = written if later is None else written * later
-                decay = written * carry + (1.0 - written)
-            weighted.append(values if weight is None else weight * values)
-            later = decay if later is None else decay * later
-        values = ops.concatenate(weighted[::-1], axis=-1)  # (B, d, block*nq)
-        scores = ops.concatenate([scores for _, scores, _ in block], axis=1)  # (B, block*nq, nq*d)
-        return later * pending + stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
+        """The pending reads of the later steps after a block (`_carried_factors`):
+        `(Π decay) pending + [c_t values_t]_t @ ([scores_t]_t @ mixers)`."""
+        values = ops.stack([values for values, _, _ in block], axis=1)
+        scores = ops.stack([scores for _, scores, _ in block], axis=1)
+        mask = None
+        if block[0][2] is not None:
+            mask = ops.concatenate([keep for _, _, keep in block], axis=1)
+        values, scores, carried = self._carried_factors(values, scores, mask)
+        return carried * pending + stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
 
     def _low_rank_write(self, projected_t, value, pending, item_flat, keep, mixers, update=True):
         """What a low-rank step does after its read (both step forms): `write_memories`, then
@@ -616,7 +603,6 @@ class STM(keras.layers.RNN):
         if cell.reads_relational_memory:
             mixers = ops.moveaxis(cell.read_mixer(projected), 1, 2)  # (B, nq*d, T)
             pending = stm_ops.matmul(initial_relational, mixers)  # (B, d, T)
-        positions = ops.arange(steps)
         if self._uses_jax_gradient(mask, dtype):
             from keras_stm.layers import low_rank_loop_jax
 
@@ -625,6 +611,12 @@ class STM(keras.layers.RNN):
             )
             item_memory = ops.reshape(item, (-1, d * d))
         elif self._runs_python_loop() and not (backend == "torch" and self.torch_compile == "step"):
+            size = self.low_rank_block_size
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+                raise ValueError(
+                    "`STM.low_rank_block_size` must be a positive integer (steps per block), "
+                    f"got {size!r}."
+                )
             reads = None if pending is None else (pending, None, None, ())
             _, item_memory, (values, scores) = self._run_loop(
                 "low_rank_indexed", projected, mask, reads, item_memory, True, mixers
@@ -635,6 +627,7 @@ class STM(keras.layers.RNN):
             else:
                 pending = ops.reshape(pending, (-1, d * steps))
             # Per step, after its projected input: the one-hot of t.
+            positions = ops.arange(steps)
             current = ops.cast(ops.expand_dims(positions, 1) == ops.expand_dims(positions, 0), dtype)
             current = ops.zeros((batch, 1, 1), dtype=dtype) + ops.expand_dims(current, 0)
             _, item_memory, factors = self._run_loop(
@@ -642,21 +635,42 @@ class STM(keras.layers.RNN):
                 item_memory, True, mixers,
             )
             values, scores = self._split_factors(factors)  # (B, T, d, nq), (B, T, nq, nq*d)
-        # c_t = prod_{u > t} decay_u, c_0 = prod_u decay_u, decay_u = α1 (1 where masked).
-        carry = cell.coefficient("relational_carry")
+        values, scores, initial_weight = self._carried_factors(values, scores, mask)
+        relational = stm_ops.matmul(values, scores)
+        return relational + initial_weight * initial_relational, item_memory
+
+    def _carried_factors(self, values, scores, mask):
+        """The factors of `K` steps weighted for `Σ_t c_t R_t` with `R_t = values_t @ scores_t`,
+        `c_t = Π_{u > t} decay_u` (0 for a masked step), `decay_u = α1` (1 for a masked step):
+        the last `Mr` after the loop, and the pending reads after a block.
+
+        Args:
+            values: `(batch, K, d, nq)`; scores: `(batch, K, nq, nq*d)`.
+            mask: optional boolean `(batch, K)`, True where the step ran.
+
+        Returns:
+            `(c_t * values (batch, d, K*nq), scores (batch, K*nq, nq*d), Π_u decay_u
+            (batch, 1, 1))`: the last, the weight of what was carried in before the first step.
+        """
+        d, nq = self.cell.memory_size, self.cell.num_queries
+        steps = values.shape[1]
+        dtype = values.dtype
+        batch = ops.shape(values)[0]
+        carry = self.cell.coefficient("relational_carry")
         decay = ops.zeros((batch, steps), dtype=dtype) + ops.cast(carry, dtype)
         written = ops.ones((batch, steps), dtype=dtype)
         if mask is not None:
             decay = ops.where(mask, decay, ops.ones_like(decay))
             written = ops.cast(mask, dtype)
+        positions = ops.arange(steps)
         later = ops.expand_dims(ops.expand_dims(positions, 1) < ops.expand_dims(positions, 0), 0)
         # [., t, u] = u > t; dtype given: Keras 3.15's torch `prod` computes float64 in float32.
         suffix = ops.prod(ops.where(later, ops.expand_dims(decay, 1), 1.0), axis=-1, dtype=dtype)
-        scores = scores * ops.reshape(suffix * written, (-1, steps, 1, 1))
+        # Scale the values, the smaller factor (d x nq against nq x nq*d per step).
+        values = values * ops.reshape(suffix * written, (-1, steps, 1, 1))
         values = ops.reshape(ops.moveaxis(values, 1, 2), (-1, d, steps * nq))
-        relational = stm_ops.matmul(values, ops.reshape(scores, (-1, steps * nq, nq * d)))
-        initial_weight = ops.reshape(decay[:, 0] * suffix[:, 0], (-1, 1, 1))  # c_0
-        return relational + initial_weight * initial_relational, item_memory
+        scores = ops.reshape(scores, (-1, steps * nq, nq * d))
+        return values, scores, ops.reshape(decay[:, 0] * suffix[:, 0], (-1, 1, 1))
 
     def _uses_jax_gradient(self, mask, dtype):
         """Whether the low-rank loop runs `low_rank_loop_jax` (hand-written backward): under
