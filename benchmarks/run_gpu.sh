@@ -4,7 +4,7 @@
 # ${OUT:-runs/bench}/bench.jsonl. Usage (GPU machine, keras wheels installed):
 #   bash benchmarks/run_gpu.sh [configs] [phases]
 # phases: comma list of baseline,jax,jaxunroll,jaxstateless,jaxunrollstateless,jaxdense,jaxgraph,
-#         pipelined,torch,torchcompiled,torchloop,rnn
+#         jaxconcurrent,pipelined,torch,torchcompiled,torchloop,rnn
 # PHASE_TIMEOUT=S stops a phase after S seconds (default: no limit): compiles are long (jax
 # unrolled 30-90 s per config, torch's compiled dense loop up to ~5 min), and a stopped phase
 # loses only its unfinished rows. JAX_COMPILATION_CACHE_DIR=DIR (jax's own setting) keeps jax
@@ -28,6 +28,10 @@ has jaxdense && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --conf
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
 has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
   KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
+# The fastest jax setting measured (session 8): the unrolled stateless step, as CUDA graphs whose
+# independent kernels run concurrently (benchmarks/check_xla_flags.py checks these flags).
+CONCURRENT="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1 --xla_gpu_command_buffer_scheduling_mode=CONCURRENT"
+has jaxconcurrent && XLA_FLAGS="$CONCURRENT" KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
 # Pipelined throughput (--sync end: iterations back to back, one synchronisation), the baseline
 # and jax's unrolled stateless step timed the same way; summarize.py pairs rows by sync mode.
 has pipelined && t python3 benchmarks/official_style_torch.py --configs "$configs" --sync end --output "$log"

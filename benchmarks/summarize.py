@@ -32,8 +32,11 @@ def label(row):
         parts.append("jit_compile")
     if row.get("torch_compile_mode"):
         parts.append(row["torch_compile_mode"])
-    if row.get("xla_flags"):
-        parts.append("XLA command buffers")
+    if row.get("xla_flags"):  # the concurrent mode runs independent kernels side by side
+        concurrent = "command_buffer_scheduling_mode=CONCURRENT" in row["xla_flags"]
+        parts.append("XLA command buffers" + (", concurrent" if concurrent else ""))
+        if "command_buffer_unroll_loops=true" in row["xla_flags"]:
+            parts.append("loops unrolled in the graphs")
     if row.get("relational_loop_form") in ("dense", "low_rank", "factored"):
         parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
     block = row.get("low_rank_block_size")

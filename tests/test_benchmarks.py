@@ -162,6 +162,11 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
             {"impl": "stm", "config": "copy", "ms": 19.0, "precision": "highest", "backend": "jax",
              "unroll": True, "relational_loop_form": "low_rank", "low_rank_block_size": 42,
              "timesteps": 42},
+            {"impl": "stm", "config": "copy", "ms": 14.0, "precision": "highest", "backend": "jax",
+             "unroll": True, "train_step": "stateless",
+             "xla_flags": "--xla_gpu_enable_command_buffer=FUSION --xla_gpu_command_buffer_scheduling_mode=CONCURRENT"},
+            {"impl": "stm", "config": "copy", "ms": 19.3, "precision": "highest", "backend": "jax",
+             "xla_flags": "--xla_gpu_command_buffer_unroll_loops=true"},
             {"impl": "official_style_torch", "config": "copy", "ms": 150.0, "precision": "float32",
              "sync": "end"},
             {"impl": "stm", "config": "copy", "ms": 15.0, "precision": "highest", "backend": "jax",
@@ -178,6 +183,9 @@ def test_summarize_labels_options_and_ratios(tmp_path, capsys):
     assert "| stm, code: 0ad932a | jax | highest | copy | 42 | 17.0 |" in text
     assert "| stm, unroll, low-rank loop, blocks of 8 | jax | highest | copy | 42 | 18.0 |" in text
     assert "| stm, unroll, low-rank loop, one block | jax | highest | copy | 42 | 19.0 |" in text
+    assert ("| stm, unroll, XLA command buffers, concurrent, stateless jit step | jax | highest | copy "
+            "| 42 | 14.0 | n/a | 14.3x | 12.4x |") in text
+    assert "| stm, XLA command buffers, loops unrolled in the graphs | jax | highest | copy | 42 | 19.3 |" in text
     # A pipelined row is compared with the pipelined baseline, not with the authors' figure.
     assert ("| stm, stateless jit step, pipelined | jax | highest | copy | 42 | 15.0 | n/a | 10.0x "
             "| n/a (pipelined) |") in text
@@ -195,3 +203,50 @@ def test_profile_script_refuses_bad_flags(capsys):
             module.parse(flags)
         assert "error" in capsys.readouterr().err
     assert module.parse(["--configs", "copy", "--unroll"]).unroll is True
+
+
+def _load_check_xla_flags():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "check_xla_flags", os.path.join(ROOT, "benchmarks", "check_xla_flags.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_xla_flags_check_judges_against_float64(capsys):
+    """The flagged step passes when its gradient error against float64 is at most `error_ratio`
+    times the unflagged one's, and fails when it is larger, or when a loss moves."""
+    import numpy as np
+
+    module = _load_check_xla_flags()
+    reference = {"grad_0": np.array([1.0, -2.0]), "grad_1": np.array([0.5, 0.25])}
+    plain = {"grad_0": np.array([1.0 + 1e-5, -2.0]), "grad_1": np.array([0.5, 0.25]),
+             "loss": np.array(0.3), "losses": np.array([0.3, 0.29])}
+    close = dict(plain, grad_0=np.array([1.0, -2.0 - 1.5e-5]))  # error 7.5e-6 <= 2 x 5e-6
+    row = module.judge(close, plain, reference, error_ratio=2.0, tolerance=1e-5)
+    assert row["ok"] and row["gradients"] == 2
+    assert math.isclose(row["flagged_vs_float64"], 7.5e-6) and math.isclose(row["plain_vs_float64"], 5e-6)
+    far = dict(plain, grad_1=np.array([0.5, 0.25 + 1e-4]))  # exact before, now off by 2e-4
+    row = module.judge(far, plain, reference, error_ratio=2.0, tolerance=1e-5)
+    assert not row["ok"] and row["worst_gradient"]["index"] == 1
+    moved = dict(plain, losses=np.array([0.3, 0.2901]))
+    assert not module.judge(moved, plain, reference, error_ratio=2.0, tolerance=1e-5)["ok"]
+    for flags in (["--configs", "nope"], ["--batch", "0"], ["--timesteps", "-1"],
+                  ["--error-ratio", "0.5"], ["--tolerance", "0"]):
+        with pytest.raises(SystemExit):
+            module.parse(flags)
+        assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="checks jax's XLA flags (runs jax itself)")
+def test_xla_flags_check_runs_three_processes(capsys):
+    """On a CPU the GPU flags change nothing: the flagged and plain steps agree exactly, and
+    both are within float32 error of the float64 step from the same weights."""
+    module = _load_check_xla_flags()
+    status = module.main(["--configs", "nth_farthest", "--batch", "2", "--timesteps", "2", "--steps", "2",
+                          "--flags=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert status == 0 and row["ok"] and row["gradients"] > 20
+    assert row["gradient_max_rel_diff"] == 0.0 and row["adam_losses_max_rel_diff"] == 0.0
+    assert 0.0 < row["plain_vs_float64"] < 1e-4
