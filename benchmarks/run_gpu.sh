@@ -26,12 +26,12 @@ has jaxunrollstateless && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput
 # The dense relational-memory loop (Mr carried in the loop), for the gain of the low-rank loop.
 has jaxdense && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --relational-memory-loop dense --precision highest --output "$log"
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
-has jaxgraph && XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
+COMMAND_BUFFERS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+has jaxgraph && XLA_FLAGS="$COMMAND_BUFFERS" \
   KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,bf16 --output "$log"
 # The fastest jax setting measured (session 8): the unrolled stateless step, as CUDA graphs whose
 # independent kernels run concurrently (benchmarks/check_xla_flags.py checks these flags).
-CONCURRENT="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1 --xla_gpu_command_buffer_scheduling_mode=CONCURRENT"
-has jaxconcurrent && XLA_FLAGS="$CONCURRENT" KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
+has jaxconcurrent && XLA_FLAGS="$COMMAND_BUFFERS --xla_gpu_command_buffer_scheduling_mode=CONCURRENT" KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
 # Pipelined throughput (--sync end: iterations back to back, one synchronisation), the baseline
 # and jax's unrolled stateless step timed the same way; summarize.py pairs rows by sync mode.
 has pipelined && t python3 benchmarks/official_style_torch.py --configs "$configs" --sync end --output "$log"
