@@ -21,6 +21,8 @@ import time
 import keras
 import numpy as np
 
+from keras_stm.optimizers import TorchRMSprop
+
 MODELS = ("stm", "lstm")
 OPTIMIZERS = ("rmsprop", "adam")
 
@@ -76,6 +78,10 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                              "(examples/tune.py writes it). Applied by "
                              "task_configs.model_config_from_args; `run` refuses to train a "
                              "model whose STM does not carry these values.")
+    parser.add_argument("--speed-settings", default="auto", choices=("auto", "off"),
+                        help="auto: on a GPU under jax, train with the fastest correct settings "
+                             "of docs/performance.md (STM unroll=True, XLA command buffers); "
+                             "off: Keras' defaults. Recorded in results.json.")
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
     parser.add_argument("--data-parallel", action="store_true",
@@ -132,12 +138,79 @@ def parse_args(parser, argv=None, quick_overrides=None):
     if args.output_dir is None:
         suffix = "-quick" if args.quick else ""
         args.output_dir = os.path.join("runs", f"{args.task}-{args.model}{suffix}")
+    args.speed_settings_applied = apply_speed_settings(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if args.data_parallel:
         enable_data_parallel()
     return args
+
+
+COMMAND_BUFFER_XLA_FLAGS = (
+    "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL "
+    "--xla_gpu_graph_min_graph_size=1 --xla_gpu_command_buffer_scheduling_mode=CONCURRENT")
+"""str: XLA command buffers (CUDA graphs) with concurrent kernels, the fastest jax GPU
+setting measured (docs/performance.md); checked against float64 by
+`benchmarks/check_xla_flags.py`."""
+
+
+def _jax_gpu_available():
+    """Whether jax will run on a GPU, found without starting jax's backend (which would
+    freeze `XLA_FLAGS`): a CUDA plugin of jax is installed and an NVIDIA device is present."""
+    import importlib.util
+
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() in ("cpu", "tpu"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    plugin = any(importlib.util.find_spec(f"jax_cuda{version}_plugin") is not None
+                 for version in (12, 13))
+    return plugin and os.path.exists("/dev/nvidiactl")
+
+
+def apply_speed_settings(args):
+    """Apply `--speed-settings auto`: the fastest correct training settings for this machine.
+
+    Under jax on a GPU: the unrolled STM loop (`unroll=True` in `args.stm_config`, unless
+    `--stm-config` sets `unroll`) and XLA command buffers with concurrent kernels
+    (`COMMAND_BUFFER_XLA_FLAGS`, unless `XLA_FLAGS` is already set). Both leave the numbers
+    unchanged (tests and `benchmarks/check_xla_flags.py`). `XLA_FLAGS` is read when jax
+    starts its backend, so the scripts call this from `parse_args`, before any computation;
+    importing the library sets nothing. Elsewhere (CPU, torch, tensorflow) nothing changes:
+    torch's compiled loops took minutes to compile per shape (docs/performance.md), more
+    than they save on most runs; ask for them with `--stm-config`.
+
+    Args:
+        args: the parsed flags (`speed_settings`, `stm_config`, `model`).
+
+    Returns:
+        dict of what was applied (recorded in `results.json`), e.g.
+        `{"unroll": True, "xla_flags": "..."}`; empty when nothing was.
+    """
+    applied = {}
+    if getattr(args, "speed_settings", "auto") != "auto" or keras.backend.backend() != "jax":
+        return applied
+    if not _jax_gpu_available():
+        return applied
+    from jax._src import xla_bridge
+
+    if "XLA_FLAGS" not in os.environ:
+        if xla_bridge.backends_are_initialized():
+            import warnings
+
+            warnings.warn("jax had already started; XLA command buffers not enabled (set "
+                          "XLA_FLAGS before the first jax computation).", stacklevel=2)
+        else:
+            os.environ["XLA_FLAGS"] = COMMAND_BUFFER_XLA_FLAGS
+            applied["xla_flags"] = COMMAND_BUFFER_XLA_FLAGS
+    if getattr(args, "model", "stm") == "stm":
+        config = dict(getattr(args, "stm_config", None) or {})
+        if "unroll" not in config:
+            config["unroll"] = True
+            args.stm_config = config
+            applied["unroll"] = True
+    return applied
 
 
 def enable_data_parallel():
@@ -208,15 +281,21 @@ def check_stm_config_applied(model, args):
 
 
 def make_optimizer(args):
-    """The optimiser of the flags: RMSprop(rho, momentum) or Adam, with the gradient clipping."""
+    """The optimiser of the flags, with the gradient clipping.
+
+    `"rmsprop"` is `keras_stm.TorchRMSprop` (the authors' PyTorch update, epsilon after the
+    square root); `"adam"` is `keras.optimizers.Adam`, which trains along the authors' Adam
+    losses (tests/test_training_parity.py).
+    """
     clip = {}
     if args.clip_value is not None:
         clip["clipvalue"] = args.clip_value
     if args.clip_norm is not None:
         clip["global_clipnorm"] = args.clip_norm
     if args.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=args.learning_rate, rho=args.rmsprop_rho,
-                                        momentum=args.momentum, epsilon=1e-8, **clip)
+        # The authors' update (torch: epsilon after the square root), not Keras' RMSprop.
+        return TorchRMSprop(learning_rate=args.learning_rate, rho=args.rmsprop_rho,
+                            momentum=args.momentum, epsilon=1e-8, **clip)
     return keras.optimizers.Adam(learning_rate=args.learning_rate, beta_2=args.adam_beta_2,
                                  epsilon=1e-8, **clip)
 
@@ -386,6 +465,7 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
         "parameters": int(model.count_params()),
         "flags": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
         "environment": environment(),
+        "speed_settings": getattr(args, "speed_settings_applied", None),
     }
     if evaluate is not None:
         results["test"] = {k: float(v) for k, v in evaluate(model).items()}

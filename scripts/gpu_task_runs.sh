@@ -4,11 +4,14 @@
 # side by side); each stops after MINUTES of training and can be resumed later with the same
 # command (the checkpoint is in its output folder).
 # Usage: bash scripts/gpu_task_runs.sh GROUP MINUTES
-#   GROUP: synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
+#   GROUP: associative_retrieval | synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
+#   associative_retrieval: STM and LSTM at 14 pairs (31 tokens) and 24 pairs (51 tokens).
 #   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10:
 #   one jax compile per count instead of one per count in 5-20).
 #   graphs_fixed: shortest path and MST on graphs of one size (N_NODES 10, N_EDGES 20 by
 #   default: one compile instead of 18).
+# STM_CONFIG='{"unroll": true}' (with XLA_FLAGS set for command buffers) gives the STM runs the
+# fastest jax settings of docs/performance.md.
 # jax keeps compiled steps in JAX_COMPILATION_CACHE_DIR (default $RUNS/jax_cache), so a resumed
 # run on the same machine skips most compilation.
 set -u
@@ -17,12 +20,21 @@ root=${RUNS:-runs/gpu}; mkdir -p "$root"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 pids=()
-launch() {  # name, script, extra args...
+launch() {  # name, script, extra args... (STM_CONFIG, a JSON object, goes to --model stm runs)
   local name=$1 script=$2; shift 2
-  python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 "$@" > "$root/$name.log" 2>&1 &
+  local extra=()
+  [[ " $* " == *" --model stm "* && -n "${STM_CONFIG:-}" ]] && extra=(--stm-config "$STM_CONFIG")
+  python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 "$@" "${extra[@]}" > "$root/$name.log" 2>&1 &
   pids+=($!)
 }
 case $group in
+  associative_retrieval)
+    for pairs in 14 24; do
+      for model in stm lstm; do
+        launch "associative_retrieval_$pairs-$model" associative_retrieval.py --model $model \
+          --num-pairs $pairs
+      done
+    done ;;
   synthetic)
     for model in stm lstm; do
       launch "associative_retrieval-$model" associative_retrieval.py --model $model

@@ -60,5 +60,7 @@ def build_sequence_model(input_size, output_size, core="stm", return_sequences=F
     else:
         x = keras.layers.LSTM(lstm_units, return_sequences=return_sequences, name="lstm")(x)
         outputs = keras.layers.Dense(output_size, name="output")(x)
-    outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(outputs)
+    # Logits in float32 under a mixed-precision policy, in float64 when that is the float type.
+    logits_dtype = "float64" if keras.config.floatx() == "float64" else "float32"
+    outputs = keras.layers.Activation("linear", dtype=logits_dtype, name="logits")(outputs)
     return keras.Model(inputs, outputs, name=name or f"{core}_sequence_model")
