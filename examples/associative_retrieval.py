@@ -170,7 +170,8 @@ def main(argv=None):
 
     return training.run(model, train_data, args, validation_data=validation_data,
                         evaluate=evaluate, monitor="val_accuracy", mode="max",
-                        extra_results=extra)
+                        extra_results=extra,
+                        pretrained_name=f"associative_retrieval_{args.num_pairs}")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ def main(argv=None):
                  item_length=(length_low, length_high))
     record = {"reading": args.reading, "num_items": [items_low, items_high],
               "item_length": [length_low, length_high]}
-    return training.run_bit_error_task(args, TASK, rar_data, sizes, data_record=record)
+    name = "rar" if args.reading == "executed" else f"rar_{args.reading}"
+    return training.run_bit_error_task(args, TASK, rar_data, sizes, data_record=record,
+                                       pretrained_name=name)
 
 if __name__ == "__main__":
     main()

@@ -86,6 +86,11 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
     parser.add_argument("--data-parallel", action="store_true",
                         help="Data-parallel over all local accelerators via keras.distribution (jax).")
+    parser.add_argument("--evaluate", nargs="?", const="auto", default=None,
+                        metavar="NAME_OR_PATH",
+                        help="Train nothing: evaluate a pretrained model (a name under "
+                             "pretrained/, a folder, or no value for the task's own) on the "
+                             "script's test set and print its figures.")
     parser.add_argument("--fresh", action="store_true", help="Ignore an existing checkpoint and start over.")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="Stop at the first epoch end after this much training time; the run "
@@ -398,8 +403,44 @@ class _Timer(keras.callbacks.Callback):
             json.dump({"train_seconds": self.elapsed, "epochs_done": epoch + 1}, f)
 
 
+def evaluate_pretrained(model, args, evaluate, name):
+    """`--evaluate`: the test figures of a pretrained model, through the script's own test.
+
+    The pretrained weights are loaded into the script's compiled model (same architecture),
+    then `evaluate(model)` runs with the pretrained folder as `args.output_dir` (so its
+    `history.csv` is the one read; nothing is written).
+
+    Args:
+        model: the script's compiled model.
+        args: the parsed flags (`evaluate`: a name, a folder or "auto").
+        evaluate: the script's test callable `(model) -> dict`.
+        name: the pretrained name used for `--evaluate` without a value.
+
+    Returns:
+        dict: `{"pretrained": folder, "test": scores, "recorded": results.json's test}`.
+    """
+    from keras_stm import pretrained
+
+    folder = pretrained.resolve(name if args.evaluate == "auto" else args.evaluate)
+    recorded = pretrained.read_results(folder)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # a pretrained model carries no optimizer state
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(os.path.join(folder, pretrained.MODEL_FILE))
+    except ValueError as error:
+        raise ValueError(f"The pretrained model in {folder} does not fit this script's model "
+                         f"(its flags: {recorded.get('flags')}): {error}") from None
+    args.output_dir = folder
+    scores = {k: float(v) for k, v in evaluate(model).items()} if evaluate else {}
+    report = {"pretrained": folder, "test": scores, "recorded": recorded.get("test")}
+    print(json.dumps(report))
+    return report
+
+
 def run(model, train_data, args, validation_data=None, evaluate=None, monitor="val_loss",
-        mode="min", extra_results=None, extra_callbacks=()):
+        mode="min", extra_results=None, extra_callbacks=(), pretrained_name=None):
     """Fit with resumable checkpoints, then evaluate and write results and the learning curve.
 
     Args:
@@ -412,12 +453,17 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
         monitor, mode: the quantity deciding the best checkpoint (`best.keras`).
         extra_results: dict merged into `results.json` (e.g. the task configuration).
         extra_callbacks: more Keras callbacks.
+        pretrained_name: the name under `pretrained/` of this task's model, evaluated by
+            `--evaluate` without a value (default `args.task`).
 
     Returns:
-        The results dict (also written to `<output_dir>/results.json`).
+        The results dict (also written to `<output_dir>/results.json`); with `--evaluate`,
+        the report of `evaluate_pretrained` (nothing is trained or written).
     """
     from keras_stm import visualize
 
+    if getattr(args, "evaluate", None):
+        return evaluate_pretrained(model, args, evaluate, pretrained_name or args.task)
     check_stm_config_applied(model, args)
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
@@ -504,7 +550,7 @@ def evaluate_best_checkpoint(args, test_data, extra_metrics=None):
     return evaluate
 
 
-def run_bit_error_task(args, task, data_module, sizes, data_record=None):
+def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrained_name=None):
     """Train and test a read-then-decode bit task (copy, priority sort, RAR) as the authors do.
 
     The model reads the inputs, then emits the targets from zero-input steps; the loss is binary
@@ -518,6 +564,7 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None):
         sizes: dict of the task's size arguments for `data_module.dataset`.
         data_record: optional JSON-able description of the data for `results.json`
             (default `sizes`).
+        pretrained_name: the task's name under `pretrained/` (default `task`).
 
     Returns:
         The results dict of `run`.
@@ -545,4 +592,4 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None):
              "data": sizes if data_record is None else data_record,
              "stm_config": stm_config if args.model == "stm" else None}
     return run(model, train_data, args, evaluate=evaluate_best_checkpoint(args, test_data),
-               monitor="loss", mode="min", extra_results=extra)
+               monitor="loss", mode="min", extra_results=extra, pretrained_name=pretrained_name)

@@ -1,0 +1,99 @@
+"""Every committed pretrained model loads on the CPU and reproduces its recorded test figure.
+
+For each folder under `pretrained/`, the task's example script runs with `--evaluate FOLDER`
+on a smaller test set drawn with a fixed seed (associative retrieval: a fresh data set of
+another seed; the fresh-data tasks: the first batches of their fixed-seed test set), and
+the figure must be within the stated margin of the one in the folder's `results.json`.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from keras_stm import pretrained
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+ACCURACY_MARGIN = 0.03
+"""float: absolute accuracy margin (1,024 or 512 test examples against the recorded 20,000
+or 1,280: a 99% model's sampling spread is about 0.3 points, a 90% model's about 1.3)."""
+BIT_ERROR_MARGIN = 0.25
+"""float: relative bit-error margin (2 test batches against 10), at least 0.5 bits."""
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                  os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _evaluation(folder, results, tmp_path):
+    """(script, argv, metric, margin check) of one pretrained model."""
+    task = results["task"]
+    flags = results.get("flags", {})
+    base = ["--evaluate", folder, "--verbose", "0", "--output-dir", str(tmp_path / "unused")]
+    if task == "associative_retrieval":
+        pairs = str(results["data"]["num_pairs"])
+        argv = base + ["--num-pairs", pairs, "--num-train", "128", "--num-validation", "128",
+                       "--num-test", "1024", "--data-seed", "7",
+                       "--data-file", str(tmp_path / "fresh.npz")]
+        return "associative_retrieval", argv, "accuracy", "accuracy"
+    if task == "nth_farthest":
+        return "nth_farthest", base + ["--test-batches", "4"], "accuracy", "accuracy"
+    if task in ("copy", "priority_sort", "rar"):
+        script = {"copy": "copy_task"}.get(task, task)
+        argv = base + ["--test-batches", "2"]
+        if task == "rar":
+            argv += ["--reading", flags.get("reading", "executed")]
+        return script, argv, "bit_error_per_sequence", "bit_error"
+    pytest.skip(f"no CPU evaluation written for task {task!r}")
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_pretrained_model_reproduces_its_results(name, tmp_path):
+    folder = pretrained.resolve(name)
+    results = pretrained.read_results(folder)
+    assert os.path.getsize(os.path.join(folder, pretrained.MODEL_FILE)) <= pretrained.MAX_MODEL_BYTES
+    for key in ("commit", "gpu_minutes", "command", "iterations", "environment", "test"):
+        assert key in results, f"{name}: results.json lacks {key!r}"
+    script, argv, metric, kind = _evaluation(folder, results, tmp_path)
+    report = _load_example(script).main(argv)
+    recorded = results["test"][metric]
+    measured = report["test"][metric]
+    if kind == "accuracy":
+        assert abs(measured - recorded) <= ACCURACY_MARGIN, (name, measured, recorded)
+    else:
+        assert abs(measured - recorded) <= max(0.5, BIT_ERROR_MARGIN * recorded), (
+            name, measured, recorded)
+
+
+def test_load_by_name_and_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No pretrained model 'no_such_model'"):
+        pretrained.load("no_such_model")
+    for name in pretrained.available()[:1]:
+        model, results = pretrained.load(name)
+        assert model.count_params() == results["parameters"]
+        assert np.isfinite(results["iterations"])
+
+
+def test_export_then_evaluate_reproduces_the_run(tmp_path):
+    """A finished (quick) run, exported, gives its own test figures back through --evaluate."""
+    run_dir = tmp_path / "run"
+    example = _load_example("nth_farthest")
+    results = example.main(["--quick", "--verbose", "0", "--output-dir", str(run_dir)])
+    dest = tmp_path / "pretrained" / "nth_farthest_quick"
+    path = pretrained.export(str(run_dir), str(dest),
+                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    assert os.path.getsize(path) <= pretrained.MAX_MODEL_BYTES
+    assert pretrained.available(str(tmp_path / "pretrained")) == ["nth_farthest_quick"]
+    model, recorded = pretrained.load(str(dest))
+    assert recorded["commit"] == "test" and model.count_params() == results["parameters"]
+    report = example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "x"),
+                           "--evaluate", str(dest)])
+    assert report["recorded"] == results["test"]
+    np.testing.assert_allclose(report["test"]["accuracy"], results["test"]["accuracy"], atol=1e-6)
+    assert not os.path.exists(tmp_path / "x")  # --evaluate writes nothing
