@@ -290,6 +290,35 @@ def environment():
     return info
 
 
+def progress_verbosity(stream=None):
+    """The `verbose` for Keras' `fit`: 1 (a live progress bar) on a terminal, else 2.
+
+    Keras 3.15's progress bar (`verbose=1`) writes ANSI colour codes and backspaces whether or
+    not its output is a terminal (it treats every POSIX system as one), so a log redirected to a
+    file fills with escape sequences. `verbose=2` writes one plain line per epoch.
+
+    Args:
+        stream: the output to test (default `sys.stdout`).
+
+    Returns:
+        1 if `stream` is a terminal, else 2.
+
+    Example:
+
+    >>> import io
+    >>> from keras_stm import training
+    >>> training.progress_verbosity(io.StringIO())
+    2
+    """
+    import sys
+
+    stream = sys.stdout if stream is None else stream
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return 2
+
+
 def plot_or_warn(plot, *args, **kwargs):
     """Call a plotting function; without matplotlib, warn and return None instead of failing.
 
