@@ -333,7 +333,7 @@ def plot_or_warn(plot, *args, **kwargs):
         What `plot` returns, or None when matplotlib is missing.
 
     Raises:
-        Whatever `plot` raises other than the missing matplotlib.
+        Exception: whatever `plot` raises, except the missing matplotlib.
     """
     try:
         return plot(*args, **kwargs)

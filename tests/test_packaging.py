@@ -143,3 +143,27 @@ def test_environment_records_version_and_commit(monkeypatch):
     info = training.environment()
     assert info["git_commit"] is None and info["git_dirty"] is None
     assert info["keras_stm"] == keras_stm.__version__
+
+
+class _Terminal:
+    def isatty(self):
+        return True
+
+
+def test_progress_verbosity_plain_lines_off_a_terminal(capsys):
+    import io
+
+    import keras
+    import numpy as np
+
+    assert training.progress_verbosity(_Terminal()) == 1
+    assert training.progress_verbosity(io.StringIO()) == 2
+    assert training.progress_verbosity(object()) == 2
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+    capsys.readouterr()  # (Keras 3.15's verbose=1 writes escape codes here too, off a terminal)
+    model.fit(x, y, epochs=2, batch_size=4, verbose=training.progress_verbosity())
+    plain = capsys.readouterr().out
+    assert "Epoch 2/2" in plain and "loss" in plain
+    assert not any(code in plain for code in ("\x1b", "\b", "\r")), repr(plain)
