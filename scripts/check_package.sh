@@ -11,6 +11,7 @@ root=$(pwd)
 python=${1:-python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+export KERAS_HOME="$work/keras-home"  # a fresh Keras config: no keras.json choosing a backend
 pip_quiet=(-q --disable-pip-version-check)
 step() { echo "=== check_package: $*"; }
 
@@ -55,6 +56,14 @@ import importlib.util
 for name in ("tensorflow", "torch", "matplotlib", "keras_tuner"):
     assert importlib.util.find_spec(name) is None, f"{name} is installed; the check needs [jax] alone"
 PY
+
+step "without KERAS_BACKEND: Keras' default (tensorflow) is missing, and the error says what to do"
+if env -u KERAS_BACKEND "$py" -c "import keras_stm" > "$work/no-backend.log" 2>&1; then
+  echo "import keras_stm worked without a backend"; exit 1
+fi
+grep -q "KERAS_BACKEND is not set" "$work/no-backend.log" && grep -q 'pip install "keras-stm\[jax\]"' "$work/no-backend.log" \
+  || { cat "$work/no-backend.log"; exit 1; }
+tail -1 "$work/no-backend.log"
 
 step "KERAS_BACKEND=jax: import, train one step, save and load .keras, optional parts"
 KERAS_BACKEND=jax "$py" - <<'PY'

@@ -167,3 +167,15 @@ def test_progress_verbosity_plain_lines_off_a_terminal(capsys):
     plain = capsys.readouterr().out
     assert "Epoch 2/2" in plain and "loss" in plain
     assert not any(code in plain for code in ("\x1b", "\b", "\r")), repr(plain)
+
+
+def test_missing_backend_says_how_to_choose_one(tmp_path):
+    """`import keras_stm` with Keras' default backend (tensorflow) missing names KERAS_BACKEND."""
+    code = "import sys; sys.modules['tensorflow'] = None; import keras_stm"
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json choosing another backend
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode != 0
+    assert "KERAS_BACKEND is not set" in done.stderr and 'pip install "keras-stm[jax]"' in done.stderr, done.stderr[-2000:]
