@@ -29,7 +29,7 @@ test: test-setup
 	bash scripts/test_all_backends.sh $(PY) $(BACKENDS)
 	$(MAKE) --no-print-directory docs
 
-# The wheel with [jax] alone in a fresh venv (CI runs it after `make test`; about 2 minutes).
+# The wheel with [jax] alone in a fresh venv (CI runs it after `make test`; 1-2 minutes).
 check-package: $(PY)
 	bash scripts/check_package.sh $(PY)
 
