@@ -8,7 +8,7 @@ VENV ?= .venv
 BACKENDS ?= jax torch tensorflow
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-setup demo-setup docs clean
+.PHONY: demo test test-setup demo-setup docs check-package clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-setup: $(PY)
 test: test-setup
 	bash scripts/test_all_backends.sh $(PY) $(BACKENDS)
 	$(MAKE) --no-print-directory docs
+
+# The wheel with [jax] alone in a fresh venv (CI runs it after `make test`; 1-2 minutes).
+check-package: $(PY)
+	bash scripts/check_package.sh $(PY)
 
 docs:
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

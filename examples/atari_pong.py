@@ -73,6 +73,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_stm import training  # noqa: E402
+from keras_stm import visualize  # noqa: E402
 from keras_stm.models import actor_critic  # noqa: E402
 from keras_stm.tasks import advantages as advantages_lib  # noqa: E402
 from keras_stm.tasks import atari  # noqa: E402
@@ -247,12 +248,8 @@ def _write_history(path, rows):
 
 def plot_rewards(episodes, path, title):
     """Plots every game's score against frames and the `MEAN_WINDOW`-game moving average."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = visualize.new_figure(figsize=(7, 4))
+    ax = fig.subplots()
     if episodes:
         frames = np.array([e[0] for e in episodes], dtype=np.float64)
         scores = np.array([e[1] for e in episodes], dtype=np.float64)
@@ -271,7 +268,6 @@ def plot_rewards(episodes, path, title):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -374,8 +370,8 @@ def main(argv=None):
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    plot_rewards(episodes, os.path.join(out, "reward_curve.png"),
-                 f"{args.env_id} ({args.model}, A2C x {num_envs})")
+    training.plot_or_warn(plot_rewards, episodes, os.path.join(out, "reward_curve.png"),
+                          f"{args.env_id} ({args.model}, A2C x {num_envs})")
     print(json.dumps({"task": TASK, "model": args.model, "frames": state["frames"],
                       "mean_reward_last_100": mean_100}))
     return results

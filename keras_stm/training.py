@@ -309,9 +309,47 @@ def jit_compile(args):
     return {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
 
+def _git_commit():
+    """`(commit, dirty)` of the git checkout keras_stm is imported from, or `(None, None)`.
+
+    Only a checkout whose top folder holds the `keras_stm` package counts (an installed wheel,
+    or a virtual environment inside some other repository, gives None). `dirty` is whether
+    tracked files differ from the commit.
+    """
+    import subprocess
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(package)
+
+    def git(*arguments):
+        done = subprocess.run(["git", "-C", root, *arguments], capture_output=True, text=True,
+                              timeout=10, check=True)
+        return done.stdout.strip()
+
+    try:
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
+            return None, None
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except Exception:  # no git, not a checkout, no commit yet, a timeout
+        return None, None
+    return commit, dirty
+
+
 def environment():
-    """Versions and device, recorded in every results file."""
-    info = {"backend": keras.backend.backend(), "keras": keras.__version__,
+    """Versions, code and device, recorded in every results file.
+
+    Returns:
+        dict with `backend`, the versions of `keras_stm`, `keras`, `python`, `numpy` and the
+        backend's library, `git_commit` (the commit of the keras-stm checkout the code was
+        imported from, None for an installed package), `git_dirty` (whether tracked files had
+        uncommitted changes, None without a commit) and `device`.
+    """
+    import keras_stm
+
+    commit, dirty = _git_commit()
+    info = {"backend": keras.backend.backend(), "keras_stm": keras_stm.__version__,
+            "git_commit": commit, "git_dirty": dirty, "keras": keras.__version__,
             "python": platform.python_version(), "numpy": np.__version__}
     backend = keras.backend.backend()
     try:
@@ -334,6 +372,63 @@ def environment():
     except Exception as error:  # recording versions must never stop a run
         info["device"] = f"unknown ({error})"
     return info
+
+
+def progress_verbosity(stream=None):
+    """The `verbose` for Keras' `fit`: 1 (a live progress bar) on a terminal, else 2.
+
+    Keras 3.15's progress bar (`verbose=1`) writes ANSI colour codes and backspaces whether or
+    not its output is a terminal (it treats every POSIX system as one), so a log redirected to a
+    file fills with escape sequences. `verbose=2` writes one plain line per epoch.
+
+    Args:
+        stream: the output to test (default `sys.stdout`).
+
+    Returns:
+        1 if `stream` is a terminal, else 2.
+
+    Example:
+
+    >>> import io
+    >>> from keras_stm import training
+    >>> training.progress_verbosity(io.StringIO())
+    2
+    """
+    import sys
+
+    stream = sys.stdout if stream is None else stream
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return 2
+
+
+def plot_or_warn(plot, *args, **kwargs):
+    """Call a plotting function; without matplotlib, warn and return None instead of failing.
+
+    A training run writes its results before its figures, so a missing plotting package
+    (`pip install "keras-stm[plots]"`) must not turn a finished run into an error.
+
+    Args:
+        plot: callable, e.g. `keras_stm.visualize.plot_history`.
+        *args, **kwargs: its arguments.
+
+    Returns:
+        What `plot` returns, or None when matplotlib is missing.
+
+    Raises:
+        Exception: whatever `plot` raises, except the missing matplotlib.
+    """
+    try:
+        return plot(*args, **kwargs)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "matplotlib":
+            raise
+        import warnings
+
+        warnings.warn(f"{getattr(plot, '__name__', 'plot')} skipped: {error}", RuntimeWarning,
+                      stacklevel=2)
+        return None
 
 
 def _best_so_far(history_path, monitor, mode):

@@ -53,10 +53,10 @@ import os
 from typing import Any, Callable, Optional
 
 import keras
-import keras_tuner
 import numpy as np
 
 from keras_stm import training
+from keras_stm._optional import require
 from keras_stm.models import build_sequence_model
 from keras_stm.models import task_configs
 from keras_stm.tasks import associative_retrieval as ar_data
@@ -68,6 +68,9 @@ from keras_stm.tasks import priority_sort as sort_data
 from keras_stm.tasks import rar as rar_data
 from keras_stm.tasks.base import TaskDataset
 from keras_stm.tasks.metrics import BitErrorPerSequence
+
+# keras-tuner 1.4.8 imports six without declaring it: the `tuning` extra installs both.
+keras_tuner = require("keras_tuner", "tuning", "keras_stm.tuning")
 
 TUNERS = ("random", "bayesian", "hyperband")
 """tuple: the tuner kinds of `make_tuner` (KerasTuner's RandomSearch, BayesianOptimization,

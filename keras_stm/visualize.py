@@ -8,8 +8,12 @@ Two kinds of figures:
   records its item memory, relational memory and the OPA scores `tanh(q_i ⊙ k_j)` of every step;
   `plot_item_memory`, `plot_relational_memory` and `plot_attention` draw that trace.
 
-Everything writes a PNG with matplotlib's non-interactive "Agg" back end (no display needed).
-The model computations use `keras.ops` only, so tracing works under jax, torch and tensorflow.
+Everything writes a PNG through matplotlib's object API (`matplotlib.figure.Figure` drawn on an
+Agg canvas): no display is needed, and pyplot's global state and back end, which a user's own
+code may rely on, are left alone. Plotting needs matplotlib (`pip install "keras-stm[plots]"`;
+without it the plot functions raise a ModuleNotFoundError saying so); `read_history`,
+`read_results` and `trace_memories` do not. The model computations use `keras.ops` only, so
+tracing works under jax, torch and tensorflow.
 """
 
 import csv
@@ -19,13 +23,38 @@ import os
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(**kwargs):
+    """A new `matplotlib.figure.Figure` on its own Agg canvas (no pyplot, no global back end).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The figure is not registered with pyplot, so it needs no closing; `figure.savefig(path)`
+    writes it.
 
-    return plt
+    Args:
+        **kwargs: arguments of `matplotlib.figure.Figure` (`figsize`, `layout`, ...).
+
+    Returns:
+        The `Figure`.
+
+    Raises:
+        ModuleNotFoundError: without matplotlib, naming the `plots` extra.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from keras_stm import visualize
+    >>> figure = visualize.new_figure(figsize=(3, 2))
+    >>> _ = figure.subplots().plot([0, 1], [1, 0])
+    >>> figure.savefig(os.path.join(tempfile.mkdtemp(), "line.png"))
+    """
+    from keras_stm._optional import require
+
+    require("matplotlib", "plots", "Plotting (keras_stm.visualize)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 # ---------------------------------------------------------------------------- learning curves
@@ -88,8 +117,8 @@ def plot_history(history, path, title=None, metrics=None):
     names = metrics or [k for k in columns if k not in ("epoch", "learning_rate", "epoch_seconds")
                         and not k.startswith("val_")]
     names = [n for n in names if n in columns] or ["loss"]
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
+    fig = new_figure(figsize=(4.5 * len(names), 3.4))
+    axes = fig.subplots(1, len(names), squeeze=False)
     steps = list(range(1, 1 + max((len(v) for v in columns.values()), default=0)))
     for ax, name in zip(axes[0], names):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
@@ -103,7 +132,6 @@ def plot_history(history, path, title=None, metrics=None):
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -245,8 +273,8 @@ def plot_results(results_json_paths, path, metric=None, title=None):
     """
     table = read_results(results_json_paths, metric)
     runs = table["runs"]
-    plt = _pyplot()
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = new_figure(figsize=(11, 3.8))
+    curves, bars = fig.subplots(1, 2)
     for run in runs:
         if run["loss"]:
             curves.plot(run["iterations"], run["loss"], label=run["label"])
@@ -272,7 +300,6 @@ def plot_results(results_json_paths, path, metric=None, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -475,10 +502,9 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
     panels = [("initial", trace["initial_item_memory"][b])] + [
         (f"after step {t + 1}", memories[t]) for t in chosen]
     limit = _symmetric_limit(np.stack([p for _, p in panels]))
-    plt = _pyplot()
     cols = len(panels)
-    fig, axes = plt.subplots(1, cols, figsize=(1.9 * cols + 0.8, 2.5), squeeze=False,
-                             layout="constrained")
+    fig = new_figure(figsize=(1.9 * cols + 0.8, 2.5), layout="constrained")
+    axes = fig.subplots(1, cols, squeeze=False)
     image = None
     for ax, (name, panel) in zip(axes[0], panels):
         image = ax.imshow(panel, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -488,7 +514,6 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title or "item memory Mi", fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -528,9 +553,8 @@ def plot_relational_memory(trace, path, example=0, steps=None, title=None):
     chosen = _check_steps(steps, memories.shape[0])
     slots = memories.shape[1]
     limit = _symmetric_limit(memories[chosen])
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(chosen), slots, figsize=(1.7 * slots + 1.0, 1.7 * len(chosen) + 0.6),
-                             squeeze=False, layout="constrained")
+    fig = new_figure(figsize=(1.7 * slots + 1.0, 1.7 * len(chosen) + 0.6), layout="constrained")
+    axes = fig.subplots(len(chosen), slots, squeeze=False)
     image = None
     for row, t in enumerate(chosen):
         for i in range(slots):
@@ -545,7 +569,6 @@ def plot_relational_memory(trace, path, example=0, steps=None, title=None):
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
     fig.suptitle(title or "relational memory Mr", fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -587,10 +610,9 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
     scores = trace["attention"][b]  # (T, nq, nq, d)
     chosen = _check_steps(steps, scores.shape[0])
     nq, d = scores.shape[1], scores.shape[3]
-    plt = _pyplot()
     cols = len(chosen)
-    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 1.0, 4.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 1.6]}, layout="constrained")
+    fig = new_figure(figsize=(1.9 * cols + 1.0, 4.6), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
     image = None
     for col, t in enumerate(chosen):
         top, bottom = axes[0, col], axes[1, col]
@@ -610,5 +632,4 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
     fig.suptitle(title or "OPA scores tanh(q_i ⊙ k_j)", fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -27,7 +27,7 @@ def _read_state_dict(state_dict):
             import torch
         except ImportError as error:
             raise ImportError(
-                f"Reading {path!r} needs PyTorch (`pip install torch`); or pass the state_dict "
+                f"Reading {path!r} needs PyTorch (`pip install \"keras-stm[torch]\"`); or pass the state_dict "
                 "as a mapping of names to numpy arrays."
             ) from error
         loaded = torch.load(path, map_location="cpu", weights_only=False)

@@ -5,9 +5,12 @@ Rules (also for authors of new pages):
 * a fenced block whose info string is `python` (or `py`) is executed; the blocks of one page
   run in order in one namespace, from the repository root, so a page can build on its earlier
   blocks and read repository files such as `tests/fixtures/...`;
-* a block is skipped when its info string is `python-skip`, or when its first non-blank line is
-  a comment starting with `# doc-test: skip` (say why after it: a GPU run, a download, a file
-  the reader must supply). Other languages (`bash`, `text`, ...) are never executed;
+* a block is skipped when its info string is `python-skip`, or when the last non-blank line
+  before its opening fence is the HTML comment `<!-- doc-test: skip (why) -->` (say why: a GPU
+  run, a download, a file the reader must supply). The comment does not show on the rendered
+  page or the package page; no marker goes inside a block, where readers would see it
+  (`test_no_markers_inside_code_blocks`). Other languages (`bash`, `text`, ...) are never
+  executed;
 * where every top-level `print(...)` of a block ends with a comment, the printed lines are
   checked against those comments: each printed line must be the start of its comment
   (`print(x.shape)  # (4, 3): logits` passes when it prints `(4, 3)`).
@@ -27,7 +30,8 @@ import tokenize
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SKIP_MARK = "# doc-test: skip"
+SKIP_MARK = re.compile(r"^\s*<!--\s*doc-test:\s*skip\b.*-->\s*$")
+OLD_SKIP_MARK = "doc-test:"  # a marker inside a code block (the old `# doc-test: skip` comment)
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`]*$")
 
 
@@ -40,6 +44,8 @@ def extract_blocks(text):
     Returns:
         list of `(line, info, code)`: the 1-based line of the opening fence, the info string's
         first word (`""` if none) and the block's code, dedented by the fence's indentation.
+        Where the last non-blank line before the fence is `<!-- doc-test: skip ... -->`, the
+        info is returned with `-skip` appended (`"python-skip"`), so the block is not executed.
     """
     blocks = []
     lines = text.split("\n")
@@ -57,17 +63,17 @@ def extract_blocks(text):
             line = lines[j]
             body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
             j += 1
+        before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
+        if SKIP_MARK.match(before):
+            info += "-skip"
         blocks.append((i + 1, info, "\n".join(body) + "\n"))
         i = j + 1
     return blocks
 
 
 def is_executed(info, code):
-    """Whether a block runs: a `python`/`py` block not marked `# doc-test: skip`."""
-    if info not in ("python", "py"):
-        return False
-    first = next((line.strip() for line in code.splitlines() if line.strip()), "")
-    return not first.startswith(SKIP_MARK)
+    """Whether a block runs: a `python`/`py` block (not `python-skip`, not marked skipped)."""
+    return info in ("python", "py")
 
 
 def expected_prints(code):
@@ -119,8 +125,8 @@ def test_extract_blocks_and_markers():
         "```",
         "* item",
         "",
+        "    <!-- doc-test: skip (GPU) -->",
         "    ```python",
-        "    # doc-test: skip (GPU)",
         "    raise RuntimeError",
         "    ```",
         "````py",
@@ -134,12 +140,28 @@ def test_extract_blocks_and_markers():
     ])
     blocks = extract_blocks(text)
     assert [(line, info) for line, info, _ in blocks] == [
-        (2, "python"), (6, "bash"), (9, "python-skip"), (14, "python"), (18, "py"), (23, "")]
+        (2, "python"), (6, "bash"), (9, "python-skip"), (15, "python-skip"), (18, "py"), (23, "")]
     assert blocks[0][2] == "x = 1\n"
-    assert blocks[3][2] == "# doc-test: skip (GPU)\nraise RuntimeError\n"
+    assert blocks[3][2] == "raise RuntimeError\n"
     assert blocks[4][2] == "s = '''\n```\n'''\n"  # a longer fence encloses a shorter one
     assert [is_executed(info, code) for _, info, code in blocks] == [
         True, False, False, False, True, False]
+
+
+def test_skip_marker_is_the_line_before_the_fence():
+    text = "<!-- doc-test: skip (a file) -->\n\n```python\nx = 1\n```\n<!-- note -->\n```python\ny = 2\n```\n"
+    assert [info for _, info, _ in extract_blocks(text)] == ["python-skip", "python"]
+
+
+def test_no_markers_inside_code_blocks():
+    """Readers see code blocks (on the site and the package page); markers go in HTML comments."""
+    found = []
+    for page in _pages():
+        for line, info, code in extract_blocks(page.read_text(encoding="utf-8")):
+            if OLD_SKIP_MARK in code:
+                found.append(f"{page.relative_to(ROOT).as_posix()}:{line}")
+    assert not found, ("put `<!-- doc-test: skip (why) -->` on the line before the block instead of a "
+                       f"comment inside it: {found}")
 
 
 def test_expected_prints():

@@ -49,8 +49,12 @@ import functools
 import numbers
 
 import numpy as np
-import gymnasium as gym
-from gymnasium import spaces
+
+from keras_stm._optional import install_hint
+from keras_stm._optional import require
+
+gym = require("gymnasium", "atari", "keras_stm.tasks.atari")
+from gymnasium import spaces  # noqa: E402
 
 TINY_ENV_ID = "keras_stm/TinyPongNoFrameskip-v0"
 """Gymnasium id of `TinyPongEnv`; `make_env(TINY_ENV_ID, ...)` applies the Atari wrappers to it."""
@@ -634,7 +638,7 @@ def _make_base_env(env_id, env_kwargs):
             import ale_py
         except ImportError as error:  # pragma: no cover - depends on the installation
             raise ValueError(
-                f"`env_id`={env_id!r} needs ale-py: `pip install gymnasium ale-py`."
+                f"`env_id`={env_id!r} needs ale-py: {install_hint('atari')}."
             ) from error
         gym.register_envs(ale_py)
     try:
