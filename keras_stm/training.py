@@ -95,7 +95,9 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="Stop at the first epoch end after this much training time; the run "
                              "resumes from its checkpoint when started again.")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
+                             "terminal, 2 when the output goes to a file).")
     parser.add_argument("--quick", action="store_true", help="A tiny CPU smoke run (for tests).")
     return parser
 
@@ -143,6 +145,8 @@ def parse_args(parser, argv=None, quick_overrides=None):
     if args.output_dir is None:
         suffix = "-quick" if args.quick else ""
         args.output_dir = os.path.join("runs", f"{args.task}-{args.model}{suffix}")
+    if getattr(args, "verbose", 0) is None:
+        args.verbose = progress_verbosity()
     args.speed_settings_applied = apply_speed_settings(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -614,8 +618,8 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
         results.update(extra_results)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    visualize.plot_history(history_path, os.path.join(out, "learning_curve.png"),
-                           title=f"{args.task} ({args.model})")
+    plot_or_warn(visualize.plot_history, history_path, os.path.join(out, "learning_curve.png"),
+                 title=f"{args.task} ({args.model})")
     print(json.dumps({"task": args.task, "model": args.model, **results.get("test", {})}))
     return results
 

@@ -3,7 +3,9 @@
 # All runs of a group share one GPU at the same time (each step is latency-bound, so they fit
 # side by side); each stops after MINUTES of training and can be resumed later with the same
 # command (the checkpoint is in its output folder).
-# Usage: bash scripts/gpu_task_runs.sh GROUP MINUTES
+# Usage: bash scripts/gpu_task_runs.sh GROUP[,GROUP...] MINUTES
+#   a GROUP may also be one task's run, TASK_MODEL (e.g. nth_farthest_stm, rar_lstm).
+#   AR_MODELS (default "stm lstm") picks the associative_retrieval models.
 #   GROUP: associative_retrieval | synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
 #   associative_retrieval: STM and LSTM at 14 pairs (31 tokens) and 24 pairs (51 tokens).
 #   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10:
@@ -27,10 +29,11 @@ launch() {  # name, script, extra args... (STM_CONFIG, a JSON object, goes to --
   python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 "$@" "${extra[@]}" > "$root/$name.log" 2>&1 &
   pids+=($!)
 }
+for group in ${group//,/ }; do
 case $group in
   associative_retrieval)
     for pairs in 14 24; do
-      for model in stm lstm; do
+      for model in ${AR_MODELS:-stm lstm}; do
         launch "associative_retrieval_$pairs-$model" associative_retrieval.py --model $model \
           --num-pairs $pairs
       done
@@ -66,8 +69,12 @@ case $group in
     launch "babi-stm" babi.py --data "${BABI_DATA:-shared/data/babi/babi_tasks_1-20_v1-2.tar.gz}" --allow-partial ;;
   atari)
     for core in stm lstm; do launch "atari_pong-$core" atari_pong.py --core $core --frame-skip 32; done ;;
+  *_stm|*_lstm)  # one task's run: e.g. nth_farthest_stm, priority_sort_lstm
+    task=${group%_*}; model=${group##*_}
+    launch "$task-$model" "$([ "$task" = copy ] && echo copy_task || echo "$task").py" --model "$model" ;;
   *) echo "unknown group $group" >&2; exit 2 ;;
 esac
+done
 for pid in "${pids[@]}"; do wait "$pid"; done
 for log in "$root"/*.log; do echo "== $log"; tail -n 3 "$log"; done
 exit 0
