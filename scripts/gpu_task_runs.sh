@@ -5,7 +5,8 @@
 # command (the checkpoint is in its output folder).
 # Usage: bash scripts/gpu_task_runs.sh GROUP[,GROUP...] MINUTES
 #   a GROUP may also be one task's run, TASK_MODEL (e.g. nth_farthest_stm, rar_lstm).
-#   AR_MODELS (default "stm lstm") picks the associative_retrieval models.
+#   AR_RUNS (default "14:stm 14:lstm 24:stm 24:lstm") picks the associative_retrieval runs
+#   (pairs:model).
 #   GROUP: associative_retrieval | synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
 #   associative_retrieval: STM and LSTM at 14 pairs (31 tokens) and 24 pairs (51 tokens).
 #   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10:
@@ -29,14 +30,17 @@ launch() {  # name, script, extra args... (STM_CONFIG, a JSON object, goes to --
   python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 "$@" "${extra[@]}" > "$root/$name.log" 2>&1 &
   pids+=($!)
 }
+for g in ${group//,/ }; do  # refuse an unknown group before anything starts
+  case $g in associative_retrieval|synthetic|geometry|hull_tsp|graphs_fixed|babi|atari|*_stm|*_lstm) ;;
+    *) echo "unknown group $g" >&2; exit 2 ;; esac
+done
 for group in ${group//,/ }; do
 case $group in
   associative_retrieval)
-    for pairs in 14 24; do
-      for model in ${AR_MODELS:-stm lstm}; do
-        launch "associative_retrieval_$pairs-$model" associative_retrieval.py --model $model \
-          --num-pairs $pairs
-      done
+    for run in ${AR_RUNS:-14:stm 14:lstm 24:stm 24:lstm}; do
+      pairs=${run%:*}; model=${run#*:}
+      launch "associative_retrieval_$pairs-$model" associative_retrieval.py --model "$model" \
+        --num-pairs "$pairs"
     done ;;
   synthetic)
     for model in stm lstm; do
