@@ -132,7 +132,7 @@ def main(argv=None):
     validation_data = ar_data.SplitDataset(*splits["validation"], batch_size=args.batch_size,
                                            shuffle=False)
     test_data = ar_data.SplitDataset(*splits["test"], batch_size=args.batch_size, shuffle=False)
-    if args.steps_per_epoch > len(train_data):
+    if args.steps_per_epoch > len(train_data) and not args.evaluate:
         parser.error(f"--steps-per-epoch ({args.steps_per_epoch}) exceeds the {len(train_data)} "
                      f"batches of the training split ({args.num_train} // {args.batch_size}).")
     stm_config = task_configs.model_config_from_args(args, TASK)
