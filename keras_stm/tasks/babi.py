@@ -48,6 +48,7 @@ import json
 import os
 import re
 import tarfile
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -803,8 +804,16 @@ def _save_cache(npz_path, json_path, data):
 
 
 def _load_cache(npz_path, json_path):
+    """The cached `BabiData`, or None when the entry is absent or unreadable.
+
+    An entry that exists but cannot be read (a truncated or bit-flipped `.npz`: `BadZipFile`,
+    `zlib.error`, `EOFError`, ...; a damaged `.json`; arrays missing) is reported with a
+    warning naming the file; the caller then rebuilds it from the source data.
+    """
+    if not (os.path.exists(json_path) and os.path.exists(npz_path)):
+        return None  # absent (the JSON, written last, marks a complete entry)
     try:
-        with open(json_path) as f:
+        with open(json_path, encoding="utf-8") as f:
             saved = json.load(f)
         meta = saved["metadata"]
         meta["task_info"] = {int(k): v for k, v in meta["task_info"].items()}
@@ -816,8 +825,11 @@ def _load_cache(npz_path, json_path):
                                                 for f in BabiArrays._fields))
         return BabiData(saved["vocab"], splits["train"], splits["valid"], splits["test"], meta,
                         from_cache=True)
-    except (OSError, KeyError, ValueError, json.JSONDecodeError):
-        return None  # absent or unreadable: rebuild
+    except Exception as error:  # zip, zlib, EOF, OS, JSON, key and type errors alike
+        warnings.warn(f"The bAbI cache {npz_path} (with {json_path}) is unreadable "
+                      f"({type(error).__name__}: {error}); rebuilding it from the source data.",
+                      stacklevel=3)
+        return None
 
 
 def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DEFAULT_STORY_CAP,
