@@ -92,6 +92,11 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
 def parse_args(parser, argv=None, quick_overrides=None):
     """Parse flags, apply `--hparams` and `--quick`, validate, and set the seed and precision.
 
+    `--hparams` values go through the same checks as the command line (each flag's type and
+    choices). Of the two clippings, the one set (on the command line or in `--hparams`) clears
+    the other's task default: Keras takes only one of them. `--quick` sets small sizes for the
+    flags not given on the command line.
+
     Args:
         parser: from `argument_parser` (plus the script's own flags).
         argv: list of strings, or None for `sys.argv`.
@@ -99,29 +104,48 @@ def parse_args(parser, argv=None, quick_overrides=None):
 
     Returns:
         `argparse.Namespace` with `output_dir` resolved.
+
+    Raises:
+        SystemExit: through `parser.error`, naming the flag, for an invalid value.
     """
     args = parser.parse_args(argv)
+    explicit = _explicit_flags(parser, argv)
     if args.hparams:
         if not os.path.exists(args.hparams):
             parser.error(f"--hparams file not found: {args.hparams}")
         try:
-            with open(args.hparams) as f:
+            with open(args.hparams, encoding="utf-8") as f:
                 values = json.load(f)
-        except json.JSONDecodeError as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             parser.error(f"--hparams file {args.hparams} is not valid JSON: {error}")
+        if not isinstance(values, dict):
+            parser.error(f"--hparams file {args.hparams} must hold a JSON object, got "
+                         f"{type(values).__name__}")
+        actions = {action.dest: action for action in parser._actions}
         for key, value in values.items():
             key = key.replace("-", "_")
             if not hasattr(args, key):
                 parser.error(f"--hparams file {args.hparams} sets unknown option {key!r}")
+            if key in actions:
+                value = _checked_hparam(parser, actions[key], value, args.hparams)
             setattr(args, key, value)
+            explicit.add(key)
     if getattr(args, "stm_config", None) is not None and not isinstance(args.stm_config, dict):
         parser.error(f"--stm-config must be a JSON object (from --hparams: a dict), got "
                      f"{args.stm_config!r}")
+    if {"clip_value", "clip_norm"} <= explicit and None not in (args.clip_value, args.clip_norm):
+        parser.error(f"--clip-value {args.clip_value} and --clip-norm {args.clip_norm} are both "
+                     "set: Keras applies only one gradient clipping, choose one")
+    if "clip_norm" in explicit and args.clip_norm is not None:
+        args.clip_value = None  # the task's default value clipping gives way
+    elif "clip_value" in explicit and args.clip_value is not None:
+        args.clip_norm = None
     if args.quick:
         defaults = {"iterations": 4, "steps_per_epoch": 2, "batch_size": 8}
         defaults.update(quick_overrides or {})
         for key, value in defaults.items():
-            setattr(args, key, value)
+            if key not in explicit:
+                setattr(args, key, value)
     for name in ("iterations", "steps_per_epoch", "batch_size"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -138,6 +162,53 @@ def parse_args(parser, argv=None, quick_overrides=None):
     if args.data_parallel:
         enable_data_parallel()
     return args
+
+
+def _explicit_flags(parser, argv):
+    """The destinations of the flags given on the command line (not left at their default)."""
+    unset = object()
+    dests = {action.dest for action in parser._actions if action.dest is not argparse.SUPPRESS}
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{d: unset for d in dests}))
+    return {key for key in dests if getattr(probe, key, unset) is not unset}
+
+
+def _checked_hparam(parser, action, value, source):
+    """An `--hparams` value checked (and converted) as its flag's command-line value would be."""
+    flag = action.option_strings[-1] if action.option_strings else action.dest
+    where = f"--hparams file {source}: {action.dest} ({flag})"
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false, got {value!r}")
+        return value
+    if value is None:
+        if action.default is not None and action.dest not in ("clip_value", "clip_norm"):
+            parser.error(f"{where} must not be null (default {action.default!r})")
+        return value
+    if action.type in (int, float):
+        if isinstance(value, str):
+            try:
+                value = action.type(value)
+            except ValueError:
+                parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}"
+                             f", got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}, "
+                         f"got {value!r}")
+        elif action.type is int and not float(value).is_integer():
+            parser.error(f"{where} must be an integer, got {value!r}")
+        else:
+            value = action.type(value)
+    elif action.type is not None and isinstance(value, str):
+        try:
+            value = action.type(value)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            parser.error(f"{where}: {error}")
+    elif action.type is None and action.choices is None and not isinstance(
+            value, (str, int, float, dict, list)):
+        parser.error(f"{where} has an unusable value {value!r}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{where} must be one of {list(action.choices)}, got {value!r}")
+    return value
 
 
 def enable_data_parallel():
