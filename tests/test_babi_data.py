@@ -503,3 +503,13 @@ def test_unreadable_cache_is_rebuilt_with_a_warning(tmp_path, damage):
     assert not again.from_cache and again.vocab == first.vocab
     np.testing.assert_array_equal(again.test[8].answer, first.test[8].answer)
     assert load_babi(archive, **kw).from_cache  # healed
+
+
+def test_bad_utf8_in_a_babi_file_is_named(tmp_path):
+    """Issue 24, finding 6: a file that is not UTF-8 is named (member and archive) with its line."""
+    files = tiny_files()
+    name = babi_filename("en-valid-10k", 1, "test")
+    files[name] = QA1_TEST.encode() + b"4 Mary went to the caf\xe9.\n"
+    archive = make_archive(tmp_path / "b.tar.gz", files)
+    with pytest.raises(ValueError, match=f"{name}.*b.tar.gz.*line 4: not UTF-8"):
+        load_babi(archive, tasks=[1], verify=False, use_cache=False)

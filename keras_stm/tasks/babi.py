@@ -955,7 +955,7 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
                 info["note"] = _PARTIAL_NOTE[subset].format(n=len(parsed[s, t].answers),
                                                            s=n_stories)
             else:
-                parsed[s, t] = _parse(found[name].decode("utf-8"), name)
+                parsed[s, t] = _parse(_utf8(found[name], name, path), name)
         task_info[t] = info
 
     words = set()
@@ -997,9 +997,20 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
     return result
 
 
+def _utf8(content, name, source=None):
+    """A bAbI file's bytes as text; a ValueError naming the file (and line) if not UTF-8."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        where = f" in {source!r}" if source else ""
+        raise ValueError(f"bAbI file {name}{where}, line {line}: not UTF-8 text ({error.reason} "
+                         f"at byte {error.start}).") from None
+
+
 def _partial_task3_text(subset, found):
     """Builds the partial task-3 training file of a 10k subset; returns (text, stories)."""
-    en_train, valid = (found[n].decode("utf-8") for n in _partial_sources(subset))
+    en_train, valid = (_utf8(found[n], n) for n in _partial_sources(subset))
     first = _story_blocks(en_train)
     extra = _story_blocks(valid)
     if subset == "en-10k":

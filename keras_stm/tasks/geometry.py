@@ -754,8 +754,13 @@ def _open_lines(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file not found: {path!r}")
-    with open(path, "r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text ({error.reason} at "
+                                 f"byte {error.start} of the line).") from None
             yield path, number, line
 
 
@@ -1051,7 +1056,11 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
     """
     if not isinstance(max_points, (int, np.integer)) or not 1 <= max_points <= N_MAX:
         raise ValueError(f"`max_points` must be an int in [1, {N_MAX}], got {max_points!r}.")
-    examples = [e for e in read_file(path) if len(e.points) <= max_points]
+    examples = read_file(path)
+    if not examples:
+        raise ValueError(f"{os.fspath(path)}: the file holds no example (empty, or blank lines "
+                         "only).")
+    examples = [e for e in examples if len(e.points) <= max_points]
     if not examples:
         raise ValueError(f"{os.fspath(path)}: no example has at most {max_points} points.")
     random_labels = shuffle if random_labels is None else bool(random_labels)
