@@ -21,7 +21,6 @@ import argparse
 import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import platform

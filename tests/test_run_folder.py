@@ -12,7 +12,6 @@ import csv
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
