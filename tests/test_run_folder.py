@@ -219,3 +219,32 @@ def test_example_killed_during_a_checkpoint_write_resumes(tmp_path):
         _example(out, "--iterations", "6")
     assert entries[0]["weights"] in str(error.value) and entries[1]["weights"] in str(error.value)
     assert _epochs(out) == [0, 1]
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_folder_of_keras_backup_and_restore_resumes(tmp_path, damaged):
+    """A run folder written before this change (Keras' `BackupAndRestore`, `latest.weights.h5`)
+    resumes at its epoch, or from its `.bkp` copy when the latest file is damaged; the next
+    checkpoint replaces the old files."""
+    out = tmp_path / "run"
+    os.makedirs(out)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(_Data(), epochs=2, steps_per_epoch=2, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
+                                         double_checkpoint=True)])
+    latest = out / "backup" / "latest.weights.h5"
+    assert latest.exists() and (out / "backup" / "latest.weights.h5.bkp").exists()
+    if damaged:
+        latest.write_bytes(latest.read_bytes()[:500])
+        with pytest.warns(UserWarning, match="latest.weights.h5 cannot be loaded"):
+            _run(out, iterations=6)
+        assert _epochs(out) == [1, 2]  # from the .bkp copy of epoch 1
+    else:
+        assert _run(out, iterations=6)["iterations"] == 6
+        assert _epochs(out) == [2]  # only the third epoch trained
+    kept = [3, 2] if damaged else [3]
+    assert [e["epoch"] for e in _checkpoints(out)] == kept
+    assert sorted(os.listdir(out / "backup")) == sorted(
+        [f"epoch-00000{k}.weights.h5" for k in kept] + ["training_metadata.json"])
