@@ -239,7 +239,8 @@ def evaluation_sets(task, args):
     `--n-points` (seed `--test-seed` + N), written to `<output_dir>/test_n<N>.txt`, suffix `_n<N>`.
     """
     if args.test_file:
-        return {"": geometry.file_dataset(args.test_file, args.batch_size, shuffle=False)}
+        return {"": geometry.file_dataset(args.test_file, args.batch_size, shuffle=False,
+                                          task=task)}
     sets = {}
     for n in args.n_points:
         path = os.path.join(args.output_dir, f"test_n{n}.txt")
@@ -345,7 +346,8 @@ def run_geometry_task(task, args, scores, primary_metric):
     """
     if args.train_file:
         train_data = geometry.file_dataset(args.train_file, args.batch_size,
-                                           num_batches=args.steps_per_epoch, seed=args.seed)
+                                           num_batches=args.steps_per_epoch, seed=args.seed,
+                                           task=task)
     else:
         train_data = random_batches(task, args.train_points, args.batch_size,
                                     args.steps_per_epoch, args.seed)

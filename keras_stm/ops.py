@@ -165,12 +165,22 @@ def matmul(a, b):
     Keras 3.15's `ops.matmul` computes float64 operands in float32 on the torch backend (its
     type promotion maps 64-bit types to 32-bit outside TensorFlow); a float64 product is
     therefore written as an equivalent `einsum`, which keeps the precision. Other dtypes go to
-    `ops.matmul` unchanged.
+    `ops.matmul` unchanged, except one case under TensorFlow: a batch of rows times a kernel
+    (rank > 2 by rank 2). There Keras calls `tf.tensordot`, whose transposes get their
+    permutation from the runtime shape when the batch size is unknown at trace time; inside
+    the STM loop, the gradient of that transpose is not a compile-time constant, and
+    `jit_compile=True` (XLA) training fails for any batch size not fixed at trace time (a
+    partial last batch, a `PyDataset`). The rows are flattened into one rank-2 product
+    instead, the same product `tf.tensordot` computes.
     """
     a = ops.convert_to_tensor(a)
     b = ops.convert_to_tensor(b)
     if _is_float64(a, b) and len(a.shape) >= 2 and len(b.shape) >= 2:
         return ops.einsum("...ij,...jk->...ik", a, b)
+    if len(a.shape) > 2 and len(b.shape) == 2 and keras.backend.backend() == "tensorflow":
+        lead = ops.shape(a)[:-1]
+        flat = ops.matmul(ops.reshape(a, (-1, b.shape[0])), b)
+        return ops.reshape(flat, tuple(lead) + (b.shape[-1],))
     return ops.matmul(a, b)
 
 

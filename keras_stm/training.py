@@ -7,16 +7,27 @@ An example builds its task data and model, then calls `run(...)`:
     model = ...; model.compile(optimizer=training.make_optimizer(args), ...)
     training.run(model, train_data, args, validation_data=..., evaluate=...)
 
-`run` resumes an interrupted run from `<output_dir>/backup` (Keras `BackupAndRestore`), keeps
-the best model as `<output_dir>/best.keras`, appends the learning curve to `history.csv`, and
-writes `results.json` and `learning_curve.png`.
+`run` resumes an interrupted run from the checkpoints in `<output_dir>/backup` (the last two
+epochs, each written to a temporary file and renamed, checked against the SHA-256 recorded in
+`backup/training_metadata.json` before it is loaded), keeps the best model as
+`<output_dir>/best.keras`, appends the learning curve to `history.csv`, and writes
+`results.json` and `learning_curve.png`. While it runs, the output folder is locked
+(`<output_dir>/run.lock`). A damaged checkpoint, metadata or `best.keras` stops the run with a
+`RunFolderError` naming the file and the way out (`--fresh`); it never trains from fresh
+weights when the metadata says training had progressed.
 """
 
 import argparse
+import csv
+import glob
+import hashlib
 import json
 import os
 import platform
+import socket
 import time
+import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -105,6 +116,11 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
 def parse_args(parser, argv=None, quick_overrides=None):
     """Parse flags, apply `--hparams` and `--quick`, validate, and set the seed and precision.
 
+    `--hparams` values go through the same checks as the command line (each flag's type and
+    choices). Of the two clippings, the one set (on the command line or in `--hparams`) clears
+    the other's task default: Keras takes only one of them. `--quick` sets small sizes for the
+    flags not given on the command line.
+
     Args:
         parser: from `argument_parser` (plus the script's own flags).
         argv: list of strings, or None for `sys.argv`.
@@ -112,29 +128,48 @@ def parse_args(parser, argv=None, quick_overrides=None):
 
     Returns:
         `argparse.Namespace` with `output_dir` resolved.
+
+    Raises:
+        SystemExit: through `parser.error`, naming the flag, for an invalid value.
     """
     args = parser.parse_args(argv)
+    explicit = _explicit_flags(parser, argv)
     if args.hparams:
         if not os.path.exists(args.hparams):
             parser.error(f"--hparams file not found: {args.hparams}")
         try:
-            with open(args.hparams) as f:
+            with open(args.hparams, encoding="utf-8") as f:
                 values = json.load(f)
-        except json.JSONDecodeError as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             parser.error(f"--hparams file {args.hparams} is not valid JSON: {error}")
+        if not isinstance(values, dict):
+            parser.error(f"--hparams file {args.hparams} must hold a JSON object, got "
+                         f"{type(values).__name__}")
+        actions = {action.dest: action for action in parser._actions}
         for key, value in values.items():
             key = key.replace("-", "_")
             if not hasattr(args, key):
                 parser.error(f"--hparams file {args.hparams} sets unknown option {key!r}")
+            if key in actions:
+                value = _checked_hparam(parser, actions[key], value, args.hparams)
             setattr(args, key, value)
+            explicit.add(key)
     if getattr(args, "stm_config", None) is not None and not isinstance(args.stm_config, dict):
         parser.error(f"--stm-config must be a JSON object (from --hparams: a dict), got "
                      f"{args.stm_config!r}")
+    if {"clip_value", "clip_norm"} <= explicit and None not in (args.clip_value, args.clip_norm):
+        parser.error(f"--clip-value {args.clip_value} and --clip-norm {args.clip_norm} are both "
+                     "set: Keras applies only one gradient clipping, choose one")
+    if "clip_norm" in explicit and args.clip_norm is not None:
+        args.clip_value = None  # the task's default value clipping gives way
+    elif "clip_value" in explicit and args.clip_value is not None:
+        args.clip_norm = None
     if args.quick:
         defaults = {"iterations": 4, "steps_per_epoch": 2, "batch_size": 8}
         defaults.update(quick_overrides or {})
         for key, value in defaults.items():
-            setattr(args, key, value)
+            if key not in explicit:
+                setattr(args, key, value)
     for name in ("iterations", "steps_per_epoch", "batch_size"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -220,6 +255,53 @@ def apply_speed_settings(args):
             args.stm_config = config
             applied["unroll"] = True
     return applied
+
+
+def _explicit_flags(parser, argv):
+    """The destinations of the flags given on the command line (not left at their default)."""
+    unset = object()
+    dests = {action.dest for action in parser._actions if action.dest is not argparse.SUPPRESS}
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{d: unset for d in dests}))
+    return {key for key in dests if getattr(probe, key, unset) is not unset}
+
+
+def _checked_hparam(parser, action, value, source):
+    """An `--hparams` value checked (and converted) as its flag's command-line value would be."""
+    flag = action.option_strings[-1] if action.option_strings else action.dest
+    where = f"--hparams file {source}: {action.dest} ({flag})"
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false, got {value!r}")
+        return value
+    if value is None:
+        if action.default is not None and action.dest not in ("clip_value", "clip_norm"):
+            parser.error(f"{where} must not be null (default {action.default!r})")
+        return value
+    if action.type in (int, float):
+        if isinstance(value, str):
+            try:
+                value = action.type(value)
+            except ValueError:
+                parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}"
+                             f", got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}, "
+                         f"got {value!r}")
+        elif action.type is int and not float(value).is_integer():
+            parser.error(f"{where} must be an integer, got {value!r}")
+        else:
+            value = action.type(value)
+    elif action.type is not None and isinstance(value, str):
+        try:
+            value = action.type(value)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            parser.error(f"{where}: {error}")
+    elif action.type is None and action.choices is None and not isinstance(
+            value, (str, int, float, dict, list)):
+        parser.error(f"{where} has an unusable value {value!r}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{where} must be one of {list(action.choices)}, got {value!r}")
+    return value
 
 
 def enable_data_parallel():
@@ -448,6 +530,366 @@ def _best_so_far(history_path, monitor, mode):
     return float(min(values) if mode == "min" else max(values))
 
 
+class RunFolderError(RuntimeError):
+    """A run's output folder cannot be used as it is: a damaged or missing checkpoint, history,
+    metadata or `best.keras` file, or a folder locked by another running process. The message
+    names the file and the way out (often `--fresh`, which starts the run over)."""
+
+
+_FRESH_HINT = ("restore it, or start the run over with --fresh (which deletes the checkpoints, "
+               "history.csv, timer.json and best.keras of {out})")
+
+
+def _write_atomically(path, write):
+    """Writes a file through a temporary file in the same folder, synced, then renamed over
+    `path`: a reader (or a run killed mid-write) sees the old file or the new one, never half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path, value):
+    _write_atomically(path, lambda f: json.dump(value, f))
+
+
+def _read_json(path, out, what):
+    """The JSON object in `path`, or a `RunFolderError` naming the file.
+
+    Args:
+        path: str, the file (it must exist).
+        out: str, the run's output folder (for the message).
+        what: str, what the file holds (for the message).
+
+    Raises:
+        RunFolderError: if the file cannot be read or is not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFolderError(f"The {what} {path} is unreadable ({error}): "
+                             + _FRESH_HINT.format(out=out) + ".") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"The {what} {path} is not a JSON object (got {value!r}): "
+                             + _FRESH_HINT.format(out=out) + ".")
+    return value
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """Resumable training state: the weights (optimizer included) of the last two epochs.
+
+    Each epoch's weights go to `backup/epoch-NNNNNN.weights.h5` through a temporary file that is
+    synced and renamed; then `backup/training_metadata.json` (also written through a temporary
+    file) records the newest and the previous checkpoint, with each file's size and SHA-256.
+    A run killed at any moment therefore leaves the metadata pointing to complete files.
+    `restore` verifies the newest checkpoint (size, SHA-256, loading) and falls back to the
+    previous one (one epoch trained again, with a warning); if none is usable while the
+    metadata says training had progressed, it raises instead of starting from fresh weights.
+    Folders written by Keras' `BackupAndRestore` (`latest.weights.h5`, `.bkp` copies) are
+    read too.
+
+    Args:
+        backup_dir: str, the checkpoint folder.
+        out: str, the run's output folder (for messages).
+        keep: int, checkpoints kept. Defaults to 2.
+    """
+
+    def __init__(self, backup_dir, out, keep=2):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.out = out
+        self.keep = keep
+        self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
+        self.checkpoints = []  # newest first: {"epoch", "weights", "bytes", "sha256"}
+
+    def _entries(self, metadata):
+        """The checkpoints the metadata lists, newest first."""
+        if "checkpoints" in metadata:
+            entries = metadata["checkpoints"]
+            valid = isinstance(entries, list) and entries and all(
+                isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] >= 0
+                and isinstance(e.get("weights"), str) and os.path.basename(e["weights"]) == e["weights"]
+                for e in entries)
+        else:  # a Keras BackupAndRestore folder: latest.weights.h5 (+ latest.weights.h5.bkp)
+            valid = isinstance(metadata.get("epoch"), int) and metadata["epoch"] >= 0
+            entries = [{"epoch": metadata.get("epoch"), "weights": "latest.weights.h5"}]
+            previous = self.metadata_path + ".bkp"
+            if valid and os.path.exists(previous):
+                try:
+                    with open(previous, encoding="utf-8") as f:
+                        epoch = json.load(f)["epoch"]
+                    entries.append({"epoch": int(epoch), "weights": "latest.weights.h5.bkp"})
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+        if not valid:
+            raise RunFolderError(
+                f"The checkpoint metadata {self.metadata_path} does not list its checkpoints "
+                f"(got {metadata!r}): " + _FRESH_HINT.format(out=self.out) + ".")
+        return entries
+
+    def _problem(self, entry):
+        """Why the checkpoint of `entry` cannot be used, or None (then it is loaded)."""
+        path = os.path.join(self.backup_dir, entry["weights"])
+        if not os.path.exists(path):
+            return "is missing"
+        size = os.path.getsize(path)
+        if entry.get("bytes") is not None and size != entry["bytes"]:
+            return (f"has {size} bytes where {entry['bytes']} were written (truncated or "
+                    "changed since)")
+        if entry.get("sha256") is not None and _sha256(path) != entry["sha256"]:
+            return "does not match the SHA-256 recorded when it was written (changed since)"
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its variables are saved too
+        # Keras' loader wants a `.weights.h5` name; Keras' `.bkp` copies are read through a link.
+        target = path
+        if not path.endswith(".weights.h5"):
+            target = os.path.join(self.backup_dir, f"restore-{os.getpid()}.weights.h5")
+            if os.path.lexists(target):
+                os.remove(target)
+            os.symlink(os.path.abspath(path), target)
+        try:
+            model.load_weights(target)
+        except Exception as error:  # h5py's OSError, Keras' ValueError on mismatched variables
+            return f"cannot be loaded ({type(error).__name__}: {error})"
+        finally:
+            if target != path:
+                os.remove(target)
+        return None
+
+    def restore(self, model):
+        """Load the newest usable checkpoint into `model`; returns the epoch to resume at.
+
+        Returns:
+            int: 0 without a checkpoint, else the number of epochs the loaded weights trained.
+
+        Raises:
+            RunFolderError: if the metadata is unreadable, or lists checkpoints none of which
+                is usable (missing, truncated, changed or not loadable).
+        """
+        self.set_model(model)
+        for leftover in glob.glob(os.path.join(self.backup_dir, "*.tmp*")):
+            os.remove(leftover)  # a write killed before its rename: the metadata never named it
+        if not os.path.exists(self.metadata_path):
+            return 0  # nothing recorded: no epoch finished (an orphaned weights file is unused)
+        metadata = _read_json(self.metadata_path, self.out, "checkpoint metadata")
+        entries = self._entries(metadata)
+        if not getattr(model, "built", False):
+            raise RunFolderError(
+                f"{self.metadata_path} records a checkpoint, but the model is not built: build "
+                "it (call it on a batch) before `run`, or start over with --fresh.")
+        problems = []
+        for index, entry in enumerate(entries):
+            problem = self._problem(entry)
+            path = os.path.join(self.backup_dir, entry["weights"])
+            if problem is None:
+                if problems:
+                    warnings.warn(
+                        f"Checkpoint {problems[0]}; resuming from the previous checkpoint {path} "
+                        f"(epoch {entry['epoch']}), so {entries[0]['epoch'] - entry['epoch']} "
+                        "epoch(s) are trained again.", stacklevel=2)
+                self.checkpoints = [e for e in entries[index:] if "bytes" in e][: self.keep]
+                return int(entry["epoch"])
+            problems.append(f"{path} {problem}")
+        raise RunFolderError(
+            f"Cannot resume the run in {self.out}: {self.metadata_path} says "
+            f"{entries[0]['epoch']} epoch(s) were trained, but no checkpoint is usable ("
+            + "; ".join(problems) + "). Training from fresh weights would silently restart it: "
+            "restore the checkpoint, or start over with --fresh (which deletes the checkpoints, "
+            "history.csv, timer.json and best.keras).")
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{epoch + 1:06d}.weights.h5"
+        path = os.path.join(self.backup_dir, name)
+        tmp = os.path.join(self.backup_dir, f"epoch-{epoch + 1:06d}.tmp{os.getpid()}.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        entry = {"epoch": epoch + 1, "weights": name, "bytes": os.path.getsize(tmp),
+                 "sha256": _sha256(tmp)}
+        os.replace(tmp, path)
+        self.checkpoints = [entry] + [e for e in self.checkpoints
+                                      if e["weights"] != name][: self.keep - 1]
+        _write_json(self.metadata_path, {"epoch": epoch + 1, "batch": 0, "format": 2,
+                                         "checkpoints": self.checkpoints})
+        kept = {e["weights"] for e in self.checkpoints}
+        for stale in glob.glob(os.path.join(self.backup_dir, "*.weights.h5*")):
+            if os.path.basename(stale) not in kept:
+                os.remove(stale)
+        stale_metadata = self.metadata_path + ".bkp"
+        if os.path.exists(stale_metadata):
+            os.remove(stale_metadata)
+
+
+def _check_keras_archive(path, out):
+    """Raises `RunFolderError` unless `path` (a `.keras` file) is a complete zip archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        reason = (f"member {bad} fails its CRC check" if bad is not None
+                  else None if "config.json" in names else "no config.json in the archive")
+    if reason is not None:
+        raise RunFolderError(
+            f"The best model {path} is not a readable .keras archive ({reason}). Delete it (the "
+            f"run keeps training from its checkpoint and writes {os.path.basename(path)} again at "
+            f"its next best epoch), or start over with --fresh.")
+
+
+class _BestModel(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True)` that writes the best model to a temporary file
+    and renames it over `filepath`, so a run killed mid-write keeps the previous best model."""
+
+    def __init__(self, filepath, **kwargs):
+        self.final_path = filepath
+        stem, extension = os.path.splitext(filepath)
+        super().__init__(f"{stem}.incomplete{extension}", save_best_only=True, **kwargs)
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.filepath):
+            os.remove(self.filepath)
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)
+
+
+def _repair_history(path, resume_epoch):
+    """Make `history.csv` agree with the checkpoint the run resumes from.
+
+    A row cut by a kill (no line end) is dropped, and so are the last rows of epochs at or
+    after `resume_epoch` (trained again when the run fell back to an earlier checkpoint, or
+    logged after the checkpoint the run restarted from); each repair is a warning naming the
+    file.
+
+    Raises:
+        RunFolderError: if the file has no readable header.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RunFolderError(f"The learning curve {path} is not UTF-8 text ({error}): repair or "
+                             "delete it, or start over with --fresh.") from None
+    lines = text.splitlines(keepends=True)
+    repairs = []
+    if lines and not lines[-1].endswith("\n"):
+        repairs.append(f"dropped a row cut mid-write ({lines[-1].strip()!r})")
+        lines = lines[:-1]
+    if not lines:
+        os.remove(path)
+        return
+    header = next(csv.reader([lines[0]]))
+    if "epoch" not in header:
+        raise RunFolderError(f"The learning curve {path} has no 'epoch' column (header "
+                             f"{lines[0].strip()!r}): repair or delete it, or start over with --fresh.")
+    column = header.index("epoch")
+    dropped = 0
+    while len(lines) > 1:
+        row = next(csv.reader([lines[-1]]))
+        try:
+            epoch = int(float(row[column]))
+        except (IndexError, ValueError):
+            epoch = None
+        if epoch is not None and epoch < resume_epoch:
+            break
+        lines.pop()
+        dropped += 1
+    if dropped:
+        repairs.append(f"dropped {dropped} row(s) of epochs not in the checkpoint resumed at "
+                       f"epoch {resume_epoch}")
+    if repairs:
+        warnings.warn(f"Repaired {path}: " + "; ".join(repairs) + ".", stacklevel=2)
+        _write_atomically(path, lambda f: f.write("".join(lines)))
+
+
+LOCK_NAME = "run.lock"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _lock_output_dir(out):
+    """Take `<out>/run.lock` (pid and host) for this process; returns its path.
+
+    A lock left by a process that is no longer running (killed) is taken over with a warning.
+
+    Raises:
+        RunFolderError: if another running process holds the lock.
+    """
+    path = os.path.join(out, LOCK_NAME)
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    holder = json.load(f)
+                pid = int(holder["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, pid = None, None  # half-written by a killed process: stale
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                raise RunFolderError(
+                    f"The output folder {out} is in use by process {pid} on "
+                    f"{holder.get('host', '?')} (lock file {path}, since "
+                    f"{holder.get('started', '?')}): wait for it to finish, or use another "
+                    f"--output-dir. If no such process runs there, delete {path}.") from None
+            warnings.warn(f"Taking over the stale lock {path} ({'of process ' + str(pid) if pid else 'unreadable'}, "
+                          "no longer running).", stacklevel=2)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return path
+    raise RunFolderError(f"Could not take the lock {path}: another process keeps taking it.")
+
+
+def _unlock_output_dir(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            mine = json.load(f).get("pid") == os.getpid()
+    except (OSError, ValueError, AttributeError):
+        mine = False
+    if mine:
+        os.remove(path)
+
+
 class _DataEpoch(keras.callbacks.Callback):
     """Keeps a seeded task stream's epoch equal to fit's epoch, so a resumed run draws the data
     of the epoch it resumes at instead of replaying epoch 0."""
@@ -482,13 +924,18 @@ class _Timer(keras.callbacks.Callback):
     """Accumulates training time across sessions; adds `epoch_seconds` (the epoch's wall time,
     validation included) to the epoch's logs, so `history.csv` records it."""
 
-    def __init__(self, state_path):
+    def __init__(self, state_path, out=None):
         super().__init__()
         self.state_path = state_path
         self.elapsed = 0.0
         if os.path.exists(state_path):
-            with open(state_path) as f:
-                self.elapsed = json.load(f).get("train_seconds", 0.0)
+            state = _read_json(state_path, out or os.path.dirname(state_path), "training timer")
+            self.elapsed = state.get("train_seconds", 0.0)
+            if not isinstance(self.elapsed, (int, float)) or isinstance(self.elapsed, bool):
+                raise RunFolderError(f"The training timer {state_path} has train_seconds="
+                                     f"{self.elapsed!r}, not a number: "
+                                     + _FRESH_HINT.format(out=out or os.path.dirname(state_path))
+                                     + ".")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -498,8 +945,7 @@ class _Timer(keras.callbacks.Callback):
         self.elapsed += seconds
         if logs is not None:
             logs["epoch_seconds"] = seconds
-        with open(self.state_path, "w") as f:
-            json.dump({"train_seconds": self.elapsed, "epochs_done": epoch + 1}, f)
+        _write_json(self.state_path, {"train_seconds": self.elapsed, "epochs_done": epoch + 1})
 
 
 def evaluate_pretrained(model, args, evaluate, name):
@@ -558,6 +1004,11 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
     Returns:
         The results dict (also written to `<output_dir>/results.json`); with `--evaluate`,
         the report of `evaluate_pretrained` (nothing is trained or written).
+
+    Raises:
+        RunFolderError: before training, if the output folder is locked by another running
+            process, or a checkpoint, its metadata, `timer.json`, `history.csv` or
+            `best.keras` is unreadable (the message names the file and the way out).
     """
     from keras_stm import visualize
 
@@ -566,27 +1017,44 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
     check_stm_config_applied(model, args)
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
+    lock = _lock_output_dir(out)
+    try:
+        return _run_locked(model, train_data, args, visualize, validation_data, evaluate, monitor,
+                           mode, extra_results, extra_callbacks)
+    finally:
+        _unlock_output_dir(lock)
+
+
+def _run_locked(model, train_data, args, visualize, validation_data, evaluate, monitor, mode,
+                extra_results, extra_callbacks):
+    """`run`'s work, with the output folder locked."""
+    out = args.output_dir
     backup_dir = os.path.join(out, "backup")
     history_path = os.path.join(out, "history.csv")
     timer_path = os.path.join(out, "timer.json")
+    best_path = os.path.join(out, "best.keras")
     if args.fresh:
         import shutil
 
         shutil.rmtree(backup_dir, ignore_errors=True)
-        for path in (history_path, timer_path):
+        for path in (history_path, timer_path, best_path):
             if os.path.exists(path):
                 os.remove(path)
     epochs = max(1, args.iterations // args.steps_per_epoch)
     if validation_data is None and monitor.startswith("val_"):
         monitor = monitor[4:]
-    timer = _Timer(timer_path)
+    # Everything is checked before training: a damaged file stops the run now, not after it.
+    timer = _Timer(timer_path, out)
+    if os.path.exists(best_path):
+        _check_keras_archive(best_path, out)
+    checkpoints = _Checkpoints(backup_dir, out)
+    initial_epoch = checkpoints.restore(model)
+    _repair_history(history_path, initial_epoch)
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [
-        # delete_checkpoint=False: a run stopped by --max-minutes (or finished) resumes from here.
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor,
-                                        mode=mode, save_best_only=True,
-                                        initial_value_threshold=_best_so_far(history_path, monitor, mode)),
+        checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
+        _BestModel(best_path, monitor=monitor, mode=mode,
+                   initial_value_threshold=_best_so_far(history_path, monitor, mode)),
         _DataEpoch(train_data),
         timer,  # before CSVLogger: it adds `epoch_seconds` to the logs
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -594,11 +1062,11 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
         *extra_callbacks,
     ]
     model.fit(train_data, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
-              validation_data=validation_data, callbacks=callbacks, verbose=args.verbose)
+              validation_data=validation_data, callbacks=callbacks, verbose=args.verbose,
+              initial_epoch=min(initial_epoch, epochs))
     epochs_done = epochs
     if os.path.exists(timer_path):
-        with open(timer_path) as f:
-            epochs_done = json.load(f).get("epochs_done", epochs)
+        epochs_done = _read_json(timer_path, out, "training timer").get("epochs_done", epochs)
     results = {
         "task": args.task,
         "model": args.model,

@@ -65,7 +65,8 @@ def read_history(path):
         path: str, the CSV file written by `keras.callbacks.CSVLogger`.
 
     Returns:
-        dict mapping every column name to its list of float values (non-numeric cells skipped).
+        dict mapping every column name to its list of float values (non-numeric cells, and
+        cells of a row longer than the header, skipped).
 
     Raises:
         FileNotFoundError: if `path` does not exist.
@@ -85,6 +86,8 @@ def read_history(path):
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             for key, value in row.items():
+                if key is None:
+                    continue  # cells past the header (a session that logged more columns)
                 try:
                     columns.setdefault(key, []).append(float(value))
                 except (TypeError, ValueError):

@@ -12,10 +12,20 @@ _ALPHAS = dict(zip(("alpha1", "alpha2", "alpha3"), COEFFICIENTS))
 _PROJECTORS = {"input_projector": "write", "input_projector2": "read", "input_projector3": "slot"}
 
 
-def _to_numpy(value):
+def _to_numpy(name, value):
+    """One state_dict value as a numeric numpy array; a ValueError naming the weight if not."""
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
-    return np.asarray(value)
+    if value is None:
+        raise ValueError(f"Weight {name!r} of the state_dict is None, not an array.")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Weight {name!r} of the state_dict is not an array ({error}).") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"Weight {name!r} of the state_dict is not numeric (dtype "
+                         f"{array.dtype}, value {value!r:.80}).")
+    return array
 
 
 def _read_state_dict(state_dict):
@@ -30,13 +40,23 @@ def _read_state_dict(state_dict):
                 f"Reading {path!r} needs PyTorch (`pip install \"keras-stm[torch]\"`); or pass the state_dict "
                 "as a mapping of names to numpy arrays."
             ) from error
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            # weights_only: tensors, numbers and containers only; never code pickled in the file.
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle, zip, EOF and OS errors, torch's own RuntimeErrors
+            raise ValueError(
+                f"Cannot read {path!r} as a PyTorch state_dict ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}). The file is read with "
+                "torch.load(weights_only=True): it must be a complete torch.save file of "
+                "tensors, numbers and containers (a file that needs code to load is refused; "
+                "load it yourself only if you trust it, and pass its state_dict)."
+            ) from None
         if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
             loaded = loaded["state_dict"]
         state_dict = loaded
     if not hasattr(state_dict, "items"):
         raise ValueError(f"`state_dict` must be a mapping of names to arrays or a path, got {type(state_dict)}.")
-    return {str(k): _to_numpy(v) for k, v in state_dict.items()}
+    return {str(k): _to_numpy(str(k), v) for k, v in state_dict.items()}
 
 
 def official_weight_map(cell):
@@ -116,7 +136,11 @@ def load_official_weights(cell, state_dict):
             a `.pth` file saved with `torch.save` (needs PyTorch).
 
     Raises:
-        ValueError: naming every missing, unexpected or mis-shaped weight.
+        FileNotFoundError: if `state_dict` is a path to no file.
+        ValueError: naming every missing, unexpected or mis-shaped weight (only a one-element
+            weight may change shape, `(1,)` to `()`); naming a None or non-numeric value; or
+            naming a `.pth` file that cannot be read (truncated, not a `torch.save` file, or
+            holding pickled code: it is loaded with `torch.load(weights_only=True)`).
 
     Example:
 
@@ -158,8 +182,8 @@ def load_official_weights(cell, state_dict):
             value = value.T
         expected = tuple(variable.shape)
         if value.shape != expected:
-            if int(np.prod(value.shape)) == int(np.prod(expected)) and len(expected) <= 1:
-                continue  # (1,) alphas vs our () scalars
+            if int(np.prod(value.shape)) == 1 and int(np.prod(expected)) == 1:
+                continue  # (1,) alphas vs our () scalars: the only reshape allowed
             problems.append(
                 f"{name!r} has shape {tuple(state[name].shape)}, expected "
                 f"{expected[::-1] if transpose else expected}"

@@ -471,3 +471,45 @@ def test_real_archive():
     partial = load_babi(REAL_ARCHIVE, subset="en-10k", tasks=[3], allow_partial=True,
                         use_cache=False)
     assert partial.train[3].answer.size == 1925 and partial.metadata["partial_tasks"] == [3]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "empty", "json"])
+def test_unreadable_cache_is_rebuilt_with_a_warning(tmp_path, damage):
+    """Issue 24, finding 4: any unreadable cache entry (BadZipFile, zlib.error, EOFError, ...)
+    is rebuilt from the source, with a warning naming the file, and healed for the next run."""
+    files = tiny_files()
+    archive = make_archive(tmp_path / "b.tar.gz", files)
+    kw = dict(tasks=[1, 8], checksums=sums(files), cache_dir=str(tmp_path / "cache"))
+    first = load_babi(archive, **kw)
+    npz = first.metadata["cache_file"]
+    data = open(npz, "rb").read()
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "bitflip":
+        data = bytearray(data)
+        for i in range(40, len(data) // 2, 7):  # inside the compressed members
+            data[i] ^= 0x55
+        data = bytes(data)
+    elif damage == "empty":
+        data = b""
+    if damage == "json":
+        with open(npz[:-4] + ".json", "w") as f:
+            f.write('{"vocab": [')
+    else:
+        with open(npz, "wb") as f:
+            f.write(data)
+    with pytest.warns(UserWarning, match=os.path.basename(npz)[:-4]):
+        again = load_babi(archive, **kw)
+    assert not again.from_cache and again.vocab == first.vocab
+    np.testing.assert_array_equal(again.test[8].answer, first.test[8].answer)
+    assert load_babi(archive, **kw).from_cache  # healed
+
+
+def test_bad_utf8_in_a_babi_file_is_named(tmp_path):
+    """Issue 24, finding 6: a file that is not UTF-8 is named (member and archive) with its line."""
+    files = tiny_files()
+    name = babi_filename("en-valid-10k", 1, "test")
+    files[name] = QA1_TEST.encode() + b"4 Mary went to the caf\xe9.\n"
+    archive = make_archive(tmp_path / "b.tar.gz", files)
+    with pytest.raises(ValueError, match=f"{name}.*b.tar.gz.*line 4: not UTF-8"):
+        load_babi(archive, tasks=[1], verify=False, use_cache=False)

@@ -198,3 +198,52 @@ def test_self_attentive_memory_rank_and_size():
     sam(zeros(2, 4, 4))
     with pytest.raises(ValueError, match="axis -1 of input shape to have value 4"):
         sam(zeros(2, 4, 5))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 24, finding 6: the smaller points
+
+
+@pytest.mark.parametrize("layer_class", [keras_stm.STMCell, keras_stm.STM], ids=["cell", "stm"])
+def test_non_finite_epsilon_absurd_coefficients_and_int_policies_are_refused(layer_class):
+    for value in [float("nan"), float("inf"), -float("inf")]:
+        with pytest.raises(ValueError, match="`layer_norm_epsilon` must be a positive finite"):
+            layer_class(**SMALL, layer_norm_epsilon=value)
+    for argument in ("relational_carry", "relational_read", "relational_transfer"):
+        for value in [1e30, -11.0, np.bool_(True)]:
+            with pytest.raises(ValueError, match=f"`{argument}` must be"):
+                layer_class(**SMALL, **{argument: value})
+    for dtype in ["int32", "int64", "bool"]:
+        with pytest.raises(ValueError, match=f"float one.*{dtype}"):
+            layer_class(**SMALL, dtype=dtype)
+    with pytest.raises(ValueError, match="`epsilon` must be a positive finite"):
+        SelfAttentiveMemory(num_queries=2, epsilon=float("nan"))
+
+
+@pytest.mark.parametrize("layer_class", [keras_stm.STMCell, keras_stm.STM], ids=["cell", "stm"])
+def test_numpy_numbers_are_accepted(layer_class):
+    layer = layer_class(**{**SMALL, "num_queries": np.int64(2), "memory_size": np.int32(4)},
+                        relational_carry=np.float32(0.5), layer_norm_epsilon=np.float64(1e-5))
+    cell = layer if layer_class is keras_stm.STMCell else layer.cell
+    assert type(cell.num_queries) is int and cell.num_queries == 2
+    assert type(cell.relational_carry) is float and cell.relational_carry == 0.5
+    with pytest.raises(ValueError, match="`num_queries` must be a positive integer"):
+        layer_class(**{**SMALL, "num_queries": np.bool_(True)})
+
+
+def test_zero_features_and_zero_timesteps_are_named():
+    with pytest.raises(ValueError, match="positive input feature size"):
+        keras_stm.STM(**SMALL)(zeros(2, 3, 0))
+    with pytest.raises(ValueError, match="positive input feature size"):
+        keras_stm.STMCell(**SMALL).build((None, 0))
+    with pytest.raises(ValueError, match="at least one timestep"):
+        keras_stm.STM(**SMALL)(zeros(2, 0, 3))
+
+
+@pytest.mark.parametrize("options", [{}, {"unroll": True}], ids=["loop", "unrolled"])
+@pytest.mark.parametrize("length", [2, 5])
+def test_mask_of_another_length_is_refused(options, length):
+    layer = keras_stm.STM(**SMALL, **options)
+    with pytest.raises(ValueError, match=r"`mask` must have shape \(batch, timesteps\)"):
+        layer(zeros(2, 3, 3), mask=np.ones((2, length), bool))
+    layer(zeros(2, 3, 3), mask=np.ones((2, 3), bool))  # the right length still works

@@ -677,3 +677,28 @@ def test_thousand_step_babi_configuration_stays_finite():
     assert np.abs(by_name["initial_relational_memory"]).max() > 0
     assert np.abs(by_name["initial_item_memory"]).max() > 0
     print(f"1000-step bAbI-size forward+backward on {BACKEND}: {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.parametrize("kind, options", [("stm", {}), ("stm", FACTORED), ("rnn", {})])
+def test_jit_fit_with_a_partial_last_batch(kind, options):
+    """`fit(jit_compile=True)` with 5 samples in batches of 4: the batch size is not fixed at
+    trace time (issue 24, finding 1: TensorFlow's XLA refused the loop's `tensordot`
+    transposes, whose permutation came from the runtime shape). Eager on torch."""
+    x = sequences(batch=5)
+    config = dict(CELL, **{k: v for k, v in options.items() if k in FACTORED})
+    loop = {k: v for k, v in options.items() if k not in FACTORED}
+    inputs = keras.Input((STEPS, FEATURES))
+    if kind == "stm":
+        outputs = keras_stm.STM(**config, **loop)(inputs)
+    else:
+        outputs = keras.layers.RNN(keras_stm.STMCell(**config))(inputs)
+    if len(outputs.shape) == 3:
+        outputs = keras.layers.GlobalAveragePooling1D()(outputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
+                  jit_compile=BACKEND in helper.JIT_BACKENDS)
+    history = model.fit(x, np.zeros((5, OUT), "float32"), batch_size=4, epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # And the compiled model predicts the partial batch like the eager layer does.
+    predicted = model.predict(x, batch_size=4, verbose=0)
+    np.testing.assert_allclose(predicted, ops.convert_to_numpy(model(x)), rtol=1e-4, atol=1e-5)

@@ -290,3 +290,29 @@ def test_tsp_metrics_with_invalid_tours():
     assert m["mean_invalid_length"] == pytest.approx((1 + 1 + 1 + 1 + 2 + math.sqrt(2)) / 2)
     short = geo.tsp_metrics([square], [np.array([0, 1])], [4.0])  # short but invalid
     assert short["valid_fraction"] == 0 and math.isnan(short["mean_length"])
+
+
+def test_bad_utf8_and_empty_files_are_named(tmp_path):
+    """Issue 24, finding 6: bad UTF-8 names the file and line; an empty file is called empty."""
+    path = tmp_path / "latin.txt"
+    path.write_bytes(b"0 0 1 0 0 1 output 1 2 3 1\n0 0 1 0 \xe9 1 output 1 2 3 1\n")
+    with pytest.raises(ValueError, match="not UTF-8") as info:
+        geo.read_file(path)
+    assert f"{path}, line 2" in str(info.value)
+    for name, content in (("empty.txt", ""), ("blank.txt", "\n  \n")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=f"{name}: the file holds no example"):
+            geo.file_dataset(tmp_path / name, 4)
+
+
+def test_partial_tsp_tour_is_refused(tmp_path):
+    """Issue 24, finding 6: a TSP file's tour must visit every city once (a hull need not)."""
+    path = tmp_path / "tsp.txt"
+    path.write_text("0 0 1 0 1 1 0 1 output 1 2 3 4 1\n0 0 1 0 1 1 0 1 output 1 2 4 1\n")
+    assert len(geo.read_file(path)) == 2  # any answer without a task
+    with pytest.raises(ValueError, match="each of the 4 cities exactly once") as info:
+        geo.file_dataset(path, 2, task="tsp")
+    assert f"{path}, line 2" in str(info.value)
+    path.write_text("0 0 1 0 1 1 0 1 output 1 2 2 4 1\n")
+    with pytest.raises(ValueError, match="3 distinct"):
+        geo.read_file(path, task="tsp")

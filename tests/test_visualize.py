@@ -209,3 +209,13 @@ def test_read_results_of_runs_collected_in_one_folder(tmp_path):
     assert [run["iterations"] for run in table["runs"]] == [[10, 20], [10, 20, 30]]
     assert [run["value"] for run in table["runs"]] == [0.5, 0.7]
     assert [run["label"] for run in table["runs"]] == ["copy / stm (copy-stm)", "copy / lstm (copy-lstm)"]
+
+
+def test_history_with_rows_longer_than_its_header(tmp_path):
+    """A session that logged more columns than the file's header (issue 24, finding 2: the
+    learning-curve plot crashed after training)."""
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,1.0\n1,0.5,3.0\n")
+    assert visualize.read_history(str(path)) == {"epoch": [0.0, 1.0], "loss": [1.0, 0.5]}
+    visualize.plot_history(str(path), str(tmp_path / "curve.png"))
+    assert os.path.getsize(tmp_path / "curve.png") > 0

@@ -243,3 +243,56 @@ def test_pth_file_round_trip(tmp_path):
     missing = tmp_path / "nowhere.pth"
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         keras_stm.load_official_weights(built_cell(), missing)
+
+
+class _Payload:
+    """Pickled into a `.pth`, it would run code when unpickled (`torch.load(weights_only=False)`)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pth_files_are_read_safely_and_named(tmp_path):
+    """Issue 24, finding 3: `weights_only=True` (no pickled code runs); every unreadable file
+    is named in the error."""
+    torch = pytest.importorskip("torch")
+    state = {k: torch.from_numpy(v) for k, v in random_state(official_shapes()).items()}
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({**state, "payload": _Payload(str(marker))}, evil)
+    with pytest.raises(ValueError, match="evil.pth.*weights_only"):
+        keras_stm.load_official_weights(built_cell(), evil)
+    assert not marker.exists()
+    good = tmp_path / "good.pth"
+    torch.save(state, good)
+    data = good.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "random.pth").write_bytes(np.random.default_rng(0).bytes(2000))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name in ("cut.pth", "random.pth", "empty.pth"):
+        with pytest.raises(ValueError, match=name):
+            keras_stm.load_official_weights(built_cell(), tmp_path / name)
+    keras_stm.load_official_weights(built_cell(), good)
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "is None"), ("abc", "not numeric"), (np.array([object(), 1]), "not numeric"),
+    ({"a": 1}, "not numeric"),
+])
+def test_none_and_non_numeric_values_are_refused_by_name(value, message):
+    state = random_state(official_shapes())
+    state["rel_projector.bias"] = value
+    with pytest.raises(ValueError, match=f"'rel_projector.bias'.*{message}"):
+        keras_stm.load_official_weights(built_cell(), state)
+
+
+def test_reshapeable_but_misshaped_values_are_refused():
+    state = random_state(official_shapes())
+    state["input_gate_projector.bias"] = np.zeros((2, 4), "float32")  # (8,) expected
+    state["alpha10"] = np.zeros((1, 1), "float32")  # one element: accepted as the scalar
+    with pytest.raises(ValueError, match=r"'input_gate_projector.bias' has shape \(2, 4\)") as error:
+        keras_stm.load_official_weights(built_cell(), state)
+    assert "alpha10" not in str(error.value)

@@ -1,8 +1,10 @@
 """The `SelfAttentiveMemory` layer (the SAM operator)."""
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_stm import ops as stm_ops
@@ -29,10 +31,20 @@ def pytorch_linear_initializers(fan_in, kernel_initializer=None, bias_initialize
 
 
 def check_positive_int(name, value):
-    """Raise a ValueError naming `name` unless `value` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """Raise a ValueError naming `name` unless `value` is a positive integer (a Python or numpy
+    integer, not a bool); returns it as a Python int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
+    return int(value)
+
+
+def check_epsilon(name, value):
+    """Raise a ValueError naming `name` unless `value` is a finite positive number; returns it
+    as a Python float."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_stm")
@@ -90,9 +102,7 @@ class SelfAttentiveMemory(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.num_queries = check_positive_int("num_queries", num_queries)
-        if not isinstance(epsilon, (int, float)) or epsilon <= 0:
-            raise ValueError(f"`epsilon` must be a positive number, got {epsilon!r}.")
-        self.epsilon = float(epsilon)
+        self.epsilon = check_epsilon("epsilon", epsilon)
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}."

@@ -789,6 +789,16 @@ class STM(keras.layers.RNN):
         return relational_memory, item_memory, stacked
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        steps = sequences.shape[1] if len(sequences.shape) == 3 else None
+        if steps == 0:
+            raise ValueError(f"STM needs at least one timestep, got inputs of shape "
+                             f"{tuple(sequences.shape)}.")
+        if mask is not None:
+            mask_shape = tuple(ops.convert_to_tensor(mask).shape)
+            if len(mask_shape) != 2 or (
+                    steps is not None and mask_shape[1] is not None and mask_shape[1] != steps):
+                raise ValueError(f"`mask` must have shape (batch, timesteps) = (batch, {steps}) "
+                                 f"for inputs of shape {tuple(sequences.shape)}, got {mask_shape}.")
         if initial_state is not None:
             if not tree.is_nested(initial_state):
                 initial_state = [initial_state]

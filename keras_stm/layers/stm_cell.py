@@ -1,12 +1,15 @@
 """The `STMCell` layer: one time step of the Self-attentive Associative Memory."""
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_stm import ops as stm_ops
 from keras_stm.layers.self_attentive_memory import SelfAttentiveMemory
+from keras_stm.layers.self_attentive_memory import check_epsilon
 from keras_stm.layers.self_attentive_memory import check_positive_int
 from keras_stm.layers.self_attentive_memory import pytorch_linear_initializers
 
@@ -14,13 +17,22 @@ LEARNED = "learned"
 COEFFICIENTS = ("relational_carry", "relational_read", "relational_transfer")
 
 
+MAX_FIXED_COEFFICIENT = 10.0
+"""float: the largest magnitude of a fixed coefficient. The authors' are 0 or 1; a carry of 10
+multiplies `Mr` by 10 at every step (float32 overflows within 40 steps)."""
+
+
 def _check_coefficient(name, value):
-    if value == LEARNED:
+    if isinstance(value, str) and value == LEARNED:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"`{name}` must be {LEARNED!r} or a number, got {value!r}.")
     if not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if abs(value) > MAX_FIXED_COEFFICIENT:
+        raise ValueError(f"`{name}` must be within [-{MAX_FIXED_COEFFICIENT:g}, "
+                         f"{MAX_FIXED_COEFFICIENT:g}] (the authors fix coefficients to 0 or 1), "
+                         f"got {value!r}.")
     return float(value)
 
 
@@ -164,11 +176,13 @@ class STMCell(keras.layers.Layer):
                 f"`sam_normalization` must be 'joint' or 'row', got {sam_normalization!r}."
             )
         self.sam_normalization = sam_normalization
-        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+        self.layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
+        if not keras.backend.is_float_dtype(self.compute_dtype) or not keras.backend.is_float_dtype(
+                self.variable_dtype):
             raise ValueError(
-                f"`layer_norm_epsilon` must be a positive number, got {layer_norm_epsilon!r}."
+                f"STMCell computes in floating point: its dtype policy must be a float one (e.g. "
+                f"'float32', 'mixed_bfloat16'), got {self.dtype_policy.name!r}."
             )
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = (
             keras.initializers.get(kernel_initializer) if kernel_initializer is not None else None
         )
@@ -213,6 +227,10 @@ class STMCell(keras.layers.Layer):
         if input_size is None:
             raise ValueError(
                 f"STMCell needs a known input feature size (last axis), got {tuple(input_shape)}."
+            )
+        if input_size <= 0:
+            raise ValueError(
+                f"STMCell needs a positive input feature size (last axis), got {tuple(input_shape)}."
             )
         self.input_size = int(input_size)
         d, nq, r, a, m = (

@@ -48,6 +48,7 @@ import json
 import os
 import re
 import tarfile
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -803,8 +804,16 @@ def _save_cache(npz_path, json_path, data):
 
 
 def _load_cache(npz_path, json_path):
+    """The cached `BabiData`, or None when the entry is absent or unreadable.
+
+    An entry that exists but cannot be read (a truncated or bit-flipped `.npz`: `BadZipFile`,
+    `zlib.error`, `EOFError`, ...; a damaged `.json`; arrays missing) is reported with a
+    warning naming the file; the caller then rebuilds it from the source data.
+    """
+    if not (os.path.exists(json_path) and os.path.exists(npz_path)):
+        return None  # absent (the JSON, written last, marks a complete entry)
     try:
-        with open(json_path) as f:
+        with open(json_path, encoding="utf-8") as f:
             saved = json.load(f)
         meta = saved["metadata"]
         meta["task_info"] = {int(k): v for k, v in meta["task_info"].items()}
@@ -816,8 +825,11 @@ def _load_cache(npz_path, json_path):
                                                 for f in BabiArrays._fields))
         return BabiData(saved["vocab"], splits["train"], splits["valid"], splits["test"], meta,
                         from_cache=True)
-    except (OSError, KeyError, ValueError, json.JSONDecodeError):
-        return None  # absent or unreadable: rebuild
+    except Exception as error:  # zip, zlib, EOF, OS, JSON, key and type errors alike
+        warnings.warn(f"The bAbI cache {npz_path} (with {json_path}) is unreadable "
+                      f"({type(error).__name__}: {error}); rebuilding it from the source data.",
+                      stacklevel=3)
+        return None
 
 
 def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DEFAULT_STORY_CAP,
@@ -943,7 +955,7 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
                 info["note"] = _PARTIAL_NOTE[subset].format(n=len(parsed[s, t].answers),
                                                            s=n_stories)
             else:
-                parsed[s, t] = _parse(found[name].decode("utf-8"), name)
+                parsed[s, t] = _parse(_utf8(found[name], name, path), name)
         task_info[t] = info
 
     words = set()
@@ -985,9 +997,20 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
     return result
 
 
+def _utf8(content, name, source=None):
+    """A bAbI file's bytes as text; a ValueError naming the file (and line) if not UTF-8."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        where = f" in {source!r}" if source else ""
+        raise ValueError(f"bAbI file {name}{where}, line {line}: not UTF-8 text ({error.reason} "
+                         f"at byte {error.start}).") from None
+
+
 def _partial_task3_text(subset, found):
     """Builds the partial task-3 training file of a 10k subset; returns (text, stories)."""
-    en_train, valid = (found[n].decode("utf-8") for n in _partial_sources(subset))
+    en_train, valid = (_utf8(found[n], n) for n in _partial_sources(subset))
     first = _story_blocks(en_train)
     extra = _story_blocks(valid)
     if subset == "en-10k":

@@ -754,12 +754,17 @@ def _open_lines(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file not found: {path!r}")
-    with open(path, "r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text ({error.reason} at "
+                                 f"byte {error.start} of the line).") from None
             yield path, number, line
 
 
-def _parse_line(path, number, line):
+def _parse_line(path, number, line, task=None):
     def fail(message):
         raise ValueError(f"{path}, line {number}: {message}")
 
@@ -787,17 +792,22 @@ def _parse_line(path, number, line):
         fail(f"output indices must be 1-based in [1, {n}], got {ids.min()}..{ids.max()}.")
     if ids[0] != ids[-1]:
         fail(f"the output cycle must end with its first index {ids[0]}, got {ids[-1]}.")
+    if task == "tsp" and (ids.size - 1 != n or len(set(ids[:-1].tolist())) != n):
+        fail(f"a TSP tour must visit each of the {n} cities exactly once, got "
+             f"{ids.size - 1} indices ({len(set(ids[:-1].tolist()))} distinct).")
     return Example(values.reshape(n, 2), ids[:-1] - 1)
 
 
-def read_file(path):
+def read_file(path, task=None):
     """Reads a Pointer Networks convex-hull or TSP text file.
 
     Blank lines are skipped. The indices are checked (1-based, in range, cycle closed by its
-    first index); repeated indices inside the cycle are kept as they are.
+    first index); repeated indices inside the cycle are kept as they are, except that with
+    `task="tsp"` every tour must visit each city exactly once.
 
     Args:
         path: str or path-like, the text file.
+        task: None (default: any answer) or `"tsp"` (complete tours only).
 
     Returns:
         list of `Example` (0-based answers without the closing repeat).
@@ -818,7 +828,7 @@ def read_file(path):
     examples = []
     for name, number, line in _open_lines(path):
         if line.strip():
-            examples.append(_parse_line(name, number, line))
+            examples.append(_parse_line(name, number, line, task))
     return examples
 
 
@@ -1018,7 +1028,7 @@ def _encode_examples(examples, rng, random_labels):
 
 
 def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, random_labels=None,
-                 max_points=N_MAX, **kwargs):
+                 max_points=N_MAX, task=None, **kwargs):
     """Batches of a Pointer Networks file, one number of points per batch.
 
     Examples with more than `max_points` points are dropped (the reference keeps N <= 20).
@@ -1033,6 +1043,7 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
         random_labels: bool or None; None means random labels when shuffling, labels = position
             otherwise. Defaults to None.
         max_points: int, largest N kept, at most `N_MAX`. Defaults to 20.
+        task: None or `"tsp"`: passed to `read_file` (`"tsp"` refuses partial tours).
         **kwargs: forwarded to `keras.utils.PyDataset`.
 
     Returns:
@@ -1051,7 +1062,11 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
     """
     if not isinstance(max_points, (int, np.integer)) or not 1 <= max_points <= N_MAX:
         raise ValueError(f"`max_points` must be an int in [1, {N_MAX}], got {max_points!r}.")
-    examples = [e for e in read_file(path) if len(e.points) <= max_points]
+    examples = read_file(path, task)
+    if not examples:
+        raise ValueError(f"{os.fspath(path)}: the file holds no example (empty, or blank lines "
+                         "only).")
+    examples = [e for e in examples if len(e.points) <= max_points]
     if not examples:
         raise ValueError(f"{os.fspath(path)}: no example has at most {max_points} points.")
     random_labels = shuffle if random_labels is None else bool(random_labels)
