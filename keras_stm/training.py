@@ -102,6 +102,10 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                         help="Train nothing: evaluate a pretrained model (a name under "
                              "pretrained/, a folder, or no value for the task's own) on the "
                              "script's test set and print its figures.")
+    parser.add_argument("--initial-weights", default=None, metavar="PATH",
+                        help="Start a new run from these weights (a .keras or .weights.h5 "
+                             "file, e.g. pretrained/<name>/model.keras) with a fresh optimizer; "
+                             "ignored when the output folder holds a checkpoint to resume.")
     parser.add_argument("--fresh", action="store_true", help="Ignore an existing checkpoint and start over.")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="Stop at the first epoch end after this much training time; the run "
@@ -948,6 +952,25 @@ class _Timer(keras.callbacks.Callback):
         _write_json(self.state_path, {"train_seconds": self.elapsed, "epochs_done": epoch + 1})
 
 
+def _load_weights_only(model, path, what):
+    """Load a model's weights from `path` (a pretrained model carries no optimizer state).
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: naming `what` and `path`, if the weights do not fit `model`.
+    """
+    import warnings
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path}: no such file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(f"{what} {path} does not fit this script's model: {error}") from None
+
+
 def evaluate_pretrained(model, args, evaluate, name):
     """`--evaluate`: the test figures of a pretrained model, through the script's own test.
 
@@ -968,15 +991,8 @@ def evaluate_pretrained(model, args, evaluate, name):
 
     folder = pretrained.resolve(name if args.evaluate == "auto" else args.evaluate)
     recorded = pretrained.read_results(folder)
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # a pretrained model carries no optimizer state
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(os.path.join(folder, pretrained.MODEL_FILE))
-    except ValueError as error:
-        raise ValueError(f"The pretrained model in {folder} does not fit this script's model "
-                         f"(its flags: {recorded.get('flags')}): {error}") from None
+    _load_weights_only(model, os.path.join(folder, pretrained.MODEL_FILE),
+                       f"--evaluate: the pretrained model of {folder} (flags {recorded.get('flags')}),")
     args.output_dir = folder
     scores = {k: float(v) for k, v in evaluate(model).items()} if evaluate else {}
     report = {"pretrained": folder, "test": scores, "recorded": recorded.get("test")}
@@ -1049,6 +1065,12 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         _check_keras_archive(best_path, out)
     checkpoints = _Checkpoints(backup_dir, out)
     initial_epoch = checkpoints.restore(model)
+    initial_weights = getattr(args, "initial_weights", None)
+    if initial_weights and initial_epoch == 0:
+        _load_weights_only(model, initial_weights, "--initial-weights")
+    elif initial_weights:
+        print(f"--initial-weights {initial_weights} ignored: resuming the checkpoint of {out} "
+              f"at epoch {initial_epoch}.")
     _repair_history(history_path, initial_epoch)
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [

@@ -9,6 +9,7 @@ the figure must be within the stated margin of the one in the folder's `results.
 import importlib.util
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -97,3 +98,25 @@ def test_export_then_evaluate_reproduces_the_run(tmp_path):
     assert report["recorded"] == results["test"]
     np.testing.assert_allclose(report["test"]["accuracy"], results["test"]["accuracy"], atol=1e-6)
     assert not os.path.exists(tmp_path / "x")  # --evaluate writes nothing
+
+
+def test_initial_weights_start_a_run_from_a_pretrained_model(tmp_path):
+    """--initial-weights: a new run starts from the given weights (fresh optimizer)."""
+    example = _load_example("nth_farthest")
+    example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "a")])
+    dest = tmp_path / "pretrained" / "a"
+    path = pretrained.export(str(tmp_path / "a"), str(dest),
+                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    start, _ = pretrained.load(str(dest))
+    # A learning rate of 1e-12 leaves the weights where they started.
+    results = example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "b"),
+                            "--initial-weights", path, "--learning-rate", "1e-12"])
+    assert results["flags"]["initial_weights"] == path
+    after = keras.saving.load_model(str(tmp_path / "b" / "best.keras"), compile=False)
+    for expected, actual in zip(start.weights, after.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(actual.value),
+                                   keras.ops.convert_to_numpy(expected.value), atol=1e-6,
+                                   err_msg=expected.path)
+    with pytest.raises(FileNotFoundError, match="--initial-weights .*no such file"):
+        example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "c"),
+                      "--initial-weights", str(tmp_path / "missing.keras")])
