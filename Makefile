@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   set up a jax venv and train a small STM on associative retrieval (prints accuracy)
+#   make demo   set up a jax venv; evaluate the committed associative-retrieval model on fresh
+#               sequences, then train a small STM on the task (prints both accuracies)
 #   make test   set up a venv with all three backends and run the suite once per backend (the
 #               three pytest processes run side by side), then
 #               build the documentation site in strict mode
