@@ -1,6 +1,6 @@
 """Convex hull with STM: read a set of points, then point at the hull vertices in order.
 
-Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks; reference section 4.6).
+Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks).
 Each example is a set of N points uniform in the unit square; the answer is the list of its
 convex-hull vertices, counter-clockwise from the vertex with the lowest index, then an end token.
 The model reads one row per point (its coordinates and a one-hot *label*), one all-zero row, and

@@ -1,6 +1,6 @@
 """Shortest path with STM: read a weighted graph and a query, then point at the path's edges.
 
-Task (STM paper, graph reasoning; reference section 4.8). The authors' repository has no code for
+Task (STM paper, graph reasoning). The authors' repository has no code for
 it and the paper's appendix with the details could not be read, so the protocol is ours, made to
 match the geometric tasks: `docs/tasks/graph_protocol.md` explains it, `keras_stm.tasks.graphs`
 implements it (generation, Dijkstra, encoding, files, decoding, metrics). An example is a connected
