@@ -254,7 +254,10 @@ def parse_args(parser, argv=None, quick_overrides=None):
         if not isinstance(values, dict):
             parser.error(f"--hparams file {args.hparams} must hold a JSON object, got "
                          f"{type(values).__name__}")
-        actions = {action.dest: action for action in parser._actions}
+        actions = {action.dest: action for action in parser._actions
+                   if not isinstance(action, _DeprecatedAlias)}
+        for action in parser._actions:  # an old spelling's own destination (e.g. test_batches)
+            actions.setdefault(action.dest, action)
         for key, value in values.items():
             key = key.replace("-", "_")
             if not hasattr(args, key):
