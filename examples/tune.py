@@ -72,11 +72,12 @@ def build_parser():
                         help="Hyperband: times the whole Hyperband schedule is run.")
     parser.add_argument("--fix", default="",
                         help="Comma-separated parameters to keep at the paper's value instead "
-                             "of searching them, e.g. gated_write,relational_carry.")
+                             "of searching them, e.g. gated_write,relational_carry (default: "
+                             "search them all).")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="Training batches per epoch (default: the task's, 200; --quick 2).")
     parser.add_argument("--validation-batches", type=int, default=None,
-                        help="Fixed validation batches (default 4; --quick 1).")
+                        help="Fixed validation batches that score a trial (default 4; --quick 1).")
     parser.add_argument("--executions-per-trial", type=int, default=1,
                         help="Models trained per trial (their scores averaged).")
     parser.add_argument("--output-dir", default=None,

@@ -42,11 +42,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """`--help` with each flag's default and the script's docstring kept as written.
 
     A default is shown for every flag that takes a value and has one (not for on/off switches,
-    nor for `None`, whose meaning the flag's help says).
+    nor for `None` or an empty text, whose meaning the flag's help says).
     """
 
     def _get_help_string(self, action):
-        if action.nargs == 0 or action.default is None:
+        if action.nargs == 0 or action.default is None or action.default == "":
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -127,7 +127,7 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                         help="Training batches per epoch: the run is evaluated and "
                              "checkpointed, and one progress line printed, after each epoch.")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="Examples per batch.")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer, help="Optimizer.")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer, help="Optimizer (the paper's for the task).")
     parser.add_argument("--learning-rate", type=float, default=learning_rate,
                         help="Learning rate (the paper's value for the task).")
     parser.add_argument("--clip-value", type=float, default=clip_value,
@@ -150,9 +150,8 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                              "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
                              "for arguments without a flag of their own, and the loop options "
                              "unroll, torch_compile, torch_compile_mode; also an --hparams key "
-                             "(examples/tune.py writes it). Applied by "
-                             "task_configs.model_config_from_args; `run` refuses to train a "
-                             "model whose STM does not carry these values.")
+                             "(examples/tune.py writes it). The run stops before training if "
+                             "the model's STM does not carry these values.")
     parser.add_argument("--speed-settings", default="auto", choices=("auto", "off"),
                         help="auto: on a GPU under jax, train with the fastest settings that "
                              "give the same numbers (docs/performance.md: STM unroll=True, XLA "
@@ -160,7 +159,8 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
                         help="Compile the training step with XLA (Keras' jit_compile); auto: "
                              "Keras decides for the backend.")
-    parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="Train in bfloat16 with float32 weights (Keras' mixed_bfloat16).")
     parser.add_argument("--data-parallel", action="store_true",
                         help="Data-parallel over all local accelerators via keras.distribution (jax).")
     parser.add_argument("--evaluate", nargs="?", const="auto", default=None,
@@ -178,7 +178,8 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                              "resumes from its checkpoint when started again.")
     parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
-                             "terminal, 2 when the output goes to a file).")
+                             "terminal, 2 when the output goes to a file); 1 and 2 add a line "
+                             "per epoch on the whole run: iterations done, time, ETA.")
     parser.add_argument("--quick", action="store_true",
                         help="A tiny run of a few seconds on a CPU, to check the set-up (small "
                              "model and data, few iterations).")
