@@ -1,6 +1,6 @@
 """Associative retrieval (Ba et al. 2016): recall the digit stored with a queried letter.
 
-Task (spec 4.1, `keras_stm.tasks.associative_retrieval`): a sequence of P key-value pairs
+Task (`keras_stm.tasks.associative_retrieval`): a sequence of P key-value pairs
 (distinct random letters, random digits), `? ?`, then one of the keys, e.g.
 `c9k8j3f1??k` -> 8. Token ids are embedded (`Embedding(37, 100)`, N(0, 1) init) and the
 model classifies the last step's read-out into one of 10 digits.
@@ -10,7 +10,7 @@ model classifies the last step's read-out into one of 10 digits.
 * `--num-pairs 14`: 31 tokens, our choice for the paper's "length 30" setting (13, i.e.
   29 tokens, is the other candidate; the paper's pair count is unverified).
 
-Protocol (the authors' `run_nar.py`, spec 4.1):
+Protocol (the authors' `run_nar.py`):
 
 * a fixed data set of 100,000 training, 10,000 validation and 20,000 test sequences, made once
   and stored in `--data-file` (default `runs/data/associative_retrieval_<pairs>.npz`);
@@ -55,8 +55,8 @@ CONVERGENCE_THRESHOLD = 0.99
 """float: validation accuracy at which a run counts as converged."""
 # --quick: 4 pairs (11 tokens); 2 batches of 8 per epoch, so the tiny training split is
 # exactly one epoch.
-QUICK = {**task_configs.QUICK_MODEL, "num_pairs": 4, "num_train": 16, "num_validation": 16,
-         "num_test": 16}
+QUICK = {**task_configs.QUICK_MODEL, "num_pairs": 4, "train_size": 16, "validation_size": 16,
+         "test_size": 16}
 
 
 def default_data_file(args):
@@ -67,7 +67,7 @@ def default_data_file(args):
     folder.
     """
     name = f"associative_retrieval_{args.num_pairs}"
-    sizes = (args.num_train, args.num_validation, args.num_test)
+    sizes = (args.train_size, args.validation_size, args.test_size)
     if args.quick:
         return os.path.join(args.output_dir, f"{name}_quick.npz")
     if sizes != tuple(ar_data.SPLIT_SIZES[s] for s in ar_data.SPLITS) or args.data_seed:
@@ -111,10 +111,10 @@ def build_parser():
                         help="The fixed data set (.npz), created if absent (default "
                              "runs/data/associative_retrieval_<pairs>.npz).")
     parser.add_argument("--data-seed", type=int, default=0, help="Seed of the data set.")
-    parser.add_argument("--num-train", type=int, default=ar_data.SPLIT_SIZES["train"])
-    parser.add_argument("--num-validation", type=int,
-                        default=ar_data.SPLIT_SIZES["validation"])
-    parser.add_argument("--num-test", type=int, default=ar_data.SPLIT_SIZES["test"])
+    for split, what in (("train", "training"), ("validation", "validation"), ("test", "test")):
+        parser.add_argument(f"--{split}-size", type=int, default=ar_data.SPLIT_SIZES[split],
+                            help=f"Sequences in the {what} split of the data set.")
+        training.add_deprecated_alias(parser, f"--num-{split}", f"--{split}-size", type=int)
     return parser
 
 
@@ -124,9 +124,9 @@ def main(argv=None):
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     data_file = args.data_file or default_data_file(args)
     splits = ar_data.load_or_create(data_file, seed=args.data_seed, num_pairs=args.num_pairs,
-                                    num_train=args.num_train,
-                                    num_validation=args.num_validation,
-                                    num_test=args.num_test)
+                                    num_train=args.train_size,
+                                    num_validation=args.validation_size,
+                                    num_test=args.test_size)
     train_data = ar_data.SplitDataset(*splits["train"], batch_size=args.batch_size,
                                       seed=args.seed, shuffle=True)
     validation_data = ar_data.SplitDataset(*splits["validation"], batch_size=args.batch_size,
@@ -134,7 +134,7 @@ def main(argv=None):
     test_data = ar_data.SplitDataset(*splits["test"], batch_size=args.batch_size, shuffle=False)
     if args.steps_per_epoch > len(train_data) and not args.evaluate:
         parser.error(f"--steps-per-epoch ({args.steps_per_epoch}) exceeds the {len(train_data)} "
-                     f"batches of the training split ({args.num_train} // {args.batch_size}).")
+                     f"batches of the training split ({args.train_size} // {args.batch_size}).")
     stm_config = task_configs.model_config_from_args(args, TASK)
     config = task_configs.get_task_config(TASK)
 

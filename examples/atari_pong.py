@@ -1,9 +1,9 @@
-"""Atari Pong with an STM agent: synchronous advantage actor-critic (A2C), spec section 4.9.
+"""Atari Pong with an STM agent: synchronous advantage actor-critic (A2C).
 
 Agent (`keras_stm.models.actor_critic.ActorCritic`): the authors' A3C network, a CNN (4 conv +
 max-pool + ReLU blocks -> 1024) feeding an LSTMCell(256) whose output drives the RL variant of
 the STM (nq 8, d 96, r 96, head 256); actor and critic read concat[STM output, LSTM h]. With
-`--core lstm` the STM is dropped (the A3C-LSTM baseline). Environment
+`--model lstm` the STM is dropped (the A3C-LSTM baseline). Environment
 (`keras_stm.tasks.atari.make_vector_env`): `PongNoFrameskip-v4` with no-op resets, frame skip
 (`--frame-skip`, 4; the authors' README uses 32), max over the last 3 frames, episodic life,
 FIRE reset, 80 x 80 grey crop, running normalisation, rewards clipped to [-1, 1], games cut at
@@ -32,11 +32,11 @@ Protocol (the authors' `rl/train_sam.py`, with one substitution):
   last 100 finished training games (stochastic policy). The authors logged a separate greedy
   test worker; there is none here. Pong scores range from -21 to 21.
 
-The paper shows RL learning curves (figure number and numbers not recovered, spec 4.11);
+The paper shows RL learning curves (their figure numbers and values were not recovered);
 `reward_curve.png` plots the same kind of curve: every game's score against frames, and the
 100-game moving average.
 
-Outputs in `--output-dir` (default `runs/atari_pong-<core>`): `history.csv` (one row per update),
+Outputs in `--output-dir` (default `runs/atari_pong-<model>`): `history.csv` (one row per update),
 `checkpoints/` (weights + optimiser in `model.keras`, counters, episode scores and the action
 sampler's RNG in `state.json`, every `--steps-per-epoch` updates and at the end),
 `results.json`, `reward_curve.png`. Restarting the same command resumes from the last checkpoint
@@ -48,7 +48,7 @@ Frames count emulator frames (agent steps x frame skip), as in the Atari literat
 Command lines (from the repository root):
 
     KERAS_BACKEND=jax python examples/atari_pong.py                      # STM agent, 10M frames
-    KERAS_BACKEND=jax python examples/atari_pong.py --core lstm          # LSTM-only baseline
+    KERAS_BACKEND=jax python examples/atari_pong.py --model lstm         # LSTM-only baseline
     KERAS_BACKEND=jax python examples/atari_pong.py --frame-skip 32      # the README's setting
     KERAS_BACKEND=jax python examples/atari_pong.py --async-envs         # one process per env
     KERAS_BACKEND=jax python examples/atari_pong.py --quick              # CPU smoke run (TinyPong)
@@ -121,8 +121,7 @@ def build_parser():
         if "--max-minutes" in action.option_strings:
             action.help = ("Stop at the first update after this much training time (checkpoint "
                            "written; the same command resumes).")
-    parser.add_argument("--core", dest="model", choices=actor_critic.CORES,
-                        default=argparse.SUPPRESS, help="Same as --model: stm or lstm.")
+    training.add_deprecated_alias(parser, "--core", "--model", choices=actor_critic.CORES)
     parser.add_argument("--env-id", default=ENV_ID, help="A NoFrameskip Atari id.")
     parser.add_argument("--frames", type=int, default=FRAMES,
                         help="Budget of emulator frames (agent steps x frame skip).")
@@ -130,19 +129,25 @@ def build_parser():
                         help="Environments stepped together (the authors: 32 A3C workers).")
     parser.add_argument("--frame-skip", type=int, default=4,
                         help="Emulator frames per action (the authors' README: 32).")
-    parser.add_argument("--rollout-length", type=int, default=defaults["rollout_length"])
-    parser.add_argument("--gamma", type=float, default=defaults["gamma"])
-    parser.add_argument("--gae-lambda", type=float, default=defaults["gae_lambda"])
-    parser.add_argument("--entropy-coef", type=float, default=defaults["entropy_coef"])
-    parser.add_argument("--value-coef", type=float, default=defaults["value_coef"])
-    parser.add_argument("--adam-epsilon", type=float, default=defaults["adam_epsilon"])
-    parser.add_argument("--lstm-units", type=int, default=actor_critic.LSTM_UNITS)
+    for name, kind, text in (
+            ("rollout_length", int, "Agent steps per environment between two updates."),
+            ("gamma", float, "Discount factor of future rewards."),
+            ("gae_lambda", float, "Lambda of the generalised advantage estimate (the authors' "
+                                  "tau)."),
+            ("entropy_coef", float, "Weight of the entropy bonus in the loss."),
+            ("value_coef", float, "Weight of the critic's loss."),
+            ("adam_epsilon", float, "Adam's epsilon.")):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=defaults[name],
+                            help=text)
+    parser.add_argument("--lstm-units", type=int, default=actor_critic.LSTM_UNITS,
+                        help="Width of the agent's LSTM cell.")
     parser.add_argument("--max-episode-steps", type=int, default=10000,
                         help="Agent steps per game before it is cut.")
     parser.add_argument("--async-envs", action="store_true",
                         help="Run each environment in its own process (forkserver).")
     parser.add_argument("--log-every", type=int, default=10,
-                        help="A2C updates between progress lines.")
+                        help="A2C updates between two progress lines (frames done of the "
+                             "total, ETA, mean score).")
     return parser
 
 
@@ -434,11 +439,15 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
             raise FloatingPointError(f"non-finite loss at update {state['updates']}: {logs}")
         if args.verbose and (state["updates"] % args.log_every == 0
                              or state["updates"] == max_updates):
+            session = time.perf_counter() - session_start
+            budget_left = 60.0 * args.max_minutes - session if args.max_minutes else None
             score = "n/a" if mean_100 is None else f"{mean_100:.2f}"
-            print(f"update {state['updates']}/{max_updates}  frames {state['frames']:,}  "
-                  f"{fps:,.0f} frames/s  games {len(episodes)}  "
-                  f"mean score (last {MEAN_WINDOW}) {score}  loss {float(logs['loss']):.4f}  "
-                  f"value {float(logs['value_loss']):.4f}  "
+            print(training.progress_line(state["frames"], max_updates * frames_per_update,
+                                         state["train_seconds"], session / session_frames,
+                                         unit="frames", budget_left=budget_left)
+                  + f" | update {state['updates']:,}/{max_updates:,}, {fps:,.0f} frames/s, "
+                  f"games {len(episodes)}, mean score (last {MEAN_WINDOW}) {score}, "
+                  f"loss {float(logs['loss']):.4f}, value {float(logs['value_loss']):.4f}, "
                   f"entropy {float(logs['entropy']):.3f}", flush=True)
         if state["updates"] % args.steps_per_epoch == 0 or state["updates"] == max_updates:
             _checkpoint(out, model, state, episodes, rng, history, history_path)

@@ -1,29 +1,29 @@
 """bAbI question answering (20 tasks, joint training): the STM model of the paper.
 
-Task (reference spec 5.1-5.2, `keras_stm.tasks.babi`): bAbI v1.2 `en-valid-10k` (per task
+Task (`keras_stm.tasks.babi`): bAbI v1.2 `en-valid-10k` (per task
 9,000 training, 1,000 validation and 1,000 test questions). A story is every statement
 before the question (the last 70 kept); one vocabulary over all tasks; each task keeps its own
 padded shape. The answer is one vocabulary item.
 
-Model (spec 5.3, `keras_stm.models.babi_model`): position-weighted sums of word embeddings
+Model (`keras_stm.models.babi_model`): position-weighted sums of word embeddings
 encode each sentence and the question; an STM (nq 20, d 90, r 96, 80-unit linear input
 projectors, gated write, `α1 = 1`, `α2` learned, `α3 = 0`) reads the story one sentence per
 step; a 3-hop TPR-style inference over its final relational memory answers through a frozen
 output embedding.
 
-Protocol (spec 5.4):
+Protocol (the paper's):
 
 * cross-entropy over the vocabulary, averaged over the batch's questions (the last, smaller
   batch of a task's pass is filled up to 128 with zero-weight rows and the loss is the
   weighted mean: the same numbers, one compiled step per task); Adam lr 6e-4, beta_2 0.99,
   eps 1e-8; global-norm gradient clipping 5; batch 128; every batch from one task drawn
   uniformly at random; an epoch = sum over tasks of ceil(n_train / 128) batches (1,420 with
-  full data); 500 epochs;
+  full data); 500 epochs (the default of `--iterations`);
 * validation after every epoch on all validation sets (pooled loss and accuracy, as the
   authors); `best.keras` keeps the best validation accuracy; the learning rate is halved
   once, from the epoch after the validation loss first drops below 0.1;
 * test: the best checkpoint, per task; the paper reports the mean error over the 20 tasks
-  (STM 0.39% mean, best run 0.15%, spec 4.11). The per-task table (valid and test error)
+  (STM 0.39% mean, best run 0.15%). The per-task table (valid and test error)
   is printed and written as `task_errors.md` / `task_errors.csv`; `results.json` holds
   `test.mean_error` and every task's error; `learning_curve.png` the curves.
 
@@ -45,6 +45,7 @@ Started again with the same command, an interrupted run continues from its last 
 (`--fresh` starts over). Results go to `runs/babi-<model>/` by default.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -60,7 +61,7 @@ from keras_stm.tasks import babi as babi_data  # noqa: E402
 
 TASK = "babi"
 EPOCHS = 500
-QUICK = {"batch_size": 8, "epochs": 2, "num_queries": 2, "memory_size": 8, "relation_size": 8,
+QUICK = {"batch_size": 8, "iterations": 8, "num_queries": 2, "memory_size": 8, "relation_size": 8,
          "projector_hidden_units": 8, "embedding_size": 16, "inference_hidden_units": 8,
          "lstm_units": 8}
 QUICK_EXAMPLES = {"train": 16, "valid": 8, "test": 8}  # per task, with --quick
@@ -100,36 +101,52 @@ def build_parser():
     """The script's flags: the shared training flags with the paper's bAbI values, and data,
     model-size, schedule and evaluation flags."""
     parser = training.argument_parser(
-        __doc__, task=TASK, learning_rate=6e-4, batch_size=128, iterations=EPOCHS * 1420,
+        __doc__, task=TASK, learning_rate=6e-4, batch_size=128, iterations=None,
         steps_per_epoch=1420, optimizer="adam", clip_norm=5.0, adam_beta_2=0.99)
+    for action in parser._actions:
+        if "--iterations" in action.option_strings:
+            action.help = (f"Training batches in total, rounded down to whole epochs (default: "
+                           f"{EPOCHS} epochs; an epoch is one pass over every task's training "
+                           f"batches, 1,420 with the full data).")
+        if "--steps-per-epoch" in action.option_strings:
+            action.help = argparse.SUPPRESS  # an epoch is one pass over the data
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None,
                       help="bAbI archive (.tar.gz) or extracted folder; default: download.")
-    data.add_argument("--subset", default="en-valid-10k", choices=babi_data.SUBSETS)
+    data.add_argument("--subset", default="en-valid-10k", choices=babi_data.SUBSETS,
+                      help="bAbI subset (the paper: en-valid-10k).")
     data.add_argument("--tasks", default="1-20", help="Task ids, e.g. '1-20' or '1,2,4-20'.")
     data.add_argument("--allow-partial", action="store_true",
                       help="Train task 3 on a smaller set if its 10k training file is missing.")
     data.add_argument("--story-cap", type=int, default=babi_data.DEFAULT_STORY_CAP,
-                      help="Keep the last N statements of a story.")
+                      help="Keep the last N statements of a story (0: all).")
     data.add_argument("--cache-dir", default=None, help="Cache of the vectorised data.")
     data.add_argument("--no-verify", action="store_true",
                       help="Skip the SHA-256 check of the data files (hand-made archives).")
     model = parser.add_argument_group("model")
     stm = babi_model.BABI_STM_CONFIG
-    for name in ("num_queries", "memory_size", "relation_size", "projector_hidden_units"):
-        model.add_argument(f"--{name.replace('_', '-')}", type=int, default=stm[name],
-                           help=f"STM {name} (paper: {stm[name]}).")
-    for name, value in babi_model.BABI_MODEL_CONFIG.items():
+    sizes = {"num_queries": "STM: number of queries / relational slots (nq).",
+             "memory_size": "STM: item memory side d (memory d x d).",
+             "relation_size": "STM: read-out size r of each relational slot.",
+             "projector_hidden_units": "STM: width of the input projectors.",
+             "embedding_size": "Word embedding size.",
+             "inference_hidden_units": "Width of the inference module's hidden layer.",
+             "hops": "Reasoning steps of the inference module."}
+    values = {**{name: stm[name] for name in ("num_queries", "memory_size", "relation_size",
+                                              "projector_hidden_units")},
+              **babi_model.BABI_MODEL_CONFIG}
+    for name, value in values.items():
         model.add_argument(f"--{name.replace('_', '-')}", type=int, default=value,
-                           help=f"(paper: {value}).")
-    model.add_argument("--lstm-units", type=int, default=256, help="LSTM baseline width.")
+                           help=sizes[name] + " The paper's value by default.")
+    model.add_argument("--lstm-units", type=int, default=256,
+                       help="Width of the LSTM baseline (--model lstm).")
     schedule = parser.add_argument_group("schedule and evaluation")
-    schedule.add_argument("--epochs", type=int, default=EPOCHS,
-                          help="Epochs; an epoch is one pass of the task batches (replaces "
-                               "--iterations and --steps-per-epoch).")
+    training.add_deprecated_alias(schedule, "--epochs", "--iterations", dest="epochs", type=int)
     schedule.add_argument("--decay-threshold", type=float, default=0.1,
-                          help="Halve the learning rate once the validation loss is below this.")
-    schedule.add_argument("--decay-factor", type=float, default=0.5)
+                          help="Multiply the learning rate by --decay-factor once, from the "
+                               "epoch after the validation loss first drops below this.")
+    schedule.add_argument("--decay-factor", type=float, default=0.5,
+                          help="Factor of the one learning-rate decay (the paper halves it).")
     schedule.add_argument("--eval-batch-size", type=int, default=128,
                           help="Largest validation/test batch (does not change any metric).")
     schedule.add_argument("--eval-only", metavar="CHECKPOINT", default=None,
@@ -288,13 +305,14 @@ def main(argv=None):
     """Train and test the STM on bAbI (or only evaluate); returns the results dict."""
     parser = build_parser()
     given = sys.argv[1:] if argv is None else list(argv)
-    for flag in ("--iterations", "--steps-per-epoch"):
-        if any(a == flag or a.startswith(flag + "=") for a in given):
-            parser.error(f"{flag} does not apply to bAbI: an epoch is one pass of the task "
-                         "batches; use --epochs.")
+    if any(a == "--steps-per-epoch" or a.startswith("--steps-per-epoch=") for a in given):
+        parser.error("--steps-per-epoch does not apply to bAbI: an epoch is one pass over every "
+                     "task's training batches; set the run's length with --iterations.")
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     for name in ("epochs", "eval_batch_size", "story_cap") + tuple(QUICK) + ("hops",):
-        value = getattr(args, name)
+        value = getattr(args, name, None)
+        if value is None:
+            continue
         if value < 0 or (value == 0 and name != "story_cap"):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     try:
@@ -314,7 +332,11 @@ def main(argv=None):
                                             seed=args.seed, include_task=False, pad_batches=True)
     valid_data = babi_model.BabiEvalDataset(data.valid, batch_size=args.eval_batch_size)
     args.steps_per_epoch = len(train_data)
-    args.iterations = args.epochs * args.steps_per_epoch
+    if getattr(args, "epochs", None) is not None:  # the deprecated --epochs
+        args.iterations = args.epochs * args.steps_per_epoch
+    elif args.iterations is None:
+        args.iterations = EPOCHS * args.steps_per_epoch
+    epochs = max(1, args.iterations // args.steps_per_epoch)
 
     model = build_model(args, data)
     model.compile(optimizer=training.make_optimizer(args),
@@ -329,7 +351,7 @@ def main(argv=None):
         monitor="val_loss", state_path=os.path.join(args.output_dir, "backup", "lr_decay.json"))
     extra = {"paper_metric": "mean error (%) over tasks (test)", "evaluated": "best.keras",
              "paper_result": {"mean_error": 0.39, "best_run_error": 0.15},
-             "data": data_summary(data), "epochs": args.epochs,
+             "data": data_summary(data), "epochs": epochs,
              "stm_config": (model.get_layer("stm").get_config() if args.model == "stm" else None)}
 
     def evaluate(trained):

@@ -1,6 +1,6 @@
 """Convex hull with STM: read a set of points, then point at the hull vertices in order.
 
-Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks; reference section 4.6).
+Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks).
 Each example is a set of N points uniform in the unit square; the answer is the list of its
 convex-hull vertices, counter-clockwise from the vertex with the lowest index, then an end token.
 The model reads one row per point (its coordinates and a one-hot *label*), one all-zero row, and
@@ -111,18 +111,18 @@ def geometry_parser(task, description, train_points):
     """
     parser = training.argument_parser(description, **task_configs.training_defaults(task))
     task_configs.add_model_arguments(parser, task)
-    parser.add_argument("--train-points", type=point_counts, default=point_counts(train_points),
-                        help=f"Numbers of points of the random training sets, one per batch, "
-                             f"e.g. 5,10 or 5-20 (default {train_points}).")
-    parser.add_argument("--n-points", type=point_counts, default=point_counts("5,10"),
-                        help="Numbers of points of the fixed test sets, one set each (default "
-                             "5,10, the reported settings).")
+    parser.add_argument("--train-points", type=point_counts, default=train_points,
+                        help="Numbers of points of the random training sets, one per batch, "
+                             "e.g. 5,10 or 5-20.")
+    parser.add_argument("--n-points", type=point_counts, default="5,10",
+                        help="Numbers of points of the fixed test sets, one set each (the "
+                             "default: the reported settings).")
     parser.add_argument("--train-file", default=None,
                         help="Train on a Pointer Networks file instead of random point sets.")
     parser.add_argument("--test-file", default=None,
                         help="Evaluate on a Pointer Networks file instead of the generated sets.")
     parser.add_argument("--test-size", type=int, default=1000,
-                        help="Examples per generated test set (default 1000).")
+                        help="Examples per generated test set.")
     parser.add_argument("--test-seed", type=int, default=task_configs.TEST_SEED,
                         help="Seed of the generated test and validation sets.")
     parser.add_argument("--validation-batches", type=int, default=4,

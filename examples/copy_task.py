@@ -1,10 +1,10 @@
 """Copy task: train STM (or the LSTM baseline) to reproduce a sequence of random bit vectors.
 
-Task (spec 4.2, `keras_stm.tasks.copy`): a start flag, L random 32-bit vectors
+Task (`keras_stm.tasks.copy`): a start flag, L random 32-bit vectors
 (L ~ U{1..20}, one L per batch), an end flag; then L all-zero rows during which the model must
 output the L vectors in order. Input width 34, 32 logits per step.
 
-Protocol (the authors' `run_toys.py`, spec 4.0): the model returns logits for every step
+Protocol (the authors' `run_toys.py`): the model returns logits for every step
 (`return_sequences=True`); only the L decoding steps count, through `sample_weight`
 (0 on the input phase, 1 on the decoding phase):
 
@@ -16,8 +16,8 @@ Protocol (the authors' `run_toys.py`, spec 4.0): the model returns logits for ev
 * RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
   50,000 iterations of fresh data; a learning-curve point every 200 iterations;
   `best.keras` kept on the training loss (the authors have no validation set);
-* test: the best checkpoint on `TEST_BATCHES` = 10 fresh batches drawn with the fixed seed
-  `TEST_SEED` = 1111 (`results.json`: `test.bit_error_per_sequence`).
+* test: the best checkpoint on `--test-size` (default 1280: 10 batches of 128) fresh examples
+  drawn with the fixed seed 1111 (`results.json`: `test.bit_error_per_sequence`).
 
 The paper shows this task as a learning curve of bit error per sequence (STM against the
 baselines); `learning_curve.png` plots the same curve (figure number in the paper
@@ -45,7 +45,7 @@ from keras_stm.tasks import copy as copy_data  # noqa: E402
 
 TASK = "copy"
 # --quick: one length (one compiled shape); examples/rar.py --quick covers varying lengths.
-QUICK = {**task_configs.QUICK_MODEL, "min_seq_len": 2, "max_seq_len": 2, "test_batches": 2}
+QUICK = {**task_configs.QUICK_MODEL, "min_seq_len": 2, "max_seq_len": 2, "test_size": 16}
 
 
 def build_parser():
@@ -56,8 +56,7 @@ def build_parser():
                         help="Shortest sequence L (training and test).")
     parser.add_argument("--max-seq-len", type=int, default=copy_data.MAX_SEQ_LEN,
                         help="Longest sequence L (training and test).")
-    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
-                        help="Fixed-seed batches of the final test.")
+    training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
 
@@ -65,8 +64,7 @@ def main(argv=None):
     """Train and test on the copy task; returns the results dict (also in results.json)."""
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
-    if args.test_batches <= 0:
-        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    training.resolve_test_batches(parser, args)
     sizes = dict(min_seq_len=args.min_seq_len, max_seq_len=args.max_seq_len)
     return training.run_bit_error_task(args, TASK, copy_data, sizes)
 

@@ -1,6 +1,6 @@
 """Minimum spanning tree with STM: read a weighted graph, then point at the tree's edges.
 
-Task (STM paper, graph reasoning; reference section 4.8). As for shortest path, the authors'
+Task (STM paper, graph reasoning). As for shortest path, the authors'
 repository has no code for it and the paper's appendix could not be read: the protocol is ours
 (`docs/tasks/graph_protocol.md`, implemented in `keras_stm.tasks.graphs`; this script reuses the
 functions of `examples/shortest_path.py`). An example is a connected simple graph (default 8-10

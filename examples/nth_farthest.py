@@ -1,11 +1,11 @@
 """Nth-farthest (Santoro et al. 2018): name the n-th farthest of 8 vectors from a reference.
 
-Task (spec 4.5, `keras_stm.tasks.nth_farthest`): 8 steps, one per vector (16 dims, U(-1, 1)),
+Task (`keras_stm.tasks.nth_farthest`): 8 steps, one per vector (16 dims, U(-1, 1)),
 each step `[vector | one-hot label | one-hot n | one-hot reference label]` (width 40). The
 target is the label of the (n+1)-th farthest vector from the reference vector (Euclidean
 distance): one of 8 classes, read from the logits of the **last** step (no decoding phase).
 
-Protocol (spec 4.5):
+Protocol:
 
 * loss: sparse categorical cross-entropy from logits; metric: accuracy (the paper reports
   accuracy; the authors log the error rate 1 - accuracy, in `results.json` as `test.error`);
@@ -13,11 +13,11 @@ Protocol (spec 4.5):
   `rd=False`), learned alphas (`TASK_CONFIGS["nth_farthest"]`);
 * Adam lr 1e-4, gradient clipping by value 10, batch 128, 1,000,000 iterations of fresh
   data; a learning-curve point every 200 iterations; `best.keras` kept on the training loss;
-* test: the best checkpoint on `--test-batches` (default 10) fresh batches of 128 with the
-  fixed seed 1111 (`results.json`: `test.accuracy`).
+* test: the best checkpoint on `--test-size` (default 1280: 10 batches of 128) fresh examples
+  with the fixed seed 1111 (`results.json`: `test.accuracy`).
 
 The paper reports the test accuracy of STM against RMC, DNC and LSTM (recalled as about
-98% for STM, 91% RMC, about 25% DNC/LSTM: unverified, spec 4.11).
+98% for STM, 91% RMC, about 25% DNC/LSTM; recalled, not checked against the paper).
 
 Command lines (from the repository root):
 
@@ -42,15 +42,14 @@ from keras_stm.models import task_configs  # noqa: E402
 from keras_stm.tasks import nth_farthest as nfar_data  # noqa: E402
 
 TASK = "nth_farthest"
-QUICK = {**task_configs.QUICK_MODEL, "test_batches": 2}
+QUICK = {**task_configs.QUICK_MODEL, "test_size": 16}
 
 
 def build_parser():
     """The script's flags: the shared training flags, model sizes and the test size."""
     parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
     task_configs.add_model_arguments(parser, TASK)
-    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
-                        help="Fixed-seed batches of the final test.")
+    training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
 
@@ -58,8 +57,7 @@ def main(argv=None):
     """Train and test on Nth-farthest; returns the results dict (also in results.json)."""
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
-    if args.test_batches <= 0:
-        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    training.resolve_test_batches(parser, args)
     stm_config = task_configs.model_config_from_args(args, TASK)
     train_data = nfar_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
                                    seed=args.seed)
@@ -77,7 +75,8 @@ def main(argv=None):
     )
 
     extra = {"paper_metric": "accuracy", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "test_protocol": {"batches": args.test_batches, "examples": args.test_size,
+                               "seed": task_configs.TEST_SEED},
              "stm_config": stm_config if args.model == "stm" else None}
     return training.run(model, train_data, args, evaluate=training.evaluate_best_checkpoint(
                             args, test_data, lambda scores: {"error": 1.0 - scores["accuracy"]}), monitor="loss", mode="min",

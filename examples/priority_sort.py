@@ -1,11 +1,11 @@
 """Priority sort: train STM (or the LSTM baseline) to output bit vectors sorted by priority.
 
-Task (spec 4.3, `keras_stm.tasks.priority_sort`): 20 random 32-bit vectors, each with a
+Task (`keras_stm.tasks.priority_sort`): 20 random 32-bit vectors, each with a
 priority ~ U[-1, 1) on channel 32 (input width 34); then 16 all-zero rows during which the
 model must output the 16 highest-priority vectors in descending priority order (bits only,
 32 logits per step). No delimiter rows.
 
-Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
+Protocol (the authors' `run_toys.py`): logits for every step
 (`return_sequences=True`), only the 16 decoding steps weighted (`sample_weight`):
 
 * loss: binary cross-entropy from logits, mean over decoding steps x batch x bits
@@ -15,7 +15,8 @@ Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
 * RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
   50,000 iterations of fresh data; a learning-curve point every 200 iterations;
   `best.keras` kept on the training loss (no validation set, as the authors);
-* test: the best checkpoint on 10 fresh batches with the fixed seed 1111
+* test: the best checkpoint on `--test-size` (default 1280: 10 batches of 128) fresh
+  examples with the fixed seed 1111
   (`results.json`: `test.bit_error_per_sequence`).
 
 The paper shows this task as a learning curve of bit error per sequence;
@@ -42,7 +43,7 @@ from keras_stm.models import task_configs  # noqa: E402
 from keras_stm.tasks import priority_sort as sort_data  # noqa: E402
 
 TASK = "priority_sort"
-QUICK = {**task_configs.QUICK_MODEL, "input_seq_len": 5, "target_seq_len": 4, "test_batches": 2}
+QUICK = {**task_configs.QUICK_MODEL, "input_seq_len": 5, "target_seq_len": 4, "test_size": 16}
 
 
 def build_parser():
@@ -53,8 +54,7 @@ def build_parser():
                         help="Number of input vectors.")
     parser.add_argument("--target-seq-len", type=int, default=sort_data.TARGET_SEQ_LEN,
                         help="Number of highest-priority vectors to output.")
-    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
-                        help="Fixed-seed batches of the final test.")
+    training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
 
@@ -62,8 +62,7 @@ def main(argv=None):
     """Train and test on priority sort; returns the results dict (also in results.json)."""
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
-    if args.test_batches <= 0:
-        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    training.resolve_test_batches(parser, args)
     sizes = dict(input_seq_len=args.input_seq_len, target_seq_len=args.target_seq_len)
     return training.run_bit_error_task(args, TASK, sort_data, sizes)
 

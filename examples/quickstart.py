@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 import keras_stm  # noqa: E402
 from keras_stm import pretrained  # noqa: E402
+from keras_stm import training  # noqa: E402
 from keras_stm.tasks import associative_retrieval as task  # noqa: E402
 
 
@@ -49,31 +50,39 @@ def evaluate_pretrained(name, test_size, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.HelpFormatter)
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
                         help="Pretrained model to evaluate first (a name under pretrained/ or "
                              "a folder; 'none' to skip).")
-    parser.add_argument("--pretrained-test-size", type=int, default=2_000)
-    parser.add_argument("--num-pairs", type=int, default=4)
-    parser.add_argument("--train-size", type=int, default=20_000)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-size", type=int, default=2_000,
+                        help="Sequences in each fresh test set (of the pretrained model and of "
+                             "the model trained here).")
+    training.add_deprecated_alias(parser, "--pretrained-test-size", "--test-size", type=int)
+    parser.add_argument("--num-pairs", type=int, default=4,
+                        help="Key-value pairs per sequence of the model trained here.")
+    parser.add_argument("--train-size", type=int, default=20_000,
+                        help="Training sequences of the model trained here.")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="Passes over the training sequences (0: only evaluate the "
+                             "pretrained model).")
+    parser.add_argument("--batch-size", type=int, default=64, help="Examples per batch.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Random seed of the weights and the data.")
     args = parser.parse_args(argv)
-    if args.epochs < 0 or args.train_size <= 0 or args.batch_size <= 0:
-        parser.error("--epochs must be >= 0, --train-size and --batch-size positive")
+    if args.epochs < 0 or min(args.train_size, args.test_size, args.batch_size) <= 0:
+        parser.error("--epochs must be >= 0, --train-size, --test-size and --batch-size positive")
     keras.utils.set_random_seed(args.seed)
     pretrained_accuracy = None
     if args.pretrained == DEFAULT_PRETRAINED and DEFAULT_PRETRAINED not in pretrained.available():
         print(f"(no committed pretrained/{DEFAULT_PRETRAINED}/ in this checkout: skipping it)")
     elif args.pretrained != "none":
-        pretrained_accuracy = evaluate_pretrained(args.pretrained, args.pretrained_test_size,
+        pretrained_accuracy = evaluate_pretrained(args.pretrained, args.test_size,
                                                   seed=args.seed + 1)
     if args.epochs == 0:
         return pretrained_accuracy
     rng = np.random.default_rng(args.seed)
     x_train, y_train = task.generate(args.train_size, rng, num_pairs=args.num_pairs)
-    x_test, y_test = task.generate(2_000, rng, num_pairs=args.num_pairs)
+    x_test, y_test = task.generate(args.test_size, rng, num_pairs=args.num_pairs)
 
     tokens = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(task.VOCAB_SIZE, 32)(tokens)

@@ -1,6 +1,6 @@
 """RAR, relational associative recall: recall the item farthest from (or closest to) a query.
 
-Task (spec 4.4, `keras_stm.tasks.rar`): I items of n random 32-bit vectors, each item after a
+Task (`keras_stm.tasks.rar`): I items of n random 32-bit vectors, each item after a
 delimiter row (channel 32); then a query item (a copy of one of the items) between two query
 delimiters (channel 33). The model must output, during n all-zero rows, the item farthest from
 the query if the query's last bit is 1, else the closest one (Euclidean distance). Input width
@@ -12,7 +12,7 @@ Two readings of the authors' generator call (`--reading`):
   3 items of n ~ U{2..5} vectors each;
 * `intended`: the generator's signature as meant: I ~ U{2..5} items of 3 vectors each.
 
-Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
+Protocol (the authors' `run_toys.py`): logits for every step
 (`return_sequences=True`), only the n decoding steps weighted (`sample_weight`):
 
 * loss: binary cross-entropy from logits, mean over decoding steps x batch x bits
@@ -23,7 +23,8 @@ Protocol (the authors' `run_toys.py`, spec 4.0): logits for every step
 * RMSprop lr 1e-4, momentum 0.9, rho 0.95, gradient clipping by value 10, batch 128,
   50,000 iterations of fresh data; a learning-curve point every 200 iterations;
   `best.keras` kept on the training loss;
-* test: the best checkpoint on 10 fresh batches with the fixed seed 1111, same reading
+* test: the best checkpoint on `--test-size` (default 1280: 10 batches of 128) fresh
+  examples with the fixed seed 1111, same reading
   (`results.json`: `test.bit_error_per_sequence`).
 
 The paper shows this task as a learning curve of bit error per sequence;
@@ -54,7 +55,7 @@ from keras_stm.tasks import rar as rar_data  # noqa: E402
 TASK = "rar"
 # --quick: two time lengths in training (the varying-length path), one test batch.
 QUICK = {**task_configs.QUICK_MODEL, "num_items": "3", "item_length": "2-3",
-         "test_batches": 1}
+         "test_size": 8}
 
 
 def parse_size(text, flag):
@@ -92,8 +93,7 @@ def build_parser():
                         help="Items per example, N or LOW-HIGH (default: the reading's).")
     parser.add_argument("--item-length", default=None,
                         help="Vectors per item, N or LOW-HIGH (default: the reading's).")
-    parser.add_argument("--test-batches", type=int, default=task_configs.TEST_BATCHES,
-                        help="Fixed-seed batches of the final test.")
+    training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
 
@@ -101,8 +101,7 @@ def main(argv=None):
     """Train and test on RAR; returns the results dict (also in results.json)."""
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
-    if args.test_batches <= 0:
-        parser.error(f"--test-batches must be positive, got {args.test_batches}")
+    training.resolve_test_batches(parser, args)
     (items_low, items_high), (length_low, length_high) = rar_data.resolve_sizes(
         args.reading, parse_size(args.num_items, "--num-items"),
         parse_size(args.item_length, "--item-length"))

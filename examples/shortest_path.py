@@ -1,6 +1,6 @@
 """Shortest path with STM: read a weighted graph and a query, then point at the path's edges.
 
-Task (STM paper, graph reasoning; reference section 4.8). The authors' repository has no code for
+Task (STM paper, graph reasoning). The authors' repository has no code for
 it and the paper's appendix with the details could not be read, so the protocol is ours, made to
 match the geometric tasks: `docs/tasks/graph_protocol.md` explains it, `keras_stm.tasks.graphs`
 implements it (generation, Dijkstra, encoding, files, decoding, metrics). An example is a connected
@@ -113,18 +113,18 @@ def graph_parser(task, description):
     parser = training.argument_parser(description, **task_configs.training_defaults(task))
     task_configs.add_model_arguments(parser, task)
     nodes, edges = graphs.DEFAULT_N_NODES, graphs.DEFAULT_N_EDGES
-    parser.add_argument("--n-nodes", type=_node_range, default=nodes,
-                        help=f"Nodes per graph, a number or a range (default "
-                             f"{nodes[0]}-{nodes[1]}, at most {graphs.NODE_MAX}); one per batch.")
-    parser.add_argument("--n-edges", type=_edge_range, default=edges,
-                        help=f"Edges per graph, a number or a range (default "
-                             f"{edges[0]}-{edges[1]}, at most {graphs.EDGE_MAX}); one per batch.")
+    parser.add_argument("--n-nodes", type=_node_range, default=f"{nodes[0]}-{nodes[1]}",
+                        help=f"Nodes per graph, a number or a range (at most "
+                             f"{graphs.NODE_MAX}); one per batch.")
+    parser.add_argument("--n-edges", type=_edge_range, default=f"{edges[0]}-{edges[1]}",
+                        help=f"Edges per graph, a number or a range (at most "
+                             f"{graphs.EDGE_MAX}); one per batch.")
     parser.add_argument("--train-file", default=None,
                         help="Train on a graph-task file instead of random graphs.")
     parser.add_argument("--test-file", default=None,
                         help="Evaluate on a graph-task file instead of the generated set.")
     parser.add_argument("--test-size", type=int, default=1000,
-                        help="Examples of the generated test set (default 1000).")
+                        help="Examples of the generated test set.")
     parser.add_argument("--test-seed", type=int, default=task_configs.TEST_SEED,
                         help="Seed of the generated test and validation sets.")
     parser.add_argument("--validation-batches", type=int, default=4,

@@ -1,6 +1,6 @@
 """Travelling salesman (planar, Euclidean) with STM: read the cities, then point at a tour.
 
-Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks; reference section 4.7).
+Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks).
 Each example is a set of N cities uniform in the unit square; the answer is a shortest closed
 tour, starting at city 1, in the direction whose second city has the lower index, then an end
 token. The encoding, decoding and pointing are those of the convex hull (`examples/convex_hull.py`,

@@ -11,7 +11,7 @@ trains the example's model (same builder, loss, metric and optimiser) for `--epo
 sort, RAR), accuracy (Nth-farthest, associative retrieval) or the masked validation loss
 (convex hull, TSP, shortest path, minimum spanning tree).
 
-Results go to `<directory>/<project-name>/` (default `runs/tune/<task>-<model>-<tuner>`):
+Results go to `--output-dir` (default `runs/tune/<task>-<model>-<tuner>`):
 KerasTuner's `oracle.json`, `tuner0.json` and `trial_*/`, plus
 
 * `best_trials.json`: objective, trial counts and the best `--num-best` trials;
@@ -24,7 +24,7 @@ trials are kept, an interrupted trial is run again, and the search goes on up to
 in total (raise it to search further). `--overwrite` starts over.
 
 Distributed tuning (KerasTuner's chief/worker mode, docs/tuning.md): start the same command in
-several processes that share `--directory`, with `KERASTUNER_ORACLE_IP`,
+several processes that share `--output-dir`, with `KERASTUNER_ORACLE_IP`,
 `KERASTUNER_ORACLE_PORT` and `KERASTUNER_TUNER_ID` (`chief` for the oracle, `tuner0`,
 `tuner1`, ... for the workers) in their environment; the chief runs no trial, serves the oracle
 over gRPC, and writes the result files when all trials are done.
@@ -53,12 +53,13 @@ from keras_stm import tuning  # noqa: E402
 
 def build_parser():
     """The flags of the search."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(tuning.TASK_DATA))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.HelpFormatter)
+    parser.add_argument("--task", required=True, choices=sorted(tuning.TASK_DATA),
+                        help="The task whose example model is tuned.")
     parser.add_argument("--model", choices=training.MODELS, default="stm",
-                        help="Search STM (default) or the LSTM baseline.")
-    parser.add_argument("--tuner", choices=tuning.TUNERS, default="random")
+                        help="Search STM or the LSTM baseline.")
+    parser.add_argument("--tuner", choices=tuning.TUNERS, default="random",
+                        help="KerasTuner's search algorithm.")
     parser.add_argument("--max-trials", type=int, default=None,
                         help="Trials in total, resumed ones included (default 10; Hyperband: "
                              "its own schedule unless given).")
@@ -67,19 +68,23 @@ def build_parser():
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="Hyperband: most epochs of one model (default --epochs).")
     parser.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor.")
-    parser.add_argument("--hyperband-iterations", type=int, default=1)
+    parser.add_argument("--hyperband-iterations", type=int, default=1,
+                        help="Hyperband: times the whole Hyperband schedule is run.")
     parser.add_argument("--fix", default="",
                         help="Comma-separated parameters to keep at the paper's value instead "
-                             "of searching them, e.g. gated_write,relational_carry.")
+                             "of searching them, e.g. gated_write,relational_carry (default: "
+                             "search them all).")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="Training batches per epoch (default: the task's, 200; --quick 2).")
     parser.add_argument("--validation-batches", type=int, default=None,
-                        help="Fixed validation batches (default 4; --quick 1).")
-    parser.add_argument("--executions-per-trial", type=int, default=1)
-    parser.add_argument("--directory", default=os.path.join("runs", "tune"),
-                        help="Results folder of all searches (default runs/tune).")
-    parser.add_argument("--project-name", default=None,
-                        help="Subfolder of this search (default <task>-<model>-<tuner>).")
+                        help="Fixed validation batches that score a trial (default 4; --quick 1).")
+    parser.add_argument("--executions-per-trial", type=int, default=1,
+                        help="Models trained per trial (their scores averaged).")
+    parser.add_argument("--output-dir", default=None,
+                        help="Folder of this search (default runs/tune/<task>-<model>-<tuner>, "
+                             "with -quick under --quick).")
+    training.add_deprecated_alias(parser, "--directory", "--output-dir", dest="directory")
+    training.add_deprecated_alias(parser, "--project-name", "--output-dir", dest="project_name")
     parser.add_argument("--overwrite", action="store_true",
                         help="Delete an existing search of the same project and start over.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the oracle, weights, data.")
@@ -89,10 +94,15 @@ def build_parser():
     parser.add_argument("--data-parallel", action="store_true",
                         help="Every trial data-parallel over all local accelerators "
                              "(keras.distribution, jax backend).")
-    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
+                        help="Compile the training step with XLA (Keras' jit_compile); auto: "
+                             "Keras decides for the backend.")
+    parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
+                             "terminal, 2 when the output goes to a file).")
     parser.add_argument("--quick", action="store_true",
-                        help="Tiny search space and data (CPU smoke runs, tests).")
+                        help="A tiny search of a few seconds on a CPU, to check the set-up "
+                             "(small search space and data).")
     return parser
 
 
@@ -100,6 +110,16 @@ def main(argv=None):
     """Runs (or resumes) the search; returns the summary dict (None in a worker process)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose is None:
+        args.verbose = training.progress_verbosity()
+    if args.output_dir is not None and {"directory", "project_name"} & set(vars(args)):
+        parser.error("--output-dir replaces --directory and --project-name: give only it")
+    if args.output_dir is not None:
+        directory, project_name = os.path.split(os.path.normpath(args.output_dir))
+        directory = directory or os.curdir
+    else:
+        directory = getattr(args, "directory", os.path.join("runs", "tune"))
+        project_name = getattr(args, "project_name", None)
     for name in ("max_trials", "epochs", "max_epochs", "steps_per_epoch", "validation_batches",
                  "executions_per_trial", "num_best", "hyperband_iterations"):
         value = getattr(args, name)
@@ -126,8 +146,8 @@ def main(argv=None):
         data_parallel=args.data_parallel,
         jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])
     tuner = tuning.make_tuner(
-        args.tuner, hypermodel, max_trials=args.max_trials, directory=args.directory,
-        project_name=args.project_name, overwrite=args.overwrite, seed=args.seed,
+        args.tuner, hypermodel, max_trials=args.max_trials, directory=directory,
+        project_name=project_name, overwrite=args.overwrite, seed=args.seed,
         executions_per_trial=args.executions_per_trial,
         max_epochs=args.max_epochs or args.epochs, factor=args.factor,
         hyperband_iterations=args.hyperband_iterations)

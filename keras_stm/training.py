@@ -38,6 +38,60 @@ MODELS = ("stm", "lstm")
 OPTIMIZERS = ("rmsprop", "adam")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` with each flag's default and the script's docstring kept as written.
+
+    A default is shown for every flag that takes a value and has one (not for on/off switches,
+    nor for `None` or an empty text, whose meaning the flag's help says).
+    """
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None or action.default == "":
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_deprecated_alias(parser, old, new, dest=None, **kwargs):
+    """Keeps an old flag spelling working, hidden from `--help`, with a deprecation warning.
+
+    Args:
+        parser: an `argparse.ArgumentParser` (or argument group).
+        old: str, the old spelling, e.g. `"--core"`.
+        new: str, the flag to use instead, e.g. `"--model"` (named in the warning).
+        dest: str or None, where the value goes (default: the new flag's destination).
+        **kwargs: more `add_argument` arguments (`type`, `choices`, ...).
+
+    Example:
+
+    >>> import argparse
+    >>> from keras_stm import training
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--model", default="stm")
+    >>> training.add_deprecated_alias(parser, "--core", "--model")
+    >>> parser.parse_args(["--core", "lstm"]).model
+    'lstm'
+    """
+    dest = dest or new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores the value like the new flag would and warns on stderr that `old` is deprecated."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        if not getattr(namespace, "_deprecation_probe", False):
+            print(f"warning: {option_string} is deprecated and will be removed; use {self.new}.",
+                  file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def argument_parser(description, *, task, learning_rate, batch_size=128, iterations,
                     steps_per_epoch=200, optimizer="rmsprop", clip_value=None, clip_norm=None,
                     rmsprop_rho=0.95, momentum=0.9, adam_beta_2=0.999):
@@ -60,24 +114,34 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     Returns:
         An `argparse.ArgumentParser`; scripts add their own task flags before parsing.
     """
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.set_defaults(task=task)
-    parser.add_argument("--model", choices=MODELS, default="stm", help="STM, or the LSTM baseline.")
-    parser.add_argument("--output-dir", default=None, help="Results folder (default runs/<task>-<model>).")
-    parser.add_argument("--iterations", type=int, default=iterations, help="Training batches in total.")
+    parser.add_argument("--model", choices=MODELS, default="stm",
+                        help="The model to train: STM, or the LSTM baseline.")
+    parser.add_argument("--output-dir", default=None,
+                        help="Folder of the results and checkpoints (default "
+                             "runs/<task>-<model>, with -quick under --quick).")
+    parser.add_argument("--iterations", type=int, default=iterations,
+                        help="Training batches in total (the whole run).")
     parser.add_argument("--steps-per-epoch", type=int, default=steps_per_epoch,
-                        help="Batches between evaluations and checkpoints.")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer)
-    parser.add_argument("--learning-rate", type=float, default=learning_rate)
+                        help="Training batches per epoch: the run is evaluated and "
+                             "checkpointed, and one progress line printed, after each epoch.")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="Examples per batch.")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer, help="Optimizer (the paper's for the task).")
+    parser.add_argument("--learning-rate", type=float, default=learning_rate,
+                        help="Learning rate (the paper's value for the task).")
     parser.add_argument("--clip-value", type=float, default=clip_value,
                         help="Clip each gradient element to [-v, v] (the authors' clip_grad_value_).")
-    parser.add_argument("--clip-norm", type=float, default=clip_norm, help="Global-norm gradient clipping.")
-    parser.add_argument("--rmsprop-rho", type=float, default=rmsprop_rho)
-    parser.add_argument("--momentum", type=float, default=momentum)
-    parser.add_argument("--adam-beta-2", type=float, default=adam_beta_2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-norm", type=float, default=clip_norm,
+                        help="Scale the gradients down to this global norm (instead of "
+                             "--clip-value).")
+    parser.add_argument("--rmsprop-rho", type=float, default=rmsprop_rho,
+                        help="RMSprop: decay of the moving average of squared gradients.")
+    parser.add_argument("--momentum", type=float, default=momentum, help="RMSprop: momentum.")
+    parser.add_argument("--adam-beta-2", type=float, default=adam_beta_2,
+                        help="Adam: decay of the second-moment estimate.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Random seed of the weights and the training data.")
     parser.add_argument("--hparams", default=None,
                         help="JSON file of hyper-parameters (e.g. written by examples/tune.py); "
                              "its keys override the flags of the same name.")
@@ -86,15 +150,17 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                              "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
                              "for arguments without a flag of their own, and the loop options "
                              "unroll, torch_compile, torch_compile_mode; also an --hparams key "
-                             "(examples/tune.py writes it). Applied by "
-                             "task_configs.model_config_from_args; `run` refuses to train a "
-                             "model whose STM does not carry these values.")
+                             "(examples/tune.py writes it). The run stops before training if "
+                             "the model's STM does not carry these values.")
     parser.add_argument("--speed-settings", default="auto", choices=("auto", "off"),
-                        help="auto: on a GPU under jax, train with the fastest correct settings "
-                             "of docs/performance.md (STM unroll=True, XLA command buffers); "
-                             "off: Keras' defaults. Recorded in results.json.")
-    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
-    parser.add_argument("--mixed-precision", action="store_true", help="Use the mixed_bfloat16 policy.")
+                        help="auto: on a GPU under jax, train with the fastest settings that "
+                             "give the same numbers (docs/performance.md: STM unroll=True, XLA "
+                             "command buffers); off: Keras' defaults. Recorded in results.json.")
+    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
+                        help="Compile the training step with XLA (Keras' jit_compile); auto: "
+                             "Keras decides for the backend.")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="Train in bfloat16 with float32 weights (Keras' mixed_bfloat16).")
     parser.add_argument("--data-parallel", action="store_true",
                         help="Data-parallel over all local accelerators via keras.distribution (jax).")
     parser.add_argument("--evaluate", nargs="?", const="auto", default=None,
@@ -112,9 +178,49 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                              "resumes from its checkpoint when started again.")
     parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
-                             "terminal, 2 when the output goes to a file).")
-    parser.add_argument("--quick", action="store_true", help="A tiny CPU smoke run (for tests).")
+                             "terminal, 2 when the output goes to a file); 1 and 2 add a line "
+                             "per epoch on the whole run: iterations done, time, ETA.")
+    parser.add_argument("--quick", action="store_true",
+                        help="A tiny run of a few seconds on a CPU, to check the set-up (small "
+                             "model and data, few iterations).")
     return parser
+
+
+def add_test_size_argument(parser, default_batches=10, batch_size=128):
+    """Adds `--test-size` (examples in the fixed-seed test set of a fresh-data task).
+
+    The test set is drawn in batches of `--batch-size`; `--test-size` is rounded up to whole
+    batches (`test_batches`). The old `--test-batches N` still works (N batches), deprecated.
+
+    Args:
+        parser: the script's parser.
+        default_batches: int, the paper's number of test batches (the authors' `-num_eval`).
+        batch_size: int, the task's batch size (the default test set is
+            `default_batches * batch_size` examples).
+    """
+    parser.add_argument("--test-size", type=int, default=default_batches * batch_size,
+                        help="Examples in the fixed-seed test set, drawn in batches of "
+                             "--batch-size (rounded up to whole batches).")
+    add_deprecated_alias(parser, "--test-batches", "--test-size", dest="test_batches", type=int)
+
+
+def resolve_test_batches(parser, args):
+    """The number of test batches of `add_test_size_argument`'s flags (also set as
+    `args.test_batches`; `args.test_size` becomes the examples actually tested).
+
+    Raises:
+        SystemExit: through `parser.error`, if the test set would be empty.
+    """
+    batches = getattr(args, "test_batches", None)
+    if batches is None:
+        if args.test_size <= 0:
+            parser.error(f"--test-size must be positive, got {args.test_size}")
+        batches = -(-args.test_size // args.batch_size)
+    elif batches <= 0:
+        parser.error(f"--test-batches must be positive, got {batches}")
+    args.test_batches = batches
+    args.test_size = batches * args.batch_size
+    return batches
 
 
 def parse_args(parser, argv=None, quick_overrides=None):
@@ -149,7 +255,10 @@ def parse_args(parser, argv=None, quick_overrides=None):
         if not isinstance(values, dict):
             parser.error(f"--hparams file {args.hparams} must hold a JSON object, got "
                          f"{type(values).__name__}")
-        actions = {action.dest: action for action in parser._actions}
+        actions = {action.dest: action for action in parser._actions
+                   if not isinstance(action, _DeprecatedAlias)}
+        for action in parser._actions:  # an old spelling's own destination (e.g. test_batches)
+            actions.setdefault(action.dest, action)
         for key, value in values.items():
             key = key.replace("-", "_")
             if not hasattr(args, key):
@@ -175,7 +284,7 @@ def parse_args(parser, argv=None, quick_overrides=None):
             if key not in explicit:
                 setattr(args, key, value)
     for name in ("iterations", "steps_per_epoch", "batch_size"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
@@ -265,7 +374,8 @@ def _explicit_flags(parser, argv):
     """The destinations of the flags given on the command line (not left at their default)."""
     unset = object()
     dests = {action.dest for action in parser._actions if action.dest is not argparse.SUPPRESS}
-    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{d: unset for d in dests}))
+    probe = argparse.Namespace(**{d: unset for d in dests}, _deprecation_probe=True)
+    probe = parser.parse_args(argv, namespace=probe)
     return {key for key in dests if getattr(probe, key, unset) is not unset}
 
 
@@ -894,6 +1004,101 @@ def _unlock_output_dir(path):
         os.remove(path)
 
 
+def format_duration(seconds):
+    """`H:MM:SS` (with days, `D d H:MM:SS`, past 24 hours) of a number of seconds.
+
+    Example:
+
+    >>> from keras_stm import training
+    >>> training.format_duration(3725.4), training.format_duration(90061)
+    ('1:02:05', '1 d 1:01:01')
+    """
+    seconds = max(0, int(round(seconds)))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    text = f"{hours}:{seconds // 60:02d}:{seconds % 60:02d}"
+    return f"{days} d {text}" if days else text
+
+
+def progress_line(done, total, elapsed, seconds_per_step, unit="iterations", budget_left=None):
+    """One line of a whole run's progress: position, percent, time so far and an ETA.
+
+    Args:
+        done, total: int, units done and planned (iterations, frames, ...).
+        elapsed: float, training seconds so far (all sessions of the run).
+        seconds_per_step: float or None, mean seconds per unit of this session (None: no
+            estimate yet).
+        unit: str, what is counted.
+        budget_left: float or None, seconds left of `--max-minutes` in this session.
+
+    Returns:
+        str, e.g. `"run: 4,000/1,000,000 iterations (0.4%), 0:01:05 elapsed, ETA 4:30:12"`.
+
+    Example:
+
+    >>> from keras_stm import training
+    >>> training.progress_line(400, 1000, 60.0, 0.15)
+    'run: 400/1,000 iterations (40.0%), 0:01:00 elapsed, ETA 0:01:30'
+    """
+    percent = 100.0 * done / max(total, 1)
+    line = f"run: {done:,}/{total:,} {unit} ({percent:.1f}%), {format_duration(elapsed)} elapsed"
+    if seconds_per_step is None or done >= total:
+        return line + (", done" if done >= total else "")
+    remaining = (total - done) * seconds_per_step
+    line += f", ETA {format_duration(remaining)}"
+    if budget_left is not None and budget_left < remaining:
+        line += (f" (--max-minutes stops this session in about "
+                 f"{format_duration(max(budget_left, 0.0))}; the same command resumes)")
+    return line
+
+
+class _RunProgress(keras.callbacks.Callback):
+    """One line per epoch on the whole run: iterations done of the total, percent, training time
+    so far and an ETA from this session's mean epoch time (and when `--max-minutes` stops it).
+
+    The line of an epoch is printed when the next epoch begins (or training ends), so that it
+    never cuts into the line of Keras' progress bar.
+
+    Args:
+        total_epochs: int, the run's epochs.
+        steps_per_epoch: int, training batches per epoch.
+        timer: the run's `_Timer` (training seconds of all sessions).
+        budget_seconds: float or None, `--max-minutes` in seconds.
+    """
+
+    def __init__(self, total_epochs, steps_per_epoch, timer, budget_seconds=None):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.timer = timer
+        self.budget_seconds = budget_seconds
+        self._pending = None
+
+    def on_train_begin(self, logs=None):
+        self._session_start = time.perf_counter()
+        self._session_epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._session_epochs += 1
+        session = time.perf_counter() - self._session_start
+        per_step = session / (self._session_epochs * self.steps_per_epoch)
+        budget_left = None if self.budget_seconds is None else self.budget_seconds - session
+        self._pending = progress_line((epoch + 1) * self.steps_per_epoch,
+                                      self.total_epochs * self.steps_per_epoch,
+                                      self.timer.elapsed, per_step, budget_left=budget_left)
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    def _flush(self):
+        if self._pending is not None:
+            print(self._pending, flush=True)
+            self._pending = None
+
+
 class _DataEpoch(keras.callbacks.Callback):
     """Keeps a seeded task stream's epoch equal to fit's epoch, so a resumed run draws the data
     of the epoch it resumes at instead of replaying epoch 0."""
@@ -1083,6 +1288,9 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         *([budget] if budget else []),
         *extra_callbacks,
     ]
+    if args.verbose:
+        callbacks.append(_RunProgress(epochs, args.steps_per_epoch, timer,
+                                      budget.seconds if budget else None))
     model.fit(train_data, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
               validation_data=validation_data, callbacks=callbacks, verbose=args.verbose,
               initial_epoch=min(initial_epoch, epochs))
@@ -1144,10 +1352,11 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrai
 
     The model reads the inputs, then emits the targets from zero-input steps; the loss is binary
     cross-entropy over the decoding steps (`sample_weight`), the paper's metric bit error per
-    sequence, the test the best checkpoint on `args.test_batches` fixed-seed batches.
+    sequence, the test the best checkpoint on `args.test_batches` fixed-seed batches
+    (`test_batches`, from `--test-size`).
 
     Args:
-        args: the parsed flags (`training` flags, model-size flags, `test_batches`).
+        args: the parsed flags (`training` flags, model-size flags, `test_size`).
         task: str, the `task_configs.TASK_CONFIGS` key.
         data_module: the task's data module (`INPUT_SIZE`, `OUTPUT_SIZE`, `dataset(...)`).
         sizes: dict of the task's size arguments for `data_module.dataset`.
@@ -1177,7 +1386,8 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrai
         jit_compile=jit_compile(args),
     )
     extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "seed": task_configs.TEST_SEED},
+             "test_protocol": {"batches": args.test_batches, "examples": args.test_size,
+                               "seed": task_configs.TEST_SEED},
              "data": sizes if data_record is None else data_record,
              "stm_config": stm_config if args.model == "stm" else None}
     return run(model, train_data, args, evaluate=evaluate_best_checkpoint(args, test_data),

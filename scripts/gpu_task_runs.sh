@@ -72,7 +72,7 @@ case $group in
   babi)
     launch "babi-stm" babi.py --data "${BABI_DATA:-shared/data/babi/babi_tasks_1-20_v1-2.tar.gz}" --allow-partial ;;
   atari)
-    for core in stm lstm; do launch "atari_pong-$core" atari_pong.py --core $core --frame-skip 32; done ;;
+    for core in stm lstm; do launch "atari_pong-$core" atari_pong.py --model $core --frame-skip 32; done ;;
   *_stm|*_lstm)  # one task's run: e.g. nth_farthest_stm, priority_sort_lstm
     task=${group%_*}; model=${group##*_}
     launch "$task-$model" "$([ "$task" = copy ] && echo copy_task || echo "$task").py" --model "$model" ;;

@@ -310,4 +310,4 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
         latest = json.load(f)["checkpoint"]
     assert os.path.exists(os.path.join(out, "checkpoints", latest, "model.keras"))
     with pytest.raises(ValueError, match="checkpoint"):  # a different core cannot resume it
-        example.main(["--quick", "--output-dir", out, "--core", "lstm", "--verbose", "0"])
+        example.main(["--quick", "--output-dir", out, "--model", "lstm", "--verbose", "0"])

@@ -446,9 +446,12 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
 
 def test_example_lstm_and_flags(tiny_archive, tmp_path):
     out = tmp_path / "lstm"
-    results = babi_example.main(_argv(tiny_archive, out, "--model", "lstm"))
+    # The deprecated --epochs still works: one pass over the 4 task batches.
+    results = babi_example.main(_argv(tiny_archive, out, "--model", "lstm", "--epochs", "1"))
     assert results["model"] == "lstm" and math.isfinite(results["test"]["mean_error"])
-    for bad in (["--iterations", "5"], ["--tasks", "0,21"], ["--eval-batch-size", "0"]):
+    assert results["iterations"] == 4 and results["epochs"] == 1
+    for bad in (["--steps-per-epoch", "5"], ["--iterations", "0"], ["--epochs", "0"],
+                ["--tasks", "0,21"], ["--eval-batch-size", "0"]):
         with pytest.raises(SystemExit):
             babi_example.main(_argv(tiny_archive, tmp_path / "bad", *bad))
     assert babi_example.parse_tasks("1,2,4-6") == [1, 2, 4, 5, 6]

@@ -225,8 +225,9 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
     results = _run("nth_farthest", tmp_path / "lstm", "--model", "lstm")
     assert _history_rows(tmp_path / "lstm") == rows and len(rows) == 2
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
-    with pytest.raises(SystemExit):
-        _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), "--test-batches", "0"])
+    for empty_test in (["--test-size", "0"], ["--test-batches", "0"]):  # the old spelling too
+        with pytest.raises(SystemExit):
+            _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), *empty_test])
     for minutes in ("0", "-1"):
         with pytest.raises(SystemExit):
             _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"),

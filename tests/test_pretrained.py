@@ -39,15 +39,15 @@ def _evaluation(folder, results, tmp_path):
     base = ["--evaluate", folder, "--verbose", "0", "--output-dir", str(tmp_path / "unused")]
     if task == "associative_retrieval":
         pairs = str(results["data"]["num_pairs"])
-        argv = base + ["--num-pairs", pairs, "--num-train", "128", "--num-validation", "128",
-                       "--num-test", "1024", "--data-seed", "7",
+        argv = base + ["--num-pairs", pairs, "--train-size", "128", "--validation-size", "128",
+                       "--test-size", "1024", "--data-seed", "7",
                        "--data-file", str(tmp_path / "fresh.npz")]
         return "associative_retrieval", argv, "accuracy", "accuracy"
     if task == "nth_farthest":
-        return "nth_farthest", base + ["--test-batches", "4"], "accuracy", "accuracy"
+        return "nth_farthest", base + ["--test-size", "512"], "accuracy", "accuracy"
     if task in ("copy", "priority_sort", "rar"):
         script = {"copy": "copy_task"}.get(task, task)
-        argv = base + ["--test-batches", "2"]
+        argv = base + ["--test-size", "256"]
         if task == "rar":
             argv += ["--reading", flags.get("reading", "executed")]
         return script, argv, "bit_error_per_sequence", "bit_error"

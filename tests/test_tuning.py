@@ -233,7 +233,7 @@ def searched(tmp_path_factory):
     # The script, started again, resumes.
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        summary = _load("tune").main([*TUNE_ARGS, "--directory", directory])
+        summary = _load("tune").main([*TUNE_ARGS, "--output-dir", project])
     return dict(directory=directory, project=project, first=first, interrupted=interrupted,
                 summary=summary, printed=printed.getvalue())
 
@@ -270,6 +270,7 @@ def test_two_trial_search_completes_resumes_and_summarises(searched):
         searched["printed"])
 
     # Started once more with every trial done: nothing new, same result.
+    # (The deprecated --directory still finds the same search.)
     again = _load("tune").main([*TUNE_ARGS, "--directory", searched["directory"]])
     assert _trials(project) == trials and again["best_hparams"] == summary["best_hparams"]
 
@@ -282,7 +283,7 @@ def test_best_hparams_round_trip_into_the_training_script(searched, tmp_path):
     out = str(tmp_path / "train")
     results = _load("nth_farthest").main([
         "--hparams", summary["best_hparams_path"], "--iterations", "2",
-        "--steps-per-epoch", "1", "--test-batches", "1", "--output-dir", out, "--verbose", "0"])
+        "--steps-per-epoch", "1", "--test-size", "1", "--output-dir", out, "--verbose", "0"])
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
     for key in ("learning_rate", "clip_value"):
@@ -312,7 +313,8 @@ def _free_port():
 def test_chief_and_two_workers_over_loopback(tmp_path):
     directory = str(tmp_path / "tune")
     command = [sys.executable, os.path.join(EXAMPLES, "tune.py"), "--task", "copy", "--quick",
-               "--max-trials", "2", "--epochs", "1", "--directory", directory, "--verbose", "0"]
+               "--max-trials", "2", "--epochs", "1", "--output-dir",
+               os.path.join(directory, "copy-stm-random-quick"), "--verbose", "0"]
     port = str(_free_port())
     processes = {}
     logs = {}
@@ -391,7 +393,7 @@ def test_data_parallel_flag(tmp_path):
         assert "docs/scaling.md" in str(error.value)
         with pytest.raises(SystemExit):
             _load("tune").main(["--task", "copy", "--quick", "--data-parallel",
-                                "--directory", str(tmp_path / "tune")])
+                                "--output-dir", str(tmp_path / "tune")])
         return
     env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="3")
