@@ -20,7 +20,6 @@ weights when the metadata says training had progressed.
 import argparse
 import csv
 import glob
-import hashlib
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ import keras
 import numpy as np
 
 from keras_stm.optimizers import TorchRMSprop
+from keras_stm.tasks.base import file_sha256
 
 MODELS = ("stm", "lstm")
 OPTIMIZERS = ("rmsprop", "adam")
@@ -696,14 +696,6 @@ def _read_json(path, out, what):
     return value
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Checkpoints(keras.callbacks.Callback):
     """Resumable training state: the weights (optimizer included) of the last two epochs.
 
@@ -765,7 +757,7 @@ class _Checkpoints(keras.callbacks.Callback):
         if entry.get("bytes") is not None and size != entry["bytes"]:
             return (f"has {size} bytes where {entry['bytes']} were written (truncated or "
                     "changed since)")
-        if entry.get("sha256") is not None and _sha256(path) != entry["sha256"]:
+        if entry.get("sha256") is not None and file_sha256(path) != entry["sha256"]:
             return "does not match the SHA-256 recorded when it was written (changed since)"
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
@@ -836,7 +828,7 @@ class _Checkpoints(keras.callbacks.Callback):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         entry = {"epoch": epoch + 1, "weights": name, "bytes": os.path.getsize(tmp),
-                 "sha256": _sha256(tmp)}
+                 "sha256": file_sha256(tmp)}
         os.replace(tmp, path)
         self.checkpoints = [entry] + [e for e in self.checkpoints
                                       if e["weights"] != name][: self.keep - 1]

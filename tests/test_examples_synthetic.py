@@ -8,7 +8,6 @@ reference formula, the test metric from the saved best model's predictions).
 
 import argparse
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -22,16 +21,7 @@ from keras_stm.models import build_sequence_model
 from keras_stm.models import task_configs
 from keras_stm.tasks import copy as copy_data
 from keras_stm.tasks.metrics import bit_error_per_sequence
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES,
-                                                                                  f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_loader import load_example as _load
 
 
 def _run(name, out, *extra):

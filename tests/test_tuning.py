@@ -9,7 +9,6 @@ refused clearly under torch and tensorflow.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -28,18 +27,11 @@ from keras_stm import tuning
 from keras_stm.models import build_sequence_model
 from keras_stm.models import task_configs
 from keras_stm.tasks import graphs
+from tests.example_loader import load_example as _load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 BACKEND = keras.backend.backend()
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}",
-                                                  os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _trials(project):

@@ -54,6 +54,8 @@ from typing import NamedTuple
 import numpy as np
 import keras
 
+from keras_stm.tasks.base import file_sha256
+
 BABI_URL = "https://s3.amazonaws.com/text-datasets/babi_tasks_1-20_v1-2.tar.gz"
 BABI_ARCHIVE = "babi_tasks_1-20_v1-2.tar.gz"
 ARCHIVE_ROOT = "tasks_1-20_v1-2"
@@ -260,14 +262,6 @@ def _normalise_member(name):
     if name.startswith(ARCHIVE_ROOT + "/"):
         name = name[len(ARCHIVE_ROOT) + 1:]
     return name
-
-
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _resolve_source(data):
@@ -900,7 +894,7 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
 
     found = None
     if kind == "tar":
-        source_sha = _file_sha256(path)
+        source_sha = file_sha256(path)
     else:
         found = _read_members(kind, path, wanted | fallback)
         h = hashlib.sha256()

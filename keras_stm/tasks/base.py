@@ -1,7 +1,18 @@
 """Shared plumbing for the task data pipelines: seeded batches as a `keras.utils.PyDataset`."""
 
+import hashlib
+
 import numpy as np
 import keras
+
+
+def file_sha256(path):
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks (checkpoints, data archives)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class TaskDataset(keras.utils.PyDataset):
