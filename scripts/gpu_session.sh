@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Train the runs listed in a spec file side by side on one GPU for MINUTES, then pack what the
+# device tool brings back (at most 4 parts of 15 MiB) into DEST.
+# Usage: bash scripts/gpu_session.sh SPEC MINUTES DEST
+#   SPEC: one run a line, `NAME SCRIPT ARGS...` (e.g. `rar-stm rar.py --model stm`); `#` starts
+#   a comment. Each run writes to $RUNS/NAME (default runs/gpu/NAME) and its log to NAME.log;
+#   the same command later resumes every run from its checkpoint. A run still going
+#   HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its last finished
+#   epoch's checkpoint is kept (checkpoints are written atomically).
+#   DEST gets, in the SPEC's order while they fit in BUDGET_MB (default 58): every run's records
+#   (json, csv, png, md, log), then its newest checkpoint and its best.keras. Unpack here with
+#   `cat DEST/runs.tgz.part* | tar -xz -C $RUNS`.
+set -u
+spec=${1:?spec file}; minutes=${2:?minutes}; dest=${3:?destination}
+root=${RUNS:-runs/gpu}; mkdir -p "$root" "$dest"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
+hard=${HARD_SECONDS:-$(python3 -c "print(int(60 * $minutes + 120))")}
+names=(); pids=()
+while read -r name script args; do
+  [[ -z "$name" || "$name" == \#* ]] && continue
+  names+=("$name")
+  # shellcheck disable=SC2086  # ARGS is a word list on purpose
+  timeout -k 10 "$hard" python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 \
+    $args > "$root/$name.log" 2>&1 &
+  pids+=($!)
+done < "$spec"
+for pid in "${pids[@]}"; do wait "$pid"; done
+for name in "${names[@]}"; do echo "== $name"; tail -n 4 "$root/$name.log"; done
+
+# What comes back: records first, then checkpoints in the SPEC's order within the budget.
+list=$(mktemp); budget=$(( ${BUDGET_MB:-58} * 1024 * 1024 )); total=0
+add() { local size; size=$(stat -c %s "$root/$1"); total=$((total + size)); echo "$1" >> "$list"; }
+for name in "${names[@]}"; do
+  add "$name.log"
+  for f in "$root/$name"/*.json "$root/$name"/*.csv "$root/$name"/*.png "$root/$name"/*.md \
+           "$root/$name"/backup/*.json; do
+    [ -f "$f" ] && add "${f#"$root"/}"
+  done
+done
+for name in "${names[@]}"; do
+  newest=$(python3 - "$root/$name/backup/training_metadata.json" <<'EOF'
+import json, sys
+try:
+    meta = json.load(open(sys.argv[1]))
+    print((meta.get("checkpoints") or [{"weights": "latest.weights.h5"}])[0]["weights"])
+except (OSError, ValueError):
+    pass
+EOF
+)
+  for f in ${newest:+"backup/$newest"} best.keras; do
+    [ -f "$root/$name/$f" ] || continue
+    size=$(stat -c %s "$root/$name/$f")
+    if (( total + size < budget )); then add "$name/$f"; else echo "left out: $name/$f"; fi
+  done
+done
+tar -czf - -C "$root" -T "$list" | split -b 15m -d - "$dest/runs.tgz.part"
+echo "packed $((total / 1048576)) MiB (before compression)"; ls -la "$dest"
