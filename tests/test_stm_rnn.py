@@ -520,8 +520,8 @@ def test_relational_loop_form_choice():
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
 @pytest.mark.parametrize("option", [dict(torch_compile="step"), dict(torch_compile="loop"),
-                                    dict(torch_compile="layer"), dict(torch_compile_step=True)],
-                         ids=["step", "loop", "layer", "alias"])
+                                    dict(torch_compile="layer")],
+                         ids=["step", "loop", "layer"])
 def test_torch_compile_matches_portable_loop(option):
     """`STM(torch_compile=...)` (the step, or the whole loop, through torch.compile) gives the
     outputs, states and gradients of the portable loop, with and without a mask."""
@@ -530,7 +530,7 @@ def test_torch_compile_matches_portable_loop(option):
     flags = dict(return_sequences=True, return_state=True)
     eager = stm(values, **flags)
     compiled = stm(values, **option, **flags)
-    assert compiled.torch_compile == option.get("torch_compile", "step")
+    assert compiled.torch_compile == option["torch_compile"]
     helper.assert_close(numpy_list(*compiled(x)), numpy_list(*eager(x)), 1e-5, "compiled vs eager")
     grads = [gradients(lambda t: ops.sum(layer(t)[0] ** 2), layer.weights, x)[1]
              for layer in (compiled, eager)]

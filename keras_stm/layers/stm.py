@@ -100,7 +100,6 @@ class STM(keras.layers.RNN):
             with `torch_compile="loop"` or `"layer"`) or `"max-autotune-no-cudagraphs"`.
             With a CUDA-graph mode the compiled results are copied out of the graph's memory
             pool, so returned states stay valid after the next call.
-        torch_compile_step: bool, the older spelling of `torch_compile="step"`. Default False.
         relational_memory_loop: `"auto"` (default), `"dense"` or `"low_rank"`: how the loop
             carries the relational memory when steps read or carry it. `"dense"` carries
             `Mr` (`nq d^2` numbers per sample). `"low_rank"` never builds `Mr` inside the
@@ -184,19 +183,10 @@ class STM(keras.layers.RNN):
         zero_output_for_mask=False,
         torch_compile=None,
         torch_compile_mode=None,
-        torch_compile_step=False,
         relational_memory_loop="auto",
         loop_gradient="auto",
         **kwargs,
     ):
-        if not isinstance(torch_compile_step, bool):
-            raise ValueError(f"`torch_compile_step` must be a bool, got {torch_compile_step!r}.")
-        if torch_compile_step:
-            if torch_compile not in (None, "step"):
-                raise ValueError(
-                    f"`torch_compile_step=True` contradicts `torch_compile={torch_compile!r}`."
-                )
-            torch_compile = "step"
         if torch_compile not in TORCH_COMPILE:
             raise ValueError(f"`torch_compile` must be one of {TORCH_COMPILE}, got {torch_compile!r}.")
         if torch_compile_mode is not None and not isinstance(torch_compile_mode, str):
