@@ -62,6 +62,10 @@ def _read_state_dict(state_dict):
 def official_weight_map(cell):
     """Map each official parameter name of the authors' `STM` to `(variable, transpose)`.
 
+    The authors' module creates every parameter whatever its configuration; the cell creates
+    none for a path its configuration never runs (e.g. the gates with `gated_write=False`):
+    those names are not in the map (`load_official_weights` skips them).
+
     Args:
         cell: a built `keras_stm.STMCell`.
 
@@ -69,6 +73,12 @@ def official_weight_map(cell):
         dict `{official_name: (keras_variable, transpose)}`; `transpose` is True for linear
         weights (PyTorch stores `(out, in)`, Keras kernels `(in, out)`).
     """
+    return {name: entry for name, entry in _official_entries(cell).items() if entry[0] is not None}
+
+
+def _official_entries(cell):
+    """`official_weight_map`, with `(None, transpose)` for each official parameter of a path
+    that the cell's configuration never runs (the cell has no weight for it)."""
     mapping = {}
 
     def linear(prefix, kernel_bias):
@@ -128,7 +138,9 @@ def load_official_weights(cell, state_dict):
 
     Every official parameter is matched by name (see `official_weight_map`), linear weights are
     transposed into Keras kernels, and shapes are checked. Copies that the official module
-    repeats for `step > 1` (shared weights) must equal their first copy.
+    repeats for `step > 1` (shared weights) must equal their first copy. Parameters of a path
+    that the cell's configuration never runs, for which it has no weight (e.g. the gates with
+    `gated_write=False`), are skipped unchecked, present or not.
 
     Args:
         cell: a built `keras_stm.STMCell`, or a built `keras_stm.STM` layer.
@@ -162,11 +174,12 @@ def load_official_weights(cell, state_dict):
             "`cell` must be built before loading weights: call it on data or `cell.build((None, input_size))`."
         )
     state = _read_state_dict(state_dict)
+    entries = _official_entries(cell)  # with the skipped parameters of unused paths
     mapping = official_weight_map(cell)
     problems = []
     extra = []
     for name, value in state.items():
-        if name in mapping:
+        if name in entries:
             continue
         first = _shared_copy_of(name)
         if first is not None and first in state:

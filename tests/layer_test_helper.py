@@ -449,17 +449,20 @@ def reference_stm(params, config, inputs, item_memory=None, relational_memory=No
     for t in range(steps):
         x = np.asarray(inputs[:, t], dtype="float64")
         u = _projector(params, "input_projector", x)
-        w = _projector(params, "input_projector2", x)
-        s = _projector(params, "input_projector3", x)
         written = u[:, :, None] * u[:, None, :]
-        gates = _linear(params, "input_gate_projector", u)[:, None, :] + _linear(
-            params, "memory_gate_projector", np.tanh(mi))
-        in_gate = _sigmoid(gates[..., :d] + params["input_bias"])
-        forget = _sigmoid(gates[..., d:] + params["forget_bias"])
-        new_mi = in_gate * np.tanh(written) + forget * mi if config.get("gated_write", True) else mi + written
+        if config.get("gated_write", True):
+            gates = _linear(params, "input_gate_projector", u)[:, None, :] + _linear(
+                params, "memory_gate_projector", np.tanh(mi))
+            in_gate = _sigmoid(gates[..., :d] + params["input_bias"])
+            forget = _sigmoid(gates[..., d:] + params["forget_bias"])
+            new_mi = in_gate * np.tanh(written) + forget * mi
+        else:  # (a cell with an additive write has no gate weights)
+            new_mi = mi + written
         carry = config.get("carry_relational_memory", True)
         shift = 0.0
-        if carry:
+        if carry and a2 != 0.0:  # (a cell that never reads Mr has no read / slot projectors)
+            w = _projector(params, "input_projector2", x)
+            s = _projector(params, "input_projector3", x)
             pi = np.exp(s - s.max(-1, keepdims=True))
             pi /= pi.sum(-1, keepdims=True)
             v = np.einsum("bn,bp,bnpc->bc", pi, w, mr)

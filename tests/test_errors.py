@@ -75,10 +75,8 @@ def test_valid_coefficients_are_accepted():
     "kwargs, match",
     [(dict(torch_compile="graph"), "torch_compile"),
      (dict(torch_compile=True), "torch_compile"),
-     (dict(torch_compile_step=1), "torch_compile_step"),
-     (dict(torch_compile_step=True, torch_compile="loop"), "contradicts"),
      (dict(torch_compile_mode=3), "torch_compile_mode")],
-    ids=["unknown", "bool", "step_not_bool", "contradiction", "mode"],
+    ids=["unknown", "bool", "mode"],
 )
 def test_stm_torch_compile_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -116,12 +114,12 @@ def test_low_rank_block_size_must_be_a_positive_integer(size):
         layer(zeros(2, 4, 3))
 
 
-def test_stm_config_with_older_torch_compile_step_loads():
-    """A config saved with the older `torch_compile_step=True` loads as `torch_compile="step"`."""
-    config = keras_stm.STM(**SMALL).get_config()
-    del config["torch_compile"], config["torch_compile_mode"]
-    layer = keras_stm.STM.from_config({**config, "torch_compile_step": True})
-    assert layer.torch_compile == "step" and "torch_compile_step" not in layer.get_config()
+def test_stm_has_no_torch_compile_step_alias():
+    """The pre-release alias `torch_compile_step` is gone: `torch_compile="step"` is the one
+    spelling."""
+    with pytest.raises(ValueError, match="torch_compile_step"):
+        keras_stm.STM(**SMALL, torch_compile_step=True)
+    assert "torch_compile_step" not in keras_stm.STM(**SMALL).get_config()
 
 
 # ------------------------------------------------------------------------------------------

@@ -126,9 +126,10 @@ def _swap(x):
 def _step_forward(config, weights, projected_t, item, pending, mixers, t, last):
     """One step; returns `(item, pending, values, scores, residuals)`."""
     d, n, gated, reads, transfer_on, epsilon, _ = config
+    # [u, w, s, gate terms]; w and s only when steps read, the gate terms only when gated
     u = projected_t[:, :d]
     read = projected_t[:, d : 2 * d]
-    gate_input = projected_t[:, 2 * d + n :]
+    gate_input = projected_t[:, projected_t.shape[-1] - 2 * d :]
     outer = u[:, :, None] * u[:, None, :]
     res = {"item": item}
     if gated:
@@ -249,13 +250,15 @@ def _step_backward(config, weights, mixers, res, t, last, d_item, d_pending, d_v
         d_item_prev = d_new * forget_gate + d_h * (1.0 - jnp.square(res["h"]))
     else:
         d_outer = d_new
-        d_gate_input = jnp.zeros((u.shape[0], 2 * d), u.dtype)
         d_item_prev = d_new
     # X = u u^T: du_k = sum_c dX[k, c] u_c + sum_p dX[p, k] u_p.
     d_u = ((d_outer + _swap(d_outer)) @ u[:, :, None])[..., 0]
-    d_projected = jnp.concatenate(
-        [d_u, d_read, jnp.zeros((u.shape[0], n), u.dtype), d_gate_input], axis=-1
-    )
+    parts = [d_u]
+    if reads:
+        parts += [d_read, jnp.zeros((u.shape[0], n), u.dtype)]
+    if gated:
+        parts.append(d_gate_input)
+    d_projected = jnp.concatenate(parts, axis=-1)
     return d_item_prev, d_pending, d_projected, stash
 
 

@@ -30,6 +30,23 @@ def pytorch_linear_initializers(fan_in, kernel_initializer=None, bias_initialize
     return keras.initializers.get(kernel), keras.initializers.get(bias)
 
 
+REGULARIZERS_AND_CONSTRAINTS = (
+    "kernel_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
+
+def regularizers_and_constraints_config(layer):
+    """`{name: serialized}` of a layer's kernel and bias regularizers and constraints."""
+    return {
+        name: (keras.regularizers.serialize if name.endswith("regularizer")
+               else keras.constraints.serialize)(getattr(layer, name))
+        for name in REGULARIZERS_AND_CONSTRAINTS
+    }
+
+
 def check_positive_int(name, value):
     """Raise a ValueError naming `name` unless `value` is a positive integer (a Python or numpy
     integer, not a bool); returns it as a Python int."""
@@ -69,6 +86,10 @@ class SelfAttentiveMemory(keras.layers.Layer):
             `"row"` (LayerNorm over each row's `3 nq` entries).
         kernel_initializer: initializer for `W`, or None for PyTorch's `nn.Linear` default.
         bias_initializer: initializer for `b`, or None for PyTorch's `nn.Linear` default.
+        kernel_regularizer: regularizer of `W`, or None (default).
+        bias_regularizer: regularizer of `b`, or None (default).
+        kernel_constraint: constraint on `W`, or None (default).
+        bias_constraint: constraint on `b`, or None (default).
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -98,6 +119,10 @@ class SelfAttentiveMemory(keras.layers.Layer):
         normalization="joint",
         kernel_initializer=None,
         bias_initializer=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -114,6 +139,10 @@ class SelfAttentiveMemory(keras.layers.Layer):
         self.bias_initializer = (
             keras.initializers.get(bias_initializer) if bias_initializer is not None else None
         )
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
         self.supports_masking = False
 
     def build(self, input_shape):
@@ -127,8 +156,14 @@ class SelfAttentiveMemory(keras.layers.Layer):
         kernel_init, bias_init = pytorch_linear_initializers(
             cols, self.kernel_initializer, self.bias_initializer
         )
-        self.kernel = self.add_weight(name="kernel", shape=(cols, width), initializer=kernel_init)
-        self.bias = self.add_weight(name="bias", shape=(width,), initializer=bias_init)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(cols, width), initializer=kernel_init,
+            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+        )
+        self.bias = self.add_weight(
+            name="bias", shape=(width,), initializer=bias_init,
+            regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+        )
         norm_shape = (rows, width) if self.normalization == "joint" else (width,)
         self.gamma = self.add_weight(name="gamma", shape=norm_shape, initializer="ones")
         self.beta = self.add_weight(name="beta", shape=norm_shape, initializer="zeros")
@@ -178,6 +213,7 @@ class SelfAttentiveMemory(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer)
                 if self.bias_initializer is not None
                 else None,
+                **regularizers_and_constraints_config(self),
             }
         )
         return config

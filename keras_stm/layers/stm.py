@@ -29,6 +29,12 @@ _CELL_ARGS = (
     "layer_norm_epsilon",
     "kernel_initializer",
     "bias_initializer",
+    "dropout",
+    "seed",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
 )
 
 
@@ -76,6 +82,13 @@ class STM(keras.layers.RNN):
         layer_norm_epsilon: float, LayerNorm epsilon. Defaults to `1e-5`.
         kernel_initializer: kernel initializer, or None (default) for PyTorch's default.
         bias_initializer: bias initializer, or None (default) for PyTorch's default.
+        dropout: float in [0, 1), the fraction of the input features dropped in training,
+            one mask per sequence, the same at every step (as `keras.layers.LSTM`). Default 0.
+        seed: int or None, the seed of the dropout masks. Defaults to None.
+        kernel_regularizer: regularizer of every kernel, or None (default).
+        bias_regularizer: regularizer of every bias, or None (default).
+        kernel_constraint: constraint on every kernel, or None (default).
+        bias_constraint: constraint on every bias, or None (default).
         return_sequences: bool, return the output of every step (True) or of the last (False,
             default).
         return_state: bool, also return the final states `[output (batch, output_size),
@@ -100,7 +113,6 @@ class STM(keras.layers.RNN):
             with `torch_compile="loop"` or `"layer"`) or `"max-autotune-no-cudagraphs"`.
             With a CUDA-graph mode the compiled results are copied out of the graph's memory
             pool, so returned states stay valid after the next call.
-        torch_compile_step: bool, the older spelling of `torch_compile="step"`. Default False.
         relational_memory_loop: `"auto"` (default), `"dense"` or `"low_rank"`: how the loop
             carries the relational memory when steps read or carry it. `"dense"` carries
             `Mr` (`nq d^2` numbers per sample). `"low_rank"` never builds `Mr` inside the
@@ -131,7 +143,7 @@ class STM(keras.layers.RNN):
         initial_state: optional list `[output, item_memory, relational_memory]`; the memories
             may be given flat `(batch, d*d)`, `(batch, nq*d*d)` or as matrices.
         mask: optional boolean tensor `(batch, timesteps)`; masked steps keep the state.
-        training: unused, accepted for the RNN API.
+        training: bool, whether to apply `dropout` to the inputs.
 
     Masking: supported (e.g. from `Embedding(mask_zero=True)`) on every backend, with or
     without `jit_compile`, `unroll` and `go_backwards`.
@@ -176,6 +188,12 @@ class STM(keras.layers.RNN):
         layer_norm_epsilon=1e-5,
         kernel_initializer=None,
         bias_initializer=None,
+        dropout=0.0,
+        seed=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         return_sequences=False,
         return_state=False,
         go_backwards=False,
@@ -184,19 +202,10 @@ class STM(keras.layers.RNN):
         zero_output_for_mask=False,
         torch_compile=None,
         torch_compile_mode=None,
-        torch_compile_step=False,
         relational_memory_loop="auto",
         loop_gradient="auto",
         **kwargs,
     ):
-        if not isinstance(torch_compile_step, bool):
-            raise ValueError(f"`torch_compile_step` must be a bool, got {torch_compile_step!r}.")
-        if torch_compile_step:
-            if torch_compile not in (None, "step"):
-                raise ValueError(
-                    f"`torch_compile_step=True` contradicts `torch_compile={torch_compile!r}`."
-                )
-            torch_compile = "step"
         if torch_compile not in TORCH_COMPILE:
             raise ValueError(f"`torch_compile` must be one of {TORCH_COMPILE}, got {torch_compile!r}.")
         if torch_compile_mode is not None and not isinstance(torch_compile_mode, str):
@@ -239,6 +248,12 @@ class STM(keras.layers.RNN):
             layer_norm_epsilon=layer_norm_epsilon,
             kernel_initializer=kernel_initializer,
             bias_initializer=bias_initializer,
+            dropout=dropout,
+            seed=seed,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
             dtype=kwargs.get("dtype"),
             name="stm_cell",
         )
@@ -493,6 +508,10 @@ class STM(keras.layers.RNN):
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.cell.input_size})
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
+        if training and self.cell.dropout > 0.0:
+            # The cell's mask (made by `keras.layers.RNN.call` before the loop), for all steps.
+            dropout_mask = self.cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * ops.expand_dims(ops.cast(dropout_mask, sequences.dtype), 1)
         if self.torch_compile == "layer" and keras.backend.backend() == "torch":
             results = self._compiled_function("layer", self.layer_computation, sequences)(
                 sequences, list(initial_state) if tree.is_nested(initial_state) else initial_state, mask

@@ -7,11 +7,16 @@ import keras
 import numpy as np
 from keras import ops
 
+# Keras' RNN layer makes the input dropout mask of a `DropoutRNNCell` before its time loop (one
+# mask for every step, and a loop free of random draws under jax); the class is not exported.
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
 from keras_stm import ops as stm_ops
 from keras_stm.layers.self_attentive_memory import SelfAttentiveMemory
 from keras_stm.layers.self_attentive_memory import check_epsilon
 from keras_stm.layers.self_attentive_memory import check_positive_int
 from keras_stm.layers.self_attentive_memory import pytorch_linear_initializers
+from keras_stm.layers.self_attentive_memory import regularizers_and_constraints_config
 
 LEARNED = "learned"
 COEFFICIENTS = ("relational_carry", "relational_read", "relational_transfer")
@@ -36,8 +41,24 @@ def _check_coefficient(name, value):
     return float(value)
 
 
+def check_dropout(value):
+    """Raise a ValueError unless `value` is a number in [0, 1); returns it as a float."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not 0.0 <= value < 1.0):
+        raise ValueError(f"`dropout` must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def check_seed(value):
+    """Raise a ValueError unless `value` is None or an integer; returns it."""
+    if value is not None and (isinstance(value, (bool, np.bool_))
+                              or not isinstance(value, numbers.Integral)):
+        raise ValueError(f"`seed` must be None or an integer, got {value!r}.")
+    return None if value is None else int(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_stm")
-class STMCell(keras.layers.Layer):
+class STMCell(DropoutRNNCell, keras.layers.Layer):
     """Self-attentive associative memory cell (STM), one step for `keras.layers.RNN`.
 
     The state holds an item memory `Mi` (d x d) and a relational memory `Mr` (nq x d x d).
@@ -92,13 +113,22 @@ class STMCell(keras.layers.Layer):
         kernel_initializer: initializer of every kernel, or None (default) for PyTorch's
             `nn.Linear` default U(±1/sqrt(fan_in)).
         bias_initializer: initializer of every bias, or None (default) for PyTorch's.
+        kernel_regularizer: regularizer of every kernel (the input projectors, the gates,
+            SAM's projection, the transfer, the read-out and the head), or None (default).
+        bias_regularizer: regularizer of every bias of those layers, or None (default).
+        kernel_constraint: constraint on every kernel, or None (default).
+        bias_constraint: constraint on every bias, or None (default).
+        dropout: float in [0, 1), the fraction of the input features dropped in training, as
+            in `keras.layers.LSTMCell`: inside `keras.layers.RNN` or `keras_stm.STM` one mask
+            per sequence, the same at every step. Defaults to 0.
+        seed: int or None, the seed of the dropout masks. Defaults to None.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: tensor of shape `(batch, input_size)`.
         states: list `[previous_output, item_memory, relational_memory]` of flat tensors of
             shapes `(batch, output_size)`, `(batch, d*d)`, `(batch, nq*d*d)`.
-        training: unused (the cell has no dropout); accepted for the RNN API.
+        training: bool, whether to apply `dropout` to the inputs.
 
     Returns:
         `(output, new_states)`.
@@ -140,6 +170,12 @@ class STMCell(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         kernel_initializer=None,
         bias_initializer=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -190,6 +226,15 @@ class STMCell(keras.layers.Layer):
             keras.initializers.get(bias_initializer) if bias_initializer is not None else None
         )
 
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.dropout = check_dropout(dropout)
+        self.seed = check_seed(seed)
+        if self.dropout > 0.0:  # (no generator, and no saved state, without dropout)
+            self.seed_generator = keras.random.SeedGenerator(seed=self.seed)
+
         d, nq = self.memory_size, self.num_queries
         self.output_size = self.head_units if self.head_units is not None else self.readout_size
         self.state_size = [self.output_size, d * d, nq * d * d]
@@ -199,28 +244,60 @@ class STMCell(keras.layers.Layer):
             normalization=sam_normalization,
             kernel_initializer=kernel_initializer,
             bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
             dtype=self.dtype_policy,
             name="self_attentive_memory",
         )
 
     # ------------------------------------------------------------------ weights
-    def _dense(self, name, fan_in, units):
+    def _add(self, name, shape, initializer, used, regularizer=None, constraint=None):
+        """`add_weight` for a weight of the full layout, or None (no weight) when `used` is False.
+
+        Every name goes into `_full_layout`, the weights in order that files saved before
+        unused weights were dropped hold (see `load_own_variables`)."""
+        self._full_layout.append(name)
+        if not used:
+            return None
+        return self.add_weight(name=name, shape=shape, initializer=initializer,
+                               regularizer=regularizer, constraint=constraint)
+
+    def _dense(self, name, fan_in, units, used=True):
+        # The initializers are made even for an unused layer: each draws a seed, and the
+        # weights created after it keep their values under `keras.utils.set_random_seed`.
         kernel_init, bias_init = pytorch_linear_initializers(
             fan_in, self.kernel_initializer, self.bias_initializer
         )
-        kernel = self.add_weight(name=f"{name}_kernel", shape=(fan_in, units), initializer=kernel_init)
-        bias = self.add_weight(name=f"{name}_bias", shape=(units,), initializer=bias_init)
+        kernel = self._add(f"{name}_kernel", (fan_in, units), kernel_init, used,
+                           self.kernel_regularizer, self.kernel_constraint)
+        bias = self._add(f"{name}_bias", (units,), bias_init, used,
+                         self.bias_regularizer, self.bias_constraint)
         return kernel, bias
 
-    def _projector(self, name, fan_in, units):
+    def _projector(self, name, fan_in, units, used=True):
         hidden = self.projector_hidden_units
         if hidden is None:
-            return [self._dense(name, fan_in, units)]
+            return [self._dense(name, fan_in, units, used)]
         return [
-            self._dense(f"{name}_1", fan_in, hidden),
-            self._dense(f"{name}_2", hidden, hidden),
-            self._dense(f"{name}_3", hidden, units),
+            self._dense(f"{name}_1", fan_in, hidden, used),
+            self._dense(f"{name}_2", hidden, hidden, used),
+            self._dense(f"{name}_3", hidden, units, used),
         ]
+
+    def _coefficient_used(self, name):
+        """Whether a learned coefficient's path runs: the carry `α1` and the read `α2` only
+        while `Mr` is carried (`carry_relational_memory`)."""
+        return name == "relational_transfer" or self.carry_relational_memory
+
+    @property
+    def uses_initial_relational_memory(self):
+        """Whether `Mr_0` is used: a step reads or carries `Mr_{t-1}`. When none does, `Mr_t`
+        is SAM's latest result alone and `Mr_0` is never seen (a sample whose steps are all
+        masked keeps the initial output), so no `initial_relational_memory` is learned and
+        the initial state's `Mr` is zeros."""
+        return self.uses_previous_relational_memory
 
     def build(self, input_shape):
         input_size = input_shape[-1]
@@ -240,22 +317,27 @@ class STMCell(keras.layers.Layer):
             self.readout_size,
             self.head_hidden_units,
         )
+        # Weights of a path the configuration never runs are not created (their attributes
+        # are None): the gates without `gated_write`, the read and slot projectors and `α2`
+        # when no step reads `Mr_{t-1}`, `α1` and `Mr_0` when `Mr` is not carried.
+        self._full_layout = []
+        gated, reads = self.gated_write, self.reads_relational_memory
         # Input projectors: u (item to write), w (read/bind vector), s (slot logits).
         self.write_projector = self._projector("write", self.input_size, d)
-        self.read_projector = self._projector("read", self.input_size, d)
-        self.slot_projector = self._projector("slot", self.input_size, nq)
+        self.read_projector = self._projector("read", self.input_size, d, reads)
+        self.slot_projector = self._projector("slot", self.input_size, nq, reads)
         # Gates: from u, and from every row of tanh(Mi).
-        self.gate_input_kernel, self.gate_input_bias = self._dense("gate_input", d, 2 * d)
-        self.gate_memory_kernel, self.gate_memory_bias = self._dense("gate_memory", d, 2 * d)
-        self.input_gate_offset = self.add_weight(name="input_gate_offset", shape=(), initializer="zeros")
-        self.forget_gate_offset = self.add_weight(name="forget_gate_offset", shape=(), initializer="ones")
+        self.gate_input_kernel, self.gate_input_bias = self._dense("gate_input", d, 2 * d, gated)
+        self.gate_memory_kernel, self.gate_memory_bias = self._dense("gate_memory", d, 2 * d, gated)
+        self.input_gate_offset = self._add("input_gate_offset", (), "zeros", gated)
+        self.forget_gate_offset = self._add("forget_gate_offset", (), "ones", gated)
         # Relational memory -> item memory transfer (G1), slot read-out (G2), read-out (G3).
         self.transfer_kernel, self.transfer_bias = self._dense("transfer", nq * d, d)
         self.slot_readout_kernel, self.slot_readout_bias = self._dense("slot_readout", d * d, r)
         self.readout_kernel, self.readout_bias = self._dense("readout", nq * r, a)
         if self.readout_normalization:
-            self.readout_gamma = self.add_weight(name="readout_gamma", shape=(a,), initializer="ones")
-            self.readout_beta = self.add_weight(name="readout_beta", shape=(a,), initializer="zeros")
+            self.readout_gamma = self._add("readout_gamma", (a,), "ones", True)
+            self.readout_beta = self._add("readout_beta", (a,), "zeros", True)
         if self.head_units is not None:
             self.head_hidden_1 = self._dense("head_hidden_1", a, m)
             self.head_hidden_2 = self._dense("head_hidden_2", m, m)
@@ -263,43 +345,62 @@ class STMCell(keras.layers.Layer):
         # Mixing coefficients: learned scalars (initialised to 0) or fixed numbers.
         for name in COEFFICIENTS:
             if getattr(self, name) == LEARNED:
-                setattr(self, f"{name}_weight", self.add_weight(name=name, shape=(), initializer="zeros"))
+                weight = self._add(name, (), "zeros", self._coefficient_used(name))
+                setattr(self, f"{name}_weight", weight)
         if self.learn_initial_memory:
             item_limit = 1.0 / math.sqrt(2 * d)
             rel_limit = 1.0 / math.sqrt(2 * d + nq)
-            self.initial_item_memory = self.add_weight(
-                name="initial_item_memory",
-                shape=(d, d),
-                initializer=keras.initializers.RandomUniform(-item_limit, item_limit),
+            self.initial_item_memory = self._add(
+                "initial_item_memory", (d, d),
+                keras.initializers.RandomUniform(-item_limit, item_limit), True,
             )
-            self.initial_relational_memory = self.add_weight(
-                name="initial_relational_memory",
-                shape=(nq, d, d),
-                initializer=keras.initializers.RandomUniform(-rel_limit, rel_limit),
+            self.initial_relational_memory = self._add(
+                "initial_relational_memory", (nq, d, d),
+                keras.initializers.RandomUniform(-rel_limit, rel_limit),
+                self.uses_initial_relational_memory,
             )
         self.self_attentive_memory.build((None, d, d))
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: self.input_size})
         self.built = True
 
+    def load_own_variables(self, store):
+        """Load the cell's weights; also from a file saved when the cell still created the
+        weights of paths its configuration never runs (`_full_layout`): those are skipped."""
+        own = self._trainable_variables + self._non_trainable_variables
+        layout = getattr(self, "_full_layout", None)
+        if layout is None or len(store.keys()) == len(own) or len(store.keys()) != len(layout):
+            return super().load_own_variables(store)
+        index = {name: i for i, name in enumerate(layout)}
+        for variable in own:
+            variable.assign(store[f"{index[variable.name]}"])
+
     # ------------------------------------------------------------------ maths
     def coefficient(self, name):
-        """The value of mixing coefficient `name` (a tensor if learned, else a float)."""
+        """The value of mixing coefficient `name`: a tensor if learned, else a float (0.0 for
+        a learned carry or read while `Mr` is not carried: its path never runs)."""
         value = getattr(self, name)
-        return getattr(self, f"{name}_weight") if value == LEARNED else value
+        if value != LEARNED:
+            return value
+        return getattr(self, f"{name}_weight") if self._coefficient_used(name) else 0.0
 
     def _path_active(self, name):
         return getattr(self, name) != 0.0
 
     @property
     def projected_size(self):
-        """Width of `project_inputs`' result: `[u (d), w (d), s (nq), gate terms (2d)]`."""
-        return 4 * self.memory_size + self.num_queries
+        """Width of `project_inputs`' result: `[u (d), w (d), s (nq), gate terms (2d)]`, without
+        `w` and `s` when no step reads `Mr_{t-1}` and without the gate terms when the write is
+        not gated."""
+        d = self.memory_size
+        reads = d + self.num_queries if self.reads_relational_memory else 0
+        return d + reads + (2 * d if self.gated_write else 0)
 
     def project_inputs(self, inputs):
         """Everything a step needs from its input alone, for any leading axes.
 
-        Returns `concat([u, w, s, u W_gate_in + b_gate_in], -1)` of width `projected_size`,
-        so that `keras_stm.STM` can compute it for all time steps at once.
+        Returns `concat([u, w, s, u W_gate_in + b_gate_in], -1)` of width `projected_size`
+        (the parts a configuration uses, see `projected_size`), so that `keras_stm.STM` can
+        compute it for all time steps at once.
         """
 
         def apply(projector, x):
@@ -308,10 +409,23 @@ class STMCell(keras.layers.Layer):
             return x
 
         write = apply(self.write_projector, inputs)
-        read = apply(self.read_projector, inputs)
-        slots = apply(self.slot_projector, inputs)
-        gate = stm_ops.matmul(write, self.gate_input_kernel) + self.gate_input_bias
-        return ops.concatenate([write, read, slots, gate], axis=-1)
+        parts = [write]
+        if self.reads_relational_memory:
+            parts += [apply(self.read_projector, inputs), apply(self.slot_projector, inputs)]
+        if self.gated_write:
+            parts.append(stm_ops.matmul(write, self.gate_input_kernel) + self.gate_input_bias)
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+    def split_projected(self, projected):
+        """`(u, w, s, gate terms)` of `project_inputs`' result; None for a part the
+        configuration does not compute."""
+        d, nq = self.memory_size, self.num_queries
+        write, read, slots, gate = projected[..., :d], None, None, None
+        if self.reads_relational_memory:
+            read, slots = projected[..., d : 2 * d], projected[..., 2 * d : 2 * d + nq]
+        if self.gated_write:
+            gate = projected[..., self.projected_size - 2 * d :]
+        return write, read, slots, gate
 
     @property
     def uses_previous_relational_memory(self):
@@ -338,8 +452,8 @@ class STMCell(keras.layers.Layer):
             `(..., nq * d)`, slot-major (`[i * d + p] = pi[i] * w[p]`).
         """
         d, nq = self.memory_size, self.num_queries
-        read = projected[..., d : 2 * d]
-        weights = stm_ops.softmax(projected[..., 2 * d : 2 * d + nq], axis=-1)
+        _, read, slots, _ = self.split_projected(projected)
+        weights = stm_ops.softmax(slots, axis=-1)
         mixer = ops.expand_dims(weights, -1) * ops.expand_dims(read, -2)
         return ops.reshape(mixer, tuple(ops.shape(projected)[:-1]) + (nq * d,))
 
@@ -418,10 +532,8 @@ class STMCell(keras.layers.Layer):
             `(Mi_t, factors)`: `factors` holds one `(values (batch, d, nq),
             scores (batch, nq, nq * d))` pair per SAM iteration.
         """
-        d, nq = self.memory_size, self.num_queries
-        write = projected[:, :d]
-        read = projected[:, d : 2 * d]
-        gate_input = projected[:, 2 * d + nq :]
+        d = self.memory_size
+        write, read, _, gate_input = self.split_projected(projected)
 
         item = stm_ops.outer(write, write)  # u ⊗ u
         if self.gated_write:
@@ -503,6 +615,8 @@ class STMCell(keras.layers.Layer):
                 f"got {len(states)}."
             )
         item_memory, relational_memory = self.unflatten_memories(states[1], states[2])
+        if training and self.dropout > 0.0:
+            inputs = inputs * ops.cast(self.get_dropout_mask(inputs), inputs.dtype)
         projected = self.project_inputs(inputs)
         item_memory, relational_memory = self.update_memories(
             projected, item_memory, self.to_value_major(relational_memory)
@@ -517,20 +631,24 @@ class STMCell(keras.layers.Layer):
         ]
         return output, new_states
 
+    def get_recurrent_dropout_mask(self, step_input):
+        """None: the cell has no recurrent dropout (`DropoutRNNCell` API)."""
+        return None
+
     def get_initial_state(self, batch_size=None):
         d, nq = self.memory_size, self.num_queries
         dtype = self.compute_dtype
         previous_output = ops.zeros((batch_size, self.output_size), dtype=dtype)
+        # Learned memories are tiled by a broadcasting add, not `ops.broadcast_to`: torch's
+        # broadcast view has stride 0, and `stateful=True` assigns into the variables made
+        # from these.
+        item = ops.zeros((batch_size, d * d), dtype=dtype)
+        relational = ops.zeros((batch_size, nq * d * d), dtype=dtype)
         if self.learn_initial_memory:
-            item = ops.cast(ops.reshape(self.initial_item_memory, (1, d * d)), dtype)
-            relational = ops.cast(ops.reshape(self.initial_relational_memory, (1, nq * d * d)), dtype)
-            # Tiled by a broadcasting add, not `ops.broadcast_to`: torch's broadcast view has
-            # stride 0, and `stateful=True` assigns into the variables made from these.
-            item = item + ops.zeros((batch_size, d * d), dtype=dtype)
-            relational = relational + ops.zeros((batch_size, nq * d * d), dtype=dtype)
-        else:
-            item = ops.zeros((batch_size, d * d), dtype=dtype)
-            relational = ops.zeros((batch_size, nq * d * d), dtype=dtype)
+            item = ops.cast(ops.reshape(self.initial_item_memory, (1, d * d)), dtype) + item
+        if getattr(self, "initial_relational_memory", None) is not None:
+            initial = ops.reshape(self.initial_relational_memory, (1, nq * d * d))
+            relational = ops.cast(initial, dtype) + relational
         return [previous_output, item, relational]
 
     def get_config(self):
@@ -560,6 +678,9 @@ class STMCell(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "kernel_initializer": initializer(self.kernel_initializer),
                 "bias_initializer": initializer(self.bias_initializer),
+                **regularizers_and_constraints_config(self),
+                "dropout": self.dropout,
+                "seed": self.seed,
             }
         )
         return config

@@ -256,11 +256,6 @@ def sample_actions(logits, rng):
     return np.minimum((cumulative <= draws[:, None]).sum(axis=1), logits.shape[1] - 1)
 
 
-UNUSED_STM_WEIGHTS = ("read_kernel", "read_bias", "slot_kernel", "slot_bias",
-                      "initial_relational_memory")
-"""tuple: `STMCell` weights the RL variant never uses (read / slot projectors, `Mr_0`): frozen."""
-
-
 def _check_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
@@ -283,8 +278,8 @@ class ActorCritic(keras.Model):
     Initialisation as the reference: convolutions Glorot-uniform x sqrt(2) (ReLU gain), every
     dense layer of the STM Glorot-uniform, all biases zero, actor / critic `NormalizedColumns`
     0.01 / 1.0; LSTM kernels U(+-1/sqrt(units)) (PyTorch's default) with zero biases.
-    The STM cell's read / slot projectors and initial relational memory are unused by the RL
-    variant (spec 3.6) and are frozen (non-trainable), so that no backend sees a missing gradient.
+    The RL variant (spec 3.6) never reads the relational memory: the STM cell creates no read /
+    slot projectors and no initial relational memory (their paths never run).
 
     Args:
         num_actions: int >= 1, size of the action set (6 for Pong).
@@ -394,12 +389,7 @@ class ActorCritic(keras.Model):
         features = self.lstm_units
         if self.stm_cell is not None:
             self.stm_cell.build((None, self.lstm_units))
-            cell = self.stm_cell
-            # Unused by the RL variant (no relational read): freeze so no gradient is missing.
-            for weight in cell.weights:
-                if weight.name in UNUSED_STM_WEIGHTS:
-                    weight.trainable = False
-            features += cell.output_size
+            features += self.stm_cell.output_size
         self.actor.build((None, features))
         self.critic.build((None, features))
         self.built = True
