@@ -149,6 +149,10 @@ def build_parser():
                           help="Factor of the one learning-rate decay (the paper halves it).")
     schedule.add_argument("--eval-batch-size", type=int, default=128,
                           help="Largest validation/test batch (does not change any metric).")
+    schedule.add_argument("--test-size", type=int, default=None,
+                          help="Test only the first N questions of each task (default: all "
+                               "1,000; a quick check of a model, e.g. the CPU test of the "
+                               "committed one).")
     schedule.add_argument("--eval-only", metavar="CHECKPOINT", default=None,
                           help="Only evaluate this .keras model on the validation and test sets.")
     return parser
@@ -162,11 +166,13 @@ def load_data(args):
     data = babi_data.load_babi(data=args.data, subset=args.subset, tasks=tasks,
                                story_cap=args.story_cap or None, allow_partial=args.allow_partial,
                                cache_dir=args.cache_dir, verify=not args.no_verify)
-    if args.quick:
-        for split, n in QUICK_EXAMPLES.items():
-            arrays = getattr(data, split)
-            for t in list(arrays):
-                arrays[t] = babi_data.BabiArrays(*(a[:n] for a in arrays[t]))
+    sizes = dict(QUICK_EXAMPLES) if args.quick else {}
+    if args.test_size is not None:
+        sizes["test"] = min(args.test_size, sizes.get("test", args.test_size))
+    for split, n in sizes.items():
+        arrays = getattr(data, split)
+        for t in list(arrays):
+            arrays[t] = babi_data.BabiArrays(*(a[:n] for a in arrays[t]))
     return data
 
 
@@ -262,12 +268,12 @@ def check_vocabulary(checkpoint, model, data):
             saved = json.load(f)
         if saved["vocab"] != data.vocab:
             raise ValueError(
-                f"--eval-only {checkpoint}: the model was trained with the vocabulary in "
+                f"{checkpoint}: the model was trained with the vocabulary in "
                 f"{vocab_path} (subset {saved['subset']}, tasks {saved['tasks']}), which differs "
                 f"from the loaded data's; pass the same --subset and --tasks as for training.")
     size = model.output_shape[-1]
     if size != len(data.vocab):
-        raise ValueError(f"--eval-only {checkpoint}: the model predicts {size} classes but the "
+        raise ValueError(f"{checkpoint}: the model predicts {size} classes but the "
                          f"loaded data has a vocabulary of {len(data.vocab)}; pass the same "
                          f"--subset and --tasks as for training.")
 
@@ -309,7 +315,7 @@ def main(argv=None):
         parser.error("--steps-per-epoch does not apply to bAbI: an epoch is one pass over every "
                      "task's training batches; set the run's length with --iterations.")
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
-    for name in ("epochs", "eval_batch_size", "story_cap") + tuple(QUICK) + ("hops",):
+    for name in ("epochs", "eval_batch_size", "story_cap", "test_size") + tuple(QUICK) + ("hops",):
         value = getattr(args, name, None)
         if value is None:
             continue
@@ -344,8 +350,9 @@ def main(argv=None):
                       from_logits=True, reduction="mean_with_sample_weight"),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=training.jit_compile(args))
-    os.makedirs(args.output_dir, exist_ok=True)
-    save_vocabulary(os.path.join(args.output_dir, "vocab.json"), data)
+    if not args.evaluate:
+        os.makedirs(args.output_dir, exist_ok=True)
+        save_vocabulary(os.path.join(args.output_dir, "vocab.json"), data)
     decay = babi_model.DecayLearningRateOnce(
         args.learning_rate, threshold=args.decay_threshold, factor=args.decay_factor,
         monitor="val_loss", state_path=os.path.join(args.output_dir, "backup", "lr_decay.json"))
@@ -355,6 +362,11 @@ def main(argv=None):
              "stm_config": (model.get_layer("stm").get_config() if args.model == "stm" else None)}
 
     def evaluate(trained):
+        if args.evaluate:  # a pretrained model (already loaded): print, write nothing
+            check_vocabulary(os.path.join(args.output_dir, "model.keras"), trained, data)
+            scores = score(trained, data, args.eval_batch_size)
+            print(error_table(scores, data)[0])
+            return flat_test_metrics(scores)
         best = os.path.join(args.output_dir, "best.keras")
         if os.path.exists(best):
             trained.load_weights(best)
@@ -366,7 +378,7 @@ def main(argv=None):
 
     return training.run(model, train_data, args, validation_data=valid_data, evaluate=evaluate,
                         monitor="val_accuracy", mode="max", extra_results=extra,
-                        extra_callbacks=[_DatasetEpoch(train_data), decay])
+                        extra_callbacks=[_DatasetEpoch(train_data), decay], pretrained_name=TASK)
 
 
 if __name__ == "__main__":

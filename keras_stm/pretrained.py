@@ -22,6 +22,10 @@ import keras
 
 MODEL_FILE = "model.keras"
 RESULTS_FILE = "results.json"
+COPIED_FILES = ("history.csv", "learning_curve.png", "vocab.json", "task_errors.md",
+                "task_errors.csv")
+"""tuple: the run's files copied beside the model when they exist (the learning curve; for
+bAbI the vocabulary the model was trained with and the per-task error table)."""
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 """int: the size limit of a committed `model.keras` (10 MiB)."""
 
@@ -88,8 +92,8 @@ def load(name_or_path, root=ROOT):
 def export(run_dir, dest, extra=None):
     """Make a pretrained folder from a finished run of an example script.
 
-    The best checkpoint (`best.keras`) is saved without its optimizer state; `results.json`,
-    `history.csv` and `learning_curve.png` are copied (the results updated with `extra`).
+    The best checkpoint (`best.keras`) is saved without its optimizer state; `results.json`
+    (updated with `extra`) and the `COPIED_FILES` the run has are copied.
 
     Args:
         run_dir: the run's output folder.
@@ -125,7 +129,7 @@ def export(run_dir, dest, extra=None):
     results.update(extra or {})
     with open(os.path.join(dest, RESULTS_FILE), "w") as f:
         json.dump(results, f, indent=2)
-    for name in ("history.csv", "learning_curve.png"):
+    for name in COPIED_FILES:
         if os.path.exists(os.path.join(run_dir, name)):
             shutil.copyfile(os.path.join(run_dir, name), os.path.join(dest, name))
     return target

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import tarfile
 
 import keras
@@ -442,6 +443,38 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
     assert (out / "eval_results.json").exists()
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         babi_example.main(_argv(tiny_archive, out, "--eval-only", str(out / "missing.keras")))
+
+
+def test_example_pretrained_export_and_evaluate(tiny_archive, tmp_path):
+    """A finished run, exported as a pretrained folder, gives its test figures back through
+    `--evaluate FOLDER` (vocabulary checked, nothing written); `--test-size` keeps the first
+    questions of each task."""
+    from keras_stm import pretrained
+
+    out = tmp_path / "run"
+    results = babi_example.main(_argv(tiny_archive, out))
+    dest = tmp_path / "pretrained" / "babi"
+    pretrained.export(str(out), str(dest), {"commit": "test", "gpu_minutes": 0.0,
+                                            "command": "--quick"})
+    for name in ("vocab.json", "task_errors.md", "task_errors.csv", "history.csv"):
+        assert (dest / name).exists(), name
+    before = sorted(os.listdir(dest))
+    report = babi_example.main(_argv(tiny_archive, tmp_path / "unused", "--evaluate", str(dest)))
+    assert report["recorded"] == json.loads(json.dumps(results["test"]))
+    assert report["test"]["mean_error"] == pytest.approx(results["test"]["mean_error"])
+    assert sorted(os.listdir(dest)) == before and not (tmp_path / "unused").exists()
+    small = babi_example.main(_argv(tiny_archive, tmp_path / "unused", "--evaluate", str(dest),
+                                    "--test-size", "3"))
+    assert small["test"]["accuracy"] >= 0.0
+    with pytest.raises(SystemExit):
+        babi_example.main(_argv(tiny_archive, tmp_path / "bad", "--test-size", "0"))
+    with open(dest / "vocab.json") as f:
+        vocab = json.load(f)
+    vocab["vocab"] = vocab["vocab"][::-1]
+    with open(dest / "vocab.json", "w") as f:
+        json.dump(vocab, f)
+    with pytest.raises(ValueError, match="vocabulary"):
+        babi_example.main(_argv(tiny_archive, tmp_path / "unused", "--evaluate", str(dest)))
 
 
 def test_example_lstm_and_flags(tiny_archive, tmp_path):

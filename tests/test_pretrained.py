@@ -19,6 +19,11 @@ from tests.example_loader import load_example as _load_example
 ACCURACY_MARGIN = 0.03
 """float: absolute accuracy margin (1,024 or 512 test examples against the recorded 20,000
 or 1,280: a 99% model's sampling spread is about 0.3 points, a 90% model's about 1.3)."""
+BABI_ERROR_MARGIN = 3.0
+"""float: margin of the bAbI mean error, in points (the first 50 test questions of each task,
+1,000 in all, against the recorded 20,000: a 10%-error model's spread is about 1 point)."""
+BABI_ARCHIVE = os.path.abspath(os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "babi", "babi_tasks_1-20_v1-2.tar.gz"))
 BIT_ERROR_MARGIN = 0.25
 """float: relative bit-error margin (2 test batches against 10), at least 0.5 bits."""
 
@@ -42,6 +47,14 @@ def _evaluation(folder, results, tmp_path):
         if task == "rar":
             argv += ["--reading", flags.get("reading", "executed")]
         return script, argv, "bit_error_per_sequence", "bit_error"
+    if task == "babi":
+        if not os.path.exists(BABI_ARCHIVE):
+            pytest.skip(f"the bAbI archive {BABI_ARCHIVE} is not present")
+        argv = base + ["--data", BABI_ARCHIVE, "--test-size", "50",
+                       "--cache-dir", str(tmp_path / "cache")]
+        if results.get("data", {}).get("partial_tasks"):
+            argv.append("--allow-partial")
+        return "babi", argv, "mean_error", "babi_error"
     pytest.fail(f"{folder}: no CPU evaluation written for task {task!r}; add one to this test")
 
 
@@ -58,6 +71,8 @@ def test_pretrained_model_reproduces_its_results(name, tmp_path):
     measured = report["test"][metric]
     if kind == "accuracy":
         assert abs(measured - recorded) <= ACCURACY_MARGIN, (name, measured, recorded)
+    elif kind == "babi_error":
+        assert abs(measured - recorded) <= BABI_ERROR_MARGIN, (name, measured, recorded)
     else:
         assert abs(measured - recorded) <= max(0.5, BIT_ERROR_MARGIN * recorded), (
             name, measured, recorded)
