@@ -25,7 +25,8 @@ RESULTS_FILE = "results.json"
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 """int: the size limit of a committed `model.keras` (10 MiB)."""
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "pretrained")
 """str: the repository's `pretrained/` folder (absent from an installed wheel: pass a path)."""
 
 
@@ -74,7 +75,7 @@ def load(name_or_path, root=ROOT):
 
     Example:
 
-    >>> from keras_stm import pretrained
+    >>> from keras_stm.experiments import pretrained
     >>> isinstance(pretrained.available(), list)
     True
     """
