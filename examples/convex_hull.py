@@ -8,7 +8,8 @@ then, on all-zero decoding rows, emits the label of the next hull vertex per ste
 22 classes: padding, 20 point labels, end). Labels are a random permutation at training and the
 point's position at test, so the model has to point at a point by the label it read with it.
 The whole protocol (encoding, files, exact solver, decoding, metrics) lives in
-`keras_stm.experiments.tasks.geometry`; this script only trains and evaluates. `examples/tsp.py` reuses the
+`keras_stm.experiments.tasks.geometry`; this script only trains and evaluates. `examples/tsp.py`
+reuses the
 functions below with the TSP metrics.
 
 Training: batches of fresh random point sets, one N per batch, N drawn uniformly from

@@ -2,7 +2,8 @@
 
 Task (STM paper, graph reasoning). The authors' repository has no code for
 it and the paper's appendix with the details could not be read, so the protocol is ours, made to
-match the geometric tasks: `docs/tasks/graph_protocol.md` explains it, `keras_stm.experiments.tasks.graphs`
+match the geometric tasks: `docs/tasks/graph_protocol.md` explains it,
+`keras_stm.experiments.tasks.graphs`
 implements it (generation, Dijkstra, encoding, files, decoding, metrics). An example is a connected
 simple graph (default 8-10 nodes, 15-20 edges, weights uniform in [0, 1)) and a query
 (source, target); the answer is the cheapest path's edges in order from source to target, then an
@@ -15,7 +16,8 @@ the position at test. `examples/minimum_spanning_tree.py` reuses the functions b
 Training: fresh random graphs, one (N, E) per batch, N from `--n-nodes`, E from `--n-edges`, or a
 graph-task file (`--train-file`, format in the protocol page). Masked sparse cross-entropy on the
 output steps. STM nq 8, d 128, r 96, Adam 1e-4, clipping to [-10, 10] and 1,000,000 iterations
-(`keras_stm.experiments.models.task_configs.TASK_CONFIGS["shortest_path"]`, the convex hull / TSP settings:
+(`keras_stm.experiments.models.task_configs.TASK_CONFIGS["shortest_path"]`, the convex hull / TSP
+settings:
 our choice); batch 128.
 
 Evaluation (of `best.keras`, lowest validation loss): decoded answers (`graphs.decode_predictions`:

@@ -4,7 +4,8 @@ Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks).
 Each example is a set of N cities uniform in the unit square; the answer is a shortest closed
 tour, starting at city 1, in the direction whose second city has the lower index, then an end
 token. The encoding, decoding and pointing are those of the convex hull (`examples/convex_hull.py`,
-whose functions this script reuses; protocol in `keras_stm.experiments.tasks.geometry`): one row per city
+whose functions this script reuses; protocol in `keras_stm.experiments.tasks.geometry`): one row
+per city
 (coordinates and a one-hot label, random labels at training, position at test), one all-zero row,
 then all-zero decoding rows on which the model emits the label of the next city or the end token.
 

@@ -1,4 +1,5 @@
-"""Publish a finished run as a pretrained model: `pretrained/<name>/` (see keras_stm.experiments.pretrained).
+"""Publish a finished run as a pretrained model: `pretrained/<name>/` (see
+keras_stm.experiments.pretrained).
 
     python scripts/export_pretrained.py RUN_DIR NAME --gpu-minutes 6.5 --commit abc1234 \\
         --command "KERAS_BACKEND=jax python examples/associative_retrieval.py --num-pairs 14"

@@ -1,4 +1,5 @@
-"""Tests of the RL agent (`keras_stm.experiments.models.actor_critic`) and of `examples/atari_pong.py`.
+"""Tests of the RL agent (`keras_stm.experiments.models.actor_critic`) and of
+`examples/atari_pong.py`.
 
 The loss is checked against an independent numpy transcription of the reference worker's
 backward loop (`rl/train_sam.py`: `R = gamma R + r`, `gae = gae gamma tau + delta`, one

@@ -1,4 +1,5 @@
-"""Tests of the Atari pipeline (`keras_stm.experiments.tasks.atari`) and of `keras_stm.experiments.tasks.advantages`.
+"""Tests of the Atari pipeline (`keras_stm.experiments.tasks.atari`) and of
+`keras_stm.experiments.tasks.advantages`.
 
 Frames of `TinyPongEnv` are rebuilt by hand here from its documented layout, so the wrappers are
 checked against independent expectations rather than against the environment's own renderer.

@@ -34,7 +34,8 @@ print(json.dumps({"added": added, "all": sorted(sys.modules), "file": keras_stm.
 
 
 def _run(code, *args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -89,7 +90,8 @@ print(json.dumps({
     assert all(report["same"]), report
     assert report["spec"] == "keras_stm.experiments.tasks.copy"
     messages = [m for category, m, _ in report["warnings"] if category == "DeprecationWarning"]
-    for old in ("keras_stm.tasks", "keras_stm.tasks.copy", "keras_stm.training", "keras_stm.models"):
+    for old in ("keras_stm.tasks", "keras_stm.tasks.copy", "keras_stm.training",
+                "keras_stm.models"):
         assert any(m.startswith(f"{old} moved to keras_stm.experiments.") for m in messages), old
     assert all(filename == "<string>" for _, _, filename in report["warnings"])  # the importer
 
@@ -103,11 +105,12 @@ def test_registered_names_did_not_move():
     for cls in (metrics.BitErrorPerSequence, keras_stm.STM, keras_stm.STMCell,
                 keras_stm.TorchRMSprop):
         assert keras.saving.get_registered_name(cls) == f"keras_stm>{cls.__name__}"
-    assert all(keras.saving.get_registered_name(getattr(actor_critic, name)).startswith("keras_stm>")
-               for name in dir(actor_critic)
-               if isinstance(getattr(actor_critic, name), type)
-               and getattr(actor_critic, name).__module__ == actor_critic.__name__
-               and issubclass(getattr(actor_critic, name), (keras.layers.Layer, keras.Model)))
+    classes = [value for value in vars(actor_critic).values()
+               if isinstance(value, type) and value.__module__ == actor_critic.__name__
+               and issubclass(value, (keras.layers.Layer, keras.Model))]
+    assert classes
+    for cls in classes:
+        assert keras.saving.get_registered_name(cls) == f"keras_stm>{cls.__name__}"
 
 
 def test_moved_names_map():

@@ -1,4 +1,5 @@
-"""The output folder of `keras_stm.experiments.training.run` (issue 24, finding 2): checkpoints written
+"""The output folder of `keras_stm.experiments.training.run` (issue 24, finding 2): checkpoints
+written
 through a temporary file and renamed, the previous one kept and used when the newest is
 damaged, every damaged file (weights, metadata, timer, history, best model) reported with its
 name and the way out before any training, and a lock against two runs in one folder.

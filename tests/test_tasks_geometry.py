@@ -1,4 +1,5 @@
-"""Tests of keras_stm.experiments.tasks.geometry: solvers against brute force, files, encoding, metrics."""
+"""Tests of keras_stm.experiments.tasks.geometry: solvers against brute force, files, encoding,
+metrics."""
 
 import itertools
 import math

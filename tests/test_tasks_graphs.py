@@ -1,4 +1,5 @@
-"""Tests of keras_stm.experiments.tasks.graphs: solvers against enumeration, files, encoding, metrics."""
+"""Tests of keras_stm.experiments.tasks.graphs: solvers against enumeration, files, encoding,
+metrics."""
 
 import itertools
 import math

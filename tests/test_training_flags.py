@@ -1,4 +1,5 @@
-"""The shared flags of `keras_stm.experiments.training` (issue 24, finding 5): `--hparams` values pass the
+"""The shared flags of `keras_stm.experiments.training` (issue 24, finding 5): `--hparams` values
+pass the
 command line's checks, the two gradient clippings give way to each other, and `--quick` keeps
 the flags given on the command line."""
 

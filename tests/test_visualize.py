@@ -1,4 +1,5 @@
-"""Tests of `keras_stm.experiments.visualize`: memory traces (checked against the STM layer and a numpy
+"""Tests of `keras_stm.experiments.visualize`: memory traces (checked against the STM layer and a
+numpy
 re-derivation of SAM/OPA), the plots, and the results comparison."""
 
 import json

@@ -1,7 +1,8 @@
 """Reproduce the memory figures of the documentation (docs/images/nfar_*.png).
 
 Trains a deliberately small Nth-farthest STM on CPU for a few minutes, then plots its item
-memory, relational memory and OPA scores over one test sequence with `keras_stm.experiments.visualize`.
+memory, relational memory and OPA scores over one test sequence with
+`keras_stm.experiments.visualize`.
 
     KERAS_BACKEND=jax python docs/images/make_memory_plots.py            # train, then plot
     KERAS_BACKEND=jax python docs/images/make_memory_plots.py --plot-only

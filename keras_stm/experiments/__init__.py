@@ -5,9 +5,9 @@ authors'-weight loader, with keras and numpy) and imported explicitly, one submo
 
 | module | holds | needs |
 |---|---|---|
-| `keras_stm.experiments.tasks` | one data pipeline per task (`tasks.copy`, `tasks.babi`, ...) | numpy; `tasks.atari`: gymnasium, ale-py |
+| `keras_stm.experiments.tasks` | one data pipeline per task | numpy; `tasks.atari`: gymnasium |
 | `keras_stm.experiments.models` | the task models and their per-task configurations | keras |
-| `keras_stm.experiments.training` | the example scripts' training loop, run folders, resuming | keras; matplotlib for the learning curve |
+| `keras_stm.experiments.training` | the examples' training loop | keras; matplotlib (curves) |
 | `keras_stm.experiments.tuning` | KerasTuner hypermodels and searches | keras-tuner |
 | `keras_stm.experiments.visualize` | learning curves, memory and attention plots | matplotlib |
 | `keras_stm.experiments.pretrained` | the committed models of `pretrained/`: load, export | keras |

@@ -182,7 +182,8 @@ def _history_beside(path):
 def read_results(results_json_paths, metric=None):
     """Collect the test metric and learning curve of several runs (the data of `plot_results`).
 
-    Each path is a `results.json` written by `keras_stm.experiments.training.run`; its run's learning curve
+    Each path is a `results.json` written by `keras_stm.experiments.training.run`; its run's
+    learning curve
     is read from the `history.csv` in the same folder, or, for a file named `<run>.results.json`
     (runs collected into one folder), from `<run>.history.csv` beside it, when there is one.
 
@@ -353,7 +354,8 @@ def trace_memories(model, sequence):
 
     Args:
         model: a built `keras_stm.STMCell` or `keras_stm.STM` layer, or a `keras.Model` holding
-            exactly one `STM` layer (e.g. from `keras_stm.experiments.models.build_sequence_model`); layers
+            exactly one `STM` layer (e.g. from
+            `keras_stm.experiments.models.build_sequence_model`); layers
             before it (an embedding) are applied first.
         sequence: array. For a cell or STM layer: `(T, input_size)` or
             `(batch, T, input_size)`. For a model: one batch of the model's input

@@ -1,7 +1,8 @@
 """Task models built from the library's layers.
 
 `build_sequence_model` (STM or LSTM over a sequence) and `build_babi_model` are imported here;
-`keras_stm.experiments.models.actor_critic` (needs nothing beyond Keras) and `keras_stm.experiments.models.task_configs`
+`keras_stm.experiments.models.actor_critic` (needs nothing beyond Keras) and
+`keras_stm.experiments.models.task_configs`
 (the per-task configurations) are imported as submodules.
 """
 

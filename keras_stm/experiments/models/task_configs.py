@@ -4,7 +4,8 @@
 
 * `"stm"`: the `keras_stm.STM` arguments (all but `head_units`, which the model builder sets to
   the task's output size), from the authors' `tasks/*.json` (reference spec, section 4.0);
-* the training defaults, under the names of `keras_stm.experiments.training.argument_parser`'s keywords:
+* the training defaults, under the names of `keras_stm.experiments.training.argument_parser`'s
+keywords:
   `optimizer`, `learning_rate`, `clip_value`, `batch_size`, `iterations`, `steps_per_epoch`,
   and the optimiser's `momentum` / `rmsprop_rho` (RMSprop) or `adam_beta_2` (Adam);
 * task-specific extras (e.g. `vocabulary_size`, `embedding_size`) and `"source"`, where the
@@ -245,7 +246,8 @@ def add_model_arguments(parser, task):
     be set from an `--hparams` JSON file (e.g. a KerasTuner result).
 
     Args:
-        parser: an `argparse.ArgumentParser` (from `keras_stm.experiments.training.argument_parser`).
+        parser: an `argparse.ArgumentParser` (from
+        `keras_stm.experiments.training.argument_parser`).
         task: str, a key of `TASK_CONFIGS`.
 
     Returns:

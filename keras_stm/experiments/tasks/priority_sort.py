@@ -9,7 +9,8 @@ Priorities are drawn as float32 (exactly the values the model sees) and sorted w
 sort on the float32 values: if two priorities are equal (about 1 example in 90,000),
 the vector that comes first in the input comes first in the target.
 
-The batch follows the shared decoding wiring (`keras_stm.experiments.tasks.copy.with_decoding_phase`): the
+The batch follows the shared decoding wiring
+(`keras_stm.experiments.tasks.copy.with_decoding_phase`): the
 model reads the 20 input rows, then 16 zero rows, and its outputs at those 16 steps are the
 predictions, so `x` is (B, 36, 34), `y` (B, 36, 32), `sample_weight` (B, 36).
 
