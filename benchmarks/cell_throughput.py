@@ -50,12 +50,8 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PRECISIONS = ("highest", "tf32", "bf16")
 

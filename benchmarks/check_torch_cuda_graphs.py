@@ -21,13 +21,12 @@ import os
 import sys
 
 os.environ["KERAS_BACKEND"] = "torch"
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import keras
+import numpy as np
+import torch
 
-import keras_stm  # noqa: E402
+import keras_stm
 
 TOLERANCE = 1e-4
 

@@ -12,17 +12,14 @@ Usage: python benchmarks/official_style_torch.py --configs copy,babi [--device c
 import argparse
 import json
 import math
-import os
-import sys
 import time
 
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from configs import CONFIGS  # noqa: E402
-from configs import SYNC_HELP  # noqa: E402
-from configs import SYNC_MODES  # noqa: E402
+from configs import CONFIGS
+from configs import SYNC_HELP
+from configs import SYNC_MODES
 
 
 class OfficialStyleSTM(nn.Module):

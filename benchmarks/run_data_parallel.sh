@@ -9,6 +9,9 @@ set -u
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/data_parallel.jsonl"
 config=${1:-associative_retrieval}; batches=${2:-128,1024,4096}; devices=${3:-2}
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+# The scripts import the installed keras_stm; on a machine without `pip install -e .` (the GPU
+# machine) the checkout itself, from the repository root.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpus.txt" 2>&1
 for batch in ${batches//,/ }; do
   for n in 1 "$devices"; do

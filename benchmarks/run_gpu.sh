@@ -10,6 +10,9 @@
 # loses only its unfinished rows. JAX_COMPILATION_CACHE_DIR=DIR (jax's own setting) keeps jax
 # executables across processes and machines of the same kind: carry DIR to the next call.
 set -u
+# The benchmarks import the installed keras_stm; on a machine without `pip install -e .` (the GPU
+# machine) the checkout itself, from the repository root.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 out=${OUT:-runs/bench}; mkdir -p "$out"; log="$out/bench.jsonl"
 configs=${1:-associative_retrieval,copy,nth_farthest,rar,babi}
 phases=${2:-baseline,jax,torch,rnn}

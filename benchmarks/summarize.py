@@ -10,9 +10,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from configs import AUTHORS_H200_MS  # noqa: E402
-from configs import CONFIGS  # noqa: E402
+from configs import AUTHORS_H200_MS
+from configs import CONFIGS
 
 
 def load(path):

@@ -1,6 +1,6 @@
 """Associative retrieval (Ba et al. 2016): recall the digit stored with a queried letter.
 
-Task (`keras_stm.tasks.associative_retrieval`): a sequence of P key-value pairs
+Task (`keras_stm.experiments.tasks.associative_retrieval`): a sequence of P key-value pairs
 (distinct random letters, random digits), `? ?`, then one of the keys, e.g.
 `c9k8j3f1??k` -> 8. Token ids are embedded (`Embedding(37, 100)`, N(0, 1) init) and the
 model classifies the last step's read-out into one of 10 digits.
@@ -38,17 +38,14 @@ Results go to `runs/associative_retrieval-<model>/` by default.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
 
-import keras  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm import visualize  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import associative_retrieval as ar_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments import visualize
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import associative_retrieval as ar_data
 
 TASK = "associative_retrieval"
 CONVERGENCE_THRESHOLD = 0.99

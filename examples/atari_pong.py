@@ -1,10 +1,12 @@
 """Atari Pong with an STM agent: synchronous advantage actor-critic (A2C).
 
-Agent (`keras_stm.models.actor_critic.ActorCritic`): the authors' A3C network, a CNN (4 conv +
+Agent (`keras_stm.experiments.models.actor_critic.ActorCritic`): the authors' A3C network, a CNN (4
+conv +
 max-pool + ReLU blocks -> 1024) feeding an LSTMCell(256) whose output drives the RL variant of
 the STM (nq 8, d 96, r 96, head 256); actor and critic read concat[STM output, LSTM h]. With
 `--model lstm` the STM is dropped (the A3C-LSTM baseline). Environment
-(`keras_stm.tasks.atari.make_vector_env`): `PongNoFrameskip-v4` with no-op resets, frame skip
+(`keras_stm.experiments.tasks.atari.make_vector_env`): `PongNoFrameskip-v4` with no-op resets,
+frame skip
 (`--frame-skip`, 4; the authors' README uses 32), max over the last 3 frames, episodic life,
 FIRE reset, 80 x 80 grey crop, running normalisation, rewards clipped to [-1, 1], games cut at
 10,000 agent steps.
@@ -53,7 +55,8 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/atari_pong.py --async-envs         # one process per env
     KERAS_BACKEND=jax python examples/atari_pong.py --quick              # CPU smoke run (TinyPong)
 
-`--quick` uses `keras_stm.tasks.atari.TINY_ENV_ID` (a numpy Pong stand-in, no ROM) with 2
+`--quick` uses `keras_stm.experiments.tasks.atari.TINY_ENV_ID` (a numpy Pong stand-in, no ROM) with
+2
 environments, one life per game, tiny network sizes (`actor_critic.SMOKE_CONFIG`) and a
 few updates of 2-step rollouts.
 """
@@ -64,19 +67,16 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm import visualize  # noqa: E402
-from keras_stm.models import actor_critic  # noqa: E402
-from keras_stm.tasks import advantages as advantages_lib  # noqa: E402
-from keras_stm.tasks import atari  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments import visualize
+from keras_stm.experiments.models import actor_critic
+from keras_stm.experiments.tasks import advantages as advantages_lib
+from keras_stm.experiments.tasks import atari
 
 TASK = "atari_pong"
 ENV_ID = "PongNoFrameskip-v4"

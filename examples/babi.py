@@ -1,11 +1,11 @@
 """bAbI question answering (20 tasks, joint training): the STM model of the paper.
 
-Task (`keras_stm.tasks.babi`): bAbI v1.2 `en-valid-10k` (per task
+Task (`keras_stm.experiments.tasks.babi`): bAbI v1.2 `en-valid-10k` (per task
 9,000 training, 1,000 validation and 1,000 test questions). A story is every statement
 before the question (the last 70 kept); one vocabulary over all tasks; each task keeps its own
 padded shape. The answer is one vocabulary item.
 
-Model (`keras_stm.models.babi_model`): position-weighted sums of word embeddings
+Model (`keras_stm.experiments.models.babi_model`): position-weighted sums of word embeddings
 encode each sentence and the question; an STM (nq 20, d 90, r 96, 80-unit linear input
 projectors, gated write, `α1 = 1`, `α2` learned, `α3 = 0`) reads the story one sentence per
 step; a 3-hop TPR-style inference over its final relational memory answers through a frozen
@@ -51,13 +51,11 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
 
-import keras  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import babi_model  # noqa: E402
-from keras_stm.tasks import babi as babi_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import babi_model
+from keras_stm.experiments.tasks import babi as babi_data
 
 TASK = "babi"
 EPOCHS = 500

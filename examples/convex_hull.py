@@ -8,7 +8,8 @@ then, on all-zero decoding rows, emits the label of the next hull vertex per ste
 22 classes: padding, 20 point labels, end). Labels are a random permutation at training and the
 point's position at test, so the model has to point at a point by the label it read with it.
 The whole protocol (encoding, files, exact solver, decoding, metrics) lives in
-`keras_stm.tasks.geometry`; this script only trains and evaluates. `examples/tsp.py` reuses the
+`keras_stm.experiments.tasks.geometry`; this script only trains and evaluates. `examples/tsp.py`
+reuses the
 functions below with the TSP metrics.
 
 Training: batches of fresh random point sets, one N per batch, N drawn uniformly from
@@ -17,7 +18,7 @@ keeps N <= 20, one size per batch), or batches of a Pointer Networks file (`--tr
 it is, N > 20 dropped). Loss: sparse cross-entropy on the output steps only (answer and end token,
 `sample_weight`). STM sizes (nq 8, d 128, r 96), optimiser (Adam 1e-4, gradients clipped to
 [-10, 10]) and the 1,000,000 iterations of the authors' json come from
-`keras_stm.models.task_configs.TASK_CONFIGS["convex_hull"]`; batch 128.
+`keras_stm.experiments.models.task_configs.TASK_CONFIGS["convex_hull"]`; batch 128.
 
 Evaluation (of `best.keras`, the weights with the lowest loss on `--validation-batches` fixed
 batches of the test sizes, checked after every `--steps-per-epoch` batches): the model's output
@@ -45,20 +46,15 @@ best model, `history.csv`, `results.json` and `learning_curve.png` go to the sam
 
 import argparse
 import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import geometry  # noqa: E402
-from keras_stm.tasks.base import TaskDataset  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import geometry
+from keras_stm.experiments.tasks.base import TaskDataset
 
 TASK = "convex_hull"
 MIN_POINTS = 3

@@ -1,6 +1,6 @@
 """Copy task: train STM (or the LSTM baseline) to reproduce a sequence of random bit vectors.
 
-Task (`keras_stm.tasks.copy`): a start flag, L random 32-bit vectors
+Task (`keras_stm.experiments.tasks.copy`): a start flag, L random 32-bit vectors
 (L ~ U{1..20}, one L per batch), an end flag; then L all-zero rows during which the model must
 output the L vectors in order. Input width 34, 32 logits per step.
 
@@ -33,15 +33,10 @@ An interrupted run resumes from `<output-dir>/backup` when started again with th
 command (`--fresh` starts over). Results go to `runs/copy-<model>/` by default.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import copy as copy_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import copy as copy_data
 
 TASK = "copy"
 # --quick: one length (one compiled shape); examples/rar.py --quick covers varying lengths.

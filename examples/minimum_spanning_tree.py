@@ -2,7 +2,8 @@
 
 Task (STM paper, graph reasoning). As for shortest path, the authors'
 repository has no code for it and the paper's appendix could not be read: the protocol is ours
-(`docs/tasks/graph_protocol.md`, implemented in `keras_stm.tasks.graphs`; this script reuses the
+(`docs/tasks/graph_protocol.md`, implemented in `keras_stm.experiments.tasks.graphs`; this script
+reuses the
 functions of `examples/shortest_path.py`). An example is a connected simple graph (default 8-10
 nodes, 15-20 edges, weights uniform in [0, 1)); the answer is the N - 1 edges of its minimum
 spanning tree in Kruskal order (increasing weight), then an end token. The model reads one row per
@@ -14,7 +15,8 @@ are the tree in only about 18 % of the graphs, so the model has to detect cycles
 Training: fresh random graphs, one (N, E) per batch (`--n-nodes`, `--n-edges`), or a graph-task
 file (`--train-file`). Masked sparse cross-entropy on the output steps. STM nq 8, d 128, r 96,
 Adam 1e-4, clipping to [-10, 10], 1,000,000 iterations
-(`keras_stm.models.task_configs.TASK_CONFIGS["minimum_spanning_tree"]`, our choice); batch 128.
+(`keras_stm.experiments.models.task_configs.TASK_CONFIGS["minimum_spanning_tree"]`, our choice);
+batch 128.
 
 Evaluation (of `best.keras`, lowest validation loss): decoded answers (`graphs.decode_predictions`)
 scored by `graphs.mst_metrics` on a fixed-seed generated test set of `--test-size` graphs (distinct
@@ -36,18 +38,19 @@ over); the best model, `history.csv`, `results.json` and `learning_curve.png` go
 folder.
 """
 
-import os
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from examples.shortest_path import graph_parser  # noqa: E402
-from examples.shortest_path import parse_graph_args  # noqa: E402
-from examples.shortest_path import predict_answers  # noqa: E402
-from examples.shortest_path import run_graph_task  # noqa: E402
-from keras_stm.tasks import graphs  # noqa: E402
+try:  # run as a script (python examples/minimum_spanning_tree.py): examples/ is on sys.path
+    from shortest_path import graph_parser
+    from shortest_path import parse_graph_args
+    from shortest_path import predict_answers
+    from shortest_path import run_graph_task
+except ModuleNotFoundError as error:  # loaded from the repository root, as the tests do
+    if error.name != "shortest_path":
+        raise
+    from examples.shortest_path import graph_parser
+    from examples.shortest_path import parse_graph_args
+    from examples.shortest_path import predict_answers
+    from examples.shortest_path import run_graph_task
+from keras_stm.experiments.tasks import graphs
 
 TASK = "minimum_spanning_tree"
 

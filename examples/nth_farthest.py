@@ -1,6 +1,6 @@
 """Nth-farthest (Santoro et al. 2018): name the n-th farthest of 8 vectors from a reference.
 
-Task (`keras_stm.tasks.nth_farthest`): 8 steps, one per vector (16 dims, U(-1, 1)),
+Task (`keras_stm.experiments.tasks.nth_farthest`): 8 steps, one per vector (16 dims, U(-1, 1)),
 each step `[vector | one-hot label | one-hot n | one-hot reference label]` (width 40). The
 target is the label of the (n+1)-th farthest vector from the reference vector (Euclidean
 distance): one of 8 classes, read from the logits of the **last** step (no decoding phase).
@@ -29,17 +29,13 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/nth_farthest-<model>/` by default.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
 
-import keras  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import nth_farthest as nfar_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import nth_farthest as nfar_data
 
 TASK = "nth_farthest"
 QUICK = {**task_configs.QUICK_MODEL, "test_size": 16}

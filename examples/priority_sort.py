@@ -1,6 +1,6 @@
 """Priority sort: train STM (or the LSTM baseline) to output bit vectors sorted by priority.
 
-Task (`keras_stm.tasks.priority_sort`): 20 random 32-bit vectors, each with a
+Task (`keras_stm.experiments.tasks.priority_sort`): 20 random 32-bit vectors, each with a
 priority ~ U[-1, 1) on channel 32 (input width 34); then 16 all-zero rows during which the
 model must output the 16 highest-priority vectors in descending priority order (bits only,
 32 logits per step). No delimiter rows.
@@ -32,15 +32,10 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/priority_sort-<model>/` by default.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import priority_sort as sort_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import priority_sort as sort_data
 
 TASK = "priority_sort"
 QUICK = {**task_configs.QUICK_MODEL, "input_seq_len": 5, "target_seq_len": 4, "test_size": 16}

@@ -17,18 +17,14 @@ Chance is 10%.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_stm  # noqa: E402
-from keras_stm import pretrained  # noqa: E402
-from keras_stm import training  # noqa: E402
-from keras_stm.tasks import associative_retrieval as task  # noqa: E402
+import keras_stm
+from keras_stm.experiments import pretrained
+from keras_stm.experiments import training
+from keras_stm.experiments.tasks import associative_retrieval as task
 
 
 DEFAULT_PRETRAINED = "associative_retrieval_14"

@@ -1,6 +1,6 @@
 """RAR, relational associative recall: recall the item farthest from (or closest to) a query.
 
-Task (`keras_stm.tasks.rar`): I items of n random 32-bit vectors, each item after a
+Task (`keras_stm.experiments.tasks.rar`): I items of n random 32-bit vectors, each item after a
 delimiter row (channel 32); then a query item (a copy of one of the items) between two query
 delimiters (channel 33). The model must output, during n all-zero rows, the item farthest from
 the query if the query's last bit is 1, else the closest one (Euclidean distance). Input width
@@ -42,15 +42,10 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/rar-<model>/` by default (use `--output-dir` per reading).
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-from keras_stm import training  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import rar as rar_data  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import rar as rar_data
 
 TASK = "rar"
 # --quick: two time lengths in training (the varying-length path), one test batch.

@@ -2,7 +2,8 @@
 
 Task (STM paper, graph reasoning). The authors' repository has no code for
 it and the paper's appendix with the details could not be read, so the protocol is ours, made to
-match the geometric tasks: `docs/tasks/graph_protocol.md` explains it, `keras_stm.tasks.graphs`
+match the geometric tasks: `docs/tasks/graph_protocol.md` explains it,
+`keras_stm.experiments.tasks.graphs`
 implements it (generation, Dijkstra, encoding, files, decoding, metrics). An example is a connected
 simple graph (default 8-10 nodes, 15-20 edges, weights uniform in [0, 1)) and a query
 (source, target); the answer is the cheapest path's edges in order from source to target, then an
@@ -15,7 +16,8 @@ the position at test. `examples/minimum_spanning_tree.py` reuses the functions b
 Training: fresh random graphs, one (N, E) per batch, N from `--n-nodes`, E from `--n-edges`, or a
 graph-task file (`--train-file`, format in the protocol page). Masked sparse cross-entropy on the
 output steps. STM nq 8, d 128, r 96, Adam 1e-4, clipping to [-10, 10] and 1,000,000 iterations
-(`keras_stm.models.task_configs.TASK_CONFIGS["shortest_path"]`, the convex hull / TSP settings:
+(`keras_stm.experiments.models.task_configs.TASK_CONFIGS["shortest_path"]`, the convex hull / TSP
+settings:
 our choice); batch 128.
 
 Evaluation (of `best.keras`, lowest validation loss): decoded answers (`graphs.decode_predictions`:
@@ -40,24 +42,26 @@ best model, `history.csv`, `results.json` and `learning_curve.png` go to the sam
 
 import argparse
 import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+import keras
 
-import keras  # noqa: E402
-
-from examples.convex_hull import build_model  # noqa: E402
-from examples.convex_hull import for_fit  # noqa: E402
-from examples.convex_hull import make_evaluator  # noqa: E402
-from keras_stm import training  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import graphs  # noqa: E402
+try:  # run as a script (python examples/shortest_path.py): examples/ is on sys.path
+    from convex_hull import build_model
+    from convex_hull import for_fit
+    from convex_hull import make_evaluator
+except ModuleNotFoundError as error:  # loaded from the repository root, as the tests do
+    if error.name != "convex_hull":
+        raise
+    from examples.convex_hull import build_model
+    from examples.convex_hull import for_fit
+    from examples.convex_hull import make_evaluator
+from keras_stm.experiments import training
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import graphs
 
 TASK = "shortest_path"
 DATA_TASKS = {"shortest_path": "shortest_path", "minimum_spanning_tree": "mst"}
-"""dict: script task name -> task name of `keras_stm.tasks.graphs`."""
+"""dict: script task name -> task name of `keras_stm.experiments.tasks.graphs`."""
 QUICK = {"iterations": 2, "steps_per_epoch": 1, "batch_size": 8, "n_nodes": "5",
          "n_edges": "6", "test_size": 8, "validation_batches": 1, **task_configs.QUICK_MODEL}
 

@@ -4,7 +4,8 @@ Task (Vinyals et al. 2015, Pointer Networks; STM paper, geometric tasks).
 Each example is a set of N cities uniform in the unit square; the answer is a shortest closed
 tour, starting at city 1, in the direction whose second city has the lower index, then an end
 token. The encoding, decoding and pointing are those of the convex hull (`examples/convex_hull.py`,
-whose functions this script reuses; protocol in `keras_stm.tasks.geometry`): one row per city
+whose functions this script reuses; protocol in `keras_stm.experiments.tasks.geometry`): one row
+per city
 (coordinates and a one-hot label, random labels at training, position at test), one all-zero row,
 then all-zero decoding rows on which the model emits the label of the next city or the end token.
 
@@ -13,7 +14,7 @@ the published training files `tsp5.txt` and `tsp_10_train_exact.txt`), with exac
 tours (N <= 10; above, 2-opt tours, not guaranteed optimal and slower: about 0.4 s a batch at
 N = 20), or a Pointer Networks file (`--train-file`). Masked sparse cross-entropy on the output
 steps. STM sizes (nq 8, d 128, r 96), Adam 1e-4, clipping to [-10, 10] and the 1,000,000
-iterations come from `keras_stm.models.task_configs.TASK_CONFIGS["tsp"]`; batch 128.
+iterations come from `keras_stm.experiments.models.task_configs.TASK_CONFIGS["tsp"]`; batch 128.
 
 Evaluation (of `best.keras`, lowest validation loss): decoded tours (`geometry.decode_predictions`:
 every step points at a city present in the example, or ends) scored by `geometry.tsp_metrics` on a
@@ -40,18 +41,19 @@ An interrupted run resumes from `runs/tsp-<model>/backup` (`--fresh` starts over
 model, `history.csv`, `results.json` and `learning_curve.png` go to the same folder.
 """
 
-import os
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from examples.convex_hull import geometry_parser  # noqa: E402
-from examples.convex_hull import parse_geometry_args  # noqa: E402
-from examples.convex_hull import predict_answers  # noqa: E402
-from examples.convex_hull import run_geometry_task  # noqa: E402
-from keras_stm.tasks import geometry  # noqa: E402
+try:  # run as a script (python examples/tsp.py): examples/ is on sys.path
+    from convex_hull import geometry_parser
+    from convex_hull import parse_geometry_args
+    from convex_hull import predict_answers
+    from convex_hull import run_geometry_task
+except ModuleNotFoundError as error:  # loaded from the repository root, as the tests do
+    if error.name != "convex_hull":
+        raise
+    from examples.convex_hull import geometry_parser
+    from examples.convex_hull import parse_geometry_args
+    from examples.convex_hull import predict_answers
+    from examples.convex_hull import run_geometry_task
+from keras_stm.experiments.tasks import geometry
 
 TASK = "tsp"
 

@@ -1,7 +1,8 @@
 """Hyper-parameter search with KerasTuner for any task, resumable, one process or distributed.
 
-What is searched (`keras_stm.tuning.SEARCH_SPACES`, around the paper's values of
-`keras_stm.models.task_configs.TASK_CONFIGS`): number of queries, memory size, relation size,
+What is searched (`keras_stm.experiments.tuning.SEARCH_SPACES`, around the paper's values of
+`keras_stm.experiments.models.task_configs.TASK_CONFIGS`): number of queries, memory size, relation
+size,
 read-out size, gated or additive write, each mixing coefficient learned or fixed (0 or 1), the
 learning rate, gradient clipping, and the batch size for associative retrieval (the task with a
 fixed training set). `--model lstm` searches the LSTM baseline's width instead. Every trial
@@ -41,14 +42,11 @@ Command lines (from the repository root):
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
 
-import keras  # noqa: E402
-
-from keras_stm import training  # noqa: E402
-from keras_stm import tuning  # noqa: E402
+from keras_stm.experiments import training
+from keras_stm.experiments import tuning
 
 
 def build_parser():

@@ -1,4 +1,10 @@
-"""keras-stm: Self-Attentive Associative Memory (Le, Tran, Venkatesh, ICML 2020) for Keras 3."""
+"""keras-stm: Self-Attentive Associative Memory (Le, Tran, Venkatesh, ICML 2020) for Keras 3.
+
+`import keras_stm` loads the library only: the layers, `ops`, `optimizers` and the loader of
+the authors' weights (`weights`), with keras and numpy. The paper's experiments (task data,
+task models, training loop, tuning, plots, pretrained models) are `keras_stm.experiments`,
+imported explicitly (`pip install "keras-stm[experiments]"`).
+"""
 
 __version__ = "0.1.0"  # the package's only version number (pyproject.toml reads it)
 
@@ -24,6 +30,10 @@ def _import_keras():
 
 
 _import_keras()
+
+from keras_stm import _moved  # noqa: E402
+
+_moved.install()  # keras_stm.training, keras_stm.tasks, ... (0.1.0 paths): deprecated aliases
 
 from keras_stm import layers  # noqa: E402
 from keras_stm import ops  # noqa: E402

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The package as a user gets it: build the wheel and the sdist, install the wheel with the [jax]
-# extra alone in a fresh virtual environment, and with KERAS_BACKEND=jax import keras_stm, train a
-# small STM for one step, save it as .keras and load it back; then add [tuning] and import
-# keras_stm.tuning. Needs only the package index pip is configured with (versions pinned by
-# requirements/ci.txt, used as constraints). About 2-3 minutes on 2 cores with a warm pip cache.
+# extra alone in a fresh virtual environment, and with KERAS_BACKEND=jax import keras_stm (the
+# library alone), train a small STM for one step, save it as .keras and load it back, import
+# keras_stm.experiments; then add [tuning] and import keras_stm.experiments.tuning. Needs only
+# the package index pip is configured with (versions pinned by requirements/ci.txt, used as
+# constraints). About 2-3 minutes on 2 cores with a warm pip cache.
 # Usage: scripts/check_package.sh [PYTHON]    (default python3; CI passes .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,8 @@ echo "$(basename "$wheel") $(basename "$sdist")"
 
 step "the sdist: library, README, LICENSE; no tests (they need the repository)"
 listing=$(tar tzf "$sdist")
-for needed in LICENSE README.md pyproject.toml keras_stm/__init__.py keras_stm/layers/stm.py; do
+for needed in LICENSE README.md pyproject.toml keras_stm/__init__.py keras_stm/layers/stm.py \
+    keras_stm/experiments/__init__.py keras_stm/experiments/tasks/copy.py keras_stm/experiments/training.py; do
   grep -q "^keras_stm-[^/]*/$needed\$" <<< "$listing" || { echo "sdist lacks $needed"; exit 1; }
 done
 if grep -q "/tests/" <<< "$listing"; then echo "sdist carries tests/"; exit 1; fi
@@ -41,7 +43,11 @@ version = re.search(r'^__version__ = "([^"]+)"', open(f"{root}/keras_stm/__init_
 assert f"\nVersion: {version}\n" in meta, "wheel version differs from keras_stm.__version__"
 assert "\nLicense-Expression: MIT\n" in meta and any(n.endswith("licenses/LICENSE") for n in names)
 assert not any(n.startswith("tests/") for n in names)
-for extra in ("jax", "torch", "tensorflow", "tuning", "plots"):
+for module in ("keras_stm/experiments/__init__.py", "keras_stm/experiments/tasks/__init__.py",
+               "keras_stm/experiments/models/__init__.py", "keras_stm/experiments/training.py",
+               "keras_stm/experiments/pretrained.py", "keras_stm/_moved.py"):
+    assert module in names, f"the wheel lacks {module}"
+for extra in ("jax", "torch", "tensorflow", "experiments", "tuning", "plots"):
     assert f"\nProvides-Extra: {extra}\n" in meta, extra
 print("ok:", version)
 PY
@@ -70,8 +76,10 @@ KERAS_BACKEND=jax "$py" - <<'PY'
 import os, tempfile, warnings
 import numpy as np
 import keras
+import sys
 import keras_stm
-from keras_stm import training, visualize
+assert not [m for m in sys.modules if m.startswith("keras_stm.experiments")], "import keras_stm loaded the experiments"
+from keras_stm.experiments import training, visualize
 
 assert keras.backend.backend() == "jax"
 assert "site-packages" in keras_stm.__file__, keras_stm.__file__
@@ -100,15 +108,15 @@ with warnings.catch_warnings(record=True) as caught:
     assert training.plot_or_warn(visualize.plot_history, {"loss": [1.0]}, "c.png") is None
 assert any("keras-stm[plots]" in str(w.message) for w in caught)
 try:
-    import keras_stm.tuning  # noqa: F401
-    raise AssertionError("keras_stm.tuning imported without keras-tuner")
+    import keras_stm.experiments.tuning  # noqa: F401
+    raise AssertionError("keras_stm.experiments.tuning imported without keras-tuner")
 except ModuleNotFoundError as error:
     assert 'pip install "keras-stm[tuning]"' in str(error), error
 print(f"ok: keras-stm {keras_stm.__version__}, keras {keras.__version__}, one step loss {loss:.4f}, "
       f"saved and reloaded {os.path.basename(path)}")
 PY
 
-step "keras-stm[tuning]: keras_stm.tuning imports (keras-tuner 1.4.8 needs six)"
+step "keras-stm[tuning]: keras_stm.experiments.tuning imports (keras-tuner 1.4.8 needs six)"
 "$py" -m pip install "${pip_quiet[@]}" -c "$root/requirements/ci.txt" "$wheel[jax,tuning]"
-KERAS_BACKEND=jax "$py" -c "import keras_stm.tuning, keras_tuner; print('ok: keras_stm.tuning with keras-tuner', keras_tuner.__version__)"
+KERAS_BACKEND=jax "$py" -c "import keras_stm.experiments.tuning, keras_tuner; print('ok: keras_stm.experiments.tuning with keras-tuner', keras_tuner.__version__)"
 step "passed"

@@ -1,4 +1,5 @@
-"""Publish a finished run as a pretrained model: `pretrained/<name>/` (see keras_stm.pretrained).
+"""Publish a finished run as a pretrained model: `pretrained/<name>/` (see
+keras_stm.experiments.pretrained).
 
     python scripts/export_pretrained.py RUN_DIR NAME --gpu-minutes 6.5 --commit abc1234 \\
         --command "KERAS_BACKEND=jax python examples/associative_retrieval.py --num-pairs 14"
@@ -9,11 +10,8 @@ minutes of the card, compilation included), the command, and how the run was mad
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from keras_stm import pretrained  # noqa: E402
+from keras_stm.experiments import pretrained
 
 
 def main(argv=None):

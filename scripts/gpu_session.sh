@@ -14,6 +14,9 @@ set -u
 spec=${1:?spec file}; minutes=${2:?minutes}; dest=${3:?destination}
 root=${RUNS:-runs/gpu}; mkdir -p "$root" "$dest"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+# The scripts import the installed keras_stm; on a machine without `pip install -e .` (the GPU
+# machine) the checkout itself, from the repository root.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 hard=${HARD_SECONDS:-$(python3 -c "print(int(60 * $minutes + 120))")}
 names=(); pids=()

@@ -21,6 +21,9 @@ set -u
 group=${1:?group}; minutes=${2:?minutes}
 root=${RUNS:-runs/gpu}; mkdir -p "$root"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+# The scripts import the installed keras_stm; on a machine without `pip install -e .` (the GPU
+# machine) the checkout itself, from the repository root.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 pids=()
 launch() {  # name, script, extra args... (STM_CONFIG, a JSON object, goes to --model stm runs)

@@ -1,4 +1,5 @@
-"""Tests of the RL agent (`keras_stm.models.actor_critic`) and of `examples/atari_pong.py`.
+"""Tests of the RL agent (`keras_stm.experiments.models.actor_critic`) and of
+`examples/atari_pong.py`.
 
 The loss is checked against an independent numpy transcription of the reference worker's
 backward loop (`rl/train_sam.py`: `R = gamma R + r`, `gae = gae gamma tau + delta`, one
@@ -16,9 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stm.models import actor_critic
-from keras_stm.models.actor_critic import ActorCritic
-from keras_stm.tasks import advantages
+from keras_stm.experiments.models import actor_critic
+from keras_stm.experiments.models.actor_critic import ActorCritic
+from keras_stm.experiments.tasks import advantages
 
 OBS = (80, 80, 1)
 

@@ -1,4 +1,5 @@
-"""Tests of the Atari pipeline (`keras_stm.tasks.atari`) and of `keras_stm.tasks.advantages`.
+"""Tests of the Atari pipeline (`keras_stm.experiments.tasks.atari`) and of
+`keras_stm.experiments.tasks.advantages`.
 
 Frames of `TinyPongEnv` are rebuilt by hand here from its documented layout, so the wrappers are
 checked against independent expectations rather than against the environment's own renderer.
@@ -7,8 +8,8 @@ checked against independent expectations rather than against the environment's o
 import numpy as np
 import pytest
 
-from keras_stm.tasks import advantages
-from keras_stm.tasks import atari
+from keras_stm.experiments.tasks import advantages
+from keras_stm.experiments.tasks import atari
 
 BACKGROUND = (144, 72, 17)
 WHITE = (236, 236, 236)

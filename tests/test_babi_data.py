@@ -1,4 +1,4 @@
-"""Tests of the bAbI data pipeline (keras_stm.tasks.babi). No network access."""
+"""Tests of the bAbI data pipeline (keras_stm.experiments.tasks.babi). No network access."""
 
 import hashlib
 import io
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import keras
 
-from keras_stm.tasks import babi
-from keras_stm.tasks.babi import (
+from keras_stm.experiments.tasks import babi
+from keras_stm.experiments.tasks.babi import (
     BABI_URL, PAD_ID, PAD_TOKEN, BabiArrays, BabiTrainDataset, babi_filename, load_babi,
     parse_stories, tokenize)
 

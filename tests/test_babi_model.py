@@ -1,4 +1,4 @@
-"""Tests of the STM bAbI model (`keras_stm.models.babi_model`, `SentenceEncoder`,
+"""Tests of the STM bAbI model (`keras_stm.experiments.models.babi_model`, `SentenceEncoder`,
 `TPRInference`) and of `examples/babi.py`. No network access: the example runs on a tiny
 archive with the official layout, built here."""
 
@@ -16,10 +16,10 @@ import pytest
 from examples import babi as babi_example
 from keras_stm.layers.sentence_encoder import SentenceEncoder
 from keras_stm.layers.tpr_inference import TPRInference
-from keras_stm.models import babi_model
-from keras_stm.models.babi_model import (
+from keras_stm.experiments.models import babi_model
+from keras_stm.experiments.models.babi_model import (
     BabiEvalDataset, DecayLearningRateOnce, build_babi_model, scores_from_logits)
-from keras_stm.tasks.babi import BabiArrays, babi_filename
+from keras_stm.experiments.tasks.babi import BabiArrays, babi_filename
 
 # The sizes of the example's --quick mode (jax compiles each weight initialiser once per shape).
 SMALL_STM = dict(num_queries=2, memory_size=8, relation_size=8, projector_hidden_units=8)

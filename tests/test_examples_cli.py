@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stm import training
+from keras_stm.experiments import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")

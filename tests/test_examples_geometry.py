@@ -18,8 +18,8 @@ from examples import convex_hull
 from examples import minimum_spanning_tree
 from examples import shortest_path
 from examples import tsp
-from keras_stm.tasks import geometry
-from keras_stm.tasks import graphs
+from keras_stm.experiments.tasks import geometry
+from keras_stm.experiments.tasks import graphs
 
 QUICK = ["--quick", "--verbose", "0"]
 

@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stm import training
-from keras_stm.models import build_sequence_model
-from keras_stm.models import task_configs
-from keras_stm.tasks import copy as copy_data
-from keras_stm.tasks.metrics import bit_error_per_sequence
+from keras_stm.experiments import training
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import copy as copy_data
+from keras_stm.experiments.tasks.metrics import bit_error_per_sequence
 from tests.example_loader import load_example as _load
 
 

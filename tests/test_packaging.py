@@ -15,9 +15,9 @@ import warnings
 import pytest
 
 import keras_stm
-from keras_stm import _optional
-from keras_stm import training
-from keras_stm import visualize
+from keras_stm.experiments import _optional
+from keras_stm.experiments import training
+from keras_stm.experiments import visualize
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,9 @@ def test_metadata_license_and_single_version():
 
 def test_extras_cover_the_optional_imports():
     extras = _pyproject()["project"]["optional-dependencies"]
-    for name in ("jax", "torch", "tensorflow", "plots", "tuning", "atari"):
+    for name in ("jax", "torch", "tensorflow", "experiments", "plots", "tuning", "atari"):
         assert name in extras
+    assert extras["experiments"] == ["keras-stm[plots,atari,tuning]"]
     assert "six" in extras["tuning"]  # keras-tuner 1.4.8 imports it without declaring it
     assert any(r.startswith("matplotlib") for r in extras["plots"])
     assert {r.split(">")[0] for r in extras["atari"]} == {"gymnasium", "ale-py"}
@@ -89,7 +90,7 @@ def test_visualize_leaves_pyplot_and_the_backend_alone(monkeypatch, tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("keras_stm.visualize must not call matplotlib.use")
+        raise AssertionError("keras_stm.experiments.visualize must not call matplotlib.use")
 
     monkeypatch.setattr(matplotlib, "use", forbidden)
     pyplot_loaded = "matplotlib.pyplot" in sys.modules
@@ -105,9 +106,9 @@ def test_visualize_leaves_pyplot_and_the_backend_alone(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("module, missing, extra", [
-    ("keras_stm.tuning", "keras_tuner", "tuning"),
-    ("keras_stm.tuning", "six", "tuning"),
-    ("keras_stm.tasks.atari", "gymnasium", "atari"),
+    ("keras_stm.experiments.tuning", "keras_tuner", "tuning"),
+    ("keras_stm.experiments.tuning", "six", "tuning"),
+    ("keras_stm.experiments.tasks.atari", "gymnasium", "atari"),
 ])
 def test_optional_modules_name_their_extra(monkeypatch, module, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)

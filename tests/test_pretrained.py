@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stm import pretrained
+from keras_stm.experiments import pretrained
 from tests.example_loader import load_example as _load_example
 
 

@@ -1,4 +1,5 @@
-"""The output folder of `keras_stm.training.run` (issue 24, finding 2): checkpoints written
+"""The output folder of `keras_stm.experiments.training.run` (issue 24, finding 2): checkpoints
+written
 through a temporary file and renamed, the previous one kept and used when the newest is
 damaged, every damaged file (weights, metadata, timer, history, best model) reported with its
 name and the way out before any training, and a lock against two runs in one folder.
@@ -15,13 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from keras_stm import training
+from keras_stm.experiments import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,6 +77,42 @@ def test_checkpoints_keep_two_verified_epochs(tmp_path):
     assert not os.path.exists(out / training.LOCK_NAME)  # released
     # Resumed with more iterations: only the new epochs train.
     assert _run(out, iterations=8)["iterations"] == 8 and _epochs(out) == [0, 1, 2, 3]
+
+
+def test_checkpoint_with_another_optimizer_state_restarts_the_optimizer_with_one_warning(tmp_path):
+    """A checkpoint whose optimizer variables do not fit (Keras only warns "Skipping variable
+    loading for optimizer ...") resumes its weights with a fresh optimizer: one warning of ours
+    naming the checkpoint, and `optimizer_restarts` in results.json and the metadata."""
+    out = tmp_path / "run"
+    _run(out)  # Adam: 2 moments per variable
+    checkpoint = _backup(out, _checkpoints(out)[0]["weights"])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-2), loss="mse")  # 1 per variable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = training.run(model, _Data(), _args(out, iterations=6), monitor="loss")
+    messages = [str(w.message) for w in caught]
+    ours = [m for m in messages if "without its optimizer state" in m]
+    assert len(ours) == 1, messages
+    assert checkpoint in ours[0] and "(epoch 2)" in ours[0] and "(RMSprop)" in ours[0]
+    assert not [m for m in messages if "Skipping variable loading for optimizer" in m], messages
+    assert _epochs(out) == [0, 1, 2]  # resumed at epoch 2 with the checkpoint's weights
+    [restart] = results["optimizer_restarts"]
+    assert restart["checkpoint"] == checkpoint and restart["epoch"] == 2
+    assert restart["saved_variables"] > restart["optimizer_variables"] > 0
+    with open(out / "results.json") as f:
+        assert json.load(f)["optimizer_restarts"] == [restart]
+    with open(_backup(out)) as f:
+        assert json.load(f)["optimizer_restarts"] == [restart]  # kept across later resumes
+    # Resumed again with the same optimizer: the state fits, nothing new to report.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = training.run(model, _Data(), _args(out, iterations=8), monitor="loss")
+    assert not [w for w in caught if "optimizer" in str(w.message)]
+    assert again["optimizer_restarts"] == [restart]
+    # A normal run records none.
+    assert _run(tmp_path / "plain")["optimizer_restarts"] == []
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests of keras_stm.tasks.geometry: solvers against brute force, files, encoding, metrics."""
+"""Tests of keras_stm.experiments.tasks.geometry: solvers against brute force, files, encoding,
+metrics."""
 
 import itertools
 import math
@@ -6,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_stm.tasks import geometry as geo
+from keras_stm.experiments.tasks import geometry as geo
 
 
 # ------------------------------------------------------------------------------------------

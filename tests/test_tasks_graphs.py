@@ -1,4 +1,5 @@
-"""Tests of keras_stm.tasks.graphs: solvers against enumeration, files, encoding, metrics."""
+"""Tests of keras_stm.experiments.tasks.graphs: solvers against enumeration, files, encoding,
+metrics."""
 
 import itertools
 import math
@@ -6,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_stm.tasks import graphs as gr
+from keras_stm.experiments.tasks import graphs as gr
 
 
 # ------------------------------------------------------------------------------------------

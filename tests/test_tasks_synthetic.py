@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import keras
 
-from keras_stm.tasks import associative_retrieval as ar
-from keras_stm.tasks import copy as copy_task
-from keras_stm.tasks import nth_farthest, priority_sort, rar
-from keras_stm.tasks.base import TaskDataset
-from keras_stm.tasks.metrics import BitErrorPerSequence, bit_error_per_sequence
+from keras_stm.experiments.tasks import associative_retrieval as ar
+from keras_stm.experiments.tasks import copy as copy_task
+from keras_stm.experiments.tasks import nth_farthest, priority_sort, rar
+from keras_stm.experiments.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.metrics import BitErrorPerSequence, bit_error_per_sequence
 
 
 def _rng(seed=0):

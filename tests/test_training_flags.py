@@ -1,4 +1,5 @@
-"""The shared flags of `keras_stm.training` (issue 24, finding 5): `--hparams` values pass the
+"""The shared flags of `keras_stm.experiments.training` (issue 24, finding 5): `--hparams` values
+pass the
 command line's checks, the two gradient clippings give way to each other, and `--quick` keeps
 the flags given on the command line."""
 
@@ -6,8 +7,8 @@ import json
 
 import pytest
 
-from keras_stm import training
-from keras_stm.models import task_configs
+from keras_stm.experiments import training
+from keras_stm.experiments.models import task_configs
 
 
 def _parser(task="copy"):

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 import keras_stm
-from keras_stm import training
-from keras_stm.models import build_sequence_model
-from keras_stm.models import task_configs
-from keras_stm.tasks import copy as copy_data
+from keras_stm.experiments import training
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import copy as copy_data
 from keras_stm.weights import official_weight_map
 from tests.backend_utils import float64_mode
 

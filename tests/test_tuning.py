@@ -1,4 +1,4 @@
-"""KerasTuner searches (`keras_stm.tuning`, `examples/tune.py`) and `--data-parallel`.
+"""KerasTuner searches (`keras_stm.experiments.tuning`, `examples/tune.py`) and `--data-parallel`.
 
 Checked: the search spaces are centred on the paper's configuration; every task's hypermodel
 builds a model whose logits and loss fit the task's batches; a two-trial search completes,
@@ -22,11 +22,11 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from keras_stm import training
-from keras_stm import tuning
-from keras_stm.models import build_sequence_model
-from keras_stm.models import task_configs
-from keras_stm.tasks import graphs
+from keras_stm.experiments import training
+from keras_stm.experiments import tuning
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import graphs
 from tests.example_loader import load_example as _load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,7 +313,8 @@ def test_chief_and_two_workers_over_loopback(tmp_path):
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = dict(os.environ, KERAS_BACKEND=BACKEND, KERASTUNER_TUNER_ID=tuner_id,
                    KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
-                   TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+                   TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+                   PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
         logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w+")
         processes[tuner_id] = subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[tuner_id],
                                                stderr=subprocess.STDOUT)
@@ -355,7 +356,7 @@ import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import jax, keras, keras_tuner
 from examples.nth_farthest import main
-from keras_stm import tuning
+from keras_stm.experiments import tuning
 results = main(["--quick", "--data-parallel", "--output-dir", sys.argv[2], "--verbose", "0"])
 distribution = keras.distribution.distribution()
 # KerasTuner clears the session (and the distribution) before every trial: the hypermodel

@@ -1,4 +1,5 @@
-"""Tests of `keras_stm.visualize`: memory traces (checked against the STM layer and a numpy
+"""Tests of `keras_stm.experiments.visualize`: memory traces (checked against the STM layer and a
+numpy
 re-derivation of SAM/OPA), the plots, and the results comparison."""
 
 import json
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 import keras_stm
-from keras_stm import visualize
-from keras_stm.models import build_sequence_model
+from keras_stm.experiments import visualize
+from keras_stm.experiments.models import build_sequence_model
 
 SIZES = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
              head_hidden_units=6)

@@ -1,7 +1,8 @@
 """Reproduce the memory figures of the documentation (docs/images/nfar_*.png).
 
 Trains a deliberately small Nth-farthest STM on CPU for a few minutes, then plots its item
-memory, relational memory and OPA scores over one test sequence with `keras_stm.visualize`.
+memory, relational memory and OPA scores over one test sequence with
+`keras_stm.experiments.visualize`.
 
     KERAS_BACKEND=jax python docs/images/make_memory_plots.py            # train, then plot
     KERAS_BACKEND=jax python docs/images/make_memory_plots.py --plot-only
@@ -13,18 +14,15 @@ docs/model.md); the figures show what the memories look like, not a solved task.
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_stm import visualize  # noqa: E402
-from keras_stm.models import build_sequence_model  # noqa: E402
-from keras_stm.models import task_configs  # noqa: E402
-from keras_stm.tasks import nth_farthest  # noqa: E402
+from keras_stm.experiments import visualize
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import nth_farthest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = dict(num_queries=4, memory_size=32, relation_size=32, readout_size=32,

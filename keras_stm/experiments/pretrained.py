@@ -29,7 +29,8 @@ bAbI the vocabulary the model was trained with and the per-task error table)."""
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 """int: the size limit of a committed `model.keras` (10 MiB)."""
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "pretrained")
 """str: the repository's `pretrained/` folder (absent from an installed wheel: pass a path)."""
 
 
@@ -78,7 +79,7 @@ def load(name_or_path, root=ROOT):
 
     Example:
 
-    >>> from keras_stm import pretrained
+    >>> from keras_stm.experiments import pretrained
     >>> isinstance(pretrained.available(), list)
     True
     """

@@ -23,6 +23,7 @@ import glob
 import json
 import os
 import platform
+import re
 import socket
 import time
 import warnings
@@ -31,8 +32,8 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_stm.experiments.tasks.base import file_sha256
 from keras_stm.optimizers import TorchRMSprop
-from keras_stm.tasks.base import file_sha256
 
 MODELS = ("stm", "lstm")
 OPTIMIZERS = ("rmsprop", "adam")
@@ -64,7 +65,7 @@ def add_deprecated_alias(parser, old, new, dest=None, **kwargs):
     Example:
 
     >>> import argparse
-    >>> from keras_stm import training
+    >>> from keras_stm.experiments import training
     >>> parser = argparse.ArgumentParser()
     >>> _ = parser.add_argument("--model", default="stm")
     >>> training.add_deprecated_alias(parser, "--core", "--model")
@@ -482,7 +483,7 @@ def check_stm_config_applied(model, args):
                     f"--stm-config sets {key}={value!r} but the model's STM layer "
                     f"{layer.name!r} has {key}={actual!r}: this script does not apply "
                     f"--stm-config (it must build its STM arguments with "
-                    f"keras_stm.models.task_configs.model_config_from_args).")
+                    f"keras_stm.experiments.models.task_configs.model_config_from_args).")
 
 
 def make_optimizer(args):
@@ -518,7 +519,7 @@ def _git_commit():
     """
     import subprocess
 
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_stm/
     root = os.path.dirname(package)
 
     def git(*arguments):
@@ -590,7 +591,7 @@ def progress_verbosity(stream=None):
     Example:
 
     >>> import io
-    >>> from keras_stm import training
+    >>> from keras_stm.experiments import training
     >>> training.progress_verbosity(io.StringIO())
     2
     """
@@ -610,7 +611,7 @@ def plot_or_warn(plot, *args, **kwargs):
     (`pip install "keras-stm[plots]"`) must not turn a finished run into an error.
 
     Args:
-        plot: callable, e.g. `keras_stm.visualize.plot_history`.
+        plot: callable, e.g. `keras_stm.experiments.visualize.plot_history`.
         *args, **kwargs: its arguments.
 
     Returns:
@@ -636,7 +637,7 @@ def _best_so_far(history_path, monitor, mode):
     `best.keras` is only replaced by a better model."""
     if not os.path.exists(history_path):
         return None
-    from keras_stm.visualize import read_history
+    from keras_stm.experiments.visualize import read_history
 
     values = [v for v in read_history(history_path).get(monitor, []) if np.isfinite(v)]
     if not values:
@@ -696,6 +697,11 @@ def _read_json(path, out, what):
     return value
 
 
+_OPTIMIZER_SKIPPED = re.compile(r"Skipping variable loading for optimizer .*has (\d+) variables "
+                                r"whereas the saved optimizer has (\d+) variables")
+"""Keras' warning when a checkpoint's optimizer state does not fit the model's optimizer."""
+
+
 class _Checkpoints(keras.callbacks.Callback):
     """Resumable training state: the weights (optimizer included) of the last two epochs.
 
@@ -707,7 +713,10 @@ class _Checkpoints(keras.callbacks.Callback):
     previous one (one epoch trained again, with a warning); if none is usable while the
     metadata says training had progressed, it raises instead of starting from fresh weights.
     Folders written by Keras' `BackupAndRestore` (`latest.weights.h5`, `.bkp` copies) are
-    read too.
+    read too. A checkpoint whose optimizer state does not fit the model's optimizer (e.g. one
+    written before unused STM weights were removed) resumes with its weights and a fresh
+    optimizer, with a warning naming it; `optimizer_restarts` records it (kept in the metadata
+    across resumes, and in `results.json`).
 
     Args:
         backup_dir: str, the checkpoint folder.
@@ -722,6 +731,8 @@ class _Checkpoints(keras.callbacks.Callback):
         self.keep = keep
         self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
         self.checkpoints = []  # newest first: {"epoch", "weights", "bytes", "sha256"}
+        self.optimizer_restarts = []  # resumes whose optimizer state was not restored
+        self._optimizer_mismatch = None  # set by `_problem` for the checkpoint it loaded
 
     def _entries(self, metadata):
         """The checkpoints the metadata lists, newest first."""
@@ -749,7 +760,13 @@ class _Checkpoints(keras.callbacks.Callback):
         return entries
 
     def _problem(self, entry):
-        """Why the checkpoint of `entry` cannot be used, or None (then it is loaded)."""
+        """Why the checkpoint of `entry` cannot be used, or None (then it is loaded).
+
+        A checkpoint whose optimizer variables do not fit the model's optimizer (Keras then
+        loads the model weights, skips the optimizer's with a warning and keeps it fresh) is
+        usable: the mismatch is kept in `_optimizer_mismatch` for `restore` to report.
+        """
+        self._optimizer_mismatch = None
         path = os.path.join(self.backup_dir, entry["weights"])
         if not os.path.exists(path):
             return "is missing"
@@ -770,13 +787,42 @@ class _Checkpoints(keras.callbacks.Callback):
                 os.remove(target)
             os.symlink(os.path.abspath(path), target)
         try:
-            model.load_weights(target)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.load_weights(target)
         except Exception as error:  # h5py's OSError, Keras' ValueError on mismatched variables
             return f"cannot be loaded ({type(error).__name__}: {error})"
         finally:
             if target != path:
                 os.remove(target)
+        for caught_warning in caught:  # Keras' own, passed on, except the optimizer's (below)
+            mismatch = _OPTIMIZER_SKIPPED.search(str(caught_warning.message))
+            if mismatch and model.optimizer is not None:
+                self._optimizer_mismatch = {
+                    "optimizer": type(model.optimizer).__name__,
+                    "optimizer_variables": int(mismatch.group(1)),
+                    "saved_variables": int(mismatch.group(2))}
+                continue
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno,
+                                   source=caught_warning.source)
         return None
+
+    def _record_optimizer_restart(self, path, epoch):
+        """Our warning, and a record for `results.json`, when Keras skipped the optimizer state."""
+        mismatch = self._optimizer_mismatch
+        if mismatch is None:
+            return
+        self.optimizer_restarts.append({"checkpoint": path, "epoch": int(epoch), **mismatch})
+        warnings.warn(
+            f"Resumed {path} (epoch {epoch}) with its model weights but without its optimizer "
+            f"state: the checkpoint holds {mismatch['saved_variables']} optimizer variables and "
+            f"the model's optimizer ({mismatch['optimizer']}) has "
+            f"{mismatch['optimizer_variables']}, so Keras skipped them (e.g. a checkpoint written "
+            "before unused STM weights were removed, or with another optimizer). The optimizer "
+            "restarts from scratch: its moments and its iteration count (and any learning-rate "
+            "schedule following it) are reset. Recorded in results.json (optimizer_restarts).",
+            RuntimeWarning, stacklevel=3)
 
     def restore(self, model):
         """Load the newest usable checkpoint into `model`; returns the epoch to resume at.
@@ -810,6 +856,9 @@ class _Checkpoints(keras.callbacks.Callback):
                         f"(epoch {entry['epoch']}), so {entries[0]['epoch'] - entry['epoch']} "
                         "epoch(s) are trained again.", stacklevel=2)
                 self.checkpoints = [e for e in entries[index:] if "bytes" in e][: self.keep]
+                earlier = metadata.get("optimizer_restarts")
+                self.optimizer_restarts = list(earlier) if isinstance(earlier, list) else []
+                self._record_optimizer_restart(path, entry["epoch"])
                 return int(entry["epoch"])
             problems.append(f"{path} {problem}")
         raise RunFolderError(
@@ -833,7 +882,8 @@ class _Checkpoints(keras.callbacks.Callback):
         self.checkpoints = [entry] + [e for e in self.checkpoints
                                       if e["weights"] != name][: self.keep - 1]
         _write_json(self.metadata_path, {"epoch": epoch + 1, "batch": 0, "format": 2,
-                                         "checkpoints": self.checkpoints})
+                                         "checkpoints": self.checkpoints,
+                                         "optimizer_restarts": self.optimizer_restarts})
         kept = {e["weights"] for e in self.checkpoints}
         for stale in glob.glob(os.path.join(self.backup_dir, "*.weights.h5*")):
             if os.path.basename(stale) not in kept:
@@ -1001,7 +1051,7 @@ def format_duration(seconds):
 
     Example:
 
-    >>> from keras_stm import training
+    >>> from keras_stm.experiments import training
     >>> training.format_duration(3725.4), training.format_duration(90061)
     ('1:02:05', '1 d 1:01:01')
     """
@@ -1028,7 +1078,7 @@ def progress_line(done, total, elapsed, seconds_per_step, unit="iterations", bud
 
     Example:
 
-    >>> from keras_stm import training
+    >>> from keras_stm.experiments import training
     >>> training.progress_line(400, 1000, 60.0, 0.15)
     'run: 400/1,000 iterations (40.0%), 0:01:00 elapsed, ETA 0:01:30'
     """
@@ -1184,7 +1234,7 @@ def evaluate_pretrained(model, args, evaluate, name):
     Returns:
         dict: `{"pretrained": folder, "test": scores, "recorded": results.json's test}`.
     """
-    from keras_stm import pretrained
+    from keras_stm.experiments import pretrained
 
     folder = pretrained.resolve(name if args.evaluate == "auto" else args.evaluate)
     recorded = pretrained.read_results(folder)
@@ -1223,7 +1273,7 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
             process, or a checkpoint, its metadata, `timer.json`, `history.csv` or
             `best.keras` is unreadable (the message names the file and the way out).
     """
-    from keras_stm import visualize
+    from keras_stm.experiments import visualize
 
     if getattr(args, "evaluate", None):
         return evaluate_pretrained(model, args, evaluate, pretrained_name or args.task)
@@ -1301,6 +1351,8 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         "flags": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
         "environment": environment(),
         "speed_settings": getattr(args, "speed_settings_applied", None),
+        # resumes from a checkpoint whose optimizer state did not fit (restarted): normally []
+        "optimizer_restarts": checkpoints.optimizer_restarts,
     }
     if evaluate is not None:
         results["test"] = {k: float(v) for k, v in evaluate(model).items()}
@@ -1359,9 +1411,9 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrai
     Returns:
         The results dict of `run`.
     """
-    from keras_stm.models import build_sequence_model
-    from keras_stm.models import task_configs
-    from keras_stm.tasks.metrics import BitErrorPerSequence
+    from keras_stm.experiments.models import build_sequence_model
+    from keras_stm.experiments.models import task_configs
+    from keras_stm.experiments.tasks.metrics import BitErrorPerSequence
 
     stm_config = task_configs.model_config_from_args(args, task)
     train_data = data_module.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,

@@ -1,13 +1,14 @@
 """Optional dependencies: import them, or fail with the `pip install` line that provides them.
 
-The core (`keras_stm.STM`, `STMCell`, the layers, ops and task data) needs only keras and numpy
-plus one backend. Other modules need an extra of the package:
+The library (`import keras_stm`) and most of `keras_stm.experiments` (task data, task models,
+the training loop) need only keras and numpy plus one backend. Other modules need an extra of
+the package (`[experiments]` installs all of them):
 
 | module | extra | packages |
 |---|---|---|
-| `keras_stm.visualize` (plots), learning curves | `plots` | matplotlib |
-| `keras_stm.tuning` | `tuning` | keras-tuner, six, scikit-learn, tensorboard |
-| `keras_stm.tasks.atari` | `atari` | gymnasium, ale-py |
+| `keras_stm.experiments.visualize` (plots), learning curves | `plots` | matplotlib |
+| `keras_stm.experiments.tuning` | `tuning` | keras-tuner, six, scikit-learn, tensorboard |
+| `keras_stm.experiments.tasks.atari` | `atari` | gymnasium, ale-py |
 | reading an authors' `.pth` checkpoint | `torch` | torch |
 """
 
@@ -25,7 +26,7 @@ def require(module, extra, purpose):
     Args:
         module: str, the module to import (e.g. `"matplotlib"`).
         extra: str, the keras-stm extra that provides it (e.g. `"plots"`).
-        purpose: str, what needs it, for the message (e.g. `"keras_stm.visualize"`).
+        purpose: str, what needs it, for the message (e.g. `"keras_stm.experiments.visualize"`).
 
     Returns:
         The imported module.

@@ -50,10 +50,10 @@ import numbers
 
 import numpy as np
 
-from keras_stm._optional import install_hint
-from keras_stm._optional import require
+from keras_stm.experiments._optional import install_hint
+from keras_stm.experiments._optional import require
 
-gym = require("gymnasium", "atari", "keras_stm.tasks.atari")
+gym = require("gymnasium", "atari", "keras_stm.experiments.tasks.atari")
 from gymnasium import spaces  # noqa: E402
 
 TINY_ENV_ID = "keras_stm/TinyPongNoFrameskip-v0"

@@ -9,7 +9,8 @@ Priorities are drawn as float32 (exactly the values the model sees) and sorted w
 sort on the float32 values: if two priorities are equal (about 1 example in 90,000),
 the vector that comes first in the input comes first in the target.
 
-The batch follows the shared decoding wiring (`keras_stm.tasks.copy.with_decoding_phase`): the
+The batch follows the shared decoding wiring
+(`keras_stm.experiments.tasks.copy.with_decoding_phase`): the
 model reads the 20 input rows, then 16 zero rows, and its outputs at those 16 steps are the
 predictions, so `x` is (B, 36, 34), `y` (B, 36, 32), `sample_weight` (B, 36).
 
@@ -23,8 +24,8 @@ import functools
 
 import numpy as np
 
-from keras_stm.tasks.base import TaskDataset
-from keras_stm.tasks.copy import _check_int, _check_rng, with_decoding_phase
+from keras_stm.experiments.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.copy import _check_int, _check_rng, with_decoding_phase
 
 NUM_BITS = 32
 """int: width of the bit vectors."""

@@ -4,7 +4,8 @@
 
 * `"stm"`: the `keras_stm.STM` arguments (all but `head_units`, which the model builder sets to
   the task's output size), from the authors' `tasks/*.json` (reference spec, section 4.0);
-* the training defaults, under the names of `keras_stm.training.argument_parser`'s keywords:
+* the training defaults, under the names of `keras_stm.experiments.training.argument_parser`'s
+keywords:
   `optimizer`, `learning_rate`, `clip_value`, `batch_size`, `iterations`, `steps_per_epoch`,
   and the optimiser's `momentum` / `rmsprop_rho` (RMSprop) or `adam_beta_2` (Adam);
 * task-specific extras (e.g. `vocabulary_size`, `embedding_size`) and `"source"`, where the
@@ -41,7 +42,7 @@ import copy as _copy
 import inspect
 
 from keras_stm.layers import stm_cell as _stm_cell
-from keras_stm.tasks import associative_retrieval as _associative_retrieval
+from keras_stm.experiments.tasks import associative_retrieval as _associative_retrieval
 
 LEARNED = _stm_cell.LEARNED
 """str: value of a mixing coefficient (`relational_carry/read/transfer`) that is learned."""
@@ -51,7 +52,7 @@ TEST_SEED = 1111
 TEST_BATCHES = 10
 """int: number of test batches of the fresh-data tasks (the authors' `-num_eval`)."""
 
-# Flags of `keras_stm.training.argument_parser` that a registry entry may set.
+# Flags of `keras_stm.experiments.training.argument_parser` that a registry entry may set.
 _TRAINING_KEYS = ("optimizer", "learning_rate", "batch_size", "iterations", "steps_per_epoch",
                   "clip_value", "clip_norm", "rmsprop_rho", "momentum", "adam_beta_2")
 
@@ -174,7 +175,7 @@ def get_task_config(task):
 
     Example:
 
-    >>> from keras_stm.models.task_configs import get_task_config
+    >>> from keras_stm.experiments.models.task_configs import get_task_config
     >>> get_task_config("nth_farthest")["optimizer"]
     'adam'
     """
@@ -198,7 +199,7 @@ def stm_config(task, **overrides):
 
     Example:
 
-    >>> from keras_stm.models.task_configs import stm_config
+    >>> from keras_stm.experiments.models.task_configs import stm_config
     >>> config = stm_config("rar")
     >>> config["num_queries"], config["memory_size"], config["relational_carry"]
     (16, 72, 0.0)
@@ -213,7 +214,7 @@ def stm_config(task, **overrides):
 
 
 def training_defaults(task):
-    """The keyword arguments of `keras_stm.training.argument_parser` for `task`.
+    """The keyword arguments of `keras_stm.experiments.training.argument_parser` for `task`.
 
     Args:
         task: str, a key of `TASK_CONFIGS`.
@@ -227,8 +228,8 @@ def training_defaults(task):
 
     Example:
 
-    >>> from keras_stm import training
-    >>> from keras_stm.models.task_configs import training_defaults
+    >>> from keras_stm.experiments import training
+    >>> from keras_stm.experiments.models.task_configs import training_defaults
     >>> parser = training.argument_parser("doc", **training_defaults("copy"))
     >>> parser.parse_args([]).iterations
     50000
@@ -245,7 +246,8 @@ def add_model_arguments(parser, task):
     be set from an `--hparams` JSON file (e.g. a KerasTuner result).
 
     Args:
-        parser: an `argparse.ArgumentParser` (from `keras_stm.training.argument_parser`).
+        parser: an `argparse.ArgumentParser` (from
+        `keras_stm.experiments.training.argument_parser`).
         task: str, a key of `TASK_CONFIGS`.
 
     Returns:
@@ -256,8 +258,8 @@ def add_model_arguments(parser, task):
 
     Example:
 
-    >>> from keras_stm import training
-    >>> from keras_stm.models.task_configs import add_model_arguments, training_defaults
+    >>> from keras_stm.experiments import training
+    >>> from keras_stm.experiments.models.task_configs import add_model_arguments, training_defaults
     >>> parser = add_model_arguments(
     ...     training.argument_parser("doc", **training_defaults("copy")), "copy")
     >>> parser.parse_args(["--memory-size", "32"]).memory_size
@@ -292,7 +294,7 @@ def stm_arguments():
 
     Example:
 
-    >>> from keras_stm.models.task_configs import stm_arguments
+    >>> from keras_stm.experiments.models.task_configs import stm_arguments
     >>> "relational_carry" in stm_arguments(), "head_units" in stm_arguments()
     (True, False)
     """
@@ -324,7 +326,7 @@ def model_config_from_args(args, task):
     Example:
 
     >>> import argparse
-    >>> from keras_stm.models.task_configs import model_config_from_args
+    >>> from keras_stm.experiments.models.task_configs import model_config_from_args
     >>> args = argparse.Namespace(num_queries=2, memory_size=8, relation_size=8,
     ...                           readout_size=8, head_hidden_units=8)
     >>> model_config_from_args(args, "copy")["memory_size"]

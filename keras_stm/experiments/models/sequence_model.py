@@ -34,7 +34,7 @@ def build_sequence_model(input_size, output_size, core="stm", return_sequences=F
 
     Example:
 
-    >>> from keras_stm.models import build_sequence_model
+    >>> from keras_stm.experiments.models import build_sequence_model
     >>> model = build_sequence_model(40, 8, stm_config=dict(num_queries=2, memory_size=8,
     ...                              relation_size=8, readout_size=8, head_hidden_units=8))
     >>> model.output_shape

@@ -54,7 +54,7 @@ from typing import NamedTuple
 import numpy as np
 import keras
 
-from keras_stm.tasks.base import file_sha256
+from keras_stm.experiments.tasks.base import file_sha256
 
 BABI_URL = "https://s3.amazonaws.com/text-datasets/babi_tasks_1-20_v1-2.tar.gz"
 BABI_ARCHIVE = "babi_tasks_1-20_v1-2.tar.gz"

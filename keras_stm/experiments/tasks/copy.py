@@ -19,7 +19,7 @@ Common wiring of the decoding tasks (copy, priority sort, RAR; spec 4.0), implem
 
 So a model returning per-step logits `(B, T, 32)` trains with per-step binary cross-entropy
 weighted by `sample_weight`, and is scored with
-`keras_stm.tasks.metrics.BitErrorPerSequence` (as a weighted metric).
+`keras_stm.experiments.tasks.metrics.BitErrorPerSequence` (as a weighted metric).
 
 Streams whose time length changes from batch to batch (copy, RAR) are served by
 `VaryingLengthDataset`, which keeps every batch's length distribution exact but never gives
@@ -35,7 +35,7 @@ References:
 
 import numpy as np
 
-from keras_stm.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.base import TaskDataset
 
 NUM_BITS = 32
 """int: width of the bit vectors (targets and channels 0..31 of the input)."""

@@ -30,7 +30,8 @@ Two readings of the authors' generator, chosen by `reading`:
 `reading` only chooses the defaults of `num_items` and `item_length`; each may also be given
 explicitly as an int (fixed) or an inclusive `(low, high)` range drawn once per batch.
 
-The batch follows the shared decoding wiring (`keras_stm.tasks.copy.with_decoding_phase`):
+The batch follows the shared decoding wiring
+(`keras_stm.experiments.tasks.copy.with_decoding_phase`):
 `x` (B, T_in + n, 34) with n zero decoding rows, `y` (B, T_in + n, 32), `sample_weight`
 (B, T_in + n) = 1 on the n decoding steps.
 
@@ -41,7 +42,10 @@ References:
 
 import numpy as np
 
-from keras_stm.tasks.copy import VaryingLengthDataset, _check_int, _check_rng, with_decoding_phase
+from keras_stm.experiments.tasks.copy import VaryingLengthDataset
+from keras_stm.experiments.tasks.copy import _check_int
+from keras_stm.experiments.tasks.copy import _check_rng
+from keras_stm.experiments.tasks.copy import with_decoding_phase
 
 NUM_BITS = 32
 """int: width of the bit vectors."""
@@ -203,7 +207,7 @@ def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False, readin
         **kwargs: forwarded to `TaskDataset` / `keras.utils.PyDataset`.
 
     Returns:
-        `keras_stm.tasks.copy.VaryingLengthDataset` (a `TaskDataset`) yielding
+        `keras_stm.experiments.tasks.copy.VaryingLengthDataset` (a `TaskDataset`) yielding
         `(x, y, sample_weight)` as in `make_batch`; each batch draws its (I, n) uniformly over
         the size ranges (batches 0 and 1 of an epoch never share the time length, so the
         TensorFlow backend sees a `None` time axis), so the time length changes from batch

@@ -41,14 +41,14 @@ def new_figure(**kwargs):
     Example:
 
     >>> import os, tempfile
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> figure = visualize.new_figure(figsize=(3, 2))
     >>> _ = figure.subplots().plot([0, 1], [1, 0])
     >>> figure.savefig(os.path.join(tempfile.mkdtemp(), "line.png"))
     """
-    from keras_stm._optional import require
+    from keras_stm.experiments._optional import require
 
-    require("matplotlib", "plots", "Plotting (keras_stm.visualize)")
+    require("matplotlib", "plots", "Plotting (keras_stm.experiments.visualize)")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -74,7 +74,7 @@ def read_history(path):
     Example:
 
     >>> import tempfile, os
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
     >>> _ = open(path, "w").write("epoch,loss\\n0,1.5\\n1,0.5\\n")
     >>> visualize.read_history(path)["loss"]
@@ -111,7 +111,7 @@ def plot_history(history, path, title=None, metrics=None):
     Example:
 
     >>> import tempfile, os
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> out = os.path.join(tempfile.mkdtemp(), "curve.png")
     >>> visualize.plot_history({"epoch": [0, 1], "loss": [1.0, 0.5]}, out) == out
     True
@@ -182,7 +182,8 @@ def _history_beside(path):
 def read_results(results_json_paths, metric=None):
     """Collect the test metric and learning curve of several runs (the data of `plot_results`).
 
-    Each path is a `results.json` written by `keras_stm.training.run`; its run's learning curve
+    Each path is a `results.json` written by `keras_stm.experiments.training.run`; its run's
+    learning curve
     is read from the `history.csv` in the same folder, or, for a file named `<run>.results.json`
     (runs collected into one folder), from `<run>.history.csv` beside it, when there is one.
 
@@ -206,7 +207,7 @@ def read_results(results_json_paths, metric=None):
     Example:
 
     >>> import json, os, tempfile
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> path = os.path.join(tempfile.mkdtemp(), "results.json")
     >>> json.dump({"task": "copy", "model": "stm", "test": {"loss": 0.1}}, open(path, "w"))
     >>> visualize.read_results([path])["runs"][0]["value"]
@@ -266,7 +267,7 @@ def plot_results(results_json_paths, path, metric=None, title=None):
     Example:
 
     >>> import json, os, tempfile
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> folder = tempfile.mkdtemp()
     >>> path = os.path.join(folder, "results.json")
     >>> json.dump({"task": "copy", "model": "stm", "test": {"loss": 0.1}}, open(path, "w"))
@@ -353,7 +354,8 @@ def trace_memories(model, sequence):
 
     Args:
         model: a built `keras_stm.STMCell` or `keras_stm.STM` layer, or a `keras.Model` holding
-            exactly one `STM` layer (e.g. from `keras_stm.models.build_sequence_model`); layers
+            exactly one `STM` layer (e.g. from
+            `keras_stm.experiments.models.build_sequence_model`); layers
             before it (an embedding) are applied first.
         sequence: array. For a cell or STM layer: `(T, input_size)` or
             `(batch, T, input_size)`. For a model: one batch of the model's input
@@ -375,7 +377,7 @@ def trace_memories(model, sequence):
     Example:
 
     >>> import numpy as np, keras_stm
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> stm = keras_stm.STM(num_queries=2, memory_size=4, relation_size=4, readout_size=4)
     >>> _ = stm(np.zeros((1, 3, 5), "float32"))
     >>> trace = visualize.trace_memories(stm, np.ones((3, 5), "float32"))
@@ -491,7 +493,7 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
     Example:
 
     >>> import os, tempfile, numpy as np, keras_stm
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> stm = keras_stm.STM(num_queries=2, memory_size=4, relation_size=4, readout_size=4)
     >>> _ = stm(np.zeros((1, 3, 5), "float32"))
     >>> trace = visualize.trace_memories(stm, np.ones((1, 3, 5), "float32"))
@@ -543,7 +545,7 @@ def plot_relational_memory(trace, path, example=0, steps=None, title=None):
     Example:
 
     >>> import os, tempfile, numpy as np, keras_stm
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> stm = keras_stm.STM(num_queries=2, memory_size=4, relation_size=4, readout_size=4)
     >>> _ = stm(np.zeros((1, 3, 5), "float32"))
     >>> trace = visualize.trace_memories(stm, np.ones((1, 3, 5), "float32"))
@@ -601,7 +603,7 @@ def plot_attention(trace, path, example=0, steps=None, title=None):
     Example:
 
     >>> import os, tempfile, numpy as np, keras_stm
-    >>> from keras_stm import visualize
+    >>> from keras_stm.experiments import visualize
     >>> stm = keras_stm.STM(num_queries=2, memory_size=4, relation_size=4, readout_size=4)
     >>> _ = stm(np.zeros((1, 3, 5), "float32"))
     >>> trace = visualize.trace_memories(stm, np.ones((1, 3, 5), "float32"))

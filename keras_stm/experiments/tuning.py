@@ -1,7 +1,7 @@
 """KerasTuner searches for every task: search spaces, `TaskHyperModel`, tuners and result files.
 
 One `TaskHyperModel(keras_tuner.HyperModel)` serves every task of
-`keras_stm.models.task_configs.TASK_CONFIGS`. What differs between tasks lives in two
+`keras_stm.experiments.models.task_configs.TASK_CONFIGS`. What differs between tasks lives in two
 registries:
 
 * `SEARCH_SPACES[task]`: the hyper-parameters searched, each a `Param`, centred on the
@@ -35,7 +35,7 @@ differ from the registry, e.g. `{"gated_write": false}`), and `best_trials.json`
 Example:
 
 >>> import keras_tuner
->>> from keras_stm import tuning
+>>> from keras_stm.experiments import tuning
 >>> hypermodel = tuning.TaskHyperModel("nth_farthest", quick=True)
 >>> tuner = tuning.make_tuner("random", hypermodel, max_trials=2, directory="runs/tune",
 ...                           project_name="demo")  # doctest: +SKIP
@@ -55,22 +55,22 @@ from typing import Any, Callable, Optional
 import keras
 import numpy as np
 
-from keras_stm import training
-from keras_stm._optional import require
-from keras_stm.models import build_sequence_model
-from keras_stm.models import task_configs
-from keras_stm.tasks import associative_retrieval as ar_data
-from keras_stm.tasks import copy as copy_data
-from keras_stm.tasks import geometry
-from keras_stm.tasks import graphs
-from keras_stm.tasks import nth_farthest as nfar_data
-from keras_stm.tasks import priority_sort as sort_data
-from keras_stm.tasks import rar as rar_data
-from keras_stm.tasks.base import TaskDataset
-from keras_stm.tasks.metrics import BitErrorPerSequence
+from keras_stm.experiments import training
+from keras_stm.experiments._optional import require
+from keras_stm.experiments.models import build_sequence_model
+from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import associative_retrieval as ar_data
+from keras_stm.experiments.tasks import copy as copy_data
+from keras_stm.experiments.tasks import geometry
+from keras_stm.experiments.tasks import graphs
+from keras_stm.experiments.tasks import nth_farthest as nfar_data
+from keras_stm.experiments.tasks import priority_sort as sort_data
+from keras_stm.experiments.tasks import rar as rar_data
+from keras_stm.experiments.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.metrics import BitErrorPerSequence
 
 # keras-tuner 1.4.8 imports six without declaring it: the `tuning` extra installs both.
-keras_tuner = require("keras_tuner", "tuning", "keras_stm.tuning")
+keras_tuner = require("keras_tuner", "tuning", "keras_stm.experiments.tuning")
 
 TUNERS = ("random", "bayesian", "hyperband")
 """tuple: the tuner kinds of `make_tuner` (KerasTuner's RandomSearch, BayesianOptimization,

@@ -33,8 +33,8 @@ import os
 
 import numpy as np
 
-from keras_stm.tasks.base import TaskDataset
-from keras_stm.tasks.copy import _check_int, _check_rng
+from keras_stm.experiments.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.copy import _check_int, _check_rng
 
 NUM_PAIRS = 24
 """int: the authors' number of key-value pairs (sequence length 51)."""

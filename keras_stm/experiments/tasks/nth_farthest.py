@@ -25,8 +25,8 @@ import functools
 
 import numpy as np
 
-from keras_stm.tasks.base import TaskDataset
-from keras_stm.tasks.copy import _check_int, _check_rng
+from keras_stm.experiments.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.copy import _check_int, _check_rng
 
 NUM_VECTORS = 8
 """int: the authors' number of vectors (= number of classes, = time steps)."""

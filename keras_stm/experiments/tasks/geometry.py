@@ -64,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 import keras
 
-from keras_stm.tasks.base import TaskDataset
+from keras_stm.experiments.tasks.base import TaskDataset
 
 N_MAX = 20
 NUM_CLASSES = N_MAX + 2

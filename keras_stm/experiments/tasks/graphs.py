@@ -2,7 +2,8 @@
 
 This module is the single home of the graph-task protocol; `docs/tasks/graph_protocol.md`
 explains the choices and the sizes. The reference (section 4.8) has no code for these tasks, so the
-protocol follows the geometric tasks of `keras_stm.tasks.geometry`: the model reads one row per
+protocol follows the geometric tasks of `keras_stm.experiments.tasks.geometry`: the model reads one
+row per
 item, then answers by emitting item labels (here edge labels) and an end token on zero-input steps.
 
 **Examples.** A `GraphExample(num_nodes, edges, weights, query, output)`: `edges` an `(E, 2)` int
@@ -52,8 +53,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from keras_stm.tasks import geometry
-from keras_stm.tasks.base import TaskDataset
+from keras_stm.experiments.tasks import geometry
+from keras_stm.experiments.tasks.base import TaskDataset
 
 NODE_MAX = 10
 EDGE_MAX = 20
@@ -499,7 +500,8 @@ def edge_labels(x):
 def decode_predictions(logits_or_labels, labels_of_edges, skip=0):
     """Maps predicted output steps back to edge indices, pointing only at edges that exist.
 
-    Same rules as `keras_stm.tasks.geometry.decode_predictions` (argmax over the labels present in
+    Same rules as `keras_stm.experiments.tasks.geometry.decode_predictions` (argmax over the labels
+    present in
     the example plus `END`; stop at `END`; a missing end token appends -1).
 
     Args:
@@ -844,7 +846,8 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
         **kwargs: forwarded to `keras.utils.PyDataset`.
 
     Returns:
-        `keras_stm.tasks.geometry.GroupedFileDataset` yielding `(x, y, sample_weight)`; its
+        `keras_stm.experiments.tasks.geometry.GroupedFileDataset` yielding `(x, y, sample_weight)`;
+        its
         `examples` and `batch_indices(i)` tie batches back to the file's examples.
 
     Example:

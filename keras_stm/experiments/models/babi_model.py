@@ -89,7 +89,7 @@ def build_babi_model(vocabulary_size, max_sentence_length, embedding_size=64, st
 
     Example:
 
-    >>> from keras_stm.models.babi_model import build_babi_model
+    >>> from keras_stm.experiments.models.babi_model import build_babi_model
     >>> model = build_babi_model(30, 8, embedding_size=16, inference_hidden_units=8,
     ...     stm_config=dict(num_queries=3, memory_size=6, relation_size=4,
     ...                     projector_hidden_units=8))
@@ -173,7 +173,7 @@ class BabiEvalDataset(keras.utils.PyDataset):
     once. Used as `validation_data` in `fit` and by `evaluate_babi`.
 
     Args:
-        arrays: dict task id -> `keras_stm.tasks.babi.BabiArrays` (e.g. `data.valid`).
+        arrays: dict task id -> `keras_stm.experiments.tasks.babi.BabiArrays` (e.g. `data.valid`).
         batch_size: int > 0, largest batch. Defaults to 128.
         **kwargs: forwarded to `keras.utils.PyDataset`.
 

@@ -26,7 +26,8 @@ tiles `item_memory_state_bias`; gradients reach it, as there).
 Training (`train_on_batch`) re-runs a whole rollout: inputs `{"observations": (N, T, 80, 80, 1),
 "resets": (N, T), "states": the states at the rollout's start}` and targets `{"actions": (N, T)
 int, "advantages": (N, T), "returns": (N, T)}` (GAE and discounted returns from
-`keras_stm.tasks.advantages`, computed from the values seen while acting). `compute_loss` is the
+`keras_stm.experiments.tasks.advantages`, computed from the values seen while acting).
+`compute_loss` is the
 reference's A3C loss (`actor_critic_loss`), so the whole update goes through Keras' own train
 step under jax, torch and tensorflow. Because the learner starts from the states stored at the
 start of the rollout and applies the same resets, it recomputes exactly the logits and values
@@ -51,7 +52,8 @@ CORES = ("stm", "lstm")
 """tuple: recurrent cores of `ActorCritic`: the paper's STM agent and the LSTM-only baseline."""
 
 OBSERVATION_SHAPE = (80, 80, 1)
-"""tuple: one preprocessed Atari frame, channels-last (`keras_stm.tasks.atari.OBSERVATION_SHAPE`)."""
+"""tuple: one preprocessed Atari frame, channels-last
+(`keras_stm.experiments.tasks.atari.OBSERVATION_SHAPE`)."""
 
 CONV_FILTERS = (32, 32, 64, 64)
 """tuple: filters of the four convolutions of the reference encoder."""
