@@ -449,7 +449,7 @@ def test_example_pretrained_export_and_evaluate(tiny_archive, tmp_path):
     """A finished run, exported as a pretrained folder, gives its test figures back through
     `--evaluate FOLDER` (vocabulary checked, nothing written); `--test-size` keeps the first
     questions of each task."""
-    from keras_stm import pretrained
+    from keras_stm.experiments import pretrained
 
     out = tmp_path / "run"
     results = babi_example.main(_argv(tiny_archive, out))
