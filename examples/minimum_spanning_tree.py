@@ -52,17 +52,18 @@ from keras_stm.tasks import graphs  # noqa: E402
 TASK = "minimum_spanning_tree"
 
 
-def tree_scores(predict, data):
+def tree_scores(predict, data, options=None):
     """`graphs.mst_metrics` of a model's decoded trees on an ordered file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: ordered dataset from `graphs.file_dataset(..., shuffle=False)`.
+        options: decoding options (`convex_hull.decode_options`), or None for plain greedy.
 
     Returns:
-        dict of `graphs.mst_metrics`.
+        dict of `graphs.mst_metrics` (greedy keys, plus `masked_*` or `beam_*`).
     """
-    return graphs.mst_metrics(data.examples, predict_answers(predict, data))
+    return graphs.scores("mst", predict_answers(predict, data, options), data.examples)
 
 
 def main(argv=None):

@@ -41,16 +41,20 @@ best model, `history.csv`, `results.json` and `learning_curve.png` go to the sam
 import argparse
 import os
 import sys
+import tempfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import keras  # noqa: E402
-
+from examples.convex_hull import add_decoding_arguments  # noqa: E402
+from examples.convex_hull import bucket_lengths  # noqa: E402
 from examples.convex_hull import build_model  # noqa: E402
+from examples.convex_hull import check_decoding_args  # noqa: E402
+from examples.convex_hull import decode_options  # noqa: E402
 from examples.convex_hull import for_fit  # noqa: E402
 from examples.convex_hull import make_evaluator  # noqa: E402
+from keras_stm.tasks import geometry  # noqa: E402
 from keras_stm import training  # noqa: E402
 from keras_stm.models import task_configs  # noqa: E402
 from keras_stm.tasks import graphs  # noqa: E402
@@ -129,6 +133,7 @@ def graph_parser(task, description):
                         help="Seed of the generated test and validation sets.")
     parser.add_argument("--validation-batches", type=int, default=4,
                         help="Fixed batches evaluated after every epoch to keep the best model.")
+    add_decoding_arguments(parser)
     return parser
 
 
@@ -146,11 +151,13 @@ def parse_graph_args(parser, argv=None):
     for name in ("test_size", "validation_batches"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_decoding_args(parser, args)
     for name in ("train_file", "test_file"):
         path = getattr(args, name)
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"--{name.replace('_', '-')}: data file not found: {path!r}")
-    os.makedirs(args.output_dir, exist_ok=True)
+    if not args.evaluate:
+        os.makedirs(args.output_dir, exist_ok=True)
     return args
 
 
@@ -158,14 +165,16 @@ def evaluation_sets(task, args):
     """The test set as `{"": ordered file dataset}`: `--test-file`, or one generated set.
 
     The generated set (seed `--test-seed`, the training sizes) is written to
-    `<output_dir>/test.txt` in the graph-task file format.
+    `<output_dir>/test.txt` in the graph-task file format (under `--evaluate`, to a temporary
+    folder: nothing is written).
     """
-    path = args.test_file
-    if not path:
-        path = os.path.join(args.output_dir, "test.txt")
+    if args.test_file:
+        return {"": graphs.file_dataset(args.test_file, args.batch_size, shuffle=False)}
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch if args.evaluate else args.output_dir, "test.txt")
         graphs.generate(path, DATA_TASKS[task], args.test_size, n_nodes=args.n_nodes,
                         n_edges=args.n_edges, seed=args.test_seed)
-    return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
+        return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
 
 
 def max_steps(task, args, examples=()):
@@ -186,32 +195,27 @@ def max_steps(task, args, examples=()):
     return max(lengths)
 
 
-def predict_answers(predict, data):
+def predict_answers(predict, data, options=None):
     """Decoded answers of a model for every example of an ordered graph file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: `geometry.GroupedFileDataset` from `graphs.file_dataset(..., shuffle=False)`.
+        options: dict of `geometry.predict_and_decode` options (`convex_hull.decode_options`);
+            None: the plain greedy decoding of the batches as they are.
 
     Returns:
-        list of int arrays (0-based edge indices), aligned with `data.examples`.
+        dict `{"": greedy answers, "masked_" or "beam_": answers under `graphs.example_rule`}`,
+        lists of int arrays (0-based edge indices) aligned with `data.examples`.
     """
-    answers = [None] * len(data.examples)
-    for i in range(len(data)):
-        x = data[i][0]
-        index = data.batch_indices(i)
-        first = data.examples[index[0]]
-        skip = len(first.edges) + (2 if first.query is not None else 1)
-        logits = keras.ops.convert_to_numpy(predict(x))
-        decoded = graphs.decode_predictions(logits, graphs.edge_labels(x), skip=skip)
-        for k, answer in zip(index, decoded):
-            answers[k] = answer
-    return answers
+    return geometry.predict_and_decode(
+        predict, data, lambda e: len(e.edges) + (2 if e.query is not None else 1),
+        lambda e: e.num_nodes - 1, graphs.example_rule, end_token=graphs.END, **(options or {}))
 
 
-def path_scores(predict, data):
-    """`graphs.shortest_path_metrics` of a model's decoded paths on an ordered file dataset."""
-    return graphs.shortest_path_metrics(data.examples, predict_answers(predict, data))
+def path_scores(predict, data, options=None):
+    """`graphs.shortest_path_metrics` of a model's decoded paths (every decoding)."""
+    return graphs.scores("shortest_path", predict_answers(predict, data, options), data.examples)
 
 
 def run_graph_task(task, args, scores, primary_metric):
@@ -237,18 +241,25 @@ def run_graph_task(task, args, scores, primary_metric):
                                      seed=args.test_seed + 1000, fixed=True, task=data_task,
                                      n_nodes=args.n_nodes, n_edges=args.n_edges)
     sets = evaluation_sets(task, args)
-    length = max_steps(task, args, getattr(train_data, "examples", []) +
-                       [e for data in sets.values() for e in data.examples])
+    examples = getattr(train_data, "examples", []) + [e for d in sets.values() for e in d.examples]
+    low, high = graphs.sequence_length_range(data_task, args.n_nodes, args.n_edges)
+    query = 1 if data_task == "shortest_path" else 0
+    low = min([low] + [len(e.edges) + query + len(e.output) + 2 for e in examples])
+    high = max([high] + [len(e.edges) + query + 1 + e.num_nodes for e in examples])
+    lengths = bucket_lengths(args, low, high)
     model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
-    best = os.path.join(args.output_dir, "best.keras")
+    best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",
              "stm_config": task_configs.model_config_from_args(args, task)
              if args.model == "stm" else None,
              "n_nodes": list(args.n_nodes), "n_edges": list(args.n_edges),
+             "padded_lengths": list(lengths),
              "primary_metric": primary_metric}
-    return training.run(model, for_fit(train_data, length), args,
-                        validation_data=for_fit(validation_data, length),
-                        evaluate=make_evaluator(sets, scores, best, length), extra_results=extra)
+    return training.run(model, for_fit(train_data, lengths, args.batch_size), args,
+                        validation_data=for_fit(validation_data, lengths, args.batch_size),
+                        evaluate=make_evaluator(sets, scores, best, lengths,
+                                                decode_options(args, lengths)),
+                        extra_results=extra)
 
 
 def main(argv=None):

@@ -56,20 +56,19 @@ from keras_stm.tasks import geometry  # noqa: E402
 TASK = "tsp"
 
 
-def tsp_scores(predict, data):
-    """`geometry.tsp_metrics` of a model's decoded tours on an ordered file dataset.
+def tsp_scores(predict, data, options=None):
+    """`geometry.tsp_scores` of a model's decoded tours on an ordered file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: `geometry.GroupedFileDataset` in ordered mode; its examples' outputs are the
             reference tours.
+        options: decoding options (`convex_hull.decode_options`), or None for plain greedy.
 
     Returns:
-        dict of `geometry.tsp_metrics`.
+        dict of `geometry.tsp_scores` (greedy keys, plus `masked_*` or `beam_*`).
     """
-    answers = predict_answers(predict, data)
-    return geometry.tsp_metrics([e.points for e in data.examples], answers,
-                                [e.output for e in data.examples])
+    return geometry.tsp_scores(predict_answers(predict, data, options, task=TASK), data.examples)
 
 
 def main(argv=None):
