@@ -159,11 +159,11 @@ def decode_options(args, lengths):
             "batch_size": args.batch_size}
 
 
-def bucket_lengths(args, low, high):
-    """The padded sequence lengths: `--step-buckets` buckets over [low, high], 1 under tensorflow
-    (its `tf.data` pipeline takes one shape)."""
+def bucket_lengths(args, lengths):
+    """The padded sequence lengths: at most `--step-buckets` buckets over the possible
+    `lengths`, one under tensorflow (its `tf.data` pipeline takes one shape)."""
     count = 1 if keras.backend.backend() == "tensorflow" else args.step_buckets
-    return geometry.bucket_lengths(low, high, count)
+    return geometry.bucket_lengths(lengths, count)
 
 
 def parse_geometry_args(parser, argv=None):
@@ -376,9 +376,9 @@ def run_geometry_task(task, args, scores, primary_metric):
                      [e for data in sets.values() for e in data.examples])
     sizes = list(args.n_points) + ([] if args.train_file else list(args.train_points))
     sizes += [len(e.points) for e in file_examples]
-    low, high = geometry.sequence_length_range(task, sizes)
-    low = min([low] + [len(e.points) + len(e.output) + 2 for e in file_examples])
-    lengths = bucket_lengths(args, low, high)
+    possible = geometry.sequence_lengths(task, sizes)
+    possible += tuple(len(e.points) + len(e.output) + 2 for e in file_examples)
+    lengths = bucket_lengths(args, possible)
     options = decode_options(args, lengths)
     model = build_model(args, task)
     best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")

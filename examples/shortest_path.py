@@ -242,11 +242,11 @@ def run_graph_task(task, args, scores, primary_metric):
                                      n_nodes=args.n_nodes, n_edges=args.n_edges)
     sets = evaluation_sets(task, args)
     examples = getattr(train_data, "examples", []) + [e for d in sets.values() for e in d.examples]
-    low, high = graphs.sequence_length_range(data_task, args.n_nodes, args.n_edges)
     query = 1 if data_task == "shortest_path" else 0
-    low = min([low] + [len(e.edges) + query + len(e.output) + 2 for e in examples])
-    high = max([high] + [len(e.edges) + query + 1 + e.num_nodes for e in examples])
-    lengths = bucket_lengths(args, low, high)
+    possible = graphs.sequence_lengths(data_task, args.n_nodes, args.n_edges) + tuple(
+        length for e in examples for length in (len(e.edges) + query + len(e.output) + 2,
+                                                len(e.edges) + query + 1 + e.num_nodes))
+    lengths = bucket_lengths(args, possible)
     model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
     best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",

@@ -369,9 +369,9 @@ def test_graph_rule_decoding_is_valid(tmp_path, decoding):
 
 def test_bucket_padding_bounds_the_shapes(tmp_path):
     """Batches of any N in 5-20 and any answer length take at most --step-buckets shapes."""
-    lengths = geometry.bucket_lengths(*geometry.sequence_length_range("convex_hull",
-                                                                      range(5, 21)), 4)
+    lengths = geometry.bucket_lengths(geometry.sequence_lengths("convex_hull", range(5, 21)), 4)
     assert len(lengths) == 4 and lengths[-1] == 42
+    assert geometry.bucket_lengths(geometry.sequence_lengths("tsp", (5, 10)), 4) == (12, 22)
     data = convex_hull.random_batches("convex_hull", range(5, 21), 4, 12, seed=0)
     padded = convex_hull.for_fit(data, lengths, 6)
     shapes = {padded[i][0].shape for i in range(len(padded))}

@@ -1179,46 +1179,56 @@ def tsp_metrics(points, predictions, targets):
 # shapes: one compiled program per bucket of sequence lengths
 
 
-def bucket_lengths(low, high, count):
-    """The padded sequence lengths of a run: `count` buckets spanning `[low, high]`.
+def bucket_lengths(lengths, count):
+    """The padded sequence lengths of a run: at most `count` buckets over its possible lengths.
 
     A compiled training step (jax, tensorflow with XLA) is traced once per input shape; padding
     every batch with trailing zero-weight steps up to the smallest bucket that holds it bounds
-    the number of programs by `count` (the batch size is fixed too, see `PaddedBatches`).
+    the number of programs by `count` (the batch size is fixed too, see `PaddedBatches`). With
+    no more distinct lengths than `count`, every length is its own bucket (no padding);
+    otherwise the buckets end at evenly spaced quantiles of the distinct lengths.
 
     Args:
-        low, high: ints, the shortest and the longest sequence of the run.
-        count: int >= 1, the number of buckets (1: every batch padded to `high`).
+        lengths: iterable of ints, the sequence lengths the run can meet
+            (`sequence_lengths`).
+        count: int >= 1, the most buckets (1: every batch padded to the longest).
 
     Returns:
-        sorted tuple of distinct ints, the last one `high`.
+        sorted tuple of distinct ints, the last one the longest length.
 
     Example:
 
-    >>> bucket_lengths(12, 42, 4), bucket_lengths(12, 12, 4)
-    ((20, 27, 35, 42), (12,))
+    >>> bucket_lengths([12, 22], 4), bucket_lengths(range(10, 43), 4)
+    ((12, 22), (18, 26, 34, 42))
     """
-    low, high, count = int(low), int(high), int(count)
-    if count < 1 or not 1 <= low <= high:
-        raise ValueError(f"need count >= 1 and 1 <= low <= high, got {count}, {low}, {high}.")
-    return tuple(sorted({math.ceil(low + (high - low) * (i + 1) / count) for i in range(count)}))
+    distinct = sorted({int(v) for v in lengths})
+    count = int(count)
+    if count < 1 or not distinct or distinct[0] < 1:
+        raise ValueError(f"need count >= 1 and positive lengths, got {count}, {distinct}.")
+    if len(distinct) <= count:
+        return tuple(distinct)
+    m = len(distinct)
+    return tuple(sorted({distinct[math.ceil((i + 1) * m / count) - 1] for i in range(count)}))
 
 
-def sequence_length_range(task, sizes):
-    """`(shortest, longest)` encoded sequence (inputs, extra row, answer, end) for point counts.
+def sequence_lengths(task, sizes):
+    """The encoded sequence lengths (inputs, extra row, answer, end) a run over `sizes` meets.
 
-    Convex hull: an answer has 3..N points; TSP: N. Decoding for evaluation pads every example
-    to N + 1 output steps (`2 N + 2`), which is the longest.
+    Convex hull: an answer has min(3, N)..N points (training batches: the longest answer of
+    the batch); TSP: N. Evaluation decodes every example over N + 1 output steps (`2 N + 2`).
 
     Example:
 
-    >>> sequence_length_range("convex_hull", (5, 10)), sequence_length_range("tsp", (5,))
-    ((10, 22), (12, 12))
+    >>> sequence_lengths("convex_hull", (5,)), sequence_lengths("tsp", (5, 10))
+    ((10, 11, 12), (12, 22))
     """
     _check_task(task)
-    sizes = [int(n) for n in sizes]
-    shortest = min(n + 1 + min(n, 3) + 1 if task == "convex_hull" else 2 * n + 2 for n in sizes)
-    return shortest, max(2 * n + 2 for n in sizes)
+    out = set()
+    for n in {int(n) for n in sizes}:
+        out.add(2 * n + 2)
+        if task == "convex_hull":
+            out.update(n + 1 + k + 1 for k in range(min(3, n), n + 1))
+    return tuple(sorted(out))
 
 
 def _pad_to(array, length, batch_size):

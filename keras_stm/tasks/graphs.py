@@ -967,28 +967,34 @@ def mst_metrics(examples, predictions):
 # shapes and decoding that respects the task
 
 
-def sequence_length_range(task, n_nodes, n_edges):
-    """`(shortest, longest)` encoded sequence of a graph run (see `geometry.bucket_lengths`).
+def sequence_lengths(task, n_nodes, n_edges):
+    """The encoded sequence lengths a graph run meets (see `geometry.bucket_lengths`).
 
     Args:
         task: str, `"shortest_path"` or `"mst"`.
         n_nodes, n_edges: `(low, high)` ranges (or ints).
 
     Returns:
-        `(low, high)`: the shortest training sequence and the longest one, which is the
-        evaluation length (every example decoded over N output steps: N - 1 edges and the end).
+        sorted tuple of ints: training lengths (a path of 1..N-1 edges, a tree of N - 1) and the
+        evaluation length (every example decoded over N output steps).
 
     Example:
 
-    >>> sequence_length_range("shortest_path", (8, 10), (15, 20))
-    (19, 32)
+    >>> sequence_lengths("shortest_path", 5, 6), sequence_lengths("mst", (5, 6), 6)
+    ((10, 11, 12, 13), (12, 13))
     """
     _check_task(task)
     (n_lo, n_hi), (e_lo, e_hi) = (np.broadcast_to(np.asarray(v, dtype=np.int64), 2).tolist()
                                   for v in (n_nodes, n_edges))
-    if task == "shortest_path":
-        return e_lo + 2 + 2, e_hi + 2 + n_hi
-    return e_lo + 1 + n_lo, e_hi + 1 + n_hi
+    out = set()
+    for n in range(n_lo, n_hi + 1):
+        for e in range(e_lo, e_hi + 1):
+            if task == "shortest_path":
+                out.update(e + 2 + k + 1 for k in range(1, n))
+                out.add(e + 2 + n)
+            else:
+                out.add(e + 1 + n)
+    return tuple(sorted(out))
 
 
 def path_rule(edges, source, target):
