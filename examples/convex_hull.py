@@ -27,8 +27,17 @@ example, or ends) and scored with `geometry.hull_metrics`, on a fixed-seed test 
 names get the suffix `_n5`, `_n10`; the sets are written to the output folder in the Pointer
 Networks format), or on `--test-file` (e.g. the published `convex_hull_5_test.txt`, read as it is;
 no suffix). Primary metric: `sequence_accuracy` (the exact vertex sequence); also
-`cyclic_accuracy`, `point_accuracy`, the masked test `loss` and the per-step
-`sparse_categorical_accuracy`.
+`cyclic_accuracy`, `point_accuracy`, `valid_fraction`, `area_coverage` (answer polygon area /
+hull area), `mean_answer_length`, the masked test `loss` and the per-step
+`sparse_categorical_accuracy`. These are the plain greedy figures; `--decoding masked` (default)
+or `beam` adds the same figures, prefixed `masked_` or `beam_`, of answers decoded under the
+hull rule (`geometry.hull_rule`: no point twice, lowest index first, at least 3 points).
+
+Shapes: every batch is padded (zero-weight steps and examples) to one of at most
+`--step-buckets` lengths and to `--batch-size` examples, so a compiled run traces each step
+function at most that many times (`geometry.bucket_lengths`; tensorflow: one length).
+`--evaluate [NAME_OR_PATH]` evaluates a pretrained model (default `pretrained/convex_hull_<N>`
+for one `--n-points N`) on the generated sets or `--test-file`, training and writing nothing.
 
 Command lines (from the repository root):
 
@@ -37,6 +46,8 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/convex_hull.py --train-points 5,10 --n-points 5,10,20
     KERAS_BACKEND=jax python examples/convex_hull.py \\
         --train-file convex_hull_5-50_train.txt --test-file convex_hull_5_test.txt
+    KERAS_BACKEND=jax python examples/convex_hull.py --evaluate pretrained/convex_hull_5 \\
+        --test-file convex_hull_5_test.txt --decoding beam
     KERAS_BACKEND=torch python examples/convex_hull.py --quick            # CPU smoke run
 
 An interrupted run resumes from `runs/convex_hull-<model>/backup` (`--fresh` starts over); the

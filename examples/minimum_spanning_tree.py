@@ -23,7 +23,9 @@ weights, so the tree is unique; written to `<output_dir>/test.txt`) or on `--tes
 weights are distinct), `exact_match` (the reference edge set), `sequence_accuracy` (the same edges
 in Kruskal order), `valid_fraction` (N - 1 distinct edges without a cycle), `mean_cost_ratio`
 (weight / optimum over valid answers only: an invalid answer is never counted cheap, it is counted
-in `num_invalid`), and the masked test `loss` and per-step accuracy.
+in `num_invalid`), and the masked test `loss` and per-step accuracy. Decoding, padding and
+`--evaluate` (default `pretrained/minimum_spanning_tree`) as in `examples/shortest_path.py`; the
+masked rule (`graphs.tree_rule`): distinct edges closing no cycle, N - 1 of them.
 
 Command lines (from the repository root):
 

@@ -25,7 +25,12 @@ training sizes (written to `<output_dir>/test.txt`) or on `--test-file`: `optima
 (primary: a valid path as cheap as the optimum, ties count), `exact_match` (the reference edge
 sequence), `valid_fraction` (edges chaining from the source to the target, no node twice),
 `mean_cost_ratio` (cost / optimum over valid answers only: an invalid answer is never counted
-cheap, it is counted in `num_invalid`), and the masked test `loss` and per-step accuracy.
+cheap, it is counted in `num_invalid`), and the masked test `loss` and per-step accuracy; the
+exact answers come from Dijkstra's algorithm. Each example is decoded over N output steps: the
+plain greedy figures, plus (`--decoding masked`, default, or `beam`) the prefixed figures of
+paths decoded under `graphs.path_rule` (each edge leaves the node reached, no node twice, end at
+the target). Batches are padded to at most `--step-buckets` lengths; `--evaluate [NAME_OR_PATH]`
+(default `pretrained/shortest_path`) evaluates a pretrained model, writing nothing.
 
 Command lines (from the repository root):
 
