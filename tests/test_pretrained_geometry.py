@@ -71,3 +71,21 @@ def test_evaluate_without_value_names_the_task_and_size(tmp_path):
     example = load_example("tsp")
     with pytest.raises(FileNotFoundError, match="No pretrained model 'tsp_5'"):
         example.main(QUICK + ["--evaluate", "--output-dir", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("task", ["convex_hull", "shortest_path"])
+def test_the_committed_model_check_covers_these_tasks(task, tmp_path):
+    """tests/test_pretrained.py's evaluation of a committed model runs for these tasks (here on
+    a tiny exported model, so with --quick's model sizes)."""
+    from tests.test_pretrained import _evaluation
+
+    example = load_example(task)
+    example.main(QUICK + ["--output-dir", str(tmp_path / "run")])
+    dest = tmp_path / "pretrained" / task
+    pretrained.export(str(tmp_path / "run"), str(dest),
+                      {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    results = pretrained.read_results(str(dest))
+    script, argv, metric, kind = _evaluation(str(dest), results, tmp_path)
+    assert script == task and kind == "accuracy"
+    report = load_example(script).main(argv + ["--quick", "--test-size", "16"])
+    assert 0.0 <= report["test"][metric] <= 1.0
