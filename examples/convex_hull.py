@@ -161,7 +161,8 @@ def check_decoding_args(parser, args):
     """Checks the flags of `add_decoding_arguments`."""
     for name in ("beam_width", "step_buckets"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got "
+                         f"{getattr(args, name)}")
 
 
 def decode_options(args, lengths):
@@ -284,7 +285,10 @@ def predict_answers(predict, data, options=None, task=TASK):
         arrays (0-based point indices) aligned with `data.examples`.
     """
     make_rule = geometry.tour_rule if task == "tsp" else geometry.hull_rule
-    rule = lambda e: make_rule(len(e.points))  # noqa: E731
+
+    def rule(example):
+        return make_rule(len(example.points))
+
     return geometry.predict_and_decode(predict, data, lambda e: len(e.points) + 1,
                                        lambda e: len(e.points), rule, **(options or {}))
 

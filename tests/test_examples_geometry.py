@@ -376,7 +376,7 @@ def test_bucket_padding_bounds_the_shapes(tmp_path):
     padded = convex_hull.for_fit(data, lengths, 6)
     shapes = {padded[i][0].shape for i in range(len(padded))}
     assert shapes <= {(6, length, geometry.INPUT_WIDTH) for length in lengths}
-    x, y, w = data[0]
-    px, py, pw = padded[0]
+    _, y, w = data[0]
+    _, py, pw = padded[0]
     assert pw[4:].sum() == 0 and pw.sum() == w.sum()
     np.testing.assert_array_equal(py[:4, : y.shape[1]], y)

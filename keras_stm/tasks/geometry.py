@@ -1463,7 +1463,8 @@ def hull_answer_metrics(points, predictions, targets):
 
     Returns:
         dict with `valid_fraction`, `num_valid`, `num_invalid`, `area_coverage`,
-        `mean_answer_length` (points named, valid answers) and `mean_target_length` (hull vertices of the reference, all examples).
+        `mean_answer_length` (points named, valid answers) and `mean_target_length` (hull
+        vertices of the reference, all examples).
 
     Example:
 
@@ -1526,7 +1527,8 @@ def predict_and_decode(predict, data, num_inputs, answer_steps, rule, decoding="
     Returns:
         dict `{prefix: list of int arrays aligned with data.examples}` (see `decode_all`).
     """
-    from keras_stm.tasks.graphs import edge_labels, INPUT_WIDTH as GRAPH_WIDTH
+    from keras_stm.tasks.graphs import INPUT_WIDTH as GRAPH_WIDTH
+    from keras_stm.tasks.graphs import edge_labels
 
     answers = {}
     for i in range(len(data)):
