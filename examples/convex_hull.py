@@ -28,8 +28,17 @@ example, or ends) and scored with `geometry.hull_metrics`, on a fixed-seed test 
 names get the suffix `_n5`, `_n10`; the sets are written to the output folder in the Pointer
 Networks format), or on `--test-file` (e.g. the published `convex_hull_5_test.txt`, read as it is;
 no suffix). Primary metric: `sequence_accuracy` (the exact vertex sequence); also
-`cyclic_accuracy`, `point_accuracy`, the masked test `loss` and the per-step
-`sparse_categorical_accuracy`.
+`cyclic_accuracy`, `point_accuracy`, `valid_fraction`, `area_coverage` (answer polygon area /
+hull area), `mean_answer_length`, the masked test `loss` and the per-step
+`sparse_categorical_accuracy`. These are the plain greedy figures; `--decoding masked` (default)
+or `beam` adds the same figures, prefixed `masked_` or `beam_`, of answers decoded under the
+hull rule (`geometry.hull_rule`: no point twice, lowest index first, at least 3 points).
+
+Shapes: every batch is padded (zero-weight steps and examples) to one of at most
+`--step-buckets` lengths and to `--batch-size` examples, so a compiled run traces each step
+function at most that many times (`geometry.bucket_lengths`; tensorflow: one length).
+`--evaluate [NAME_OR_PATH]` evaluates a pretrained model (default `pretrained/convex_hull_<N>`
+for one `--n-points N`) on the generated sets or `--test-file`, training and writing nothing.
 
 Command lines (from the repository root):
 
@@ -38,6 +47,8 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/convex_hull.py --train-points 5,10 --n-points 5,10,20
     KERAS_BACKEND=jax python examples/convex_hull.py \\
         --train-file convex_hull_5-50_train.txt --test-file convex_hull_5_test.txt
+    KERAS_BACKEND=jax python examples/convex_hull.py --evaluate pretrained/convex_hull_5 \\
+        --test-file convex_hull_5_test.txt --decoding beam
     KERAS_BACKEND=torch python examples/convex_hull.py --quick            # CPU smoke run
 
 An interrupted run resumes from `runs/convex_hull-<model>/backup` (`--fresh` starts over); the
@@ -46,6 +57,7 @@ best model, `history.csv`, `results.json` and `learning_curve.png` go to the sam
 
 import argparse
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -123,7 +135,43 @@ def geometry_parser(task, description, train_points):
                         help="Seed of the generated test and validation sets.")
     parser.add_argument("--validation-batches", type=int, default=4,
                         help="Fixed batches evaluated after every epoch to keep the best model.")
+    add_decoding_arguments(parser)
     return parser
+
+
+def add_decoding_arguments(parser):
+    """Adds `--decoding`, `--beam-width` and `--step-buckets` (shared with the graph scripts)."""
+    parser.add_argument("--decoding", choices=geometry.DECODINGS, default="masked",
+                        help="Test decoding besides the plain greedy one (always reported, "
+                             "unprefixed): masked (greedy under the task's rule: a tour visits "
+                             "every city once, a hull or path repeats no point, a tree closes no "
+                             "cycle; keys masked_*) or beam search under the rule (beam_*).")
+    parser.add_argument("--beam-width", type=int, default=5, help="Beams of --decoding beam.")
+    parser.add_argument("--step-buckets", type=int, default=4,
+                        help="Batches are padded (zero-weight steps and examples) to this many "
+                             "sequence lengths and to --batch-size examples, so a compiled step "
+                             "is traced at most this many times per function (tensorflow: 1).")
+
+
+def check_decoding_args(parser, args):
+    """Checks the flags of `add_decoding_arguments`."""
+    for name in ("beam_width", "step_buckets"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got "
+                         f"{getattr(args, name)}")
+
+
+def decode_options(args, lengths):
+    """The keyword arguments of `geometry.predict_and_decode` from the flags and the buckets."""
+    return {"decoding": args.decoding, "beam_width": args.beam_width, "lengths": lengths,
+            "batch_size": args.batch_size}
+
+
+def bucket_lengths(args, lengths):
+    """The padded sequence lengths: at most `--step-buckets` buckets over the possible
+    `lengths`, one under tensorflow (its `tf.data` pipeline takes one shape)."""
+    count = 1 if keras.backend.backend() == "tensorflow" else args.step_buckets
+    return geometry.bucket_lengths(lengths, count)
 
 
 def parse_geometry_args(parser, argv=None):
@@ -141,52 +189,23 @@ def parse_geometry_args(parser, argv=None):
     for name in ("test_size", "validation_batches"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_decoding_args(parser, args)
     for name in ("train_file", "test_file"):
         path = getattr(args, name)
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"--{name.replace('_', '-')}: data file not found: {path!r}")
-    os.makedirs(args.output_dir, exist_ok=True)
+    if not args.evaluate:
+        os.makedirs(args.output_dir, exist_ok=True)
     return args
 
 
-class PaddedSteps(keras.utils.PyDataset):
-    """Pads every batch of a dataset with trailing all-zero, zero-weight steps to one length.
-
-    Needed under the tensorflow backend only: Keras turns a `PyDataset` into a `tf.data` pipeline
-    whose shapes are taken from its first two batches, so batches of another length (other N,
-    other answer lengths) would be refused. The model is causal and the loss and accuracy are
-    weighted, so the padding changes no output step, loss or metric, only the compute.
-
-    Args:
-        data: a `PyDataset` yielding `(x (B, T, W), y (B, T), sample_weight (B, T))`, T <= length.
-        length: int, the number of time steps of every batch.
-    """
-
-    def __init__(self, data, length):
-        super().__init__()
-        self.data = data
-        self.length = int(length)
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, index):
-        x, y, weight = self.data[index]
-        pad = self.length - x.shape[1]
-        if pad < 0:
-            raise ValueError(f"a batch has {x.shape[1]} steps, more than `length`={self.length}.")
-        return (np.pad(x, ((0, 0), (0, pad), (0, 0))), np.pad(y, ((0, 0), (0, pad))),
-                np.pad(weight, ((0, 0), (0, pad))))
-
-    def on_epoch_end(self):
-        self.data.on_epoch_end()
+PaddedSteps = geometry.PaddedBatches
 
 
-def for_fit(data, length):
-    """`data` for `fit`/`evaluate`: wrapped in `PaddedSteps(data, length)` under tensorflow."""
-    if keras.backend.backend() == "tensorflow":
-        return PaddedSteps(data, length)
-    return data
+def for_fit(data, lengths, batch_size=None):
+    """`data` for `fit`/`evaluate`: batches padded to the bucket `lengths` (one compiled program
+    per bucket) and to `batch_size` examples (`geometry.PaddedBatches`)."""
+    return geometry.PaddedBatches(data, lengths, batch_size)
 
 
 def max_steps(sizes=(), examples=()):
@@ -232,45 +251,47 @@ def evaluation_sets(task, args):
     """The test sets as `{metric suffix: ordered file dataset}`.
 
     `--test-file` gives one set without suffix; otherwise one generated set per N of
-    `--n-points` (seed `--test-seed` + N), written to `<output_dir>/test_n<N>.txt`, suffix `_n<N>`.
+    `--n-points` (seed `--test-seed` + N), written to `<output_dir>/test_n<N>.txt` (under
+    `--evaluate`, to a temporary folder: nothing is written), suffix `_n<N>`.
     """
     if args.test_file:
         return {"": geometry.file_dataset(args.test_file, args.batch_size, shuffle=False,
                                           task=task)}
     sets = {}
-    for n in args.n_points:
-        path = os.path.join(args.output_dir, f"test_n{n}.txt")
-        geometry.generate(path, task, args.test_size, n, seed=args.test_seed + n)
-        sets[f"_n{n}"] = geometry.file_dataset(path, args.batch_size, shuffle=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        for n in args.n_points:
+            path = os.path.join(scratch if args.evaluate else args.output_dir, f"test_n{n}.txt")
+            geometry.generate(path, task, args.test_size, n, seed=args.test_seed + n)
+            sets[f"_n{n}"] = geometry.file_dataset(path, args.batch_size, shuffle=False)
     return sets
 
 
-def predict_answers(predict, data):
-    """Decoded answers of a model for every example of an ordered file dataset.
+def predict_answers(predict, data, options=None, task=TASK):
+    """Decoded answers of a model for every example of an ordered geometric file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: `geometry.GroupedFileDataset` in ordered mode (labels = position).
+        options: dict of `geometry.predict_and_decode` options (`decode_options`); None: the
+            plain greedy decoding of the batches as they are.
+        task: str, `"convex_hull"` (rule `geometry.hull_rule`) or `"tsp"` (`tour_rule`).
 
     Returns:
-        list of int arrays (0-based point indices), aligned with `data.examples`.
+        dict `{"": greedy answers, "masked_" or "beam_": rule-respecting answers}`, lists of int
+        arrays (0-based point indices) aligned with `data.examples`.
     """
-    answers = [None] * len(data.examples)
-    for i in range(len(data)):
-        x = data[i][0]
-        index = data.batch_indices(i)
-        skip = len(data.examples[index[0]].points) + 1
-        logits = keras.ops.convert_to_numpy(predict(x))
-        decoded = geometry.decode_predictions(logits, geometry.point_labels(x), skip=skip)
-        for k, answer in zip(index, decoded):
-            answers[k] = answer
-    return answers
+    make_rule = geometry.tour_rule if task == "tsp" else geometry.hull_rule
+
+    def rule(example):
+        return make_rule(len(example.points))
+
+    return geometry.predict_and_decode(predict, data, lambda e: len(e.points) + 1,
+                                       lambda e: len(e.points), rule, **(options or {}))
 
 
-def hull_scores(predict, data):
-    """`geometry.hull_metrics` of a model's decoded answers on an ordered file dataset."""
-    answers = predict_answers(predict, data)
-    return geometry.hull_metrics(answers, [e.output for e in data.examples])
+def hull_scores(predict, data, options=None):
+    """`geometry.hull_scores` of a model's decoded answers on an ordered file dataset."""
+    return geometry.hull_scores(predict_answers(predict, data, options), data.examples)
 
 
 def build_model(args, task, input_width=geometry.INPUT_WIDTH, num_classes=geometry.NUM_CLASSES):
@@ -299,16 +320,17 @@ def build_model(args, task, input_width=geometry.INPUT_WIDTH, num_classes=geomet
     return model
 
 
-def make_evaluator(sets, scores, best_path=None, length=None):
+def make_evaluator(sets, scores, best_path=None, lengths=None, options=None):
     """A `training.run` evaluate callable: loss, step accuracy and task metrics of every set.
 
     Args:
         sets: dict `{suffix: ordered dataset with .examples}`.
-        scores: callable `(predict, data) -> dict` of task metrics.
+        scores: callable `(predict, data, options) -> dict` of task metrics.
         best_path: optional path of the best checkpoint (`best.keras`); when it exists its
-            weights are loaded into the model before testing.
-        length: int or None, time steps of the padded batches of `model.evaluate` under
-            tensorflow (see `for_fit`); None means the longest geometric example of the set.
+            weights are loaded into the model before testing (None under `--evaluate`).
+        lengths: int, sequence of ints (the bucket lengths, see `for_fit`) or None (the
+            longest geometric example of the set).
+        options: dict of decoding options (`decode_options`), passed to `scores`.
 
     Returns:
         callable `model -> dict` with `<metric><suffix>` keys, plus `examples<suffix>`.
@@ -318,9 +340,10 @@ def make_evaluator(sets, scores, best_path=None, length=None):
             model.load_weights(best_path)
         results = {}
         for suffix, data in sets.items():
-            steps = length or max_steps(examples=data.examples)
-            values = model.evaluate(for_fit(data, steps), verbose=0, return_dict=True)
-            values.update(scores(model.predict_on_batch, data))
+            steps = lengths or max_steps(examples=data.examples)
+            batch = (options or {}).get("batch_size")
+            values = model.evaluate(for_fit(data, steps, batch), verbose=0, return_dict=True)
+            values.update(scores(model.predict_on_batch, data, options))
             values["examples"] = len(data.examples)
             results.update({f"{key}{suffix}": value for key, value in values.items()})
         return results
@@ -328,13 +351,23 @@ def make_evaluator(sets, scores, best_path=None, length=None):
     return evaluate
 
 
+def pretrained_name(task, args):
+    """The pretrained model `--evaluate` takes without a value: `<task>_<N>` for one
+    `--n-points` N (e.g. `tsp_10`), else `<task>`."""
+    return f"{task}_{args.n_points[0]}" if len(args.n_points) == 1 else task
+
+
 def run_geometry_task(task, args, scores, primary_metric):
     """Builds data and model, trains (resumable) and evaluates; see `training.run`.
+
+    Every batch (training, validation, test, prediction) is padded to one of `--step-buckets`
+    sequence lengths and to `--batch-size` examples: a compiled run traces each step function
+    at most once per bucket.
 
     Args:
         task: str, `"convex_hull"` or `"tsp"`.
         args: flags from `parse_geometry_args`.
-        scores: callable `(predict, data) -> dict`, the task metrics.
+        scores: callable `(predict, data, options) -> dict`, the task metrics.
         primary_metric: str, recorded in `results.json`.
 
     Returns:
@@ -350,20 +383,27 @@ def run_geometry_task(task, args, scores, primary_metric):
     validation_data = random_batches(task, args.n_points, args.batch_size,
                                      args.validation_batches, args.test_seed + 1000, fixed=True)
     sets = evaluation_sets(task, args)
-    length = max_steps(args.n_points if args.train_file else args.n_points + args.train_points,
-                       getattr(train_data, "examples", []) +
-                       [e for data in sets.values() for e in data.examples])
+    file_examples = (getattr(train_data, "examples", []) +
+                     [e for data in sets.values() for e in data.examples])
+    sizes = list(args.n_points) + ([] if args.train_file else list(args.train_points))
+    sizes += [len(e.points) for e in file_examples]
+    possible = geometry.sequence_lengths(task, sizes)
+    possible += tuple(len(e.points) + len(e.output) + 2 for e in file_examples)
+    lengths = bucket_lengths(args, possible)
+    options = decode_options(args, lengths)
     model = build_model(args, task)
-    best = os.path.join(args.output_dir, "best.keras")
+    best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",
              "stm_config": task_configs.model_config_from_args(args, task)
              if args.model == "stm" else None,
              "train_points": None if args.train_file else list(args.train_points),
              "test_points": None if args.test_file else list(args.n_points),
+             "padded_lengths": list(lengths),
              "primary_metric": primary_metric}
-    return training.run(model, for_fit(train_data, length), args,
-                        validation_data=for_fit(validation_data, length),
-                        evaluate=make_evaluator(sets, scores, best, length), extra_results=extra)
+    return training.run(model, for_fit(train_data, lengths, args.batch_size), args,
+                        validation_data=for_fit(validation_data, lengths, args.batch_size),
+                        evaluate=make_evaluator(sets, scores, best, lengths, options),
+                        extra_results=extra, pretrained_name=pretrained_name(task, args))
 
 
 def main(argv=None):

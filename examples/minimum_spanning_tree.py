@@ -25,7 +25,9 @@ weights, so the tree is unique; written to `<output_dir>/test.txt`) or on `--tes
 weights are distinct), `exact_match` (the reference edge set), `sequence_accuracy` (the same edges
 in Kruskal order), `valid_fraction` (N - 1 distinct edges without a cycle), `mean_cost_ratio`
 (weight / optimum over valid answers only: an invalid answer is never counted cheap, it is counted
-in `num_invalid`), and the masked test `loss` and per-step accuracy.
+in `num_invalid`), and the masked test `loss` and per-step accuracy. Decoding, padding and
+`--evaluate` (default `pretrained/minimum_spanning_tree`) as in `examples/shortest_path.py`; the
+masked rule (`graphs.tree_rule`): distinct edges closing no cycle, N - 1 of them.
 
 Command lines (from the repository root):
 
@@ -55,17 +57,18 @@ from keras_stm.experiments.tasks import graphs
 TASK = "minimum_spanning_tree"
 
 
-def tree_scores(predict, data):
+def tree_scores(predict, data, options=None):
     """`graphs.mst_metrics` of a model's decoded trees on an ordered file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: ordered dataset from `graphs.file_dataset(..., shuffle=False)`.
+        options: decoding options (`convex_hull.decode_options`), or None for plain greedy.
 
     Returns:
-        dict of `graphs.mst_metrics`.
+        dict of `graphs.mst_metrics` (greedy keys, plus `masked_*` or `beam_*`).
     """
-    return graphs.mst_metrics(data.examples, predict_answers(predict, data))
+    return graphs.scores("mst", predict_answers(predict, data, options), data.examples)
 
 
 def main(argv=None):

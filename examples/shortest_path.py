@@ -27,7 +27,12 @@ training sizes (written to `<output_dir>/test.txt`) or on `--test-file`: `optima
 (primary: a valid path as cheap as the optimum, ties count), `exact_match` (the reference edge
 sequence), `valid_fraction` (edges chaining from the source to the target, no node twice),
 `mean_cost_ratio` (cost / optimum over valid answers only: an invalid answer is never counted
-cheap, it is counted in `num_invalid`), and the masked test `loss` and per-step accuracy.
+cheap, it is counted in `num_invalid`), and the masked test `loss` and per-step accuracy; the
+exact answers come from Dijkstra's algorithm. Each example is decoded over N output steps: the
+plain greedy figures, plus (`--decoding masked`, default, or `beam`) the prefixed figures of
+paths decoded under `graphs.path_rule` (each edge leaves the node reached, no node twice, end at
+the target). Batches are padded to at most `--step-buckets` lengths; `--evaluate [NAME_OR_PATH]`
+(default `pretrained/shortest_path`) evaluates a pretrained model, writing nothing.
 
 Command lines (from the repository root):
 
@@ -42,21 +47,30 @@ best model, `history.csv`, `results.json` and `learning_curve.png` go to the sam
 
 import argparse
 import os
+import tempfile
 
-import keras
 
 try:  # run as a script (python examples/shortest_path.py): examples/ is on sys.path
+    from convex_hull import add_decoding_arguments
+    from convex_hull import bucket_lengths
     from convex_hull import build_model
+    from convex_hull import check_decoding_args
+    from convex_hull import decode_options
     from convex_hull import for_fit
     from convex_hull import make_evaluator
 except ModuleNotFoundError as error:  # loaded from the repository root, as the tests do
     if error.name != "convex_hull":
         raise
+    from examples.convex_hull import add_decoding_arguments
+    from examples.convex_hull import bucket_lengths
     from examples.convex_hull import build_model
+    from examples.convex_hull import check_decoding_args
+    from examples.convex_hull import decode_options
     from examples.convex_hull import for_fit
     from examples.convex_hull import make_evaluator
 from keras_stm.experiments import training
 from keras_stm.experiments.models import task_configs
+from keras_stm.experiments.tasks import geometry
 from keras_stm.experiments.tasks import graphs
 
 TASK = "shortest_path"
@@ -133,6 +147,7 @@ def graph_parser(task, description):
                         help="Seed of the generated test and validation sets.")
     parser.add_argument("--validation-batches", type=int, default=4,
                         help="Fixed batches evaluated after every epoch to keep the best model.")
+    add_decoding_arguments(parser)
     return parser
 
 
@@ -150,11 +165,13 @@ def parse_graph_args(parser, argv=None):
     for name in ("test_size", "validation_batches"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_decoding_args(parser, args)
     for name in ("train_file", "test_file"):
         path = getattr(args, name)
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"--{name.replace('_', '-')}: data file not found: {path!r}")
-    os.makedirs(args.output_dir, exist_ok=True)
+    if not args.evaluate:
+        os.makedirs(args.output_dir, exist_ok=True)
     return args
 
 
@@ -162,14 +179,16 @@ def evaluation_sets(task, args):
     """The test set as `{"": ordered file dataset}`: `--test-file`, or one generated set.
 
     The generated set (seed `--test-seed`, the training sizes) is written to
-    `<output_dir>/test.txt` in the graph-task file format.
+    `<output_dir>/test.txt` in the graph-task file format (under `--evaluate`, to a temporary
+    folder: nothing is written).
     """
-    path = args.test_file
-    if not path:
-        path = os.path.join(args.output_dir, "test.txt")
+    if args.test_file:
+        return {"": graphs.file_dataset(args.test_file, args.batch_size, shuffle=False)}
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch if args.evaluate else args.output_dir, "test.txt")
         graphs.generate(path, DATA_TASKS[task], args.test_size, n_nodes=args.n_nodes,
                         n_edges=args.n_edges, seed=args.test_seed)
-    return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
+        return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
 
 
 def max_steps(task, args, examples=()):
@@ -190,32 +209,27 @@ def max_steps(task, args, examples=()):
     return max(lengths)
 
 
-def predict_answers(predict, data):
+def predict_answers(predict, data, options=None):
     """Decoded answers of a model for every example of an ordered graph file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: `geometry.GroupedFileDataset` from `graphs.file_dataset(..., shuffle=False)`.
+        options: dict of `geometry.predict_and_decode` options (`convex_hull.decode_options`);
+            None: the plain greedy decoding of the batches as they are.
 
     Returns:
-        list of int arrays (0-based edge indices), aligned with `data.examples`.
+        dict `{"": greedy answers, "masked_" or "beam_": answers under `graphs.example_rule`}`,
+        lists of int arrays (0-based edge indices) aligned with `data.examples`.
     """
-    answers = [None] * len(data.examples)
-    for i in range(len(data)):
-        x = data[i][0]
-        index = data.batch_indices(i)
-        first = data.examples[index[0]]
-        skip = len(first.edges) + (2 if first.query is not None else 1)
-        logits = keras.ops.convert_to_numpy(predict(x))
-        decoded = graphs.decode_predictions(logits, graphs.edge_labels(x), skip=skip)
-        for k, answer in zip(index, decoded):
-            answers[k] = answer
-    return answers
+    return geometry.predict_and_decode(
+        predict, data, lambda e: len(e.edges) + (2 if e.query is not None else 1),
+        lambda e: e.num_nodes - 1, graphs.example_rule, end_token=graphs.END, **(options or {}))
 
 
-def path_scores(predict, data):
-    """`graphs.shortest_path_metrics` of a model's decoded paths on an ordered file dataset."""
-    return graphs.shortest_path_metrics(data.examples, predict_answers(predict, data))
+def path_scores(predict, data, options=None):
+    """`graphs.shortest_path_metrics` of a model's decoded paths (every decoding)."""
+    return graphs.scores("shortest_path", predict_answers(predict, data, options), data.examples)
 
 
 def run_graph_task(task, args, scores, primary_metric):
@@ -241,18 +255,25 @@ def run_graph_task(task, args, scores, primary_metric):
                                      seed=args.test_seed + 1000, fixed=True, task=data_task,
                                      n_nodes=args.n_nodes, n_edges=args.n_edges)
     sets = evaluation_sets(task, args)
-    length = max_steps(task, args, getattr(train_data, "examples", []) +
-                       [e for data in sets.values() for e in data.examples])
+    examples = getattr(train_data, "examples", []) + [e for d in sets.values() for e in d.examples]
+    query = 1 if data_task == "shortest_path" else 0
+    possible = graphs.sequence_lengths(data_task, args.n_nodes, args.n_edges) + tuple(
+        length for e in examples for length in (len(e.edges) + query + len(e.output) + 2,
+                                                len(e.edges) + query + 1 + e.num_nodes))
+    lengths = bucket_lengths(args, possible)
     model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
-    best = os.path.join(args.output_dir, "best.keras")
+    best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
     extra = {"evaluated": "best.keras (lowest validation loss)",
              "stm_config": task_configs.model_config_from_args(args, task)
              if args.model == "stm" else None,
              "n_nodes": list(args.n_nodes), "n_edges": list(args.n_edges),
+             "padded_lengths": list(lengths),
              "primary_metric": primary_metric}
-    return training.run(model, for_fit(train_data, length), args,
-                        validation_data=for_fit(validation_data, length),
-                        evaluate=make_evaluator(sets, scores, best, length), extra_results=extra)
+    return training.run(model, for_fit(train_data, lengths, args.batch_size), args,
+                        validation_data=for_fit(validation_data, lengths, args.batch_size),
+                        evaluate=make_evaluator(sets, scores, best, lengths,
+                                                decode_options(args, lengths)),
+                        extra_results=extra)
 
 
 def main(argv=None):

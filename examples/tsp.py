@@ -26,7 +26,11 @@ tours), `valid_fraction` (answers visiting every city exactly once). An invalid 
 or missing city, or no end token) is never counted as a short tour: it is left out of the length
 and the gap and counted in `num_invalid`; `mean_target_length` is the reference length on the same
 valid examples, `mean_target_length_all` on all of them, `mean_invalid_length` the length of the
-invalid answers, apart. Also the masked test `loss` and per-step accuracy.
+invalid answers, apart; `sequence_accuracy` (the reference tour, any start or direction). Also
+the masked test `loss` and per-step accuracy. These are the plain greedy figures; `--decoding
+masked` (default) or `beam` adds them, prefixed, for tours decoded under the tour rule (start at
+city 1, every city once): 100% valid by construction. Shapes and `--evaluate` (default
+`pretrained/tsp_<N>`, with `--test-file` any Pointer Networks file): see `examples/convex_hull.py`.
 
 Command lines (from the repository root):
 
@@ -35,6 +39,7 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/tsp.py --train-points 5-10 --n-points 5,10
     KERAS_BACKEND=jax python examples/tsp.py --train-file tsp_10_train_exact.txt \\
         --test-file tsp5_test.txt
+    KERAS_BACKEND=jax python examples/tsp.py --evaluate pretrained/tsp_5 --test-file tsp5_test.txt
     KERAS_BACKEND=torch python examples/tsp.py --quick                    # CPU smoke run
 
 An interrupted run resumes from `runs/tsp-<model>/backup` (`--fresh` starts over); the best
@@ -58,20 +63,19 @@ from keras_stm.experiments.tasks import geometry
 TASK = "tsp"
 
 
-def tsp_scores(predict, data):
-    """`geometry.tsp_metrics` of a model's decoded tours on an ordered file dataset.
+def tsp_scores(predict, data, options=None):
+    """`geometry.tsp_scores` of a model's decoded tours on an ordered file dataset.
 
     Args:
         predict: callable `x -> logits (B, T, 22)`, e.g. `model.predict_on_batch`.
         data: `geometry.GroupedFileDataset` in ordered mode; its examples' outputs are the
             reference tours.
+        options: decoding options (`convex_hull.decode_options`), or None for plain greedy.
 
     Returns:
-        dict of `geometry.tsp_metrics`.
+        dict of `geometry.tsp_scores` (greedy keys, plus `masked_*` or `beam_*`).
     """
-    answers = predict_answers(predict, data)
-    return geometry.tsp_metrics([e.points for e in data.examples], answers,
-                                [e.output for e in data.examples])
+    return geometry.tsp_scores(predict_answers(predict, data, options, task=TASK), data.examples)
 
 
 def main(argv=None):

@@ -9,8 +9,11 @@
 #   (pairs:model).
 #   GROUP: associative_retrieval | synthetic | geometry | hull_tsp | graphs_fixed | babi | atari
 #   associative_retrieval: STM and LSTM at 14 pairs (31 tokens) and 24 pairs (51 tokens).
-#   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10:
-#   one jax compile per count instead of one per count in 5-20).
+#   hull_tsp: convex hull and TSP trained on fixed point counts (TRAIN_POINTS, default 5,10).
+#   hull_tsp_n: convex hull and TSP, STM and LSTM, one run per N of SIZES (default "5 10"),
+#   trained and tested on that N (run folders <task>_<N>-<model>, exported as
+#   pretrained/<task>_<N>). Every batch is padded to at most 4 lengths (--step-buckets), so a
+#   run compiles at most 4 training programs whatever the point counts.
 #   graphs_fixed: shortest path and MST on graphs of one size (N_NODES 10, N_EDGES 20 by
 #   default: one compile instead of 18).
 # STM_CONFIG='{"unroll": true}' (with XLA_FLAGS set for command buffers) gives the STM runs the
@@ -34,7 +37,7 @@ launch() {  # name, script, extra args... (STM_CONFIG, a JSON object, goes to --
   pids+=($!)
 }
 for g in ${group//,/ }; do  # refuse an unknown group before anything starts
-  case $g in associative_retrieval|synthetic|geometry|hull_tsp|graphs_fixed|babi|atari|*_stm|*_lstm) ;;
+  case $g in associative_retrieval|synthetic|geometry|hull_tsp|hull_tsp_n|graphs_fixed|babi|atari|*_stm|*_lstm) ;;
     *) echo "unknown group $g" >&2; exit 2 ;; esac
 done
 for group in ${group//,/ }; do
@@ -64,6 +67,14 @@ case $group in
     for model in stm lstm; do
       launch "convex_hull-$model" convex_hull.py --model $model --train-points "${TRAIN_POINTS:-5,10}"
       launch "tsp-$model" tsp.py --model $model --train-points "${TRAIN_POINTS:-5,10}"
+    done ;;
+  hull_tsp_n)
+    for n in ${SIZES:-5 10}; do
+      for model in stm lstm; do
+        for task in convex_hull tsp; do
+          launch "${task}_$n-$model" $task.py --model $model --train-points "$n" --n-points "$n"
+        done
+      done
     done ;;
   graphs_fixed)
     for model in stm lstm; do

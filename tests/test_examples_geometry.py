@@ -45,8 +45,10 @@ def _check_results(out, keys, model="stm"):
     for key, value in test.items():
         if math.isnan(value):  # allowed only for a mean over the valid answers, when none is
             suffix = re.search(r"(_n\d+)?$", key).group()
-            assert key.startswith(("mean_", "optimality_gap")), key
-            assert test[f"num_valid{suffix}"] == 0, key
+            prefix = re.match(r"(masked_|beam_)?", key).group()
+            assert key[len(prefix):].startswith(("mean_", "optimality_gap")), key
+            if "mean_invalid" not in key:  # that one: over invalid answers with indices in range
+                assert test[f"{prefix}num_valid{suffix}"] == 0, key
         else:
             assert math.isfinite(value), key
     for key, value in test.items():
@@ -154,15 +156,18 @@ def _one_hot_logits(labels_per_step, total_steps, skip):
 
 
 def _oracle(data):
-    """A predictor returning the targets of each batch of `data` as logits."""
-    answers = {}
-    for i in range(len(data)):
-        x, y, _ = data[i]
-        answers[x.tobytes()] = y
+    """A predictor returning the targets of each batch of `data` as logits (a batch given more
+    all-zero decoding steps gets zero logits there)."""
+    batches = [data[i][:2] for i in range(len(data))]
 
     def predict(x):
-        y = answers[np.asarray(x).tobytes()]
-        return _one_hot_logits(y, y.shape[1], 0)
+        x = np.asarray(x)
+        for known, y in batches:
+            steps = known.shape[1]
+            if known.shape[0] == x.shape[0] and np.array_equal(x[:, :steps], known):
+                y = np.pad(y, ((0, 0), (0, x.shape[1] - steps)))
+                return _one_hot_logits(y, y.shape[1], 0)
+        raise KeyError("not a batch of the data set")
 
     return predict
 
@@ -178,7 +183,10 @@ def test_hull_scores(tmp_path):
     geometry.generate(path, "convex_hull", 12, (5, 6), seed=5)
     data = geometry.file_dataset(path, 5, shuffle=False)
     perfect = convex_hull.hull_scores(_oracle(data), data)
-    assert perfect == {"sequence_accuracy": 1.0, "cyclic_accuracy": 1.0, "point_accuracy": 1.0}
+    expected = {"sequence_accuracy": 1.0, "cyclic_accuracy": 1.0, "point_accuracy": 1.0,
+                "valid_fraction": 1.0, "area_coverage": 1.0, "num_invalid": 0}
+    assert {k: perfect[k] for k in expected} == pytest.approx(expected)
+    assert perfect["mean_answer_length"] == perfect["mean_target_length"]
 
     def rotated(x):  # the right hull from its second vertex: a rotation, not the sequence
         y = _oracle(data)(x).argmax(-1)
@@ -285,3 +293,90 @@ def test_padded_steps_change_no_output_or_loss(tmp_path):
                                    model.predict_on_batch(x), rtol=1e-5, atol=1e-5)
         assert float(model.test_on_batch(px, py, pw)[0]) == pytest.approx(
             float(model.test_on_batch(x, y, w)[0]), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# decoding that respects the task, and padding to fixed shapes
+
+
+def _flat_logits(x, favourite, skip):
+    """Logits putting 5.0 on label `favourite` on every step after `skip` (and 1.0 on END)."""
+    logits = np.zeros((x.shape[0], x.shape[1], geometry.NUM_CLASSES), np.float32)
+    logits[:, skip:, favourite] = 5.0
+    logits[:, skip:, geometry.END] = 1.0
+    return logits
+
+
+def test_masked_and_beam_decoding_give_valid_tours_and_hulls(tmp_path):
+    """A model stuck on one label: greedy is invalid, the rule-respecting decodings are valid."""
+    path = tmp_path / "tsp.txt"
+    geometry.generate(path, "tsp", 6, 5, seed=1)
+    data = geometry.file_dataset(path, 4, shuffle=False)
+
+    def stuck(x):
+        return _flat_logits(x, 1, 6)
+
+    for decoding in ("masked", "beam"):
+        options = {"decoding": decoding, "beam_width": 3, "lengths": (14,), "batch_size": 4}
+        scores = tsp.tsp_scores(stuck, data, options)
+        assert scores["valid_fraction"] == 0.0
+        assert scores[f"{decoding}_valid_fraction"] == 1.0
+        assert scores[f"{decoding}_num_valid"] == 6
+    greedy_only = tsp.tsp_scores(stuck, data, {"decoding": "greedy"})
+    assert not any(k.startswith(("masked_", "beam_")) for k in greedy_only)
+
+    path = tmp_path / "hull.txt"
+    geometry.generate(path, "convex_hull", 6, 6, seed=2)
+    data = geometry.file_dataset(path, 6, shuffle=False)
+    scores = convex_hull.hull_scores(lambda x: _flat_logits(x, 1, 7), data,
+                                     {"decoding": "masked"})
+    assert scores["valid_fraction"] == 0.0
+    assert scores["masked_num_invalid"] + scores["masked_num_valid"] == 6
+    assert scores["masked_mean_answer_length"] >= 3
+
+
+def test_rules_of_every_task():
+    hull = geometry.hull_rule(5)
+    assert hull(())[0].tolist() == [True, True, True, False, False]  # 2 points must follow
+    assert hull((1, 3))[0].tolist() == [False, False, True, False, True] and not hull((1, 3))[1]
+    assert hull((1, 3, 2))[1]
+    tour = geometry.tour_rule(3)
+    assert tour(())[0].tolist() == [True, False, False] and tour((0, 2, 1)) [1]
+    edges = np.array([[0, 1], [1, 2], [0, 2], [2, 3]])
+    path = graphs.path_rule(edges, 0, 3)
+    assert path(())[0].tolist() == [True, False, True, False]
+    assert path((0,))[0].tolist() == [False, True, False, False]
+    assert path((2, 3)) [1] and not path((2, 3))[0].any()
+    tree = graphs.tree_rule(4, edges)
+    assert tree((0, 1))[0].tolist() == [False, False, False, True]
+    assert tree((0, 1, 3))[1]
+
+
+@pytest.mark.parametrize("decoding", ["masked", "beam"])
+def test_graph_rule_decoding_is_valid(tmp_path, decoding):
+    for task, script in (("shortest_path", shortest_path), ("mst", minimum_spanning_tree)):
+        path = tmp_path / f"{task}.txt"
+        graphs.generate(path, task, 8, n_nodes=6, n_edges=9, seed=3)
+        data = graphs.file_dataset(path, 8, shuffle=False)
+        scores_fn = script.path_scores if task == "shortest_path" else script.tree_scores
+        scores = scores_fn(lambda x: _flat_logits(x, 1, 0), data,
+                           {"decoding": decoding, "beam_width": 4})
+        if task == "mst":
+            assert scores[f"{decoding}_valid_fraction"] == 1.0
+        else:  # a path can dead-end (all neighbours visited) under masked greedy decoding
+            assert scores[f"{decoding}_valid_fraction"] > scores["valid_fraction"]
+
+
+def test_bucket_padding_bounds_the_shapes(tmp_path):
+    """Batches of any N in 5-20 and any answer length take at most --step-buckets shapes."""
+    lengths = geometry.bucket_lengths(geometry.sequence_lengths("convex_hull", range(5, 21)), 4)
+    assert len(lengths) == 4 and lengths[-1] == 42
+    assert geometry.bucket_lengths(geometry.sequence_lengths("tsp", (5, 10)), 4) == (12, 22)
+    data = convex_hull.random_batches("convex_hull", range(5, 21), 4, 12, seed=0)
+    padded = convex_hull.for_fit(data, lengths, 6)
+    shapes = {padded[i][0].shape for i in range(len(padded))}
+    assert shapes <= {(6, length, geometry.INPUT_WIDTH) for length in lengths}
+    _, y, w = data[0]
+    _, py, pw = padded[0]
+    assert pw[4:].sum() == 0 and pw.sum() == w.sum()
+    np.testing.assert_array_equal(py[:4, : y.shape[1]], y)

@@ -55,6 +55,18 @@ def _evaluation(folder, results, tmp_path):
         if results.get("data", {}).get("partial_tasks"):
             argv.append("--allow-partial")
         return "babi", argv, "mean_error", "babi_error"
+    if task in ("convex_hull", "tsp", "shortest_path", "minimum_spanning_tree"):
+        # fresh fixed-seed test set (--test-seed 7) of the recorded sizes; greedy figure
+        argv = base + ["--model", results.get("model", "stm"), "--test-size", "512",
+                       "--test-seed", "7", "--decoding", "greedy"]
+        if task in ("convex_hull", "tsp"):
+            n = (results.get("test_points") or [10])[-1]
+            argv += ["--n-points", str(n)]
+            metric = "sequence_accuracy" if task == "convex_hull" else "valid_fraction"
+            return task, argv, f"{metric}_n{n}", "accuracy"
+        argv += ["--n-nodes", "-".join(map(str, results["n_nodes"])),
+                 "--n-edges", "-".join(map(str, results["n_edges"]))]
+        return task, argv, "optimal_fraction", "accuracy"
     pytest.fail(f"{folder}: no CPU evaluation written for task {task!r}; add one to this test")
 
 

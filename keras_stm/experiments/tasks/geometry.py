@@ -1173,3 +1173,405 @@ def tsp_metrics(points, predictions, targets):
             "num_invalid": count - len(valid_len), "mean_length": mean(valid_len),
             "mean_target_length": mean(valid_ref), "mean_target_length_all": mean(all_ref),
             "optimality_gap": mean(gaps), "mean_invalid_length": mean(invalid_len)}
+
+
+# --------------------------------------------------------------------------------------------
+# shapes: one compiled program per bucket of sequence lengths
+
+
+def bucket_lengths(lengths, count):
+    """The padded sequence lengths of a run: at most `count` buckets over its possible lengths.
+
+    A compiled training step (jax, tensorflow with XLA) is traced once per input shape; padding
+    every batch with trailing zero-weight steps up to the smallest bucket that holds it bounds
+    the number of programs by `count` (the batch size is fixed too, see `PaddedBatches`). With
+    no more distinct lengths than `count`, every length is its own bucket (no padding);
+    otherwise the buckets end at evenly spaced quantiles of the distinct lengths.
+
+    Args:
+        lengths: iterable of ints, the sequence lengths the run can meet
+            (`sequence_lengths`).
+        count: int >= 1, the most buckets (1: every batch padded to the longest).
+
+    Returns:
+        sorted tuple of distinct ints, the last one the longest length.
+
+    Example:
+
+    >>> bucket_lengths([12, 22], 4), bucket_lengths(range(10, 43), 4)
+    ((12, 22), (18, 26, 34, 42))
+    """
+    distinct = sorted({int(v) for v in lengths})
+    count = int(count)
+    if count < 1 or not distinct or distinct[0] < 1:
+        raise ValueError(f"need count >= 1 and positive lengths, got {count}, {distinct}.")
+    if len(distinct) <= count:
+        return tuple(distinct)
+    m = len(distinct)
+    return tuple(sorted({distinct[math.ceil((i + 1) * m / count) - 1] for i in range(count)}))
+
+
+def sequence_lengths(task, sizes):
+    """The encoded sequence lengths (inputs, extra row, answer, end) a run over `sizes` meets.
+
+    Convex hull: an answer has min(3, N)..N points (training batches: the longest answer of
+    the batch); TSP: N. Evaluation decodes every example over N + 1 output steps (`2 N + 2`).
+
+    Example:
+
+    >>> sequence_lengths("convex_hull", (5,)), sequence_lengths("tsp", (5, 10))
+    ((10, 11, 12), (12, 22))
+    """
+    _check_task(task)
+    out = set()
+    for n in {int(n) for n in sizes}:
+        out.add(2 * n + 2)
+        if task == "convex_hull":
+            out.update(n + 1 + k + 1 for k in range(min(3, n), n + 1))
+    return tuple(sorted(out))
+
+
+def _pad_to(array, length, batch_size):
+    pad = [(0, batch_size - array.shape[0]), (0, length - array.shape[1])]
+    return np.pad(array, pad + [(0, 0)] * (array.ndim - 2))
+
+
+def pad_batch(arrays, lengths, batch_size=None):
+    """Pads `(x, y, sample_weight, ...)` with trailing zero steps (and zero rows) to a bucket.
+
+    The models are causal and the loss and metrics weighted, so trailing all-zero, zero-weight
+    steps and all-zero, zero-weight examples change no output step, loss or metric.
+
+    Args:
+        arrays: tuple of arrays `(B, T, ...)`.
+        lengths: int or sorted sequence of ints: the smallest one >= T is used.
+        batch_size: int or None: pad the batch dimension to it (None: keep B).
+
+    Returns:
+        tuple of padded arrays.
+
+    Raises:
+        ValueError: if T exceeds the longest length, or B the batch size.
+    """
+    lengths = (int(lengths),) if np.ndim(lengths) == 0 else tuple(int(v) for v in lengths)
+    batch, steps = arrays[0].shape[:2]
+    fits = [v for v in lengths if v >= steps]
+    if not fits:
+        raise ValueError(f"a batch has {steps} steps, more than the longest padded length "
+                         f"{max(lengths)}.")
+    size = batch if batch_size is None else int(batch_size)
+    if batch > size:
+        raise ValueError(f"a batch has {batch} examples, more than `batch_size`={size}.")
+    return tuple(_pad_to(np.asarray(a), min(fits), size) for a in arrays)
+
+
+class PaddedBatches(keras.utils.PyDataset):
+    """A dataset whose batches are padded to a few fixed shapes (see `pad_batch`).
+
+    Args:
+        data: a `PyDataset` yielding `(x (B, T, W), y (B, T), sample_weight (B, T))`.
+        lengths: int or sequence of ints (`bucket_lengths`), the padded numbers of steps.
+        batch_size: int or None, pad smaller batches (the last of an ordered pass) to it.
+    """
+
+    def __init__(self, data, lengths, batch_size=None):
+        super().__init__()
+        self.data = data
+        self.lengths = (int(lengths),) if np.ndim(lengths) == 0 else tuple(sorted(lengths))
+        self.length = self.lengths[-1]
+        self.batch_size = batch_size
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return pad_batch(self.data[index], self.lengths, self.batch_size)
+
+    def on_epoch_end(self):
+        self.data.on_epoch_end()
+
+
+# --------------------------------------------------------------------------------------------
+# decoding that respects the task: masked (greedy) and beam decoding
+
+
+def _log_softmax(scores):
+    scores = np.asarray(scores, dtype=np.float64)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def constrained_decode(scores, labels_of_items, constraints, skip=0, beam_width=1,
+                       end_token=END):
+    """Decodes output steps so that every answer obeys its task's rules (masked or beam search).
+
+    The decoding steps of these models read all-zero inputs, so their scores do not depend on
+    the answer chosen so far; a rule is applied on top of the model's log-probabilities: at each
+    step only the items `constraints[b](prefix)` allows (and the end token where it allows it)
+    can be chosen. `beam_width=1` is masked greedy decoding (the best allowed item each step),
+    a larger width keeps the `beam_width` best partial answers (summed log-probabilities) and
+    returns the best finished one.
+
+    Args:
+        scores: float `(B, K, C)` logits of the output steps (or of whole sequences, with `skip`).
+        labels_of_items: int `(B, M)`, label of item i at position i, 0 for none.
+        constraints: sequence of B callables `prefix (tuple of item indices) -> (allowed (M,)
+            bool, end_allowed bool)`, e.g. from `hull_rule` or `tour_rule`.
+        skip: int, leading steps to drop. Defaults to 0.
+        beam_width: int >= 1. Defaults to 1.
+        end_token: int. Defaults to `END`.
+
+    Returns:
+        list of B int64 arrays of 0-based item indices; an answer the steps did not let finish
+        ends with -1 (never valid).
+
+    Example:
+
+    >>> logits = np.zeros((1, 4, NUM_CLASSES)); logits[0, :, 1] = 5.0  # always "point 0"
+    >>> [a.tolist() for a in constrained_decode(logits, [[1, 2, 3]], [tour_rule(3)])]
+    [[0, 1, 2]]
+    """
+    labels = np.asarray(labels_of_items, dtype=np.int64)
+    log_probs = _log_softmax(np.asarray(scores)[:, skip:])
+    if len(constraints) != labels.shape[0] or log_probs.shape[0] != labels.shape[0]:
+        raise ValueError("`scores`, `labels_of_items` and `constraints` differ in batch size.")
+    if int(beam_width) < 1:
+        raise ValueError(f"`beam_width` must be >= 1, got {beam_width!r}.")
+    answers = []
+    for b, rule in enumerate(constraints):
+        items = labels[b] > 0
+        item_lp = log_probs[b][:, np.where(items, labels[b], 0)]  # (K, M)
+        end_lp = log_probs[b][:, end_token]
+        beams, finished = [(0.0, ())], []
+        for k in range(log_probs.shape[1]):
+            candidates = []
+            for score, prefix in beams:
+                allowed, end_ok = rule(prefix)
+                allowed = np.asarray(allowed, dtype=bool)[: items.size] & items[: len(allowed)]
+                if end_ok:
+                    candidates.append((score + end_lp[k], prefix, True))
+                for i in np.flatnonzero(allowed):
+                    candidates.append((score + item_lp[k, i], prefix + (int(i),), False))
+            candidates.sort(key=lambda c: -c[0])
+            beams = []
+            for score, prefix, ended in candidates[: int(beam_width)]:
+                (finished if ended else beams).append((score, prefix))
+            if not beams or (finished and max(f[0] for f in finished) >= beams[0][0]):
+                break
+        if finished:
+            answers.append(np.array(max(finished, key=lambda f: f[0])[1], dtype=np.int64))
+        else:
+            best = beams[0][1] if beams else ()
+            answers.append(np.append(np.array(best, dtype=np.int64), -1))
+    return answers
+
+
+def hull_rule(n):
+    """Rule of a convex-hull answer over `n` points for `constrained_decode`.
+
+    No point twice; the answer starts at its lowest index (every later point has a higher
+    index, the canonical start of the protocol) and ends after at least min(3, n) points (a
+    point is allowed only if enough higher-index points remain to reach that length).
+    """
+    least = min(3, n)
+
+    def rule(prefix):
+        index = np.arange(n)
+        free = np.ones(n, dtype=bool)
+        free[list(prefix)] = False
+        first = prefix[0] if prefix else None
+        # free points above the first one, after choosing each candidate
+        above = index if first is None else np.full(n, first)
+        left = np.array([np.count_nonzero(free[a + 1:]) for a in above]) - (
+            (index > above) & free)
+        allowed = free & (left >= least - len(prefix) - 1)
+        if first is not None:
+            allowed &= index > first
+        return allowed, len(prefix) >= least
+
+    return rule
+
+
+def tour_rule(n):
+    """Rule of a tour over `n` cities: starts at city 1 (index 0), every city once, then ends."""
+    def rule(prefix):
+        allowed = np.zeros(n, dtype=bool) if not prefix else np.ones(n, dtype=bool)
+        if not prefix:
+            allowed[0] = True
+        allowed[list(prefix)] = False
+        return allowed, len(prefix) == n
+
+    return rule
+
+
+DECODINGS = ("greedy", "masked", "beam")
+"""tuple: `--decoding` choices: greedy (plain argmax over the example's labels, always reported),
+masked (greedy under the task's rule) and beam (beam search under the rule)."""
+
+
+def decode_all(scores, labels_of_items, skip, rules, decoding="masked", beam_width=5,
+               end_token=END):
+    """`{prefix: answers}` of the plain greedy decoding and, unless `decoding` is greedy, of the
+    rule-respecting one (`prefix` "" for greedy, "masked_" or "beam_")."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"`decoding` must be one of {DECODINGS}, got {decoding!r}.")
+    out = {"": decode_predictions(scores, labels_of_items, skip=skip, end_token=end_token)}
+    if decoding != "greedy":
+        width = 1 if decoding == "masked" else int(beam_width)
+        out[f"{decoding}_"] = constrained_decode(scores, labels_of_items, rules, skip=skip,
+                                                 beam_width=width, end_token=end_token)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# convex hull answer quality: validity, length and area coverage
+
+
+def _polygon_area(poly):
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _segments_cross(p1, p2, q1, q2):
+    d1, d2 = _cross(q1, q2, p1), _cross(q1, q2, p2)
+    d3, d4 = _cross(p1, p2, q1), _cross(p1, p2, q2)
+    return (d1 * d2 < 0) and (d3 * d4 < 0)
+
+
+def is_simple_polygon(poly):
+    """Whether a closed polygon `(k, 2)`, k >= 3, has no two non-adjacent edges crossing."""
+    poly = np.asarray(poly, dtype=np.float64)
+    k = len(poly)
+    if k < 3:
+        return False
+    for i in range(k):
+        for j in range(i + 2, k):
+            if i == 0 and j == k - 1:
+                continue
+            if _segments_cross(poly[i], poly[(i + 1) % k], poly[j], poly[(j + 1) % k]):
+                return False
+    return True
+
+
+def hull_answer_metrics(points, predictions, targets):
+    """Validity, length and area coverage of convex-hull answers (Pointer Networks' figures).
+
+    A valid answer names at least 3 distinct points of the example (in range) and, as a closed
+    polygon in the answer's order, does not cross itself. `area_coverage` is the mean over all
+    examples of area(answer polygon) / area(true hull), an invalid answer counting 0 (its
+    points lie inside the hull, so a valid answer covers at most 1, exactly 1 for the hull).
+
+    Returns:
+        dict with `valid_fraction`, `num_valid`, `num_invalid`, `area_coverage`,
+        `mean_answer_length` (points named, valid answers) and `mean_target_length` (hull
+        vertices of the reference, all examples).
+
+    Example:
+
+    >>> pts = [np.array([[0., 0.], [1., 0.], [1., 1.], [0., 1.], [.5, .5]])] * 2
+    >>> m = hull_answer_metrics(pts, [np.array([0, 1, 2]), np.array([0, 2, 1, 3])],
+    ...                         [np.array([0, 1, 2, 3])] * 2)
+    >>> m["valid_fraction"], m["area_coverage"]
+    (0.5, 0.25)
+    """
+    _check_pairs(predictions, targets)
+    coverage, valid_lengths = [], []
+    for pts, pred, target in zip(points, predictions, targets):
+        pts = np.asarray(pts, dtype=np.float64)
+        pred = np.asarray(pred, dtype=np.int64)
+        hull_area = _polygon_area(pts[np.asarray(target, dtype=np.int64)])
+        ok = (pred.size >= 3 and pred.min() >= 0 and pred.max() < len(pts)
+              and np.unique(pred).size == pred.size and is_simple_polygon(pts[pred]))
+        if ok:
+            valid_lengths.append(pred.size)
+            coverage.append(_polygon_area(pts[pred]) / hull_area if hull_area > 0 else 1.0)
+        else:
+            coverage.append(0.0)
+    count = len(predictions)
+    return {"valid_fraction": len(valid_lengths) / count, "num_valid": len(valid_lengths),
+            "num_invalid": count - len(valid_lengths),
+            "area_coverage": float(np.mean(coverage)),
+            "mean_answer_length": float(np.mean(valid_lengths)) if valid_lengths else float("nan"),
+            "mean_target_length": float(np.mean([len(t) for t in targets]))}
+
+
+def same_tour(a, b):
+    """Whether two tours are the same cycle (any start, either direction)."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.size != b.size or not a.size or b[0] not in a:
+        return False
+    rolled = np.roll(a, -int(np.flatnonzero(a == b[0])[0]))
+    return np.array_equal(rolled, b) or np.array_equal(np.roll(rolled[::-1], 1), b)
+
+
+def predict_and_decode(predict, data, num_inputs, answer_steps, rule, decoding="greedy",
+                       beam_width=5, lengths=None, batch_size=None, end_token=END):
+    """Decoded answers of a model for every example of an ordered file dataset.
+
+    Every batch is first given enough all-zero decoding steps for the longest valid answer
+    (`answer_steps`) and, with `lengths`, padded to a bucket and to `batch_size` examples (so
+    a compiled `predict` sees a few fixed shapes); then decoded by `decode_all`.
+
+    Args:
+        predict: callable `x -> logits (B, T, C)`, e.g. `model.predict_on_batch`.
+        data: ordered `GroupedFileDataset` (labels = position), with `examples`.
+        num_inputs: callable `example -> int`, the input steps before decoding.
+        answer_steps: callable `example -> int`, the most answer items (the end token apart).
+        rule: callable `example -> constraint` for `constrained_decode`.
+        decoding: one of `DECODINGS`. Defaults to "greedy".
+        beam_width: int, for "beam".
+        lengths: None (no padding beyond the answer steps) or the bucket lengths.
+        batch_size: None or int, pad batches to it (with `lengths`).
+        end_token: int. Defaults to `END`.
+
+    Returns:
+        dict `{prefix: list of int arrays aligned with data.examples}` (see `decode_all`).
+    """
+    from keras_stm.experiments.tasks.graphs import INPUT_WIDTH as GRAPH_WIDTH
+    from keras_stm.experiments.tasks.graphs import edge_labels
+
+    answers = {}
+    for i in range(len(data)):
+        x = np.asarray(data[i][0])
+        index = data.batch_indices(i)
+        batch = [data.examples[k] for k in index]
+        skip = num_inputs(batch[0])
+        steps = max(x.shape[1], skip + max(answer_steps(e) for e in batch) + 1)
+        x = np.pad(x, ((0, 0), (0, steps - x.shape[1]), (0, 0)))
+        if lengths is not None:
+            (x,) = pad_batch((x,), lengths, batch_size)
+        labels = edge_labels(x) if x.shape[-1] == GRAPH_WIDTH else point_labels(x)
+        logits = np.asarray(keras.ops.convert_to_numpy(predict(x)))[: len(index), :steps]
+        decoded = decode_all(logits, labels[: len(index)], skip, [rule(e) for e in batch],
+                             decoding, beam_width, end_token)
+        for prefix, values in decoded.items():
+            out = answers.setdefault(prefix, [None] * len(data.examples))
+            for k, answer in zip(index, values):
+                out[k] = answer
+    return answers
+
+
+def hull_scores(answers, examples):
+    """All convex-hull figures of `predict_and_decode`'s answers, keys prefixed by decoding."""
+    targets = [e.output for e in examples]
+    points = [e.points for e in examples]
+    scores = {}
+    for prefix, predicted in answers.items():
+        values = {**hull_metrics(predicted, targets),
+                  **hull_answer_metrics(points, predicted, targets)}
+        scores.update({prefix + key: value for key, value in values.items()})
+    return scores
+
+
+def tsp_scores(answers, examples):
+    """All TSP figures of `predict_and_decode`'s answers (the examples' tours the reference),
+    keys prefixed by decoding; `sequence_accuracy`: the reference tour (any start, direction)."""
+    targets = [e.output for e in examples]
+    points = [e.points for e in examples]
+    scores = {}
+    for prefix, predicted in answers.items():
+        values = tsp_metrics(points, predicted, targets)
+        values["sequence_accuracy"] = float(np.mean([same_tour(p, t)
+                                                     for p, t in zip(predicted, targets)]))
+        scores.update({prefix + key: value for key, value in values.items()})
+    return scores

@@ -964,3 +964,102 @@ def mst_metrics(examples, predictions):
     result = _summary(exact, optimal, ratios, len(predictions))
     result["sequence_accuracy"] = ordered / len(predictions)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# shapes and decoding that respects the task
+
+
+def sequence_lengths(task, n_nodes, n_edges):
+    """The encoded sequence lengths a graph run meets (see `geometry.bucket_lengths`).
+
+    Args:
+        task: str, `"shortest_path"` or `"mst"`.
+        n_nodes, n_edges: `(low, high)` ranges (or ints).
+
+    Returns:
+        sorted tuple of ints: training lengths (a path of 1..N-1 edges, a tree of N - 1) and the
+        evaluation length (every example decoded over N output steps).
+
+    Example:
+
+    >>> sequence_lengths("shortest_path", 5, 6), sequence_lengths("mst", (5, 6), 6)
+    ((10, 11, 12, 13), (12, 13))
+    """
+    _check_task(task)
+    (n_lo, n_hi), (e_lo, e_hi) = (np.broadcast_to(np.asarray(v, dtype=np.int64), 2).tolist()
+                                  for v in (n_nodes, n_edges))
+    out = set()
+    for n in range(n_lo, n_hi + 1):
+        for e in range(e_lo, e_hi + 1):
+            if task == "shortest_path":
+                out.update(e + 2 + k + 1 for k in range(1, n))
+                out.add(e + 2 + n)
+            else:
+                out.add(e + 1 + n)
+    return tuple(sorted(out))
+
+
+def path_rule(edges, source, target):
+    """Rule of a shortest-path answer for `geometry.constrained_decode`.
+
+    The first edge leaves the source, each next edge leaves the node reached, no node is visited
+    twice, and the answer ends exactly when the target is reached.
+    """
+    edges = np.asarray(edges, dtype=np.int64)
+
+    def rule(prefix):
+        node, seen = int(source), {int(source)}
+        for k in prefix:
+            a, b = edges[k].tolist()
+            node = b if node == a else a
+            seen.add(node)
+        if prefix and node == int(target):
+            return np.zeros(len(edges), dtype=bool), True
+        touches = (edges[:, 0] == node) | (edges[:, 1] == node)
+        other = np.where(edges[:, 0] == node, edges[:, 1], edges[:, 0])
+        return touches & ~np.isin(other, list(seen)), False
+
+    return rule
+
+
+def tree_rule(num_nodes, edges):
+    """Rule of a spanning-tree answer: distinct edges that close no cycle, ending after N - 1."""
+    edges = np.asarray(edges, dtype=np.int64)
+
+    def rule(prefix):
+        component = np.arange(int(num_nodes))
+        for k in prefix:
+            a, b = component[edges[k]]
+            component[component == b] = a
+        if len(prefix) == num_nodes - 1:
+            return np.zeros(len(edges), dtype=bool), True
+        return component[edges[:, 0]] != component[edges[:, 1]], False
+
+    return rule
+
+
+def example_rule(example):
+    """The decoding rule of a `GraphExample`: `path_rule` with a query, else `tree_rule`."""
+    if example.query is not None:
+        return path_rule(example.edges, example.query[0], example.query[1])
+    return tree_rule(example.num_nodes, example.edges)
+
+
+def scores(task, answers, examples):
+    """All figures of `geometry.predict_and_decode`'s answers, keys prefixed by decoding.
+
+    Args:
+        task: str, `"shortest_path"` (`shortest_path_metrics`) or `"mst"` (`mst_metrics`).
+        answers: dict `{prefix: answers aligned with examples}`.
+        examples: the `GraphExample`s (their outputs the exact answers).
+
+    Returns:
+        dict.
+    """
+    _check_task(task)
+    metric = shortest_path_metrics if task == "shortest_path" else mst_metrics
+    out = {}
+    for prefix, predicted in answers.items():
+        out.update({prefix + key: value for key, value in metric(examples, predicted).items()})
+    return out
