@@ -49,7 +49,6 @@ import argparse
 import os
 import tempfile
 
-
 try:  # run as a script (python examples/shortest_path.py): examples/ is on sys.path
     from convex_hull import add_decoding_arguments
     from convex_hull import bucket_lengths
