@@ -244,6 +244,41 @@ def test_make_vector_env_batches_and_autoresets():
         atari.make_vector_env(0, env_id=atari.TINY_ENV_ID)
 
 
+def pong_or_skip(**kwargs):
+    """`make_env("PongNoFrameskip-v4", ...)`, or a skip saying why the game cannot be made."""
+    try:
+        return atari.make_env("PongNoFrameskip-v4", **kwargs)
+    except (ImportError, ValueError, OSError) as error:
+        pytest.skip(f"the Atari Pong environment is not available here: {error}")
+
+
+def test_fast_emulator_frame_skip_matches_frame_by_frame():
+    """At frame skip 32 the blind frames (`ale.act`, no screen) change nothing the agent sees."""
+    pong_or_skip()  # skips without gymnasium / ale-py / the ROM
+    import gymnasium as gym
+
+    def make(fast):
+        return atari.MaxAndSkipEnv(atari.NoopResetEnv(gym.make("PongNoFrameskip-v4")), skip=32,
+                                   fast_emulator=fast)
+
+    fast, slow = make(True), make(False)
+    assert fast._ale_env is not None and slow._ale_env is None
+    assert atari.MaxAndSkipEnv(atari.TinyPongEnv(), skip=32)._ale_env is None
+    np.testing.assert_array_equal(fast.reset(seed=3)[0], slow.reset(seed=3)[0])
+    rng, games = np.random.default_rng(0), 0
+    for _ in range(300):
+        action = int(rng.integers(6))
+        a, b = fast.step(action), slow.step(action)
+        assert a[1:4] == b[1:4]
+        assert a[4]["frame_number"] == b[4]["frame_number"] and a[4]["lives"] == b[4]["lives"]
+        if a[2] or a[3]:  # the game over's own observation may differ (it is never used)
+            games += 1
+            np.testing.assert_array_equal(fast.reset()[0], slow.reset()[0])
+        else:
+            np.testing.assert_array_equal(a[0], b[0])
+    assert games >= 1  # random play loses a game in about 100 steps at frame skip 32
+
+
 def test_real_pong_reset_and_step():
     env = atari.make_env("PongNoFrameskip-v4", seed=0)
     obs, info = env.reset()

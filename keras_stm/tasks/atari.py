@@ -227,6 +227,14 @@ class MaxAndSkipEnv(gym.Wrapper):
         skip: int >= 1, raw frames per agent step. Defaults to 4 (the reference's README uses 32).
         pool_frames: int >= 1, how many of the last raw frames are max-pooled. Defaults to 3
             (the reference); 2 is the common DQN choice.
+        fast_emulator: bool. When the wrapped env is an ale-py `AtariEnv` with frame skip 1
+            under only `NoopResetEnv` / gymnasium's order and passive checkers, the first
+            `skip - pool_frames` raw frames of each agent step call the emulator directly
+            (`ale.act`) without rendering a screen: only the pooled frames are drawn. The
+            observations, rewards and flags are the same as frame by frame, except the (unused)
+            observation of a step whose game ends within those first frames: it pools that last
+            frame with the previous step's last frames. At frame skip 32 this skips 29 of 32
+            screen copies. Defaults to True; other envs always go frame by frame.
 
     Example:
 
@@ -237,11 +245,27 @@ class MaxAndSkipEnv(gym.Wrapper):
     4
     """
 
-    def __init__(self, env, skip=4, pool_frames=3):
+    _TRANSPARENT_WRAPPERS = ("NoopResetEnv", "OrderEnforcing", "PassiveEnvChecker")
+
+    def __init__(self, env, skip=4, pool_frames=3, fast_emulator=True):
         super().__init__(env)
         self.skip = _check_int("skip", skip, 1)
         self.pool_frames = _check_int("pool_frames", pool_frames, 1)
         self._frames = collections.deque(maxlen=self.pool_frames)
+        self._ale_env = self._direct_emulator(env) if fast_emulator else None
+
+    @classmethod
+    def _direct_emulator(cls, env):
+        """The ale-py `AtariEnv` under `env` if only transparent wrappers stand between."""
+        while isinstance(env, gym.Wrapper):
+            if type(env).__name__ not in cls._TRANSPARENT_WRAPPERS:
+                return None
+            env = env.env
+        if (hasattr(env, "ale") and hasattr(env, "_action_set") and hasattr(env, "_get_obs")
+                and getattr(env, "_frameskip", None) == 1
+                and not getattr(env, "continuous", False)):
+            return env
+        return None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -253,7 +277,18 @@ class MaxAndSkipEnv(gym.Wrapper):
         total_reward = 0.0
         terminated = truncated = False
         info = {}
-        for _ in range(self.skip):
+        direct = self._ale_env
+        blind = max(0, self.skip - self.pool_frames) if direct is not None else 0
+        for i in range(self.skip):
+            if i < blind:  # a frame that is not pooled: no screen needed
+                total_reward += float(direct.ale.act(direct._action_set[action], 1.0))
+                if not direct.ale.game_over():
+                    continue
+                obs, info = direct._get_obs(), direct._get_info()
+                terminated = direct.ale.game_over(with_truncation=False)
+                truncated = direct.ale.game_truncated()
+                self._frames.append(obs)
+                break
             obs, reward, terminated, truncated, info = self.env.step(action)
             self._frames.append(obs)
             total_reward += float(reward)
