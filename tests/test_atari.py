@@ -4,6 +4,8 @@ Frames of `TinyPongEnv` are rebuilt by hand here from its documented layout, so 
 checked against independent expectations rather than against the environment's own renderer.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -277,6 +279,24 @@ def test_fast_emulator_frame_skip_matches_frame_by_frame():
         else:
             np.testing.assert_array_equal(a[0], b[0])
     assert games >= 1  # random play loses a game in about 100 steps at frame skip 32
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc")
+def test_async_workers_see_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    jax_platforms = os.environ.get("JAX_PLATFORMS")
+    envs = atari.make_vector_env(2, env_id=atari.TINY_ENV_ID, seed=0, asynchronous=True,
+                                 context="spawn")
+    try:
+        assert envs.reset()[0].shape == (2, 80, 80, 1)
+        for process in envs.processes:
+            with open(f"/proc/{process.pid}/environ", "rb") as f:
+                variables = f.read().split(b"\0")
+            assert b"CUDA_VISIBLE_DEVICES=" in variables and b"JAX_PLATFORMS=cpu" in variables
+    finally:
+        envs.close()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert os.environ.get("JAX_PLATFORMS") == jax_platforms
 
 
 def test_real_pong_reset_and_step():

@@ -45,8 +45,10 @@ References:
 """
 
 import collections
+import contextlib
 import functools
 import numbers
+import os
 
 import numpy as np
 
@@ -779,7 +781,8 @@ def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchrono
         env_id: str, see `make_env`. Defaults to "PongNoFrameskip-v4".
         seed: optional int; environment `i` gets `seed + i`. Defaults to None.
         asynchronous: bool, run each environment in its own process (`AsyncVectorEnv`)
-            instead of one after the other in this process (`SyncVectorEnv`). Defaults to False.
+            instead of one after the other in this process (`SyncVectorEnv`); the workers
+            see no GPU (`CUDA_VISIBLE_DEVICES=""`, `JAX_PLATFORMS=cpu`). Defaults to False.
         context: optional multiprocessing start method for `AsyncVectorEnv` ("spawn",
             "forkserver", "fork"). Defaults to None (Python's default). Prefer "forkserver" or
             "spawn" once jax/torch/tensorflow are imported (forking them can deadlock).
@@ -806,8 +809,25 @@ def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchrono
     ]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(env_fns, context=context, autoreset_mode=mode)
+        with _without_accelerators():
+            return gym.vector.AsyncVectorEnv(env_fns, context=context, autoreset_mode=mode)
     return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
+
+
+@contextlib.contextmanager
+def _without_accelerators():
+    """Hides GPUs from the processes started inside (the environment workers: they import
+    keras_stm, hence a Keras backend, and need no GPU); the caller's environment is restored."""
+    saved = {key: os.environ.get(key) for key in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
+    os.environ.update({"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def completed_episode_returns(info):
