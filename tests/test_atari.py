@@ -72,6 +72,35 @@ def test_preprocess_frame_hand_computed_pixels():
                                atol=1e-6)
 
 
+def test_preprocess_frame_is_bit_exact_against_the_plain_formula():
+    """The uint16 channel sum and the strided 2x taps change no bit of the plain float
+    formula (`astype(float32).mean(axis=2) / 255`, gathers with index arrays)."""
+    rng = np.random.default_rng(0)
+
+    def plain_resize(image, size):
+        def taps(n, m):
+            src = np.clip((np.arange(m, dtype=np.float64) + 0.5) * (n / m) - 0.5, 0.0, n - 1)
+            low = np.floor(src).astype(np.int64)
+            return low, np.minimum(low + 1, n - 1), (src - low).astype(np.float32)
+
+        r0, r1, wr = taps(image.shape[0], size[0])
+        c0, c1, wc = taps(image.shape[1], size[1])
+        rows = image[r0] * (1.0 - wr)[:, None] + image[r1] * wr[:, None]
+        return rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc
+
+    for _ in range(5):
+        frame = rng.integers(0, 256, size=(210, 160, 3), dtype=np.uint8)
+        grey = frame[34:194, :160].astype(np.float32).mean(axis=2)
+        grey *= np.float32(1.0 / 255.0)
+        expected = plain_resize(grey, (80, 80))[:, :, None]
+        np.testing.assert_array_equal(atari.preprocess_frame(frame).view(np.uint32),
+                                      expected.view(np.uint32))
+    for shape, size in (((37, 23), (80, 80)), ((160, 160), (33, 47)), ((5, 7), (5, 3))):
+        image = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_array_equal(atari.resize_bilinear(image, size).view(np.uint32),
+                                      plain_resize(image, size).view(np.uint32))
+
+
 def test_preprocess_frame_rejects_bad_input():
     with pytest.raises(ValueError, match="frame"):
         atari.preprocess_frame(np.zeros((210, 160), np.uint8))

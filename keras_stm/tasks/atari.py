@@ -80,15 +80,40 @@ def _check_int(name, value, minimum):
 # ------------------------------------------------------------------------------------------------
 
 
+def _channel_mean(image):
+    """`image.astype(float32).mean(axis=2)`, bit for bit, faster for uint8 images: the channel
+    sum is exact in uint16, then divided by the channel count as numpy's mean does."""
+    if image.dtype != np.uint8:
+        return image.astype(np.float32).mean(axis=2)
+    grey = image.sum(axis=2, dtype=np.uint16).astype(np.float32)
+    np.true_divide(grey, np.intp(image.shape[2]), out=grey, casting="unsafe")
+    return grey
+
+
+@functools.lru_cache(maxsize=16)
 def _linear_taps(in_size, out_size):
-    """Source indices and weights of 1-D linear interpolation with half-pixel centres."""
+    """Source indices and weights of 1-D linear interpolation with half-pixel centres.
+
+    Returns `(low, high, 1 - weight, weight)`; evenly spaced indices (an exact 2x reduction:
+    0, 2, 4, ...) come as slices, which select the same pixels faster than index arrays.
+    Cached: the arrays must not be modified.
+    """
     scale = in_size / out_size
     src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
     src = np.clip(src, 0.0, in_size - 1)
     low = np.floor(src).astype(np.int64)
     high = np.minimum(low + 1, in_size - 1)
     weight = (src - low).astype(np.float32)
-    return low, high, weight
+    return _as_slice(low), _as_slice(high), 1.0 - weight, weight
+
+
+def _as_slice(index):
+    """`index` (increasing int array) as an equivalent slice when evenly spaced, else as is."""
+    if len(index) > 1:
+        steps = np.diff(index)
+        if steps[0] > 0 and (steps == steps[0]).all():
+            return slice(int(index[0]), int(index[-1]) + 1, int(steps[0]))
+    return index
 
 
 def resize_bilinear(image, size):
@@ -122,10 +147,10 @@ def resize_bilinear(image, size):
     out_w = _check_int("size[1]", size[1], 1)
     if (out_h, out_w) == image.shape:
         return image.copy()
-    r0, r1, wr = _linear_taps(image.shape[0], out_h)
-    c0, c1, wc = _linear_taps(image.shape[1], out_w)
-    rows = image[r0] * (1.0 - wr)[:, None] + image[r1] * wr[:, None]
-    return rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc
+    r0, r1, keep_r, wr = _linear_taps(image.shape[0], out_h)
+    c0, c1, keep_c, wc = _linear_taps(image.shape[1], out_w)
+    rows = image[r0] * keep_r[:, None] + image[r1] * wr[:, None]
+    return rows[:, c0] * keep_c + rows[:, c1] * wc
 
 
 def preprocess_frame(frame, crop_top=34, crop_bottom=194, crop_width=160, size=(80, 80),
@@ -168,7 +193,7 @@ def preprocess_frame(frame, crop_top=34, crop_bottom=194, crop_width=160, size=(
             f"crop rows {crop_top}:{crop_bottom}, columns :{crop_width} do not fit a frame of "
             f"shape {frame.shape} (check `crop_bottom` / `crop_width`)."
         )
-    grey = frame[crop_top:crop_bottom, :crop_width].astype(np.float32).mean(axis=2)
+    grey = _channel_mean(frame[crop_top:crop_bottom, :crop_width])
     grey *= np.float32(1.0 / 255.0)
     if intermediate_size is not None:
         grey = resize_bilinear(grey, intermediate_size)
