@@ -41,7 +41,10 @@ The paper shows RL learning curves (their figure numbers and values were not rec
 Outputs in `--output-dir` (default `runs/atari_pong-<model>`): `history.csv` (one row per update),
 `checkpoints/` (weights + optimiser in `model.keras`, counters, episode scores and the action
 sampler's RNG in `state.json`, every `--steps-per-epoch` updates and at the end),
-`results.json`, `reward_curve.png`. Restarting the same command resumes from the last checkpoint
+`results.json` (frames, games, mean of the last 100 games, frames per second and where the time
+went, the seeds of every session), `episodes.csv` (frame and score of every finished game),
+`reward_curve.png`. `scripts/export_pretrained.py RUN_DIR pong_stm ...` publishes the newest
+checkpoint's weights with these files as `pretrained/pong_stm/`. Restarting the same command resumes from the last checkpoint
 (environments restart from fresh games with the recurrent state re-initialised; `--fresh` starts
 over). `--max-minutes M` stops at the first update after M minutes of this session, writes the
 checkpoint and `results.json` (`stopped_by_time_budget` true), and the same command resumes.
@@ -54,6 +57,14 @@ Command lines (from the repository root):
     KERAS_BACKEND=jax python examples/atari_pong.py --frame-skip 32      # the README's setting
     KERAS_BACKEND=jax python examples/atari_pong.py --async-envs         # one process per env
     KERAS_BACKEND=jax python examples/atari_pong.py --quick              # CPU smoke run (TinyPong)
+    python examples/atari_pong.py --evaluate pong_stm --episodes 10      # play a saved agent
+
+`--evaluate [NAME_OR_PATH]` trains nothing and writes nothing: it plays the agent of a
+pretrained folder (a name under `pretrained/`, default `pong_<model>`), a run folder (its newest
+checkpoint) or a `.keras` file for `--episodes` games and prints the mean, spread, minimum and
+maximum of the unclipped scores. The environment (`--env-id`, `--frame-skip`) is the agent's
+own, read from its `results.json`, unless given; `--greedy` plays the most likely action
+instead of sampling (the authors' test worker).
 
 `--quick` uses `keras_stm.experiments.tasks.atari.TINY_ENV_ID` (a numpy Pong stand-in, no ROM) with
 2
@@ -103,6 +114,10 @@ HISTORY_FIELDS = ("update", "frames", "seconds", "frames_per_second", "loss", "p
 """tuple: columns of `history.csv`."""
 
 _UNUSED_FLAGS = ("--batch-size", "--mixed-precision", "--data-parallel")
+DEFAULT_FRAME_SKIP = 4
+"""int: `--frame-skip` of a training run when not given (an evaluation takes the agent's)."""
+EPISODES_FIELDS = ("frames", "score")
+"""tuple: columns of `episodes.csv` (one row per finished training game)."""
 
 
 def build_parser():
@@ -118,17 +133,25 @@ def build_parser():
             action.help = "Upper bound on A2C updates (the --frames budget normally stops first)."
         if "--steps-per-epoch" in action.option_strings:
             action.help = "A2C updates between two checkpoints."
+        if "--evaluate" in action.option_strings:
+            action.help = ("Train nothing, write nothing: play a saved agent (a name under "
+                           "pretrained/, no value for pong_<model>, a run folder or a .keras "
+                           "file) for --episodes games and print the mean and spread of the "
+                           "scores.")
         if "--max-minutes" in action.option_strings:
             action.help = ("Stop at the first update after this much training time (checkpoint "
                            "written; the same command resumes).")
     training.add_deprecated_alias(parser, "--core", "--model", choices=actor_critic.CORES)
-    parser.add_argument("--env-id", default=ENV_ID, help="A NoFrameskip Atari id.")
+    parser.add_argument("--env-id", default=None,
+                        help=f"A NoFrameskip Atari id (training: {ENV_ID}; --evaluate: the "
+                             "agent's).")
     parser.add_argument("--frames", type=int, default=FRAMES,
                         help="Budget of emulator frames (agent steps x frame skip).")
     parser.add_argument("--num-envs", type=int, default=16,
                         help="Environments stepped together (the authors: 32 A3C workers).")
-    parser.add_argument("--frame-skip", type=int, default=4,
-                        help="Emulator frames per action (the authors' README: 32).")
+    parser.add_argument("--frame-skip", type=int, default=None,
+                        help=f"Emulator frames per action (training: {DEFAULT_FRAME_SKIP}; the "
+                             "authors' README: 32; --evaluate: the agent's).")
     for name, kind, text in (
             ("rollout_length", int, "Agent steps per environment between two updates."),
             ("gamma", float, "Discount factor of future rewards."),
@@ -145,6 +168,15 @@ def build_parser():
                         help="Agent steps per game before it is cut.")
     parser.add_argument("--async-envs", action="store_true",
                         help="Run each environment in its own process (forkserver).")
+    parser.add_argument("--continue-from", default=None, metavar="NAME_OR_PATH",
+                        help="When --output-dir holds no checkpoint: continue the run a "
+                             "pretrained folder was exported from (its weights, frame and update "
+                             "counters, games, history and sampler; a fresh optimizer), e.g. on "
+                             "another machine where only the exported weights were carried.")
+    parser.add_argument("--episodes", type=int, default=10,
+                        help="--evaluate: games to play (spread over --num-envs environments).")
+    parser.add_argument("--greedy", action="store_true",
+                        help="--evaluate: play the most likely action instead of sampling.")
     parser.add_argument("--log-every", type=int, default=10,
                         help="A2C updates between two progress lines (frames done of the "
                              "total, ETA, mean score).")
@@ -154,8 +186,8 @@ def build_parser():
 def check_args(parser, args):
     """Rejects flag values the A2C loop cannot use (argparse errors name the flag)."""
     for name in ("frames", "num_envs", "frame_skip", "rollout_length", "lstm_units",
-                 "max_episode_steps", "log_every"):
-        if getattr(args, name) <= 0:
+                 "max_episode_steps", "log_every", "episodes"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
         if not 0.0 <= getattr(args, name) <= 1.0:
@@ -276,10 +308,131 @@ def plot_rewards(episodes, path, title):
     return path
 
 
+def _write_episodes(path, episodes):
+    """Writes `episodes.csv` (frame and unclipped score of every finished game), atomically."""
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(EPISODES_FIELDS)
+        writer.writerows((int(frame), float(score)) for frame, score in episodes)
+    os.replace(path + ".tmp", path)
+
+
 def _mean_last(episodes):
     if not episodes:
         return None
     return float(np.mean([e[1] for e in episodes[-MEAN_WINDOW:]]))
+
+
+def _published_state(target, history_path):
+    """`(state, model_path, folder)` of `--continue-from`: the counters, games and sampler of
+    the checkpoint a pretrained folder was exported from (`checkpoint_state.json`) and its
+    weights; its `history.csv` is copied to `history_path`."""
+    from keras_stm.experiments import pretrained
+
+    folder = pretrained.resolve(target)
+    path = os.path.join(folder, pretrained.CHECKPOINT_STATE_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--continue-from {folder}: no {pretrained.CHECKPOINT_STATE_FILE}"
+                                " (export the run with scripts/export_pretrained.py)")
+    with open(path) as f:
+        state = json.load(f)
+    if os.path.exists(os.path.join(folder, "history.csv")):
+        shutil.copyfile(os.path.join(folder, "history.csv"), history_path)
+    return state, os.path.join(folder, pretrained.MODEL_FILE), folder
+
+
+# ------------------------------------------------------------------------------ evaluation
+def resolve_agent(target, model_name):
+    """`(model_path, results)` of `--evaluate`'s target: a pretrained name or folder, a run
+    folder (its newest checkpoint, see `keras_stm.experiments.pretrained.run_model_path`) or a `.keras`
+    file (with the `results.json` beside it, if any). `"auto"` is `pong_<model_name>`."""
+    from keras_stm.experiments import pretrained
+
+    target = f"pong_{model_name}" if target == "auto" else target
+    if os.path.isfile(target):
+        path, folder = target, os.path.dirname(os.path.abspath(target))
+    elif os.path.isdir(target) and not os.path.exists(os.path.join(target, "model.keras")):
+        path, folder = pretrained.run_model_path(target), target
+    else:
+        folder = pretrained.resolve(target)
+        path = os.path.join(folder, pretrained.MODEL_FILE)
+    results = {}
+    if os.path.exists(os.path.join(folder, "results.json")):
+        with open(os.path.join(folder, "results.json")) as f:
+            results = json.load(f)
+    return path, results
+
+
+def play(model, envs, episodes, rng, greedy=False):
+    """Plays `episodes` games with `envs` (environment i plays its share, so short games are
+    not favoured) and returns their unclipped scores (float64 array, environment order)."""
+    num_envs = envs.num_envs
+    quota = [episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)]
+    scores = [[] for _ in range(num_envs)]
+    observations, _ = envs.reset()
+    states = model.initial_states(num_envs)
+    resets = np.zeros((num_envs,), np.float32)
+    while any(len(s) < q for s, q in zip(scores, quota)):
+        logits, _, states = model.step(observations, states, resets)
+        actions = (np.argmax(logits, axis=1) if greedy
+                   else actor_critic.sample_actions(logits, rng))
+        observations, _, terminated, truncated, info = envs.step(actions)
+        done = np.logical_or(terminated, truncated)
+        final = info.get("final_info", {})
+        if "episode" in final:
+            finished = np.asarray(final.get("_episode", np.ones(num_envs, bool)), bool)
+            for i in np.flatnonzero(finished):
+                if len(scores[i]) < quota[i]:
+                    scores[i].append(float(np.asarray(final["episode"]["r"])[i]))
+        resets = done.astype(np.float32)
+    return np.array([score for env_scores in scores for score in env_scores], np.float64)
+
+
+def evaluate_agent(args):
+    """`--evaluate`: plays a saved agent for `--episodes` games; prints and returns the scores.
+
+    Nothing is trained or written. The environment is the agent's (`env_id` and frame skip from
+    its `results.json`) unless `--env-id` / `--frame-skip` are given.
+    """
+    path, recorded = resolve_agent(args.evaluate, args.model)
+    model = keras.saving.load_model(path, compile=False)
+    if not isinstance(model, actor_critic.ActorCritic):
+        raise ValueError(f"--evaluate: {path} holds a {type(model).__name__}, not an "
+                         "ActorCritic agent")
+    env_id = args.env_id or recorded.get("env_id", ENV_ID)
+    frame_skip = args.frame_skip or recorded.get("a2c", {}).get("frame_skip", DEFAULT_FRAME_SKIP)
+    quick = recorded.get("flags", {}).get("quick", False) or args.quick
+    env_kwargs = QUICK_ENV_KWARGS if quick and env_id == atari.TINY_ENV_ID else {}
+    num_envs = min(args.num_envs, args.episodes)
+    envs = atari.make_vector_env(
+        num_envs, env_id=env_id, seed=args.seed, asynchronous=args.async_envs,
+        context="forkserver" if args.async_envs else None, frame_skip=frame_skip,
+        max_episode_steps=args.max_episode_steps, **env_kwargs)
+    try:
+        if int(envs.single_action_space.n) != model.num_actions:
+            raise ValueError(f"--evaluate: the agent has {model.num_actions} actions, {env_id} "
+                             f"has {int(envs.single_action_space.n)}")
+        start = time.perf_counter()
+        scores = play(model, envs, args.episodes, np.random.default_rng(args.seed),
+                      greedy=args.greedy)
+        seconds = time.perf_counter() - start
+    finally:
+        envs.close()
+    report = {
+        "task": TASK, "evaluated": path, "model": model.core, "env_id": env_id,
+        "frame_skip": int(frame_skip), "policy": "greedy" if args.greedy else "sampled",
+        "episodes": int(len(scores)), "mean_score": float(scores.mean()),
+        "std_score": float(scores.std()), "min_score": float(scores.min()),
+        "max_score": float(scores.max()), "scores": scores.tolist(), "seed": args.seed,
+        "max_episode_steps": args.max_episode_steps, "seconds": round(seconds, 2),
+        "recorded": {k: recorded.get(k) for k in ("frames", "episodes", "mean_reward_last_100")},
+    }
+    print(f"{path}: {len(scores)} games of {env_id} (frame skip {frame_skip}, "
+          f"{report['policy']} actions): score {report['mean_score']:.2f} +- "
+          f"{report['std_score']:.2f} (min {report['min_score']:g}, max "
+          f"{report['max_score']:g})")
+    print(json.dumps(report))
+    return report
 
 
 # ------------------------------------------------------------------------------ main loop
@@ -288,6 +441,10 @@ def main(argv=None):
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     check_args(parser, args)
+    if args.evaluate:
+        return evaluate_agent(args)
+    args.env_id = args.env_id or ENV_ID
+    args.frame_skip = args.frame_skip or DEFAULT_FRAME_SKIP
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     history_path = os.path.join(out, "history.csv")
@@ -304,7 +461,18 @@ def main(argv=None):
 
     model = None
     state, model_path = load_checkpoint_state(out)
-    if state is not None:
+    continued = None
+    if state is None and args.continue_from:
+        state, model_path, continued = _published_state(args.continue_from, history_path)
+    if continued is not None:
+        if state.get("config") != run_config:
+            raise ValueError(f"--continue-from {continued}: the agent was trained with "
+                             f"{state.get('config')}, not {run_config}")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        print(f"Continuing {continued} from update {state['updates']} ({state['frames']:,} "
+              "frames) with a fresh optimizer.")
+    elif state is not None:
         if state.get("config") != run_config:
             raise ValueError(f"the checkpoint in {_checkpoint_root(out)!r} was made with "
                              f"{state.get('config')}, not {run_config}; use another "
@@ -317,6 +485,15 @@ def main(argv=None):
         rng = np.random.default_rng(args.seed)
         state = {"updates": 0, "frames": 0, "train_seconds": 0.0, "episodes": [],
                  "config": run_config}
+    for key in TIME_SPLIT:
+        state.setdefault(key, 0.0)
+    # Environment i of a session starting at update u is seeded `seed + num_envs * u + i`.
+    env_seed = args.seed + num_envs * state["updates"]
+    state.setdefault("sessions", []).append(
+        {"update": state["updates"], "frames": state["frames"], "seed": args.seed,
+         "env_seeds": [env_seed, env_seed + num_envs - 1], "async_envs": bool(args.async_envs),
+         "optimizer": "restored" if model is not None else "fresh",
+         **({"continued_from": continued} if continued else {})})
     episodes = [tuple(e) for e in state["episodes"]]
     history = _read_history(history_path, state["updates"])
     _write_history(history_path, history)
@@ -330,9 +507,16 @@ def main(argv=None):
         num_actions = int(envs.single_action_space.n)
         if model is None:
             model = build_model(args, num_actions)
+            if continued is not None:
+                training._load_weights_only(model, model_path, "--continue-from")
+            elif args.initial_weights:
+                training._load_weights_only(model, args.initial_weights, "--initial-weights")
         elif model.num_actions != num_actions:
             raise ValueError(f"the checkpoint's model has {model.num_actions} actions, "
                              f"{args.env_id} has {num_actions}; use --fresh")
+        elif args.initial_weights:
+            print(f"--initial-weights {args.initial_weights} ignored: resuming the checkpoint "
+                  f"of {out}.")
         if args.verbose:
             print(f"{args.env_id}: {num_envs} envs, core {args.model}, "
                   f"{model.count_params():,} parameters, {frames_per_update} frames per update, "
@@ -362,6 +546,11 @@ def main(argv=None):
         "best_mean_reward_100": best_100,
         "train_seconds": round(state["train_seconds"], 2),
         "frames_per_second": round(state["frames"] / max(state["train_seconds"], 1e-9), 1),
+        "seconds_split": {key.replace("_seconds", ""): round(state[key], 2)
+                          for key in TIME_SPLIT},
+        "seed": args.seed,
+        "sessions": state["sessions"],
+        "async_envs": bool(args.async_envs),
         "parameters": int(model.count_params()),
         "a2c": {"num_envs": num_envs, "rollout_length": steps, "frame_skip": args.frame_skip,
                 "gamma": args.gamma, "gae_lambda": args.gae_lambda,
@@ -380,6 +569,12 @@ def main(argv=None):
     print(json.dumps({"task": TASK, "model": args.model, "frames": state["frames"],
                       "mean_reward_last_100": mean_100}))
     return results
+
+
+TIME_SPLIT = ("environment_seconds", "acting_seconds", "learning_seconds")
+"""tuple: where the training time goes (state and `results.json`'s `seconds_split`): stepping
+the environments, the agent's forward steps (and sampling), the updates (GAE and
+`train_on_batch`); the rest is bookkeeping."""
 
 
 def _train(args, model, envs, state, episodes, history, rng, max_updates, frames_per_update,
@@ -401,12 +596,16 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
         reward_buf = np.empty((num_envs, steps), np.float32)
         done_buf = np.empty((num_envs, steps), bool)
         value_buf = np.empty((num_envs, steps), np.float32)
+        acting = environment = 0.0
         for t in range(steps):
             obs_buf[:, t] = observations
             reset_buf[:, t] = resets
+            tick = time.perf_counter()
             logits, values, states = model.step(observations, states, resets)
             actions = actor_critic.sample_actions(logits, rng)
+            tock = time.perf_counter()
             observations, rewards, terminated, truncated, info = envs.step(actions)
+            acting, environment = acting + tock - tick, environment + time.perf_counter() - tock
             done = np.logical_or(terminated, truncated)
             action_buf[:, t], reward_buf[:, t], done_buf[:, t] = actions, rewards, done
             value_buf[:, t] = values
@@ -414,7 +613,10 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
             episodes.extend((stamp, float(score))
                             for score in atari.completed_episode_returns(info))
             resets = done.astype(np.float32)
+        tick = time.perf_counter()
         _, bootstrap, _ = model.step(observations, states, resets)
+        acting += time.perf_counter() - tick
+        tick = time.perf_counter()
         advantages, returns = advantages_lib.generalized_advantage_estimates(
             reward_buf.T, value_buf.T, done_buf.T, bootstrap, gamma=args.gamma,
             lam=args.gae_lambda)
@@ -423,6 +625,9 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
             {"actions": action_buf, "advantages": np.ascontiguousarray(advantages.T),
              "returns": np.ascontiguousarray(returns.T)},
             return_dict=True)
+        learning = time.perf_counter() - tick
+        for key, seconds in zip(TIME_SPLIT, (environment, acting, learning)):
+            state[key] += seconds
         state["updates"] += 1
         state["frames"] += frames_per_update
         state["train_seconds"] += time.perf_counter() - update_start
@@ -448,7 +653,9 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
                   + f" | update {state['updates']:,}/{max_updates:,}, {fps:,.0f} frames/s, "
                   f"games {len(episodes)}, mean score (last {MEAN_WINDOW}) {score}, "
                   f"loss {float(logs['loss']):.4f}, value {float(logs['value_loss']):.4f}, "
-                  f"entropy {float(logs['entropy']):.3f}", flush=True)
+                  f"entropy {float(logs['entropy']):.3f}, time env/act/learn "
+                  + "/".join(f"{state[k] / max(state['train_seconds'], 1e-9):.0%}"
+                             for k in TIME_SPLIT), flush=True)
         if state["updates"] % args.steps_per_epoch == 0 or state["updates"] == max_updates:
             _checkpoint(out, model, state, episodes, rng, history, history_path)
             last_saved = state["updates"]
@@ -469,6 +676,7 @@ def _checkpoint(out, model, state, episodes, rng, history, history_path):
     state["episodes"] = [list(e) for e in episodes]
     state["rng"] = rng.bit_generator.state
     _write_history(history_path, history)
+    _write_episodes(os.path.join(out, "episodes.csv"), episodes)
     save_checkpoint(out, model, state)
 
 

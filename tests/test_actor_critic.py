@@ -313,3 +313,105 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
     assert os.path.exists(os.path.join(out, "checkpoints", latest, "model.keras"))
     with pytest.raises(ValueError, match="checkpoint"):  # a different core cannot resume it
         example.main(["--quick", "--output-dir", out, "--model", "lstm", "--verbose", "0"])
+
+
+def _export(run_dir, dest):
+    from keras_stm.experiments import pretrained
+
+    return pretrained.export(str(run_dir), str(dest),
+                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+
+
+def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
+    """A quick run exports (newest checkpoint, reward curve, episodes.csv, results.json) and
+    `--evaluate` plays it: same scores from the export and from the run folder itself."""
+    example = load_example()
+    run_dir = tmp_path / "run"
+    results = example.main(["--quick", "--output-dir", str(run_dir), "--verbose", "0"])
+    assert results["seed"] == 0 and results["sessions"][0]["env_seeds"] == [0, 1]
+    assert set(results["seconds_split"]) == {"environment", "acting", "learning"}
+    with open(run_dir / "episodes.csv", newline="") as f:
+        games = list(csv.DictReader(f))
+    assert len(games) == results["episodes"] >= 1
+    dest = tmp_path / "pretrained" / "pong_quick"
+    path = _export(run_dir, dest)
+    for name in ("results.json", "reward_curve.png", "episodes.csv", "history.csv"):
+        assert os.path.exists(dest / name), name
+    with open(dest / "results.json") as f:
+        exported = json.load(f)
+    for key in ("frames", "episodes", "mean_reward_last_100", "seed", "sessions", "commit"):
+        assert key in exported, key
+    argv = ["--episodes", "3", "--max-episode-steps", "4", "--verbose", "0",
+            "--output-dir", str(tmp_path / "unused")]
+    report = example.main(["--evaluate", str(dest)] + argv)
+    assert report["evaluated"] == path and report["episodes"] == 3
+    assert report["env_id"] == example.atari.TINY_ENV_ID and report["frame_skip"] == 4
+    assert report["model"] == "stm" and report["policy"] == "sampled"
+    assert np.isclose(report["mean_score"], np.mean(report["scores"]))
+    assert report["std_score"] >= 0 and report["min_score"] <= report["max_score"]
+    again = example.main(["--evaluate", str(run_dir)] + argv)  # the run's checkpoint
+    assert again["scores"] == report["scores"]
+    greedy = example.main(["--evaluate", str(dest), "--greedy"] + argv)
+    assert greedy["policy"] == "greedy" and len(greedy["scores"]) == 3
+    assert not os.path.exists(tmp_path / "unused")
+    with pytest.raises(FileNotFoundError, match="No pretrained model"):
+        example.main(["--evaluate", str(tmp_path / "nothing")] + argv)
+    # --continue-from: the exported weights and counters go on elsewhere (fresh optimizer)
+    assert os.path.exists(dest / "checkpoint_state.json")
+    more = example.main(["--quick", "--output-dir", str(tmp_path / "more"), "--verbose", "0",
+                         "--continue-from", str(dest), "--iterations", "4"])
+    assert more["updates"] == 4 and more["frames"] == 4 * results["frames"] // 3
+    assert more["episodes"] >= results["episodes"]
+    assert more["sessions"][-1]["continued_from"] == str(dest)
+    assert more["sessions"][-1]["optimizer"] == "fresh"
+    with open(tmp_path / "more" / "history.csv", newline="") as f:
+        assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="continue-from"):  # another core: refused
+        example.main(["--quick", "--output-dir", str(tmp_path / "other"), "--verbose", "0",
+                      "--continue-from", str(dest), "--model", "lstm"])
+
+
+def test_real_pong_tiny_agent_export_and_evaluate(tmp_path):
+    """A tiny agent trained for one update on Pong at frame skip 32, exported and played."""
+    from keras_stm.experiments.tasks import atari
+
+    try:
+        atari.make_env("PongNoFrameskip-v4").close()
+    except (ImportError, ValueError, OSError) as error:
+        pytest.skip(f"the Atari Pong environment is not available here: {error}")
+    example = load_example()
+    run_dir = tmp_path / "run"
+    results = example.main(["--quick", "--env-id", "PongNoFrameskip-v4", "--frame-skip", "32",
+                            "--iterations", "1", "--max-episode-steps", "3",
+                            "--output-dir", str(run_dir), "--verbose", "0"])
+    assert results["frames"] == 2 * 2 * 32 and results["a2c"]["frame_skip"] == 32
+    dest = tmp_path / "pong_tiny"
+    _export(run_dir, dest)
+    report = example.main(["--evaluate", str(dest), "--episodes", "2", "--max-episode-steps",
+                           "3", "--verbose", "0", "--output-dir", str(tmp_path / "unused")])
+    assert report["env_id"] == "PongNoFrameskip-v4" and report["frame_skip"] == 32
+    assert report["episodes"] == 2 and all(-21 <= s <= 21 for s in report["scores"])
+    assert not os.path.exists(tmp_path / "unused")
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="torch runs eagerly (no trace)")
+def test_acting_step_is_traced_once():
+    """`step` (acting and bootstrapping, fixed shapes) compiles one function, traced once."""
+    model = tiny_model()
+    calls = []
+    original = model.call
+
+    def counting_call(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    model.call = counting_call
+    rng = np.random.default_rng(0)
+    states = model.initial_states(3)
+    for t in range(4):
+        _, _, states = model.step(rng.normal(size=(3,) + OBS).astype(np.float32), states,
+                                  np.array([t == 2, 0, 0], np.float32))
+    traced = len(calls)
+    for _ in range(3):
+        model.step(rng.normal(size=(3,) + OBS).astype(np.float32), states)
+    assert 1 <= traced <= 2 and len(calls) == traced

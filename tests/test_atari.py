@@ -5,6 +5,8 @@ Frames of `TinyPongEnv` are rebuilt by hand here from its documented layout, so 
 checked against independent expectations rather than against the environment's own renderer.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,35 @@ def test_preprocess_frame_hand_computed_pixels():
     crop = random_frame[34:194, :160].astype(np.float64).mean(axis=2) / 255
     np.testing.assert_allclose(obs[:, :, 0], crop.reshape(80, 2, 80, 2).mean(axis=(1, 3)),
                                atol=1e-6)
+
+
+def test_preprocess_frame_is_bit_exact_against_the_plain_formula():
+    """The uint16 channel sum and the strided 2x taps change no bit of the plain float
+    formula (`astype(float32).mean(axis=2) / 255`, gathers with index arrays)."""
+    rng = np.random.default_rng(0)
+
+    def plain_resize(image, size):
+        def taps(n, m):
+            src = np.clip((np.arange(m, dtype=np.float64) + 0.5) * (n / m) - 0.5, 0.0, n - 1)
+            low = np.floor(src).astype(np.int64)
+            return low, np.minimum(low + 1, n - 1), (src - low).astype(np.float32)
+
+        r0, r1, wr = taps(image.shape[0], size[0])
+        c0, c1, wc = taps(image.shape[1], size[1])
+        rows = image[r0] * (1.0 - wr)[:, None] + image[r1] * wr[:, None]
+        return rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc
+
+    for _ in range(5):
+        frame = rng.integers(0, 256, size=(210, 160, 3), dtype=np.uint8)
+        grey = frame[34:194, :160].astype(np.float32).mean(axis=2)
+        grey *= np.float32(1.0 / 255.0)
+        expected = plain_resize(grey, (80, 80))[:, :, None]
+        np.testing.assert_array_equal(atari.preprocess_frame(frame).view(np.uint32),
+                                      expected.view(np.uint32))
+    for shape, size in (((37, 23), (80, 80)), ((160, 160), (33, 47)), ((5, 7), (5, 3))):
+        image = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_array_equal(atari.resize_bilinear(image, size).view(np.uint32),
+                                      plain_resize(image, size).view(np.uint32))
 
 
 def test_preprocess_frame_rejects_bad_input():
@@ -243,6 +274,59 @@ def test_make_vector_env_batches_and_autoresets():
     envs.close()
     with pytest.raises(ValueError, match="num_envs"):
         atari.make_vector_env(0, env_id=atari.TINY_ENV_ID)
+
+
+def pong_or_skip(**kwargs):
+    """`make_env("PongNoFrameskip-v4", ...)`, or a skip saying why the game cannot be made."""
+    try:
+        return atari.make_env("PongNoFrameskip-v4", **kwargs)
+    except (ImportError, ValueError, OSError) as error:
+        pytest.skip(f"the Atari Pong environment is not available here: {error}")
+
+
+def test_fast_emulator_frame_skip_matches_frame_by_frame():
+    """At frame skip 32 the blind frames (`ale.act`, no screen) change nothing the agent sees."""
+    pong_or_skip()  # skips without gymnasium / ale-py / the ROM
+    import gymnasium as gym
+
+    def make(fast):
+        return atari.MaxAndSkipEnv(atari.NoopResetEnv(gym.make("PongNoFrameskip-v4")), skip=32,
+                                   fast_emulator=fast)
+
+    fast, slow = make(True), make(False)
+    assert fast._ale_env is not None and slow._ale_env is None
+    assert atari.MaxAndSkipEnv(atari.TinyPongEnv(), skip=32)._ale_env is None
+    np.testing.assert_array_equal(fast.reset(seed=3)[0], slow.reset(seed=3)[0])
+    rng, games = np.random.default_rng(0), 0
+    for _ in range(300):
+        action = int(rng.integers(6))
+        a, b = fast.step(action), slow.step(action)
+        assert a[1:4] == b[1:4]
+        assert a[4]["frame_number"] == b[4]["frame_number"] and a[4]["lives"] == b[4]["lives"]
+        if a[2] or a[3]:  # the game over's own observation may differ (it is never used)
+            games += 1
+            np.testing.assert_array_equal(fast.reset()[0], slow.reset()[0])
+        else:
+            np.testing.assert_array_equal(a[0], b[0])
+    assert games >= 1  # random play loses a game in about 100 steps at frame skip 32
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc")
+def test_async_workers_see_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    jax_platforms = os.environ.get("JAX_PLATFORMS")
+    envs = atari.make_vector_env(2, env_id=atari.TINY_ENV_ID, seed=0, asynchronous=True,
+                                 context="spawn")
+    try:
+        assert envs.reset()[0].shape == (2, 80, 80, 1)
+        for process in envs.processes:
+            with open(f"/proc/{process.pid}/environ", "rb") as f:
+                variables = f.read().split(b"\0")
+            assert b"CUDA_VISIBLE_DEVICES=" in variables and b"JAX_PLATFORMS=cpu" in variables
+    finally:
+        envs.close()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert os.environ.get("JAX_PLATFORMS") == jax_platforms
 
 
 def test_real_pong_reset_and_step():

@@ -70,11 +70,37 @@ def _evaluation(folder, results, tmp_path):
     pytest.fail(f"{folder}: no CPU evaluation written for task {task!r}; add one to this test")
 
 
+ATARI_KEYS = ("commit", "gpu_minutes", "command", "frames", "episodes", "mean_reward_last_100",
+              "seed", "environment")
+"""tuple: what a committed Atari agent's results.json must record."""
+
+
+def _check_atari_agent(name, folder, results, tmp_path):
+    """A committed Atari agent plays 2 short games on the CPU (a few steps: its score is not
+    compared, only that it loads, acts in its own environment and reports)."""
+    for key in ATARI_KEYS:
+        assert key in results, f"{name}: results.json lacks {key!r}"
+    from keras_stm.experiments.tasks import atari
+
+    try:
+        atari.make_env(results["env_id"]).close()
+    except (ImportError, ValueError, OSError) as error:
+        pytest.skip(f"{results['env_id']} is not available here: {error}")
+    report = _load_example("atari_pong").main([
+        "--evaluate", folder, "--episodes", "2", "--num-envs", "2", "--max-episode-steps", "20",
+        "--verbose", "0", "--output-dir", str(tmp_path / "unused")])
+    assert report["episodes"] == 2 and report["frame_skip"] == results["a2c"]["frame_skip"]
+    assert all(-21 <= score <= 21 for score in report["scores"])
+    assert not os.path.exists(tmp_path / "unused")
+
+
 @pytest.mark.parametrize("name", pretrained.available())
 def test_pretrained_model_reproduces_its_results(name, tmp_path):
     folder = pretrained.resolve(name)
     results = pretrained.read_results(folder)
     assert os.path.getsize(os.path.join(folder, pretrained.MODEL_FILE)) <= pretrained.MAX_MODEL_BYTES
+    if results.get("task") == "atari_pong":
+        return _check_atari_agent(name, folder, results, tmp_path)
     for key in ("commit", "gpu_minutes", "command", "iterations", "environment", "test"):
         assert key in results, f"{name}: results.json lacks {key!r}"
     script, argv, metric, kind = _evaluation(folder, results, tmp_path)

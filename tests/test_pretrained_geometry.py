@@ -1,6 +1,6 @@
 """Pretrained-model plumbing of convex hull, TSP, shortest path and MST (CPU, tiny models).
 
-A `--quick` run is exported with `keras_stm.pretrained.export` and evaluated again through the
+A `--quick` run is exported with `keras_stm.experiments.pretrained.export` and evaluated again through the
 script's `--evaluate`: the figures come back (same fixed-seed test set), nothing is written, and
 convex hull and TSP also evaluate on any Pointer Networks file (`--test-file`).
 """

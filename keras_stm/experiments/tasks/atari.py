@@ -45,8 +45,10 @@ References:
 """
 
 import collections
+import contextlib
 import functools
 import numbers
+import os
 
 import numpy as np
 
@@ -78,15 +80,40 @@ def _check_int(name, value, minimum):
 # ------------------------------------------------------------------------------------------------
 
 
+def _channel_mean(image):
+    """`image.astype(float32).mean(axis=2)`, bit for bit, faster for uint8 images: the channel
+    sum is exact in uint16, then divided by the channel count as numpy's mean does."""
+    if image.dtype != np.uint8:
+        return image.astype(np.float32).mean(axis=2)
+    grey = image.sum(axis=2, dtype=np.uint16).astype(np.float32)
+    np.true_divide(grey, np.intp(image.shape[2]), out=grey, casting="unsafe")
+    return grey
+
+
+@functools.lru_cache(maxsize=16)
 def _linear_taps(in_size, out_size):
-    """Source indices and weights of 1-D linear interpolation with half-pixel centres."""
+    """Source indices and weights of 1-D linear interpolation with half-pixel centres.
+
+    Returns `(low, high, 1 - weight, weight)`; evenly spaced indices (an exact 2x reduction:
+    0, 2, 4, ...) come as slices, which select the same pixels faster than index arrays.
+    Cached: the arrays must not be modified.
+    """
     scale = in_size / out_size
     src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
     src = np.clip(src, 0.0, in_size - 1)
     low = np.floor(src).astype(np.int64)
     high = np.minimum(low + 1, in_size - 1)
     weight = (src - low).astype(np.float32)
-    return low, high, weight
+    return _as_slice(low), _as_slice(high), 1.0 - weight, weight
+
+
+def _as_slice(index):
+    """`index` (increasing int array) as an equivalent slice when evenly spaced, else as is."""
+    if len(index) > 1:
+        steps = np.diff(index)
+        if steps[0] > 0 and (steps == steps[0]).all():
+            return slice(int(index[0]), int(index[-1]) + 1, int(steps[0]))
+    return index
 
 
 def resize_bilinear(image, size):
@@ -120,10 +147,10 @@ def resize_bilinear(image, size):
     out_w = _check_int("size[1]", size[1], 1)
     if (out_h, out_w) == image.shape:
         return image.copy()
-    r0, r1, wr = _linear_taps(image.shape[0], out_h)
-    c0, c1, wc = _linear_taps(image.shape[1], out_w)
-    rows = image[r0] * (1.0 - wr)[:, None] + image[r1] * wr[:, None]
-    return rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc
+    r0, r1, keep_r, wr = _linear_taps(image.shape[0], out_h)
+    c0, c1, keep_c, wc = _linear_taps(image.shape[1], out_w)
+    rows = image[r0] * keep_r[:, None] + image[r1] * wr[:, None]
+    return rows[:, c0] * keep_c + rows[:, c1] * wc
 
 
 def preprocess_frame(frame, crop_top=34, crop_bottom=194, crop_width=160, size=(80, 80),
@@ -166,7 +193,7 @@ def preprocess_frame(frame, crop_top=34, crop_bottom=194, crop_width=160, size=(
             f"crop rows {crop_top}:{crop_bottom}, columns :{crop_width} do not fit a frame of "
             f"shape {frame.shape} (check `crop_bottom` / `crop_width`)."
         )
-    grey = frame[crop_top:crop_bottom, :crop_width].astype(np.float32).mean(axis=2)
+    grey = _channel_mean(frame[crop_top:crop_bottom, :crop_width])
     grey *= np.float32(1.0 / 255.0)
     if intermediate_size is not None:
         grey = resize_bilinear(grey, intermediate_size)
@@ -227,6 +254,14 @@ class MaxAndSkipEnv(gym.Wrapper):
         skip: int >= 1, raw frames per agent step. Defaults to 4 (the reference's README uses 32).
         pool_frames: int >= 1, how many of the last raw frames are max-pooled. Defaults to 3
             (the reference); 2 is the common DQN choice.
+        fast_emulator: bool. When the wrapped env is an ale-py `AtariEnv` with frame skip 1
+            under only `NoopResetEnv` / gymnasium's order and passive checkers, the first
+            `skip - pool_frames` raw frames of each agent step call the emulator directly
+            (`ale.act`) without rendering a screen: only the pooled frames are drawn. The
+            observations, rewards and flags are the same as frame by frame, except the (unused)
+            observation of a step whose game ends within those first frames: it pools that last
+            frame with the previous step's last frames. At frame skip 32 this skips 29 of 32
+            screen copies. Defaults to True; other envs always go frame by frame.
 
     Example:
 
@@ -237,11 +272,27 @@ class MaxAndSkipEnv(gym.Wrapper):
     4
     """
 
-    def __init__(self, env, skip=4, pool_frames=3):
+    _TRANSPARENT_WRAPPERS = ("NoopResetEnv", "OrderEnforcing", "PassiveEnvChecker")
+
+    def __init__(self, env, skip=4, pool_frames=3, fast_emulator=True):
         super().__init__(env)
         self.skip = _check_int("skip", skip, 1)
         self.pool_frames = _check_int("pool_frames", pool_frames, 1)
         self._frames = collections.deque(maxlen=self.pool_frames)
+        self._ale_env = self._direct_emulator(env) if fast_emulator else None
+
+    @classmethod
+    def _direct_emulator(cls, env):
+        """The ale-py `AtariEnv` under `env` if only transparent wrappers stand between."""
+        while isinstance(env, gym.Wrapper):
+            if type(env).__name__ not in cls._TRANSPARENT_WRAPPERS:
+                return None
+            env = env.env
+        if (hasattr(env, "ale") and hasattr(env, "_action_set") and hasattr(env, "_get_obs")
+                and getattr(env, "_frameskip", None) == 1
+                and not getattr(env, "continuous", False)):
+            return env
+        return None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -253,7 +304,18 @@ class MaxAndSkipEnv(gym.Wrapper):
         total_reward = 0.0
         terminated = truncated = False
         info = {}
-        for _ in range(self.skip):
+        direct = self._ale_env
+        blind = max(0, self.skip - self.pool_frames) if direct is not None else 0
+        for i in range(self.skip):
+            if i < blind:  # a frame that is not pooled: no screen needed
+                total_reward += float(direct.ale.act(direct._action_set[action], 1.0))
+                if not direct.ale.game_over():
+                    continue
+                obs, info = direct._get_obs(), direct._get_info()
+                terminated = direct.ale.game_over(with_truncation=False)
+                truncated = direct.ale.game_truncated()
+                self._frames.append(obs)
+                break
             obs, reward, terminated, truncated, info = self.env.step(action)
             self._frames.append(obs)
             total_reward += float(reward)
@@ -744,7 +806,8 @@ def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchrono
         env_id: str, see `make_env`. Defaults to "PongNoFrameskip-v4".
         seed: optional int; environment `i` gets `seed + i`. Defaults to None.
         asynchronous: bool, run each environment in its own process (`AsyncVectorEnv`)
-            instead of one after the other in this process (`SyncVectorEnv`). Defaults to False.
+            instead of one after the other in this process (`SyncVectorEnv`); the workers
+            see no GPU (`CUDA_VISIBLE_DEVICES=""`, `JAX_PLATFORMS=cpu`). Defaults to False.
         context: optional multiprocessing start method for `AsyncVectorEnv` ("spawn",
             "forkserver", "fork"). Defaults to None (Python's default). Prefer "forkserver" or
             "spawn" once jax/torch/tensorflow are imported (forking them can deadlock).
@@ -771,8 +834,25 @@ def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchrono
     ]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(env_fns, context=context, autoreset_mode=mode)
+        with _without_accelerators():
+            return gym.vector.AsyncVectorEnv(env_fns, context=context, autoreset_mode=mode)
     return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
+
+
+@contextlib.contextmanager
+def _without_accelerators():
+    """Hides GPUs from the processes started inside (the environment workers: they import
+    keras_stm, hence a Keras backend, and need no GPU); the caller's environment is restored."""
+    saved = {key: os.environ.get(key) for key in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
+    os.environ.update({"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def completed_episode_returns(info):
