@@ -16,7 +16,7 @@ def _check_rank(name, tensor, min_rank):
         )
 
 
-def outer_product_attention(query, key, value, value_major=False):
+def outer_product_attention(query, key, value):
     """Outer Product Attention (OPA), the attention of the SAM operator.
 
     Computes, for every query `i`,
@@ -33,13 +33,9 @@ def outer_product_attention(query, key, value, value_major=False):
         query: tensor of shape `(..., num_queries, d)`.
         key: tensor of shape `(..., num_keys, d)`.
         value: tensor of shape `(..., num_keys, value_size)`.
-        value_major: bool. False (default): return `A` as `(..., num_queries, d, value_size)`.
-            True: return it value-axis first, `(..., value_size, num_queries * d)` with
-            `[..., c, i * d + p] = A[..., i, p, c]`, the layout the product produces (no
-            transpose), used inside the STM loop.
 
     Returns:
-        Tensor of shape `(..., num_queries, d, value_size)`, or the value-major layout.
+        Tensor of shape `(..., num_queries, d, value_size)`.
 
     Example:
 
@@ -75,8 +71,6 @@ def outer_product_attention(query, key, value, value_major=False):
     scores = outer_product_attention_scores(query, key)
     # A'[..., c, (i, p)] = sum_j v[..., j, c] * scores[..., j, (i, p)]
     attended = matmul(ops.swapaxes(value, -1, -2), scores)
-    if value_major:
-        return attended
     attended = ops.reshape(attended, lead + (value.shape[-1], num_queries, size))
     return ops.moveaxis(attended, -3, -1)
 
