@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from typing import Any
 
 import keras
 import numpy as np
@@ -125,15 +126,15 @@ class SelfAttentiveMemory(keras.layers.Layer):
 
     def __init__(
         self,
-        num_queries,
-        epsilon=1e-5,
-        normalization="joint",
-        kernel_initializer=None,
-        bias_initializer=None,
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
+        num_queries: int,
+        epsilon: float = 1e-5,
+        normalization: str = "joint",
+        kernel_initializer: Any = None,
+        bias_initializer: Any = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -180,7 +181,7 @@ class SelfAttentiveMemory(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=norm_shape, initializer="zeros")
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-2: rows, -1: cols})
 
-    def call(self, memory, return_attention_scores=False):
+    def call(self, memory: Any, return_attention_scores: bool = False) -> Any:
         query, key, value = self.queries_keys_values(memory)
         output = stm_ops.outer_product_attention(query, key, value)
         if not return_attention_scores:

@@ -280,7 +280,13 @@ class STM(keras.layers.RNN):
         relational_memory = ops.reshape(relational_memory, (-1, nq * d * d))
         return last_output, outputs, [last_output, item_memory, relational_memory]
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def call(
+        self,
+        sequences: Any,
+        initial_state: list | None = None,
+        mask: Any = None,
+        training: bool = False,
+    ) -> Any:
         steps = sequences.shape[1] if len(sequences.shape) == 3 else None
         if steps == 0:
             raise ValueError(f"STM needs at least one timestep, got inputs of shape "

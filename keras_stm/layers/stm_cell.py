@@ -638,7 +638,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         d, nq = self.memory_size, self.num_queries
         return ops.reshape(item_memory, (-1, d, d)), ops.reshape(relational_memory, (-1, nq, d, d))
 
-    def call(self, inputs, states, training=None):
+    def call(self, inputs: Any, states: list, training: bool | None = None) -> tuple:
         if len(states) != 3:
             raise ValueError(
                 "STMCell expects 3 states [previous_output, item_memory, relational_memory], "
