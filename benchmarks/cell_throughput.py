@@ -8,15 +8,7 @@ fetched) before each clock read. Runs under the current `KERAS_BACKEND`, on CPU 
 Implementations:
   stm  `keras_stm.STM` (input projections hoisted out of the loop, read-out after it)
   rnn  `keras.layers.RNN(keras_stm.STMCell(...))`, the portable per-step cell
-  stm_compiled  `keras_stm.STM(torch_compile="step")` (torch only: each step through torch.compile)
-  stm_compiled_loop  `keras_stm.STM(torch_compile="loop")` (torch only: the whole loop compiled)
-  stm_compiled_layer  `keras_stm.STM(torch_compile="layer")` (torch only: the layer's whole
-                 computation, projections, loop, read-out and head, compiled)
-`--torch-compile-mode` passes a torch.compile mode (e.g. reduce-overhead: CUDA graphs).
-`--relational-memory-loop` passes the layer's option (auto, dense, low_rank); `--loop-gradient`
-the layer's `loop_gradient` (auto, autodiff, manual); `--low-rank-block-size` sets
-`STM.low_rank_block_size` (steps per block of the pending reads in the low-rank loop's
-Python form, `unroll=True` and torch).
+`--loop` passes the STM layer's `loop` (auto, dense, low_rank: how its time loop runs).
 
 Synchronisation (`--sync`): `iteration` (default, the protocol above); `end` times the
 iterations back to back and synchronises once at the end (pipelined throughput: the host
@@ -45,7 +37,6 @@ Example:
 """
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -130,12 +121,10 @@ def peak_memory_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS
 
 
-TORCH_COMPILE = {"stm": None, "stm_compiled": "step", "stm_compiled_loop": "loop",
-                 "stm_compiled_layer": "layer"}
+IMPLS = ("stm", "rnn")
 
 
-def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                loop_gradient="auto", low_rank_block_size=None):
+def build_model(name, impl, batch, unroll=False, loop="auto"):
     import keras
 
     import keras_stm
@@ -145,14 +134,8 @@ def build_model(name, impl, batch, torch_compile_mode=None, unroll=False, relati
     d_in, d_out, *_ = CONFIGS[name]
     steps = CONFIGS[name][5]
     inputs = keras.Input(batch_shape=(batch, steps, d_in))
-    if impl in TORCH_COMPILE:
-        layer = keras_stm.STM(**stm_arguments(name), torch_compile=TORCH_COMPILE[impl],
-                              torch_compile_mode=torch_compile_mode, unroll=unroll,
-                              relational_memory_loop=relational_memory_loop,
-                              loop_gradient=loop_gradient, name="stm")
-        if low_rank_block_size is not None:
-            layer.low_rank_block_size = low_rank_block_size
-        outputs = layer(inputs)
+    if impl == "stm":
+        outputs = keras_stm.STM(**stm_arguments(name), unroll=unroll, loop=loop, name="stm")(inputs)
     else:
         outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
                                    name="rnn")(inputs)
@@ -213,9 +196,8 @@ def stateless_trainer(model, x, y, fetch=True):
     return step
 
 
-def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None,
-                torch_compile_mode=None, unroll=False, relational_memory_loop="auto",
-                train_step="keras", loop_gradient="auto", sync="iteration", low_rank_block_size=None):
+def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None, unroll=False,
+                loop="auto", train_step="keras", sync="iteration"):
     import keras
     import numpy as np
 
@@ -227,8 +209,7 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     keras.utils.set_random_seed(0)
     d_in, d_out = CONFIGS[name][:2]
     steps = CONFIGS[name][5]
-    model = build_model(name, impl, batch, torch_compile_mode, unroll, relational_memory_loop,
-                        loop_gradient, low_rank_block_size)
+    model = build_model(name, impl, batch, unroll, loop)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, steps, d_in)).astype("float32")
@@ -264,24 +245,8 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
             "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
             "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "data_parallel_devices": devices,
-            "torch_compile_mode": torch_compile_mode, "unroll": unroll,
-            "relational_memory_loop": relational_memory_loop,
-            "relational_loop_form": model.get_layer("stm").relational_loop_form(steps)
-            if impl in TORCH_COMPILE else "cell", "train_step": train_step,
-            "loop_gradient": loop_gradient, "hand_written_backward": hand_written_backward(model, impl),
-            "sync": sync, "low_rank_block_size": model.get_layer("stm").low_rank_block_size
-            if impl in TORCH_COMPILE else None,
-            "keras": keras.__version__, **device_info()}
-
-
-def hand_written_backward(model, impl):
-    """Whether the STM layer ran its loop with the jax hand-written backward pass."""
-    if impl not in TORCH_COMPILE:
-        return False
-    layer = model.get_layer("stm")
-    steps = model.inputs[0].shape[1]
-    return (layer.relational_loop_form(steps) == "low_rank"
-            and layer._uses_jax_gradient(None, layer.compute_dtype))
+            "unroll": unroll, "loop": loop if impl == "stm" else "cell",
+            "train_step": train_step, "sync": sync, "keras": keras.__version__, **device_info()}
 
 
 def main(argv=None):
@@ -292,23 +257,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--impl", default="stm",
-                        help="Comma list of: stm, rnn, stm_compiled, stm_compiled_loop, "
-                             "stm_compiled_layer.")
-    parser.add_argument("--torch-compile-mode", default=None,
-                        help="torch.compile mode for the stm_compiled impls (e.g. reduce-overhead).")
+                        help="Comma list of: stm, rnn.")
     parser.add_argument("--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}.")
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--unroll", action="store_true",
                         help="Unroll the time loop (the layer's `unroll=True`).")
-    parser.add_argument("--relational-memory-loop", default="auto", choices=("auto", "dense", "low_rank"),
-                        help="The STM layer's relational_memory_loop (impls stm*).")
-    parser.add_argument("--loop-gradient", default="auto", choices=("auto", "autodiff", "manual"),
-                        help="The STM layer's loop_gradient (jax): auto, autodiff or manual "
-                             "(the low-rank loop's hand-written backward wherever it applies).")
-    parser.add_argument("--low-rank-block-size", default="",
-                        help="Comma list of STM.low_rank_block_size values to time (impls stm*; "
-                             "steps per block of the low-rank loop's Python form); default: the "
-                             "layer's.")
+    parser.add_argument("--loop", default="auto", choices=("auto", "dense", "low_rank"),
+                        help="The STM layer's `loop` (impl stm): how its time loop runs.")
     parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
                         help="keras: model.train_on_batch; stateless: a jitted jax step on "
                              "Keras' stateless API (jax only).")
@@ -327,7 +282,7 @@ def main(argv=None):
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
     for impl in args.impl.split(","):
-        if impl not in ("rnn",) + tuple(TORCH_COMPILE):
+        if impl not in IMPLS:
             parser.error(f"unknown --impl {impl!r}")
     for precision in args.precision.split(","):
         if precision not in PRECISIONS:
@@ -340,27 +295,20 @@ def main(argv=None):
             parser.error("--train-step stateless does not combine with --devices")
     if args.sync == "end" and args.train_step != "stateless":
         parser.error("--sync end needs --train-step stateless (train_on_batch fetches the loss)")
-    try:
-        blocks = [int(b) for b in args.low_rank_block_size.split(",")] if args.low_rank_block_size else [None]
-    except ValueError:
-        parser.error(f"--low-rank-block-size must be a comma list of integers, got {args.low_rank_block_size!r}")
-    if any(b is not None and b <= 0 for b in blocks):
-        parser.error(f"--low-rank-block-size values must be positive, got {args.low_rank_block_size!r}")
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
         parser.error(f"--devices must be positive and divide --batch {args.batch}, got {args.devices}")
     for name in args.configs.split(","):
         for impl in args.impl.split(","):
-            for precision, block in itertools.product(args.precision.split(","), blocks):
+            for precision in args.precision.split(","):
                 try:
                     result = time_config(name, impl, precision, jit, args.batch, args.repeats,
-                                         args.warmup, args.devices, args.torch_compile_mode,
-                                         args.unroll, args.relational_memory_loop, args.train_step,
-                                         args.loop_gradient, args.sync, block)
+                                         args.warmup, args.devices, args.unroll, args.loop,
+                                         args.train_step, args.sync)
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {"impl": impl, "config": name, "precision": precision,
-                              "low_rank_block_size": block, "error": repr(error)[:500]}
+                              "error": repr(error)[:500]}
                 line = json.dumps(result)
                 print(line, flush=True)
                 if args.output:

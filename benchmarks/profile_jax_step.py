@@ -29,10 +29,6 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="copy,nth_farthest,associative_retrieval")
     parser.add_argument("--unroll", action="store_true", help="Unroll the time loop (STM(unroll=True)).")
-    parser.add_argument("--loop-gradient", default="auto", choices=("auto", "autodiff", "manual"),
-                        help="The STM layer's loop_gradient.")
-    parser.add_argument("--low-rank-block-size", type=int, default=None,
-                        help="STM.low_rank_block_size (default: the layer's).")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--output-dir", default=".")
     args = parser.parse_args(argv)
@@ -41,8 +37,6 @@ def parse(argv=None):
             parser.error(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
     if args.batch <= 0:
         parser.error("--batch must be positive")
-    if args.low_rank_block_size is not None and args.low_rank_block_size <= 0:
-        parser.error("--low-rank-block-size must be positive")
     return args
 
 
@@ -65,9 +59,7 @@ def main(argv=None):
     for name in args.configs.split(","):
         keras.utils.clear_session()
         cell_throughput.set_precision("highest")
-        model = cell_throughput.build_model(name, "stm", args.batch, unroll=args.unroll,
-                                            loop_gradient=args.loop_gradient,
-                                            low_rank_block_size=args.low_rank_block_size)
+        model = cell_throughput.build_model(name, "stm", args.batch, unroll=args.unroll)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
         d_in, d_out = CONFIGS[name][:2]
         steps = CONFIGS[name][5]
@@ -94,9 +86,7 @@ def main(argv=None):
         kernels = sum(e.count for e in events) / 3
         print(json.dumps({"config": name, "unroll": args.unroll, "stateless_ms": times[5],
                           "min_ms": times[0], "gpu_busy_ms": busy, "kernels_per_iteration": kernels,
-                          "compile_s": compile_s, "loop_gradient": args.loop_gradient,
-                          "low_rank_block_size": model.get_layer("stm").low_rank_block_size,
-                          "hand_written_backward": cell_throughput.hand_written_backward(model, "stm"),
+                          "compile_s": compile_s,
                           "xla_flags": os.environ.get("XLA_FLAGS", ""),
                           "device": torch.cuda.get_device_name(0)}), flush=True)
         for e in sorted(events, key=lambda e: -e.self_device_time_total)[:15]:

@@ -4,9 +4,9 @@
 # ${OUT:-runs/bench}/bench.jsonl. Usage (GPU machine, keras wheels installed):
 #   bash benchmarks/run_gpu.sh [configs] [phases]
 # phases: comma list of baseline,jax,jaxunroll,jaxstateless,jaxunrollstateless,jaxdense,jaxgraph,
-#         jaxconcurrent,pipelined,torch,torchcompiled,torchloop,rnn
+#         jaxconcurrent,pipelined,torch,rnn
 # PHASE_TIMEOUT=S stops a phase after S seconds (default: no limit): compiles are long (jax
-# unrolled 30-90 s per config, torch's compiled dense loop up to ~5 min), and a stopped phase
+# unrolled 30-90 s per config), and a stopped phase
 # loses only its unfinished rows. JAX_COMPILATION_CACHE_DIR=DIR (jax's own setting) keeps jax
 # executables across processes and machines of the same kind: carry DIR to the next call.
 set -u
@@ -27,7 +27,7 @@ has jaxunroll && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --con
 has jaxstateless && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --train-step stateless --precision highest --output "$log"
 has jaxunrollstateless && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --precision highest --output "$log"
 # The dense relational-memory loop (Mr carried in the loop), for the gain of the low-rank loop.
-has jaxdense && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --relational-memory-loop dense --precision highest --output "$log"
+has jaxdense && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --loop dense --precision highest --output "$log"
 # XLA runs the whole time loop as CUDA graphs (fewer kernel launches); recorded as its own variant.
 COMMAND_BUFFERS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
 has jaxgraph && XLA_FLAGS="$COMMAND_BUFFERS" \
@@ -40,8 +40,5 @@ has jaxconcurrent && XLA_FLAGS="$COMMAND_BUFFERS --xla_gpu_command_buffer_schedu
 has pipelined && t python3 benchmarks/official_style_torch.py --configs "$configs" --sync end --output "$log"
 has pipelined && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --unroll --train-step stateless --sync end --precision highest --output "$log"
 has torch && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm --precision highest,tf32 --output "$log"
-has torchcompiled && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled --precision highest,tf32 --output "$log"
-# The whole loop through torch.compile, as CUDA graphs: the fastest torch setting measured.
-has torchloop && KERAS_BACKEND=torch t python3 benchmarks/cell_throughput.py --configs "$configs" --impl stm_compiled_loop --torch-compile-mode reduce-overhead --precision highest --output "$log"
 has rnn && KERAS_BACKEND=jax t python3 benchmarks/cell_throughput.py --configs copy --impl rnn --precision highest --output "$log"
 exit 0

@@ -4,6 +4,8 @@ Each equation of the model lives in exactly one function here or in the layer th
 weights; the layers call these functions.
 """
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -16,7 +18,7 @@ def _check_rank(name, tensor, min_rank):
         )
 
 
-def outer_product_attention(query, key, value, value_major=False):
+def outer_product_attention(query: Any, key: Any, value: Any) -> Any:
     """Outer Product Attention (OPA), the attention of the SAM operator.
 
     Computes, for every query `i`,
@@ -33,13 +35,9 @@ def outer_product_attention(query, key, value, value_major=False):
         query: tensor of shape `(..., num_queries, d)`.
         key: tensor of shape `(..., num_keys, d)`.
         value: tensor of shape `(..., num_keys, value_size)`.
-        value_major: bool. False (default): return `A` as `(..., num_queries, d, value_size)`.
-            True: return it value-axis first, `(..., value_size, num_queries * d)` with
-            `[..., c, i * d + p] = A[..., i, p, c]`, the layout the product produces (no
-            transpose), used inside the STM loop.
 
     Returns:
-        Tensor of shape `(..., num_queries, d, value_size)`, or the value-major layout.
+        Tensor of shape `(..., num_queries, d, value_size)`.
 
     Example:
 
@@ -75,13 +73,11 @@ def outer_product_attention(query, key, value, value_major=False):
     scores = outer_product_attention_scores(query, key)
     # A'[..., c, (i, p)] = sum_j v[..., j, c] * scores[..., j, (i, p)]
     attended = matmul(ops.swapaxes(value, -1, -2), scores)
-    if value_major:
-        return attended
     attended = ops.reshape(attended, lead + (value.shape[-1], num_queries, size))
     return ops.moveaxis(attended, -3, -1)
 
 
-def outer_product_attention_scores(query, key):
+def outer_product_attention_scores(query: Any, key: Any) -> Any:
     """The weights of Outer Product Attention, `tanh(q_i ⊙ k_j)`, laid out for one product.
 
     `scores[..., j, i * d + p] = tanh(Q[..., i, p] * K[..., j, p])`, so that the value-major
@@ -111,7 +107,7 @@ def outer_product_attention_scores(query, key):
     return ops.reshape(scores, lead + (key.shape[-2], num_queries * size))
 
 
-def normalize(inputs, axis, epsilon):
+def normalize(inputs: Any, axis: int | tuple[int, ...], epsilon: float) -> Any:
     """Zero-mean, unit-variance normalisation over `axis`, computed in float32 at least.
 
     The statistics (mean and biased variance) are taken jointly over all axes in `axis`; the
@@ -143,12 +139,12 @@ def _statistics_dtype(dtype):
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
-def outer(a, b):
+def outer(a: Any, b: Any) -> Any:
     """Batched outer product: `out[..., p, c] = a[..., p] * b[..., c]`."""
     return ops.expand_dims(a, -1) * ops.expand_dims(b, -2)
 
 
-def softmax(inputs, axis=-1):
+def softmax(inputs: Any, axis: int = -1) -> Any:
     """Softmax over `axis`, computed in float32 at least and cast back to the input dtype."""
     dtype = inputs.dtype
     x = ops.cast(inputs, _statistics_dtype(dtype))
@@ -159,7 +155,7 @@ def _is_float64(*tensors):
     return any(keras.backend.standardize_dtype(t.dtype) == "float64" for t in tensors)
 
 
-def matmul(a, b):
+def matmul(a: Any, b: Any) -> Any:
     """`ops.matmul` that keeps float64 inputs in float64.
 
     Keras 3.15's `ops.matmul` computes float64 operands in float32 on the torch backend (its
@@ -184,7 +180,7 @@ def matmul(a, b):
     return ops.matmul(a, b)
 
 
-def tanh(x):
+def tanh(x: Any) -> Any:
     """`ops.tanh` that keeps float64 inputs in float64.
 
     Keras 3.15's jax `ops.tanh` returns float32 for float64 input; float64 uses the identity

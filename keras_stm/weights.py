@@ -89,6 +89,9 @@ def _official_entries(cell):
     for stem, name in _ALPHAS.items():
         if getattr(cell, name) == LEARNED:
             mapping[f"{stem}0"] = (getattr(cell, f"{name}_weight"), False)
+        elif getattr(cell, name) == 0.0:
+            # A path fixed off; the authors' RL module (`Mr` not carried) still has its alpha.
+            mapping[f"{stem}0"] = (None, False)
     mapping["forget_bias"] = (cell.forget_gate_offset, False)
     mapping["input_bias"] = (cell.input_gate_offset, False)
     if cell.learn_initial_memory:

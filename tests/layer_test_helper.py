@@ -471,7 +471,8 @@ def reference_stm(params, config, inputs, item_memory=None, relational_memory=No
         for _ in range(config.get("sam_steps", 1)):
             relation = reference_sam(params, new_mi + shift, nq, config.get("sam_normalization", "joint"), eps)
             flat = relation.transpose(0, 3, 1, 2).reshape(batch, d, nq * d)  # [c, i*d + p]
-            new_mi = new_mi + a3 * _linear(params, "rel_projector2", flat)
+            if a3 != 0.0:  # (a cell with a transfer fixed at 0 has no transfer weights)
+                new_mi = new_mi + a3 * _linear(params, "rel_projector2", flat)
             new_mr = a1 * new_mr + relation if carry else relation
         if mask is not None:  # a masked step keeps both memories
             keep = np.asarray(mask[:, t], bool)

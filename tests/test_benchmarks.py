@@ -68,40 +68,26 @@ def test_set_devices_refuses_more_devices_than_exist(bench):
     assert keras.distribution.distribution() is None
 
 
-def test_unrolled_and_compiled_measurements_record_their_options(bench, tmp_path):
-    """`--unroll` runs on every backend; `stm_compiled_loop` compiles the loop under torch and
-    is the plain STM elsewhere (torch_compile is ignored there). Both rows say what ran."""
+def test_unrolled_measurement_records_its_options(bench, tmp_path):
+    """`--unroll` runs on every backend; the row says what ran."""
     out = tmp_path / "rows.jsonl"
-    impl = "stm_compiled_loop" if keras.backend.backend() == "torch" else "stm"
     bench.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
-                "--unroll", "--impl", impl, "--output", str(out)])
+                "--unroll", "--impl", "stm", "--output", str(out)])
     row = json.loads(out.read_text().strip())
-    assert row["unroll"] is True and row["impl"] == impl and row["torch_compile_mode"] is None
+    assert row["unroll"] is True and row["impl"] == "stm" and row["loop"] == "auto"
     assert math.isfinite(row["ms"]) and row["loss_finite"]
 
 
-def test_loop_form_and_train_step_options_are_recorded(bench, tmp_path):
-    """`--relational-memory-loop` reaches the layer (the row records the loop that ran);
-    `--train-step stateless` times a jitted stateless step under jax and is refused elsewhere."""
+def test_loop_and_train_step_options_are_recorded(bench, tmp_path):
+    """`--loop` reaches the layer (the row records it); `--train-step stateless` times a jitted
+    stateless step under jax and is refused elsewhere."""
     out = tmp_path / "rows.jsonl"
     common = ["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
               "--output", str(out)]
-    bench.main(common + ["--relational-memory-loop", "low_rank"])
+    bench.main(common + ["--loop", "low_rank"])
     row = json.loads(out.read_text().strip().splitlines()[-1])
-    assert row["relational_memory_loop"] == "low_rank" and row["relational_loop_form"] == "low_rank"
+    assert row["loop"] == "low_rank" and "error" not in row
     assert math.isfinite(row["ms"]) and row["loss_finite"] and row["train_step"] == "keras"
-    # Nth-farthest (additive write): `auto` keeps autodiff, `manual` takes the jax backward.
-    assert row["loop_gradient"] == "auto" and row["hand_written_backward"] is False
-    # `--low-rank-block-size` reaches the layer, one row per value.
-    bench.main(common + ["--relational-memory-loop", "low_rank", "--unroll",
-                         "--low-rank-block-size", "2,8"])
-    rows = [json.loads(line) for line in out.read_text().strip().splitlines()[-2:]]
-    assert [r["low_rank_block_size"] for r in rows] == [2, 8]
-    assert all(math.isfinite(r["ms"]) and r["loss_finite"] for r in rows)
-    bench.main(common + ["--relational-memory-loop", "low_rank", "--loop-gradient", "manual"])
-    row = json.loads(out.read_text().strip().splitlines()[-1])
-    assert row["loop_gradient"] == "manual" and math.isfinite(row["ms"]) and row["loss_finite"]
-    assert row["hand_written_backward"] is (keras.backend.backend() == "jax")
     if keras.backend.backend() != "jax":
         with pytest.raises(SystemExit):
             bench.main(common + ["--train-step", "stateless"])
@@ -129,15 +115,6 @@ def test_baseline_times_both_sync_modes(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["sync"] for r in rows] == ["iteration", "end"]
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch_compile is torch-only")
-def test_layer_compiled_measurement_runs(bench, tmp_path):
-    out = tmp_path / "rows.jsonl"
-    bench.main(["--configs", "nth_farthest", "--batch", "2", "--repeats", "1", "--warmup", "0",
-                "--impl", "stm_compiled_layer", "--output", str(out)])
-    row = json.loads(out.read_text().strip())
-    assert row["impl"] == "stm_compiled_layer" and math.isfinite(row["ms"]) and row["loss_finite"]
 
 
 def test_summarize_labels_options_and_ratios(tmp_path, capsys):

@@ -45,8 +45,7 @@ def test_bad_constructor_arguments(layer_class):
     for value in [0, -1e-5, "small"]:
         with pytest.raises(ValueError, match="`layer_norm_epsilon`"):
             layer_class(**SMALL, layer_norm_epsilon=value)
-    for argument in ("gated_write", "learn_initial_memory", "readout_normalization",
-                     "carry_relational_memory"):
+    for argument in ("gated_write", "learn_initial_memory", "readout_normalization"):
         for value in BAD_FLAGS:
             with pytest.raises(ValueError, match=f"`{argument}` must be a bool"):
                 layer_class(**SMALL, **{argument: value})
@@ -73,53 +72,38 @@ def test_valid_coefficients_are_accepted():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(torch_compile="graph"), "torch_compile"),
-     (dict(torch_compile=True), "torch_compile"),
-     (dict(torch_compile_mode=3), "torch_compile_mode")],
-    ids=["unknown", "bool", "mode"],
+    [(dict(loop="sparse"), "`loop` must be one of"),
+     (dict(loop=True), "`loop` must be one of"),
+     (dict(loop=None), "`loop` must be one of")],
+    ids=["unknown", "bool", "none"],
 )
-def test_stm_torch_compile_options(kwargs, match):
+def test_stm_loop_option(kwargs, match):
     with pytest.raises(ValueError, match=match):
         keras_stm.STM(**SMALL, **kwargs)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(relational_memory_loop="sparse"), "relational_memory_loop"),
-     (dict(relational_memory_loop=True), "relational_memory_loop"),
-     (dict(relational_memory_loop="low_rank", return_sequences=True), "return_sequences=False"),
-     (dict(relational_memory_loop="low_rank", sam_steps=2), "sam_steps=1"),
-     (dict(loop_gradient="custom"), "loop_gradient"),
-     (dict(loop_gradient=None), "loop_gradient")],
-    ids=["unknown", "bool", "return_sequences", "sam_steps", "loop_gradient", "loop_gradient_none"],
+    [(dict(return_sequences=True), "return_sequences=False"),
+     (dict(sam_steps=2), "sam_steps=1"),
+     (dict(relational_carry=0.0, relational_read=0.0), "reads or carries")],
+    ids=["return_sequences", "sam_steps", "no_relational_memory_read"],
 )
-def test_stm_relational_memory_loop_options(kwargs, match):
+def test_low_rank_loop_needs_what_it_uses(kwargs, match):
+    layer = keras_stm.STM(**SMALL, loop="low_rank", **kwargs)
     with pytest.raises(ValueError, match=match):
-        keras_stm.STM(**SMALL, **kwargs)
-
-
-def test_low_rank_loop_needs_known_timesteps():
-    layer = keras_stm.STM(**SMALL, relational_memory_loop="low_rank")
-    with pytest.raises(ValueError, match="known number of timesteps"):
-        layer.relational_loop_form(None)
-
-
-@pytest.mark.parametrize("size", [0, -2, 2.5, True], ids=["zero", "negative", "float", "bool"])
-def test_low_rank_block_size_must_be_a_positive_integer(size):
-    """A bad `STM.low_rank_block_size` is named when the Python form of the low-rank loop runs."""
-    layer = keras_stm.STM(**SMALL, relational_memory_loop="low_rank", unroll=True,
-                          loop_gradient="autodiff")
-    layer.low_rank_block_size = size
-    with pytest.raises(ValueError, match="low_rank_block_size"):
         layer(zeros(2, 4, 3))
 
 
-def test_stm_has_no_torch_compile_step_alias():
-    """The pre-release alias `torch_compile_step` is gone: `torch_compile="step"` is the one
-    spelling."""
-    with pytest.raises(ValueError, match="torch_compile_step"):
-        keras_stm.STM(**SMALL, torch_compile_step=True)
-    assert "torch_compile_step" not in keras_stm.STM(**SMALL).get_config()
+@pytest.mark.parametrize("name", ["torch_compile", "torch_compile_mode", "torch_compile_step",
+                                  "relational_memory_loop", "loop_gradient",
+                                  "carry_relational_memory"])
+def test_removed_arguments_are_refused(name):
+    """Arguments removed in issue 22 are refused by the constructor (old configs still load:
+    tests/test_unused_weights.py) and not in the config."""
+    with pytest.raises((TypeError, ValueError), match=name):
+        keras_stm.STM(**SMALL, **{name: None})
+    assert name not in keras_stm.STM(**SMALL).get_config()
 
 
 # ------------------------------------------------------------------------------------------

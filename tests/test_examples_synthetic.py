@@ -118,9 +118,9 @@ def test_registry_rejects_bad_input():
     config = task_configs.model_config_from_args(args, "rar")
     assert (config["memory_size"], config["sam_normalization"]) == (24, "row")
     # It also takes the loop options of the STM layer (how the loop runs, not its numbers).
-    args = parser.parse_args(["--stm-config", '{"unroll": true, "torch_compile": "loop"}'])
+    args = parser.parse_args(["--stm-config", '{"unroll": true, "loop": "dense"}'])
     config = task_configs.model_config_from_args(args, "rar")
-    assert config["unroll"] is True and config["torch_compile"] == "loop"
+    assert config["unroll"] is True and config["loop"] == "dense"
     for bad, message in (('{"head_units": 3}', "head_units"), ('{"memory": 3}', "memory")):
         args = parser.parse_args(["--stm-config", bad])
         with pytest.raises(ValueError, match=message):

@@ -47,10 +47,6 @@ def test_outer_product_attention_matches_brute_force(lead):
     expected = brute_force_opa(q, k, v)
     actual = ops.convert_to_numpy(keras_stm.ops.outer_product_attention(q, k, v))
     helper.assert_close(actual, expected, 1e-5)
-    # value-major layout: [..., c, i * d + p] = A[..., i, p, c]
-    major = ops.convert_to_numpy(keras_stm.ops.outer_product_attention(q, k, v, value_major=True))
-    reordered = np.moveaxis(expected, -1, -3).reshape(lead + (5, 3 * 4))
-    helper.assert_close(major, reordered, 1e-5)
     if len(lead) == 1:
         helper.assert_close(ops.convert_to_numpy(OuterProductAttention()(q, k, v)), expected, 1e-5)
 
@@ -93,8 +89,16 @@ def test_self_attentive_memory_matches_reference(normalization, rows, cols):
     actual = ops.convert_to_numpy(layer(memory))
     assert actual.shape == (2, 3, rows, rows)
     helper.assert_close(actual, expected, 1e-4)
-    major = ops.convert_to_numpy(layer(memory, value_major=True))
+    # The factors the STM loop uses: values @ scores is SAM value-major, [b, c, i * rows + p].
+    values, scores = layer.factors(memory)
+    major = ops.convert_to_numpy(ops.matmul(values, scores))
     helper.assert_close(major, np.moveaxis(expected, -1, -3).reshape(2, rows, 3 * rows), 1e-4)
+    # return_attention_scores: OPA's weights tanh(q_i[p] k_j[p]), [b, i, j, p].
+    output, attention = layer(memory, return_attention_scores=True)
+    helper.assert_close(ops.convert_to_numpy(output), expected, 1e-4)
+    query, key, _ = (ops.convert_to_numpy(t) for t in layer.queries_keys_values(memory))
+    expected_scores = np.tanh(query[:, :, None, :] * key[:, None, :, :])
+    helper.assert_close(ops.convert_to_numpy(attention), expected_scores, 1e-5)
 
 
 def test_self_attentive_memory_initialisation():
@@ -130,7 +134,7 @@ VARIANTS = {
     ),
     "rl_variant": dict(
         head_units=3, sam_normalization="row", readout_normalization=True,
-        carry_relational_memory=False,
+        relational_carry=0.0, relational_read=0.0,
     ),
     "zero_initial_memory_fixed_coefficients": dict(head_units=3, learn_initial_memory=False, **FIXED),
 }
@@ -144,7 +148,6 @@ def reference_config(cell):
         gated_write=cell.gated_write, sam_steps=cell.sam_steps,
         sam_normalization=cell.sam_normalization,
         readout_normalization=cell.readout_normalization,
-        carry_relational_memory=cell.carry_relational_memory,
     )
 
 
@@ -198,8 +201,9 @@ def test_parameter_count_matches_specification():
     babi_like = keras_stm.STMCell(**SMALL, head_units=3, projector_hidden_units=7,
                                   relational_carry=1.0, relational_transfer=0.0)
     babi_like.build((None, FEATURES))
+    # A fixed zero transfer creates no transfer weights (nq*d*d + d of the formula).
     assert babi_like.count_params() == spec_parameter_count(
-        FEATURES, 3, nq=2, d=4, r=3, a=5, m=6, hidden=7, learned_alphas=1)
+        FEATURES, 3, nq=2, d=4, r=3, a=5, m=6, hidden=7, learned_alphas=1) - (2 * 4 * 4 + 4)
 
 
 def test_initial_memories_and_coefficients_initialisation():

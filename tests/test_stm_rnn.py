@@ -12,7 +12,7 @@ from keras import ops
 
 import keras_stm
 from tests import layer_test_helper as helper
-from tests.backend_utils import float64_mode, gradients
+from tests.backend_utils import gradients
 
 # nq 2, d 4, r 3, a 5, head 3 (hidden 6); input size 3, T 5.
 CELL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
@@ -61,8 +61,8 @@ def unused_weights(cell):
                    "gate_memory_bias", "input_gate_offset", "forget_gate_offset"]
     if not cell.reads_relational_memory:
         unused += ["read_kernel", "read_bias", "slot_kernel", "slot_bias"]
-    if not cell.carry_relational_memory:
-        unused += ["relational_carry", "relational_read"]
+    if cell.relational_transfer == 0.0:
+        unused += ["transfer_kernel", "transfer_bias"]
     if not cell.uses_previous_relational_memory:
         unused.append("initial_relational_memory")
     return unused
@@ -353,228 +353,6 @@ def test_factored_loop_gradients_match_cell():
     helper.assert_close(grads[0], grads[1], 1e-4, "gradients, factored vs full Mr")
 
 
-# ------------------------------------------------------------------------------------------
-# the low-rank loop (no Mr inside the loop) against the dense loop
-
-# Coefficient sets: all learned; bAbI's (carry 1, no transfer); a carry without a read.
-LOW_RANK_CASES = {
-    "learned": {},
-    "babi_coefficients": dict(relational_carry=1.0, relational_transfer=0.0),
-    "carry_without_read": dict(relational_read=0.0),
-    "additive_write": dict(gated_write=False),
-}
-
-
-def low_rank_and_dense(values, coefficients, **flags):
-    return [with_weights(keras_stm.STM(**CELL, **coefficients, relational_memory_loop=loop, **flags),
-                         values) for loop in ("low_rank", "dense")]
-
-
-def state_loss(layer, seed, item_term=ops.square):
-    """A loss on the last output and both final memories of `layer` (with return_state), as a
-    function of the inputs: `sum(output^2) + sum(item_term(Mi)) + sum(Mr * probe)`."""
-    probe = ops.convert_to_tensor(np.random.default_rng(seed).normal(size=(3, NQ, D, D)))
-
-    def compute(t):
-        output, _, item, relational = layer(t)
-        return ops.sum(output**2) + ops.sum(item_term(item)) + ops.sum(relational * probe)
-
-    return compute
-
-
-def sequences64(batch=3, steps=STEPS, seed=0):
-    return np.random.default_rng(seed).normal(size=(batch, steps, FEATURES))
-
-
-@pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"unroll": True}],
-                         ids=["forward", "go_backwards", "unroll"])
-@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
-def test_low_rank_loop_matches_dense(case, options):
-    """In float64 the low-rank loop gives the dense loop's last output, final memories and
-    gradients (of a loss on the output and both memories) w.r.t. every weight and the inputs,
-    to round-off: the same sums in another order."""
-    coefficients = LOW_RANK_CASES[case]
-    values = random_weights(seed=11, **coefficients)
-    with float64_mode():
-        layers = low_rank_and_dense(values, coefficients, return_state=True, dtype="float64", **options)
-        assert [layer.relational_loop_form(STEPS) for layer in layers] == ["low_rank", "dense"]
-        x = sequences64()
-        results = [numpy_list(*layer(x)) for layer in layers]
-        helper.assert_close(results[0], results[1], 1e-10, "low-rank vs dense")
-        grads = [gradients(state_loss(layer, seed=12), layer.weights, x) for layer in layers]
-    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
-                        1e-9, "gradients, low-rank vs dense")
-
-
-@pytest.mark.parametrize("options", [{}, {"go_backwards": True}, {"unroll": True}],
-                         ids=["forward", "go_backwards", "unroll"])
-def test_low_rank_loop_with_mask(options):
-    """Masked: every sample (one all masked) gets the numbers of its unpadded run, through the
-    low-rank loop and the dense loop alike."""
-    values = random_weights(seed=13)
-    lengths = [5, 0, 2, 4]
-    ids = padded_ids(lengths)
-    results, table = masked_results(low_rank_and_dense(values, {}, return_state=True, **options), ids,
-                                    seed=14)
-    helper.assert_close(results[0], results[1], 1e-5, "masked, low-rank vs dense")
-    layer = low_rank_and_dense(values, {}, return_state=True, **options)[0]
-    _, last, item, relational = results[0]
-    for i, n in enumerate(lengths):
-        if n == 0:  # all masked: the initial output state and memories
-            expected = [np.zeros(OUT)] + numpy_list(layer.cell.initial_item_memory,
-                                                    layer.cell.initial_relational_memory)
-        else:
-            prefix = table[ids[i, :n]][None]
-            outputs, _, ref_item, ref_rel = reference(layer, prefix[:, ::-1] if layer.go_backwards else prefix)
-            expected = [outputs[0, -1], ref_item[0], ref_rel[0]]
-        helper.assert_close([last[i], item[i], relational[i]], expected, 1e-4, f"sample {i}")
-
-
-@pytest.mark.parametrize("block_size", [1, 2, 3])
-@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
-def test_low_rank_blocks_match_dense(case, block_size):
-    """The Python form of the low-rank loop (`low_rank_indexed_step`, `unroll=True`; jax's
-    autodiff) with blocks shorter than the sequence (`STM.low_rank_block_size`: one column
-    a block, blocks that divide T = 5 unevenly) gives the dense loop's outputs, memories and
-    gradients in float64, to round-off."""
-    coefficients = LOW_RANK_CASES[case]
-    values = random_weights(seed=21, **coefficients)
-    with float64_mode():
-        layers = low_rank_and_dense(values, coefficients, return_state=True, dtype="float64",
-                                    unroll=True, loop_gradient="autodiff")
-        layers[0].low_rank_block_size = block_size
-        x = sequences64(seed=22)
-        results = [numpy_list(*layer(x)) for layer in layers]
-        helper.assert_close(results[0], results[1], 1e-10, "blocks vs dense")
-        grads = [gradients(state_loss(layer, seed=23), layer.weights, x) for layer in layers]
-    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
-                        1e-9, "gradients, blocks vs dense")
-
-
-@pytest.mark.parametrize("block_size", [1, 2])
-def test_low_rank_blocks_with_mask(block_size):
-    """Masked samples (one all masked, padding inside a block and across blocks) get the dense
-    loop's numbers through blocks shorter than the sequence (the end-of-block product weights
-    each step by the carries of the block's unmasked later steps)."""
-    values = random_weights(seed=24)
-    layers = low_rank_and_dense(values, {}, return_state=True, unroll=True, loop_gradient="autodiff")
-    layers[0].low_rank_block_size = block_size
-    results, _ = masked_results(layers, padded_ids([5, 0, 2, 4, 3]), seed=25)
-    helper.assert_close(results[0], results[1], 1e-5, "masked, blocks vs dense")
-
-
-@pytest.mark.skipif(BACKEND != "jax", reason="the hand-written backward is jax's (custom_vjp)")
-@pytest.mark.parametrize("unroll", [False, True], ids=["scan", "unroll"])
-@pytest.mark.parametrize("case", sorted(LOW_RANK_CASES))
-def test_hand_written_backward_matches_autodiff(case, unroll):
-    """jax, float64: the low-rank loop with its hand-written backward (`loop_gradient="manual"`)
-    gives autodiff's outputs, memories and gradients w.r.t. every weight (the fixed
-    coefficients' paths included) and the inputs, to round-off."""
-    coefficients = LOW_RANK_CASES[case]
-    values = random_weights(seed=15, **coefficients)
-    with float64_mode():
-        layers = [with_weights(keras_stm.STM(**CELL, **coefficients, return_state=True,
-                                             relational_memory_loop="low_rank", unroll=unroll,
-                                             loop_gradient=gradient, dtype="float64"), values)
-                  for gradient in ("manual", "autodiff")]
-        assert [layer._uses_jax_gradient(None, "float64") for layer in layers] == [True, False]
-        x = sequences64(seed=16)
-        results = [numpy_list(*layer(x)) for layer in layers]
-        helper.assert_close(results[0], results[1], 1e-12, "hand-written vs autodiff, forward")
-        grads = [gradients(state_loss(layer, seed=17, item_term=ops.sin), layer.weights, x)
-                 for layer in layers]
-    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
-                        1e-9, "gradients, hand-written vs autodiff")
-
-
-def test_loop_gradient_choice_and_fallbacks():
-    """`loop_gradient`: `auto` takes the hand-written backward under jax for a gated write with
-    the transfer on only; masks and mixed precision fall back to autodiff; torch and
-    tensorflow ignore the setting. A masked call with `manual` gives autodiff's numbers."""
-    def uses(mask=None, dtype="float32", **kwargs):
-        layer = keras_stm.STM(**CELL, **kwargs)
-        layer.build((None, STEPS, FEATURES))
-        return layer._uses_jax_gradient(mask, dtype)
-
-    jax = BACKEND == "jax"
-    assert uses() == jax
-    assert uses(loop_gradient="autodiff") is False
-    assert uses(gated_write=False) is False and uses(gated_write=False, loop_gradient="manual") == jax
-    assert uses(relational_transfer=0.0) is False
-    assert uses(relational_transfer=0.0, loop_gradient="manual") == jax
-    assert uses(mask=np.ones((2, STEPS), bool), loop_gradient="manual") is False
-    assert uses(dtype="bfloat16", loop_gradient="manual") is False
-    values = random_weights(seed=18)
-    ids = padded_ids([5, 2, 4])
-    layers = [with_weights(keras_stm.STM(**CELL, return_state=True, relational_memory_loop="low_rank",
-                                         loop_gradient=gradient), values)
-              for gradient in ("manual", "autodiff")]
-    results, _ = masked_results(layers, ids, seed=19)
-    helper.assert_close(results[0], results[1], 1e-6, "masked, manual vs autodiff")
-
-
-def test_relational_loop_form_choice():
-    """`auto` takes the low-rank loop for a last output with T <= 2d (torch, tensorflow:
-    T <= d/4) and sam_steps 1, the dense loop otherwise; no step reading Mr_{t-1} gives the factored loop whatever
-    the setting."""
-    def form(steps, **kwargs):
-        layer = keras_stm.STM(**CELL, **kwargs)
-        return layer.relational_loop_form(steps)
-
-    # Under torch and tensorflow `auto` takes the low-rank loop only up to T = d/4 (measured).
-    limit = 2 * D if BACKEND == "jax" else D // 4
-    assert form(limit) == "low_rank"
-    assert form(limit + 1) == "dense"
-    assert form(2 * D + 1, relational_memory_loop="low_rank") == "low_rank"
-    assert form(None) == "dense"
-    assert form(STEPS, return_sequences=True) == "dense"
-    assert form(STEPS, sam_steps=2) == "dense"
-    assert form(STEPS, relational_memory_loop="dense") == "dense"
-    assert form(STEPS, **FACTORED) == "factored"
-    assert keras_stm.STM(**CELL, relational_memory_loop="dense").get_config()[
-        "relational_memory_loop"] == "dense"
-
-
-@pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
-@pytest.mark.parametrize("option", [dict(torch_compile="step"), dict(torch_compile="loop"),
-                                    dict(torch_compile="layer")],
-                         ids=["step", "loop", "layer"])
-def test_torch_compile_matches_portable_loop(option):
-    """`STM(torch_compile=...)` (the step, or the whole loop, through torch.compile) gives the
-    outputs, states and gradients of the portable loop, with and without a mask."""
-    values = random_weights()
-    x = sequences()
-    flags = dict(return_sequences=True, return_state=True)
-    eager = stm(values, **flags)
-    compiled = stm(values, **option, **flags)
-    assert compiled.torch_compile == option["torch_compile"]
-    helper.assert_close(numpy_list(*compiled(x)), numpy_list(*eager(x)), 1e-5, "compiled vs eager")
-    grads = [gradients(lambda t: ops.sum(layer(t)[0] ** 2), layer.weights, x)[1]
-             for layer in (compiled, eager)]
-    helper.assert_close(list(grads[0]), list(grads[1]), 1e-4, "gradients")
-    ids = padded_ids(LENGTHS)
-    check_masked_run(compiled, masked_model(compiled), ids, LENGTHS)
-
-
-@pytest.mark.skipif(BACKEND != "torch", reason="torch_compile is a torch-only option")
-@pytest.mark.parametrize("kind", ["step", "loop", "layer"])
-def test_torch_compile_low_rank_loop(kind):
-    """The low-rank loop through torch.compile gives the eager numbers and gradients, with a
-    mask too: the compiled step (`"step"`: `low_rank_step`, one-hot schedule) and the compiled
-    Python loop (`low_rank_indexed_step`, step index known) alike."""
-    values = random_weights()
-    x = sequences()
-    eager = stm(values, return_state=True, relational_memory_loop="low_rank")
-    compiled = stm(values, return_state=True, relational_memory_loop="low_rank", torch_compile=kind)
-    assert compiled.relational_loop_form(STEPS) == "low_rank"
-    helper.assert_close(numpy_list(*compiled(x)), numpy_list(*eager(x)), 1e-5, "compiled vs eager")
-    grads = [gradients(lambda t: ops.sum(layer(t)[0] ** 2), layer.weights, x)[1]
-             for layer in (compiled, eager)]
-    helper.assert_close(list(grads[0]), list(grads[1]), 1e-4, "gradients")
-    results, _ = masked_results((compiled, eager), padded_ids(LENGTHS))
-    helper.assert_close(results[0], results[1], 1e-5, "masked, compiled vs eager")
-
-
 def test_bidirectional_stm():
     """Bidirectional(STM) with a mask: the forward half is the forward STM, the backward half the
     backward STM re-aligned in time, masked steps zero (Bidirectional forces
@@ -688,9 +466,9 @@ def test_thousand_step_babi_configuration_stays_finite():
     for variable, grad in zip(variables, grads):
         assert np.all(np.isfinite(grad)), variable.path
     assert np.all(np.isfinite(grad_x)) and np.abs(grad_x).max() > 0
-    # the transfer is fixed at 0: its weights get no gradient; the initial memories do
+    # the transfer is fixed at 0: it has no weights; the initial memories get gradients
     by_name = {v.path.rsplit("/", 1)[1]: g for v, g in zip(variables, grads)}
-    assert np.all(by_name["transfer_kernel"] == 0)
+    assert "transfer_kernel" not in by_name and layer.cell.transfer_kernel is None
     assert np.abs(by_name["initial_relational_memory"]).max() > 0
     assert np.abs(by_name["initial_item_memory"]).max() > 0
     print(f"1000-step bAbI-size forward+backward on {BACKEND}: {time.perf_counter() - start:.1f} s")

@@ -22,10 +22,7 @@ READS = ["read_kernel", "read_bias", "slot_kernel", "slot_bias"]
 UNUSED = {
     "additive_write": (dict(gated_write=False), GATES),
     "no_read": (dict(relational_read=0.0), READS),
-    "no_carried_memory": (
-        dict(carry_relational_memory=False),
-        READS + ["relational_carry", "relational_read", "initial_relational_memory"],
-    ),
+    "no_transfer": (dict(relational_transfer=0.0), ["transfer_kernel", "transfer_bias"]),
     "fixed_zero_carry_and_read": (dict(relational_carry=0.0, relational_read=0.0),
                                   READS + ["initial_relational_memory"]),
 }
@@ -122,3 +119,43 @@ def test_official_state_dict_with_unused_tensors_loads(variant):
     keras_stm.load_official_weights(cell, {k: v for k, v in state.items() if k not in skipped})
     with pytest.raises(ValueError, match="unexpected weights: \\['typo.weight'\\]"):
         keras_stm.load_official_weights(cell, {**state, "typo.weight": np.zeros(2, "float32")})
+
+
+def test_previous_layout_with_transfer_weights_loads(tmp_path):
+    """Files saved by 0.x, whose cell still created the transfer weights under a fixed zero
+    `relational_transfer`, load: the cell skips those two weights."""
+    cell = built_cell(relational_transfer=0.0)
+    assert cell.transfer_kernel is None and cell.transfer_bias is None
+    assert "transfer_kernel" in cell._previous_layout
+    rng = np.random.default_rng(3)
+    own = {w.name: w for w in cell._trainable_variables + cell._non_trainable_variables}
+    shapes = {w.name: tuple(w.shape) for w in built_cell().weights}
+    store = {str(i): rng.normal(size=shapes[name]).astype("float32")
+             for i, name in enumerate(cell._previous_layout)}
+    cell.load_own_variables(store)
+    for i, name in enumerate(cell._previous_layout):
+        if name in own:
+            np.testing.assert_array_equal(ops.convert_to_numpy(own[name]), store[str(i)])
+
+
+def test_configs_of_older_versions_load():
+    """Removed keys of an older config are dropped with a DeprecationWarning naming them;
+    `carry_relational_memory=False` becomes `relational_carry=0, relational_read=0`."""
+    layer = keras_stm.STM(**SMALL)
+    config = layer.get_config()
+    for key in ("loop", "torch_compile", "relational_memory_loop", "loop_gradient",
+                "carry_relational_memory"):
+        assert key not in config
+    old = dict(config, torch_compile=None, torch_compile_mode=None,
+               relational_memory_loop="auto", loop_gradient="auto", carry_relational_memory=False)
+    with pytest.warns(DeprecationWarning) as caught:
+        restored = keras_stm.STM.from_config(old)
+    messages = " ".join(str(w.message) for w in caught)
+    for key in ("torch_compile", "torch_compile_mode", "relational_memory_loop", "loop_gradient",
+                "carry_relational_memory"):
+        assert f"`{key}`" in messages
+    assert restored.relational_carry == 0.0 and restored.relational_read == 0.0
+    cell_config = dict(keras_stm.STMCell(**SMALL).get_config(), carry_relational_memory=True)
+    with pytest.warns(DeprecationWarning, match="carry_relational_memory"):
+        cell = keras_stm.STMCell.from_config(cell_config)
+    assert cell.relational_carry == "learned"

@@ -44,11 +44,12 @@ def official_shapes(hidden=None, step=1, alphas=(None, None, None), learn_init_m
         "input_gate_projector.weight": (2 * d, d), "input_gate_projector.bias": (2 * d,),
         "memory_gate_projector.weight": (2 * d, d), "memory_gate_projector.bias": (2 * d,),
         "rel_projector.weight": (r, d * d), "rel_projector.bias": (r,),
-        "rel_projector2.weight": (d, nq * d), "rel_projector2.bias": (d,),
         "rel_projector3.weight": (a, nq * r), "rel_projector3.bias": (a,),
         "mlp.0.weight": (m, a), "mlp.0.bias": (m,), "mlp.2.weight": (m, m), "mlp.2.bias": (m,),
         "out.weight": (out, m), "out.bias": (out,),
     })
+    if alphas[2] != 0.0:  # a transfer fixed at 0: the cell has no `rel_projector2` (skipped)
+        shapes.update({"rel_projector2.weight": (d, nq * d), "rel_projector2.bias": (d,)})
     return shapes
 
 

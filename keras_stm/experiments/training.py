@@ -150,7 +150,7 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
                         help="JSON object of keras_stm.STM arguments that replace the task's "
                              "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
                              "for arguments without a flag of their own, and the loop options "
-                             "unroll, torch_compile, torch_compile_mode; also an --hparams key "
+                             "unroll and loop; also an --hparams key "
                              "(examples/tune.py writes it). The run stops before training if "
                              "the model's STM does not carry these values.")
     parser.add_argument("--speed-settings", default="auto", choices=("auto", "off"),
@@ -335,9 +335,7 @@ def apply_speed_settings(args):
     (`COMMAND_BUFFER_XLA_FLAGS`, unless `XLA_FLAGS` is already set). Both leave the numbers
     unchanged (tests and `benchmarks/check_xla_flags.py`). `XLA_FLAGS` is read when jax
     starts its backend, so the scripts call this from `parse_args`, before any computation;
-    importing the library sets nothing. Elsewhere (CPU, torch, tensorflow) nothing changes:
-    torch's compiled loops took minutes to compile per shape (docs/performance.md), more
-    than they save on most runs; ask for them with `--stm-config`.
+    importing the library sets nothing. Elsewhere (CPU, torch, tensorflow) nothing changes.
 
     Args:
         args: the parsed flags (`speed_settings`, `stm_config`, `model`).
@@ -464,16 +462,16 @@ def check_stm_config_applied(model, args):
     wanted = getattr(args, "stm_config", None)
     if not wanted or getattr(args, "model", "stm") != "stm":
         return
-    from keras_stm.layers.stm import STM
+    from keras_stm.layers.stm import stm_layers
 
-    # Every layer, nested ones included (`_flatten_layers`: Keras' own recursive walk).
-    found = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-             if isinstance(layer, STM)]
+    found = stm_layers(model)
     if not found:
         raise ValueError(f"--stm-config {wanted} was given but the model has no STM layer.")
     for layer in found:
         config = layer.get_config()
         for key, value in wanted.items():
+            if key == "loop":  # how the loop runs: not saved in the config (like `use_cudnn`)
+                continue
             actual = config.get(key, "<not an STM argument>")
             numbers = [isinstance(v, (int, float)) and not isinstance(v, bool)
                        for v in (value, actual)]

@@ -313,6 +313,7 @@ def _find_cell(model):
     import keras
 
     from keras_stm.layers.stm import STM
+    from keras_stm.layers.stm import stm_layers
     from keras_stm.layers.stm_cell import STMCell
 
     if isinstance(model, STMCell):
@@ -320,7 +321,7 @@ def _find_cell(model):
     if isinstance(model, STM):
         return model.cell, None
     if isinstance(model, keras.Model):
-        found = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, STM)]
+        found = stm_layers(model)
         if len(found) != 1:
             raise ValueError(f"`model` must contain exactly one keras_stm.STM layer, found {len(found)}.")
         layer = found[0]
@@ -347,8 +348,9 @@ def trace_memories(model, sequence):
     The step is the cell's own (`project_inputs`, then `update_memories` on the value-major
     relational memory, `from_value_major`, `output_from_memory`), from the cell's initial state
     (the learned initial memories when it has them). For every step the input `S` of the SAM
-    operator and its queries, keys and values (`SelfAttentiveMemory.queries_keys_values`) are
-    captured while the cell runs, giving the OPA scores `tanh(q_i ⊙ k_j)` of that step
+    operator (`STMCell.update_memories(..., return_sam_inputs=True)`), its queries, keys and
+    values (`SelfAttentiveMemory.queries_keys_values`) and the OPA scores
+    (`SelfAttentiveMemory(S, return_attention_scores=True)`) are recorded: `tanh(q_i ⊙ k_j)`
     (the weights of `v_j` in `SAM(S)_i = sum_j tanh(q_i ⊙ k_j) ⊗ v_j`). With `sam_steps > 1`
     the last SAM iteration of each step is recorded.
 
@@ -386,8 +388,6 @@ def trace_memories(model, sequence):
     """
     from keras import ops
 
-    from keras_stm import ops as stm_ops
-
     cell, features = _find_cell(model)
     if not getattr(cell, "built", False):
         raise ValueError("The STM cell must be built (call the model or layer on data first).")
@@ -411,35 +411,23 @@ def trace_memories(model, sequence):
     relational = cell.to_value_major(relational)
 
     sam = cell.self_attentive_memory
-    captured = []  # (SAM input, (query, key, value)) of each SAM call in the step
-    original = sam.queries_keys_values
-
-    def capturing(memory):
-        result = original(memory)
-        captured.append((memory, result))
-        return result
-
-    object.__setattr__(sam, "queries_keys_values", capturing)
-    try:
-        for t in range(steps):
-            captured.clear()
-            projected = cell.project_inputs(sequence[:, t])
-            item, relational = cell.update_memories(projected, item, relational)
-            slots = cell.from_value_major(relational)
-            record["item_memory"].append(item)
-            record["relational_memory"].append(slots)
-            record["outputs"].append(cell.output_from_memory(slots))
-            sam_input, (query, key, value) = captured[-1]
-            record["sam_input"].append(sam_input)
-            record["queries"].append(query)
-            record["keys"].append(key)
-            record["values"].append(value)
-            # OPA's weights [b, j, (i, p)] = tanh(q[b, i, p] * k[b, j, p]), recorded as [b, i, j, p]
-            scores = stm_ops.outer_product_attention_scores(query, key)
-            scores = ops.reshape(scores, (batch, key.shape[1], query.shape[1], query.shape[2]))
-            record["attention"].append(ops.swapaxes(scores, 1, 2))
-    finally:
-        object.__delattr__(sam, "queries_keys_values")
+    for t in range(steps):
+        projected = cell.project_inputs(sequence[:, t])
+        item, relational, sam_inputs = cell.update_memories(
+            projected, item, relational, return_sam_inputs=True
+        )
+        slots = cell.from_value_major(relational)
+        record["item_memory"].append(item)
+        record["relational_memory"].append(slots)
+        record["outputs"].append(cell.output_from_memory(slots))
+        sam_input = sam_inputs[-1]  # the last SAM iteration of the step
+        query, key, value = sam.queries_keys_values(sam_input)
+        _, attention = sam(sam_input, return_attention_scores=True)  # [b, i, j, p]
+        record["sam_input"].append(sam_input)
+        record["queries"].append(query)
+        record["keys"].append(key)
+        record["values"].append(value)
+        record["attention"].append(attention)
     trace = {name: np.stack([np.asarray(ops.convert_to_numpy(v)) for v in values], axis=1)
              for name, values in record.items()}
     trace["initial_item_memory"] = np.asarray(ops.convert_to_numpy(initial_item))

@@ -1,5 +1,7 @@
 """The `OuterProductAttention` layer."""
 
+from typing import Any
+
 import keras
 
 from keras_stm import ops as stm_ops
@@ -66,7 +68,7 @@ class OuterProductAttention(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, query, key, value):
+    def call(self, query: Any, key: Any, value: Any) -> Any:
         return stm_ops.outer_product_attention(query, key, value)
 
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):

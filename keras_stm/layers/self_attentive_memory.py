@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from typing import Any
 
 import keras
 import numpy as np
@@ -64,6 +65,14 @@ def check_epsilon(name, value):
     return float(value)
 
 
+def attention_scores(query, key):
+    """OPA's scores `[..., i, j, p] = tanh(q_i[p] k_j[p])` of queries and keys `(..., n, d)`."""
+    scores = stm_ops.outer_product_attention_scores(query, key)  # [..., j, i * d + p]
+    lead = tuple(ops.shape(key)[:-2])
+    scores = ops.reshape(scores, lead + (key.shape[-2], query.shape[-2], query.shape[-1]))
+    return ops.swapaxes(scores, -2, -3)
+
+
 @keras.saving.register_keras_serializable(package="keras_stm")
 class SelfAttentiveMemory(keras.layers.Layer):
     """Self-attentive memory (SAM): relational memory from a matrix memory by OPA.
@@ -94,9 +103,12 @@ class SelfAttentiveMemory(keras.layers.Layer):
 
     Call arguments:
         memory: tensor of shape `(batch, rows, cols)`.
+        return_attention_scores: bool, also return OPA's scores `tanh(q_i ⊙ k_j)` of shape
+            `(batch, num_queries, num_queries, rows)` (`[b, i, j, p]`, query `i`, key `j`), as
+            `keras.layers.MultiHeadAttention` does. Defaults to False.
 
     Returns:
-        Tensor of shape `(batch, num_queries, rows, rows)`.
+        Tensor of shape `(batch, num_queries, rows, rows)`, or the pair `(output, scores)`.
 
     Masking: not supported.
 
@@ -114,15 +126,15 @@ class SelfAttentiveMemory(keras.layers.Layer):
 
     def __init__(
         self,
-        num_queries,
-        epsilon=1e-5,
-        normalization="joint",
-        kernel_initializer=None,
-        bias_initializer=None,
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
+        num_queries: int,
+        epsilon: float = 1e-5,
+        normalization: str = "joint",
+        kernel_initializer: Any = None,
+        bias_initializer: Any = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -169,11 +181,12 @@ class SelfAttentiveMemory(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=norm_shape, initializer="zeros")
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-2: rows, -1: cols})
 
-    def call(self, memory, value_major=False):
-        """SAM of `memory`; `value_major=True` gives `(batch, rows, nq * rows)` with
-        `[b, c, i * rows + p] = SAM(memory)[b, i, p, c]` (the STM loop's layout)."""
+    def call(self, memory: Any, return_attention_scores: bool = False) -> Any:
         query, key, value = self.queries_keys_values(memory)
-        return stm_ops.outer_product_attention(query, key, value, value_major=value_major)
+        output = stm_ops.outer_product_attention(query, key, value)
+        if not return_attention_scores:
+            return output
+        return output, attention_scores(query, key)
 
     def queries_keys_values(self, memory):
         """Projection, LayerNorm and split: `(query, key, value)`, each `(batch, nq, rows)`."""
@@ -189,7 +202,8 @@ class SelfAttentiveMemory(keras.layers.Layer):
 
         `values` is `(batch, rows, nq)` (the values, transposed) and `scores` is
         `(batch, nq, nq * rows)` (`keras_stm.ops.outer_product_attention_scores`); their
-        product `values @ scores` is `call(memory, value_major=True)`. The STM loop uses them
+        product `values @ scores` is `call(memory)` value-major (`[b, c, i * rows + p] =
+        SAM(memory)[b, i, p, c]`). The STM loop uses them
         to apply the transfer to the small factor and to skip building `Mr` when no step
         reads it.
         """
@@ -199,6 +213,14 @@ class SelfAttentiveMemory(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         rows = input_shape[-2]
         return (input_shape[0], self.num_queries, rows, rows)
+
+    def compute_output_spec(self, memory, return_attention_scores=False):
+        shape = memory.shape
+        output = keras.KerasTensor(self.compute_output_shape(shape), dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        scores_shape = (shape[0], self.num_queries, self.num_queries, shape[-2])
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

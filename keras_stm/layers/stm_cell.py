@@ -2,6 +2,8 @@
 
 import math
 import numbers
+import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -57,6 +59,24 @@ def check_seed(value):
     return None if value is None else int(value)
 
 
+def upgrade_cell_config(config):
+    """A cell config saved by an older version, in today's arguments.
+
+    `carry_relational_memory=False` (removed) dropped `Mr` between steps: the same numbers as
+    `relational_carry=0, relational_read=0`, which it becomes (with a DeprecationWarning)."""
+    if "carry_relational_memory" not in config:
+        return config
+    config = dict(config)
+    carry = config.pop("carry_relational_memory")
+    message = "the config key `carry_relational_memory` was removed"
+    if not carry:
+        config["relational_carry"] = 0.0
+        config["relational_read"] = 0.0
+        message += "; `carry_relational_memory=False` is now `relational_carry=0, relational_read=0`"
+    warnings.warn(f"{message}.", DeprecationWarning, stacklevel=3)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="keras_stm")
 class STMCell(DropoutRNNCell, keras.layers.Layer):
     """Self-attentive associative memory cell (STM), one step for `keras.layers.RNN`.
@@ -107,8 +127,6 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         sam_normalization: `"joint"` (default, LayerNorm over SAM's whole projection) or
             `"row"` (per-row LayerNorm: the authors' RL variant).
         readout_normalization: bool, LayerNorm on `o_t` (the RL variant). Defaults to False.
-        carry_relational_memory: bool. False (RL variant) drops `Mr` between steps: no read,
-            `Mr_t = SAM(...)`. Defaults to True.
         layer_norm_epsilon: float, epsilon of every LayerNorm. Defaults to `1e-5`.
         kernel_initializer: initializer of every kernel, or None (default) for PyTorch's
             `nn.Linear` default U(±1/sqrt(fan_in)).
@@ -151,31 +169,30 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
     def __init__(
         self,
-        num_queries=8,
-        memory_size=96,
-        relation_size=96,
-        readout_size=64,
-        head_units=None,
-        head_hidden_units=128,
-        gated_write=True,
-        sam_steps=1,
-        relational_carry=LEARNED,
-        relational_read=LEARNED,
-        relational_transfer=LEARNED,
-        projector_hidden_units=None,
-        learn_initial_memory=True,
-        sam_normalization="joint",
-        readout_normalization=False,
-        carry_relational_memory=True,
-        layer_norm_epsilon=1e-5,
-        kernel_initializer=None,
-        bias_initializer=None,
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        seed=None,
+        num_queries: int = 8,
+        memory_size: int = 96,
+        relation_size: int = 96,
+        readout_size: int = 64,
+        head_units: int | None = None,
+        head_hidden_units: int = 128,
+        gated_write: bool = True,
+        sam_steps: int = 1,
+        relational_carry: str | float = LEARNED,
+        relational_read: str | float = LEARNED,
+        relational_transfer: str | float = LEARNED,
+        projector_hidden_units: int | None = None,
+        learn_initial_memory: bool = True,
+        sam_normalization: str = "joint",
+        readout_normalization: bool = False,
+        layer_norm_epsilon: float = 1e-5,
+        kernel_initializer: Any = None,
+        bias_initializer: Any = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        dropout: float = 0.0,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -200,13 +217,11 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         for name, value in (
             ("learn_initial_memory", learn_initial_memory),
             ("readout_normalization", readout_normalization),
-            ("carry_relational_memory", carry_relational_memory),
         ):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be a bool, got {value!r}.")
         self.learn_initial_memory = learn_initial_memory
         self.readout_normalization = readout_normalization
-        self.carry_relational_memory = carry_relational_memory
         if sam_normalization not in ("joint", "row"):
             raise ValueError(
                 f"`sam_normalization` must be 'joint' or 'row', got {sam_normalization!r}."
@@ -253,27 +268,32 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         )
 
     # ------------------------------------------------------------------ weights
-    def _add(self, name, shape, initializer, used, regularizer=None, constraint=None):
+    def _add(self, name, shape, initializer, used, regularizer=None, constraint=None,
+             previous=False):
         """`add_weight` for a weight of the full layout, or None (no weight) when `used` is False.
 
         Every name goes into `_full_layout`, the weights in order that files saved before
-        unused weights were dropped hold (see `load_own_variables`)."""
+        unused weights were dropped hold; `previous` names an unused weight that version 0.x
+        still created (the transfer under a fixed zero `relational_transfer`), kept in
+        `_previous_layout` (see `load_own_variables`)."""
         self._full_layout.append(name)
+        if used or previous:
+            self._previous_layout.append(name)
         if not used:
             return None
         return self.add_weight(name=name, shape=shape, initializer=initializer,
                                regularizer=regularizer, constraint=constraint)
 
-    def _dense(self, name, fan_in, units, used=True):
+    def _dense(self, name, fan_in, units, used=True, previous=False):
         # The initializers are made even for an unused layer: each draws a seed, and the
         # weights created after it keep their values under `keras.utils.set_random_seed`.
         kernel_init, bias_init = pytorch_linear_initializers(
             fan_in, self.kernel_initializer, self.bias_initializer
         )
         kernel = self._add(f"{name}_kernel", (fan_in, units), kernel_init, used,
-                           self.kernel_regularizer, self.kernel_constraint)
+                           self.kernel_regularizer, self.kernel_constraint, previous)
         bias = self._add(f"{name}_bias", (units,), bias_init, used,
-                         self.bias_regularizer, self.bias_constraint)
+                         self.bias_regularizer, self.bias_constraint, previous)
         return kernel, bias
 
     def _projector(self, name, fan_in, units, used=True):
@@ -285,11 +305,6 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             self._dense(f"{name}_2", hidden, hidden, used),
             self._dense(f"{name}_3", hidden, units, used),
         ]
-
-    def _coefficient_used(self, name):
-        """Whether a learned coefficient's path runs: the carry `α1` and the read `α2` only
-        while `Mr` is carried (`carry_relational_memory`)."""
-        return name == "relational_transfer" or self.carry_relational_memory
 
     @property
     def uses_initial_relational_memory(self):
@@ -321,6 +336,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         # are None): the gates without `gated_write`, the read and slot projectors and `α2`
         # when no step reads `Mr_{t-1}`, `α1` and `Mr_0` when `Mr` is not carried.
         self._full_layout = []
+        self._previous_layout = []
         gated, reads = self.gated_write, self.reads_relational_memory
         # Input projectors: u (item to write), w (read/bind vector), s (slot logits).
         self.write_projector = self._projector("write", self.input_size, d)
@@ -332,7 +348,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         self.input_gate_offset = self._add("input_gate_offset", (), "zeros", gated)
         self.forget_gate_offset = self._add("forget_gate_offset", (), "ones", gated)
         # Relational memory -> item memory transfer (G1), slot read-out (G2), read-out (G3).
-        self.transfer_kernel, self.transfer_bias = self._dense("transfer", nq * d, d)
+        self.transfer_kernel, self.transfer_bias = self._dense(
+            "transfer", nq * d, d, self._path_on("relational_transfer"), previous=True
+        )
         self.slot_readout_kernel, self.slot_readout_bias = self._dense("slot_readout", d * d, r)
         self.readout_kernel, self.readout_bias = self._dense("readout", nq * r, a)
         if self.readout_normalization:
@@ -345,7 +363,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         # Mixing coefficients: learned scalars (initialised to 0) or fixed numbers.
         for name in COEFFICIENTS:
             if getattr(self, name) == LEARNED:
-                weight = self._add(name, (), "zeros", self._coefficient_used(name))
+                weight = self._add(name, (), "zeros", True)
                 setattr(self, f"{name}_weight", weight)
         if self.learn_initial_memory:
             item_limit = 1.0 / math.sqrt(2 * d)
@@ -367,8 +385,10 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         """Load the cell's weights; also from a file saved when the cell still created the
         weights of paths its configuration never runs (`_full_layout`): those are skipped."""
         own = self._trainable_variables + self._non_trainable_variables
-        layout = getattr(self, "_full_layout", None)
-        if layout is None or len(store.keys()) == len(own) or len(store.keys()) != len(layout):
+        count = len(store.keys())
+        layouts = [getattr(self, "_previous_layout", None), getattr(self, "_full_layout", None)]
+        layout = next((lay for lay in layouts if lay is not None and len(lay) == count), None)
+        if layout is None or count == len(own):
             return super().load_own_variables(store)
         index = {name: i for i, name in enumerate(layout)}
         for variable in own:
@@ -376,14 +396,14 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
     # ------------------------------------------------------------------ maths
     def coefficient(self, name):
-        """The value of mixing coefficient `name`: a tensor if learned, else a float (0.0 for
-        a learned carry or read while `Mr` is not carried: its path never runs)."""
+        """The value of mixing coefficient `name`: a tensor if learned, else a float."""
         value = getattr(self, name)
         if value != LEARNED:
             return value
-        return getattr(self, f"{name}_weight") if self._coefficient_used(name) else 0.0
+        return getattr(self, f"{name}_weight")
 
-    def _path_active(self, name):
+    def _path_on(self, name):
+        """Whether the path of coefficient `name` runs (learned, or a fixed non-zero)."""
         return getattr(self, name) != 0.0
 
     @property
@@ -434,9 +454,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         When it does not (RAR's fixed zero carry and read, the RL variant), `Mr_t` is SAM's
         latest result alone, and `keras_stm.STM` carries it as two small factors instead.
         """
-        if not self.carry_relational_memory:
-            return False
-        return self._path_active("relational_read") or self._path_active("relational_carry")
+        return self._path_on("relational_read") or self._path_on("relational_carry")
 
     def read_mixer(self, projected):
         """The read's mixing vector `m = vec(pi ⊗ w)` of a step (or of all steps).
@@ -462,7 +480,8 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         `(batch, d)`."""
         return stm_ops.matmul(relational_memory, ops.expand_dims(mixer, -1))[..., 0]
 
-    def update_memories(self, projected, item_memory, relational_memory, factored=False):
+    def update_memories(self, projected, item_memory, relational_memory, factored=False,
+                        return_sam_inputs=False):
         """One step of the memory dynamics.
 
         The relational memory is taken and returned **value-major**: shape
@@ -481,9 +500,12 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             factored: bool. True returns `Mr_t` as its factors `(values (batch, d, nq),
                 scores (batch, nq, nq * d))`, `Mr_t = values @ scores`; only allowed when
                 `uses_previous_relational_memory` is False.
+            return_sam_inputs: bool, also return the input `S` of each SAM iteration (see
+                `write_memories`).
 
         Returns:
-            `(Mi_t, Mr_t)`, the latter value-major, or factored.
+            `(Mi_t, Mr_t)`, the latter value-major, or factored; with `return_sam_inputs`,
+            `(Mi_t, Mr_t, sam_inputs)`.
         """
         if factored and self.uses_previous_relational_memory:
             raise ValueError(
@@ -493,10 +515,12 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         value = None
         if self.reads_relational_memory:
             value = self.read_relational_memory(relational_memory, self.read_mixer(projected))
-        new_item, factors = self.write_memories(projected, item_memory, value)
+        new_item, factors, sam_inputs = self.write_memories(
+            projected, item_memory, value, return_sam_inputs=True
+        )
         if factored:
-            return new_item, factors[-1]
-        carry = self.coefficient("relational_carry") if self.carry_relational_memory else 0.0
+            return (new_item, factors[-1]) + ((sam_inputs,) if return_sam_inputs else ())
+        carry = self.coefficient("relational_carry")
         for values, scores in factors:
             relation = stm_ops.matmul(values, scores)  # (B, d, nq*d), value-major
             if isinstance(carry, float) and carry == 0.0:
@@ -505,14 +529,15 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
                 relational_memory = relational_memory + relation
             else:
                 relational_memory = carry * relational_memory + relation
-        return new_item, relational_memory
+        return (new_item, relational_memory) + ((sam_inputs,) if return_sam_inputs else ())
 
     @property
     def reads_relational_memory(self):
         """Whether a step reads `Mr_{t-1}` into SAM's input (a non-zero `relational_read`)."""
-        return self.carry_relational_memory and self._path_active("relational_read")
+        return self._path_on("relational_read")
 
-    def write_memories(self, projected, item_memory, relational_value=None):
+    def write_memories(self, projected, item_memory, relational_value=None,
+                       return_sam_inputs=False):
         """The item-memory write, SAM and the transfer of one step, given the step's read.
 
         Computes `Mi' = I ⊙ tanh(u ⊗ u) + F ⊙ Mi_{t-1}` (or `Mi_{t-1} + u ⊗ u`), then for each
@@ -528,9 +553,13 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             relational_value: `(batch, d)`, the read `v` of `Mr_{t-1}`
                 (`read_relational_memory`), or None when `reads_relational_memory` is False.
 
+            return_sam_inputs: bool, also return the list of SAM's inputs `S` (one
+                `(batch, d, d)` per SAM iteration), e.g. for `keras_stm.visualize`.
+
         Returns:
             `(Mi_t, factors)`: `factors` holds one `(values (batch, d, nq),
-            scores (batch, nq, nq * d))` pair per SAM iteration.
+            scores (batch, nq, nq * d))` pair per SAM iteration; with `return_sam_inputs`,
+            `(Mi_t, factors, sam_inputs)`.
         """
         d = self.memory_size
         write, read, _, gate_input = self.split_projected(projected)
@@ -549,10 +578,11 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         if relational_value is not None:
             sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(relational_value, read)
 
-        transfer_on = self._path_active("relational_transfer")
-        factors = []
+        transfer_on = self._path_on("relational_transfer")
+        factors, sam_inputs = [], []
         for _ in range(self.sam_steps):
             sam_input = new_item if sam_input_shift is None else new_item + sam_input_shift
+            sam_inputs.append(sam_input)
             values, scores = self.self_attentive_memory.factors(sam_input)  # R = values @ scores
             if transfer_on:
                 # Tr[c, e] = sum_{i, p} R[c, (i, p)] W1[(i, p), e] + b1[e], as values @ (scores W1)
@@ -560,7 +590,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
                 transfer = transfer + self.transfer_bias
                 new_item = new_item + self.coefficient("relational_transfer") * transfer
             factors.append((values, scores))
-        return new_item, factors
+        return (new_item, factors) + ((sam_inputs,) if return_sam_inputs else ())
 
     def to_value_major(self, relational_memory):
         """`(..., nq, d, d)` [i, p, c] -> value-major `(..., d, nq * d)` [c, (i, p)]."""
@@ -608,7 +638,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         d, nq = self.memory_size, self.num_queries
         return ops.reshape(item_memory, (-1, d, d)), ops.reshape(relational_memory, (-1, nq, d, d))
 
-    def call(self, inputs, states, training=None):
+    def call(self, inputs: Any, states: list, training: bool | None = None) -> tuple:
         if len(states) != 3:
             raise ValueError(
                 "STMCell expects 3 states [previous_output, item_memory, relational_memory], "
@@ -674,7 +704,6 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
                 "learn_initial_memory": self.learn_initial_memory,
                 "sam_normalization": self.sam_normalization,
                 "readout_normalization": self.readout_normalization,
-                "carry_relational_memory": self.carry_relational_memory,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "kernel_initializer": initializer(self.kernel_initializer),
                 "bias_initializer": initializer(self.bias_initializer),
@@ -684,3 +713,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**upgrade_cell_config(config))

@@ -15,7 +15,7 @@ Recurrent state, carried by the caller as a list of flat float32 arrays (`state_
 `[lstm_h (N, 256), lstm_c (N, 256)]` plus, for the STM core, `[stm_output (N, 256),
 stm_item_memory (N, d*d)]`. That is the reference's state `(hx = previous STM output, cx = Mi,
 h2, c2)`. The relational memory `Mr` is not carried: the RL variant recomputes it every step
-from `Mi` (`carry_relational_memory=False`), and the previous STM output is never read by the
+from `Mi` (`relational_carry=0, relational_read=0`), and the previous STM output is never read by the
 next step (it is kept only to mirror the reference and `keras_stm.STMCell`'s state list).
 
 Episode ends: `resets[:, t] = 1` re-initialises an environment's state *before* step `t`:
@@ -77,7 +77,6 @@ rel_size=96, out_att_size=64, rd=True)`); `stm_config` may override these keys o
 RL_VARIANT = {
     "sam_normalization": "row",
     "readout_normalization": True,
-    "carry_relational_memory": False,
     "relational_carry": 0.0,
     "relational_read": 0.0,
     "relational_transfer": "learned",

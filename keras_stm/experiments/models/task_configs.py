@@ -279,10 +279,10 @@ def add_model_arguments(parser, task):
     return parser
 
 
-LOOP_ARGUMENTS = ("unroll", "torch_compile", "torch_compile_mode", "relational_memory_loop")
+LOOP_ARGUMENTS = ("unroll", "loop")
 """tuple: `keras_stm.STM` arguments that change how the time loop runs, not its numbers
-(`unroll=True` under jax, `torch_compile="loop"` under torch, on a GPU;
-`relational_memory_loop`); `--stm-config` accepts them beside `stm_arguments()`."""
+(`unroll`, and `loop`: `"auto"`, `"dense"` or `"low_rank"`); `--stm-config` accepts them beside
+`stm_arguments()`."""
 
 
 def stm_arguments():
