@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import keras
 
-from keras_stm.experiments.tasks import babi
 from keras_stm.experiments.tasks.babi import (
     BABI_URL, PAD_ID, PAD_TOKEN, BabiArrays, BabiTrainDataset, babi_filename, load_babi,
     parse_stories, tokenize)
