@@ -32,7 +32,8 @@ between them; run it with `--devices 1` and `--devices N` in one session for the
 same global batch.
 
 Example:
-  KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --impl stm --precision highest
+  KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --impl stm \
+      --precision highest
   KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --batch 1024 --devices 2
 """
 
@@ -42,7 +43,6 @@ import os
 import platform
 import resource
 import time
-
 
 PRECISIONS = ("highest", "tf32", "bf16")
 
@@ -54,8 +54,9 @@ def set_precision(precision):
     if backend == "jax":
         import jax
 
-        jax.config.update("jax_default_matmul_precision",
-                          "highest" if precision == "highest" else "tensorfloat32")
+        jax.config.update(
+            "jax_default_matmul_precision", "highest" if precision == "highest" else "tensorfloat32"
+        )
     elif backend == "torch":
         import torch
 
@@ -81,13 +82,24 @@ def device_info():
         import torch
 
         if torch.cuda.is_available():
-            return {"device": torch.cuda.get_device_name(0), "platform": "gpu", "torch": torch.__version__}
-        return {"device": platform.processor() or "cpu", "platform": "cpu", "torch": torch.__version__}
+            return {
+                "device": torch.cuda.get_device_name(0),
+                "platform": "gpu",
+                "torch": torch.__version__,
+            }
+        return {
+            "device": platform.processor() or "cpu",
+            "platform": "cpu",
+            "torch": torch.__version__,
+        }
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    return {"device": gpus[0].name if gpus else "cpu", "platform": "gpu" if gpus else "cpu",
-            "tensorflow": tf.__version__}
+    return {
+        "device": gpus[0].name if gpus else "cpu",
+        "platform": "gpu" if gpus else "cpu",
+        "tensorflow": tf.__version__,
+    }
 
 
 def reset_peak():
@@ -126,10 +138,10 @@ IMPLS = ("stm", "rnn")
 
 def build_model(name, impl, batch, unroll=False, loop="auto"):
     import keras
-
-    import keras_stm
     from configs import CONFIGS
     from configs import stm_arguments
+
+    import keras_stm
 
     d_in, d_out, *_ = CONFIGS[name]
     steps = CONFIGS[name][5]
@@ -137,8 +149,9 @@ def build_model(name, impl, batch, unroll=False, loop="auto"):
     if impl == "stm":
         outputs = keras_stm.STM(**stm_arguments(name), unroll=unroll, loop=loop, name="stm")(inputs)
     else:
-        outputs = keras.layers.RNN(keras_stm.STMCell(**stm_arguments(name)), unroll=unroll,
-                                   name="rnn")(inputs)
+        outputs = keras.layers.RNN(
+            keras_stm.STMCell(**stm_arguments(name)), unroll=unroll, name="rnn"
+        )(inputs)
     outputs = keras.layers.Activation("linear", dtype="float32")(outputs)
     return keras.Model(inputs, outputs)
 
@@ -150,13 +163,16 @@ def set_devices(devices):
     if devices is None:
         return
     if keras.backend.backend() != "jax":
-        raise ValueError("--devices uses keras.distribution, which Keras 3.15 implements for the "
-                         f"jax backend only, not {keras.backend.backend()!r}.")
+        raise ValueError(
+            "--devices uses keras.distribution, which Keras 3.15 implements for the "
+            f"jax backend only, not {keras.backend.backend()!r}."
+        )
     available = keras.distribution.list_devices()
     if devices > len(available):
         raise ValueError(f"--devices {devices}: only {len(available)} devices ({available}).")
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=available[:devices]))
+        keras.distribution.DataParallel(devices=available[:devices])
+    )
 
 
 def stateless_trainer(model, x, y, fetch=True):
@@ -179,13 +195,17 @@ def stateless_trainer(model, x, y, fetch=True):
     def train_step(state, x, y):
         trainable, non_trainable, optimizer_variables = state
         (loss, non_trainable), grads = gradient_fn(trainable, non_trainable, x, y)
-        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        trainable, optimizer_variables = optimizer.stateless_apply(
+            optimizer_variables, grads, trainable
+        )
         return loss, (trainable, non_trainable, optimizer_variables)
 
     train_step = jax.jit(train_step, donate_argnums=0)
-    state = [[v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables]]
+    state = [
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    ]
     x, y = jax.device_put(x), jax.device_put(y)
 
     def step():
@@ -196,11 +216,22 @@ def stateless_trainer(model, x, y, fetch=True):
     return step
 
 
-def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None, unroll=False,
-                loop="auto", train_step="keras", sync="iteration"):
+def time_config(
+    name,
+    impl,
+    precision,
+    jit,
+    batch,
+    repeats,
+    warmup,
+    devices=None,
+    unroll=False,
+    loop="auto",
+    train_step="keras",
+    sync="iteration",
+):
     import keras
     import numpy as np
-
     from configs import CONFIGS
 
     keras.utils.clear_session()
@@ -217,8 +248,10 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
     if train_step == "stateless":
         step = stateless_trainer(model, x, y, fetch=sync == "iteration")
     else:
+
         def step():
             return model.train_on_batch(x, y)  # returns a host float: the device is synchronised
+
     start = time.perf_counter()
     step()
     compile_s = time.perf_counter() - start
@@ -240,13 +273,28 @@ def time_config(name, impl, precision, jit, batch, repeats, warmup, devices=None
         loss = step()
         times.append(time.perf_counter() - start)
     times.sort()
-    return {"impl": impl, "config": name, "ms": 1000 * times[len(times) // 2],
-            "min_ms": 1000 * times[0], "peak_gib": peak_memory_gib(), "compile_s": compile_s,
-            "precision": precision, "jit_compile": jit, "timesteps": steps, "batch": batch,
-            "loss_finite": bool(np.isfinite(loss)), "backend": keras.backend.backend(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "data_parallel_devices": devices,
-            "unroll": unroll, "loop": loop if impl == "stm" else "cell",
-            "train_step": train_step, "sync": sync, "keras": keras.__version__, **device_info()}
+    return {
+        "impl": impl,
+        "config": name,
+        "ms": 1000 * times[len(times) // 2],
+        "min_ms": 1000 * times[0],
+        "peak_gib": peak_memory_gib(),
+        "compile_s": compile_s,
+        "precision": precision,
+        "jit_compile": jit,
+        "timesteps": steps,
+        "batch": batch,
+        "loss_finite": bool(np.isfinite(loss)),
+        "backend": keras.backend.backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "data_parallel_devices": devices,
+        "unroll": unroll,
+        "loop": loop if impl == "stm" else "cell",
+        "train_step": train_step,
+        "sync": sync,
+        "keras": keras.__version__,
+        **device_info(),
+    }
 
 
 def main(argv=None):
@@ -254,27 +302,46 @@ def main(argv=None):
     from configs import SYNC_HELP
     from configs import SYNC_MODES
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--impl", default="stm",
-                        help="Comma list of: stm, rnn.")
-    parser.add_argument("--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}.")
+    parser.add_argument("--impl", default="stm", help="Comma list of: stm, rnn.")
+    parser.add_argument(
+        "--precision", default="highest", help=f"Comma list of: {', '.join(PRECISIONS)}."
+    )
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
-    parser.add_argument("--unroll", action="store_true",
-                        help="Unroll the time loop (the layer's `unroll=True`).")
-    parser.add_argument("--loop", default="auto", choices=("auto", "dense", "low_rank"),
-                        help="The STM layer's `loop` (impl stm): how its time loop runs.")
-    parser.add_argument("--train-step", default="keras", choices=("keras", "stateless"),
-                        help="keras: model.train_on_batch; stateless: a jitted jax step on "
-                             "Keras' stateless API (jax only).")
-    parser.add_argument("--sync", default="iteration", choices=SYNC_MODES,
-                        help=SYNC_HELP + " end needs --train-step stateless (train_on_batch "
-                             "returns host floats).")
+    parser.add_argument(
+        "--unroll", action="store_true", help="Unroll the time loop (the layer's `unroll=True`)."
+    )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=("auto", "dense", "low_rank"),
+        help="The STM layer's `loop` (impl stm): how its time loop runs.",
+    )
+    parser.add_argument(
+        "--train-step",
+        default="keras",
+        choices=("keras", "stateless"),
+        help="keras: model.train_on_batch; stateless: a jitted jax step on "
+        "Keras' stateless API (jax only).",
+    )
+    parser.add_argument(
+        "--sync",
+        default="iteration",
+        choices=SYNC_MODES,
+        help=SYNC_HELP + " end needs --train-step stateless (train_on_batch returns host floats).",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--devices", type=int, default=None,
-                        help="jax: data-parallel over the first N accelerators (global batch --batch).")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="jax: data-parallel over the first N accelerators (global batch --batch).",
+    )
     parser.add_argument("--output", default=None, help="Append one JSON line per measurement here.")
     args = parser.parse_args(argv)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
@@ -289,8 +356,11 @@ def main(argv=None):
             parser.error(f"unknown --precision {precision!r}")
     if args.train_step == "stateless":
         import keras
+
         if keras.backend.backend() != "jax":
-            parser.error(f"--train-step stateless needs the jax backend, not {keras.backend.backend()!r}")
+            parser.error(
+                f"--train-step stateless needs the jax backend, not {keras.backend.backend()!r}"
+            )
         if args.devices is not None:
             parser.error("--train-step stateless does not combine with --devices")
     if args.sync == "end" and args.train_step != "stateless":
@@ -298,17 +368,34 @@ def main(argv=None):
     if args.batch <= 0 or args.repeats <= 0:
         parser.error("--batch and --repeats must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
-        parser.error(f"--devices must be positive and divide --batch {args.batch}, got {args.devices}")
+        parser.error(
+            f"--devices must be positive and divide --batch {args.batch}, got {args.devices}"
+        )
     for name in args.configs.split(","):
         for impl in args.impl.split(","):
             for precision in args.precision.split(","):
                 try:
-                    result = time_config(name, impl, precision, jit, args.batch, args.repeats,
-                                         args.warmup, args.devices, args.unroll, args.loop,
-                                         args.train_step, args.sync)
+                    result = time_config(
+                        name,
+                        impl,
+                        precision,
+                        jit,
+                        args.batch,
+                        args.repeats,
+                        args.warmup,
+                        args.devices,
+                        args.unroll,
+                        args.loop,
+                        args.train_step,
+                        args.sync,
+                    )
                 except Exception as error:  # record and go on: one config must not lose the others
-                    result = {"impl": impl, "config": name, "precision": precision,
-                              "error": repr(error)[:500]}
+                    result = {
+                        "impl": impl,
+                        "config": name,
+                        "precision": precision,
+                        "error": repr(error)[:500],
+                    }
                 line = json.dumps(result)
                 print(line, flush=True)
                 if args.output:

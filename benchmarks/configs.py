@@ -12,15 +12,31 @@ CONFIGS = {
 
 # The authors' PyTorch cell on an NVIDIA H200 (torch 2.11, float32, TF32 off), ms per iteration
 # (forward over T steps, backward, Adam step), from shared/docs/performance_notes.md.
-AUTHORS_H200_MS = {"associative_retrieval": 208, "copy": 173, "nth_farthest": 32, "rar": 107, "babi": 440}
+AUTHORS_H200_MS = {
+    "associative_retrieval": 208,
+    "copy": 173,
+    "nth_farthest": 32,
+    "rar": 107,
+    "babi": 440,
+}
 
 
 def stm_arguments(name):
     """`keras_stm.STM` arguments of configuration `name` (head on, as in the authors' class)."""
     d_in, d_out, nq, d, r, _, gated, (carry, read, transfer), hidden = CONFIGS[name]
-    return dict(num_queries=nq, memory_size=d, relation_size=r, readout_size=64, head_units=d_out,
-                head_hidden_units=128, gated_write=gated, relational_carry=carry,
-                relational_read=read, relational_transfer=transfer, projector_hidden_units=hidden)
+    return dict(
+        num_queries=nq,
+        memory_size=d,
+        relation_size=r,
+        readout_size=64,
+        head_units=d_out,
+        head_hidden_units=128,
+        gated_write=gated,
+        relational_carry=carry,
+        relational_read=read,
+        relational_transfer=transfer,
+        projector_hidden_units=hidden,
+    )
 
 
 # How a benchmark waits for the device (`--sync`): "iteration" synchronises before each clock
@@ -28,5 +44,7 @@ def stm_arguments(name):
 # timed iterations back to back and synchronises once (pipelined: the host may run ahead of
 # the device, as in a training loop that does not fetch the loss every step).
 SYNC_MODES = ("iteration", "end")
-SYNC_HELP = ("iteration: synchronise around each timed iteration (median); end: time the "
-             "iterations back to back, one synchronisation at the end (pipelined throughput).")
+SYNC_HELP = (
+    "iteration: synchronise around each timed iteration (median); end: time the "
+    "iterations back to back, one synchronisation at the end (pipelined throughput)."
+)

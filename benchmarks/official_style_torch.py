@@ -15,11 +15,10 @@ import math
 import time
 
 import torch
-from torch import nn
-
 from configs import CONFIGS
 from configs import SYNC_HELP
 from configs import SYNC_MODES
+from torch import nn
 
 
 class OfficialStyleSTM(nn.Module):
@@ -34,7 +33,9 @@ class OfficialStyleSTM(nn.Module):
         def projector(out):
             if hidden is None:
                 return nn.Linear(d_in, out)
-            return nn.Sequential(nn.Linear(d_in, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out))
+            return nn.Sequential(
+                nn.Linear(d_in, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out)
+            )
 
         self.f1, self.f3, self.f2 = projector(d), projector(d), projector(nq)
         self.input_gate = nn.Linear(d, 2 * d)
@@ -46,8 +47,12 @@ class OfficialStyleSTM(nn.Module):
         self.g1 = nn.Linear(nq * d, d)
         self.g2 = nn.Linear(d * d, r)
         self.g3 = nn.Linear(nq * r, a)
-        self.head = nn.Sequential(nn.Linear(a, m), nn.ReLU(), nn.Linear(m, m), nn.ReLU(), nn.Linear(m, d_out))
-        self.mi0 = nn.Parameter(torch.empty(d, d).uniform_(-1 / math.sqrt(2 * d), 1 / math.sqrt(2 * d)))
+        self.head = nn.Sequential(
+            nn.Linear(a, m), nn.ReLU(), nn.Linear(m, m), nn.ReLU(), nn.Linear(m, d_out)
+        )
+        self.mi0 = nn.Parameter(
+            torch.empty(d, d).uniform_(-1 / math.sqrt(2 * d), 1 / math.sqrt(2 * d))
+        )
         lim = 1 / math.sqrt(2 * d + nq)
         self.mr0 = nn.Parameter(torch.empty(nq, d, d).uniform_(-lim, lim))
 
@@ -59,15 +64,15 @@ class OfficialStyleSTM(nn.Module):
     def sam(self, s):
         p = self.qkv_norm(self.qkv(s)).transpose(1, 2)
         nq = self.nq
-        return self.opa_materialised(p[:, :nq], p[:, nq:2 * nq], p[:, 2 * nq:])
+        return self.opa_materialised(p[:, :nq], p[:, nq : 2 * nq], p[:, 2 * nq :])
 
     def step(self, x, mi, mr):
         a1, a2, a3 = self.alphas
         u, w, s = self.f1(x), self.f3(x), self.f2(x)
         item = u[:, :, None] * u[:, None, :]
         gates = self.input_gate(u)[:, None, :] + self.memory_gate(torch.tanh(mi))
-        i_gate = torch.sigmoid(gates[..., :self.d] + self.input_bias)
-        f_gate = torch.sigmoid(gates[..., self.d:] + self.forget_bias)
+        i_gate = torch.sigmoid(gates[..., : self.d] + self.input_bias)
+        f_gate = torch.sigmoid(gates[..., self.d :] + self.forget_bias)
         mi = i_gate * torch.tanh(item) + f_gate * mi if self.gated else mi + item
         pi = torch.softmax(s, -1)
         v = torch.einsum("bn,bp,bnpc->bc", pi, w, mr)
@@ -125,15 +130,25 @@ def time_config(name, device, batch=128, repeats=10, warmup=3, sync="iteration")
         times.append(time.perf_counter() - start)
     times.sort()
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    return {"impl": "official_style_torch", "config": name, "ms": 1000 * times[len(times) // 2],
-            "peak_gib": peak, "timesteps": steps, "batch": batch, "device": device, "sync": sync,
-            "precision": "float32 (TF32 off)" if device == "cuda" else "float32",
-            "torch": torch.__version__,
-            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+    return {
+        "impl": "official_style_torch",
+        "config": name,
+        "ms": 1000 * times[len(times) // 2],
+        "peak_gib": peak,
+        "timesteps": steps,
+        "batch": batch,
+        "device": device,
+        "sync": sync,
+        "precision": "float32 (TF32 off)" if device == "cuda" else "float32",
+        "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=128)

@@ -13,7 +13,8 @@ kernels) and not the GPU sets the pace.
 Example (GPU machine):
   python benchmarks/profile_jax_step.py --configs copy,nth_farthest --unroll --output-dir runs/prof
   XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL \
---xla_gpu_graph_min_graph_size=1" python benchmarks/profile_jax_step.py --configs nth_farthest --unroll
+--xla_gpu_graph_min_graph_size=1" \
+    python benchmarks/profile_jax_step.py --configs nth_farthest --unroll
 """
 
 import argparse
@@ -22,13 +23,16 @@ import os
 import time
 
 
-
 def parse(argv=None):
     from configs import CONFIGS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", default="copy,nth_farthest,associative_retrieval")
-    parser.add_argument("--unroll", action="store_true", help="Unroll the time loop (STM(unroll=True)).")
+    parser.add_argument(
+        "--unroll", action="store_true", help="Unroll the time loop (STM(unroll=True))."
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--output-dir", default=".")
     args = parser.parse_args(argv)
@@ -49,10 +53,9 @@ def main(argv=None):
     from torch.profiler import profile
 
     torch.zeros(1, device="cuda")  # CUPTI needs a CUDA context
+    import cell_throughput
     import keras
     import numpy as np
-
-    import cell_throughput
     from configs import CONFIGS
 
     os.makedirs(args.output_dir, exist_ok=True)
@@ -84,16 +87,31 @@ def main(argv=None):
         events = prof.key_averages()
         busy = sum(e.self_device_time_total for e in events) / 3 / 1000
         kernels = sum(e.count for e in events) / 3
-        print(json.dumps({"config": name, "unroll": args.unroll, "stateless_ms": times[5],
-                          "min_ms": times[0], "gpu_busy_ms": busy, "kernels_per_iteration": kernels,
-                          "compile_s": compile_s,
-                          "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                          "device": torch.cuda.get_device_name(0)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "config": name,
+                    "unroll": args.unroll,
+                    "stateless_ms": times[5],
+                    "min_ms": times[0],
+                    "gpu_busy_ms": busy,
+                    "kernels_per_iteration": kernels,
+                    "compile_s": compile_s,
+                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                    "device": torch.cuda.get_device_name(0),
+                }
+            ),
+            flush=True,
+        )
         for e in sorted(events, key=lambda e: -e.self_device_time_total)[:15]:
-            print(f"  {e.key[:60]:60s} {e.self_device_time_total / 3000:7.3f} ms  "
-                  f"n={e.count / 3:5.0f}  avg={e.self_device_time_total / max(e.count, 1):7.2f} us")
+            print(
+                f"  {e.key[:60]:60s} {e.self_device_time_total / 3000:7.3f} ms  "
+                f"n={e.count / 3:5.0f}  avg={e.self_device_time_total / max(e.count, 1):7.2f} us"
+            )
         with open(os.path.join(args.output_dir, f"prof_{name}.txt"), "w") as f:
-            f.write(events.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70))
+            f.write(
+                events.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70)
+            )
 
 
 if __name__ == "__main__":

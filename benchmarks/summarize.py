@@ -40,9 +40,15 @@ def label(row):
         parts.append(row["relational_loop_form"].replace("_", "-") + " loop")
     block = row.get("low_rank_block_size")
     python_loop = row.get("unroll") or row.get("backend") == "torch"
-    if (block and row.get("relational_loop_form") == "low_rank" and python_loop
-            and not row.get("hand_written_backward")):  # the blocks of low_rank_indexed_step
-        parts.append("one block" if block >= row.get("timesteps", block + 1) else f"blocks of {block}")
+    if (
+        block
+        and row.get("relational_loop_form") == "low_rank"
+        and python_loop
+        and not row.get("hand_written_backward")
+    ):  # the blocks of low_rank_indexed_step
+        parts.append(
+            "one block" if block >= row.get("timesteps", block + 1) else f"blocks of {block}"
+        )
     if row.get("train_step") == "stateless":
         parts.append("stateless jit step")
     if row.get("sync") == "end":
@@ -56,16 +62,24 @@ def label(row):
 
 def table(rows, title):
     # A row's baseline is the same run's baseline row of its config, timed the same way (`sync`).
-    baseline = {(r["config"], r.get("sync", "iteration")): r for r in rows
-                if r.get("impl") == "official_style_torch" and "ms" in r}
-    lines = [f"### {title}", "",
-             "| implementation | backend | precision | config | T | ms / iteration | peak GiB | "
-             "vs same-run baseline | vs authors' H200 figure |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    baseline = {
+        (r["config"], r.get("sync", "iteration")): r
+        for r in rows
+        if r.get("impl") == "official_style_torch" and "ms" in r
+    }
+    lines = [
+        f"### {title}",
+        "",
+        "| implementation | backend | precision | config | T | ms / iteration | peak GiB | "
+        "vs same-run baseline | vs authors' H200 figure |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "ms" not in r:
-            lines.append(f"| {r.get('impl')} | | {r.get('precision')} | {r.get('config')} | | error: "
-                         f"{r.get('error', '')[:80]} | | | |")
+            lines.append(
+                f"| {r.get('impl')} | | {r.get('precision')} | {r.get('config')} | | error: "
+                f"{r.get('error', '')[:80]} | | | |"
+            )
             continue
         base = baseline.get((r["config"], r.get("sync", "iteration")))
         ratio = f"{base['ms'] / r['ms']:.1f}x" if base else "n/a"
@@ -81,13 +95,15 @@ def table(rows, title):
         if r.get("torch_compile_mode") in CUDA_GRAPH_MODES:
             peak = "n/a"  # the CUDA-graph pool is allocated before the peak is reset
         backend = r.get("backend", "torch")
-        lines.append(f"| {label(r)} | {backend} | {r.get('precision')} | {r['config']} | "
-                     f"{CONFIGS[r['config']][5]} | {r['ms']:.1f} | {peak} | {ratio} | {vs_authors} |")
+        lines.append(
+            f"| {label(r)} | {backend} | {r.get('precision')} | {r['config']} | "
+            f"{CONFIGS[r['config']][5]} | {r['ms']:.1f} | {peak} | {ratio} | {vs_authors} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
-    paths = (argv if argv is not None else sys.argv[1:])
+    paths = argv if argv is not None else sys.argv[1:]
     if not paths:
         raise SystemExit("usage: summarize.py RESULTS.jsonl [...]")
     for path in paths:

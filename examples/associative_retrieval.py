@@ -52,8 +52,13 @@ CONVERGENCE_THRESHOLD = 0.99
 """float: validation accuracy at which a run counts as converged."""
 # --quick: 4 pairs (11 tokens); 2 batches of 8 per epoch, so the tiny training split is
 # exactly one epoch.
-QUICK = {**task_configs.QUICK_MODEL, "num_pairs": 4, "train_size": 16, "validation_size": 16,
-         "test_size": 16}
+QUICK = {
+    **task_configs.QUICK_MODEL,
+    "num_pairs": 4,
+    "train_size": 16,
+    "validation_size": 16,
+    "test_size": 16,
+}
 
 
 def default_data_file(args):
@@ -102,15 +107,26 @@ def build_parser():
     """The script's flags: the shared training flags, model sizes and the data set."""
     parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
     task_configs.add_model_arguments(parser, TASK)
-    parser.add_argument("--num-pairs", type=int, default=ar_data.NUM_PAIRS,
-                        help="Key-value pairs (24: 51 tokens; 14: 31 tokens).")
-    parser.add_argument("--data-file", default=None,
-                        help="The fixed data set (.npz), created if absent (default "
-                             "runs/data/associative_retrieval_<pairs>.npz).")
+    parser.add_argument(
+        "--num-pairs",
+        type=int,
+        default=ar_data.NUM_PAIRS,
+        help="Key-value pairs (24: 51 tokens; 14: 31 tokens).",
+    )
+    parser.add_argument(
+        "--data-file",
+        default=None,
+        help="The fixed data set (.npz), created if absent (default "
+        "runs/data/associative_retrieval_<pairs>.npz).",
+    )
     parser.add_argument("--data-seed", type=int, default=0, help="Seed of the data set.")
     for split, what in (("train", "training"), ("validation", "validation"), ("test", "test")):
-        parser.add_argument(f"--{split}-size", type=int, default=ar_data.SPLIT_SIZES[split],
-                            help=f"Sequences in the {what} split of the data set.")
+        parser.add_argument(
+            f"--{split}-size",
+            type=int,
+            default=ar_data.SPLIT_SIZES[split],
+            help=f"Sequences in the {what} split of the data set.",
+        )
         training.add_deprecated_alias(parser, f"--num-{split}", f"--{split}-size", type=int)
     return parser
 
@@ -120,26 +136,39 @@ def main(argv=None):
     parser = build_parser()
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     data_file = args.data_file or default_data_file(args)
-    splits = ar_data.load_or_create(data_file, seed=args.data_seed, num_pairs=args.num_pairs,
-                                    num_train=args.train_size,
-                                    num_validation=args.validation_size,
-                                    num_test=args.test_size)
-    train_data = ar_data.SplitDataset(*splits["train"], batch_size=args.batch_size,
-                                      seed=args.seed, shuffle=True)
-    validation_data = ar_data.SplitDataset(*splits["validation"], batch_size=args.batch_size,
-                                           shuffle=False)
+    splits = ar_data.load_or_create(
+        data_file,
+        seed=args.data_seed,
+        num_pairs=args.num_pairs,
+        num_train=args.train_size,
+        num_validation=args.validation_size,
+        num_test=args.test_size,
+    )
+    train_data = ar_data.SplitDataset(
+        *splits["train"], batch_size=args.batch_size, seed=args.seed, shuffle=True
+    )
+    validation_data = ar_data.SplitDataset(
+        *splits["validation"], batch_size=args.batch_size, shuffle=False
+    )
     test_data = ar_data.SplitDataset(*splits["test"], batch_size=args.batch_size, shuffle=False)
     if args.steps_per_epoch > len(train_data) and not args.evaluate:
-        parser.error(f"--steps-per-epoch ({args.steps_per_epoch}) exceeds the {len(train_data)} "
-                     f"batches of the training split ({args.train_size} // {args.batch_size}).")
+        parser.error(
+            f"--steps-per-epoch ({args.steps_per_epoch}) exceeds the {len(train_data)} "
+            f"batches of the training split ({args.train_size} // {args.batch_size})."
+        )
     stm_config = task_configs.model_config_from_args(args, TASK)
     config = task_configs.get_task_config(TASK)
 
-    model = build_sequence_model(config["embedding_size"], ar_data.OUTPUT_SIZE, core=args.model,
-                                 return_sequences=False, stm_config=stm_config,
-                                 lstm_units=args.lstm_units,
-                                 vocabulary_size=config["vocabulary_size"],
-                                 embedding_size=config["embedding_size"])
+    model = build_sequence_model(
+        config["embedding_size"],
+        ar_data.OUTPUT_SIZE,
+        core=args.model,
+        return_sequences=False,
+        stm_config=stm_config,
+        lstm_units=args.lstm_units,
+        vocabulary_size=config["vocabulary_size"],
+        embedding_size=config["embedding_size"],
+    )
     model.compile(
         optimizer=training.make_optimizer(args),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -147,28 +176,43 @@ def main(argv=None):
         jit_compile=training.jit_compile(args),
     )
 
-    extra = {"paper_metric": "accuracy", "evaluated": "best.keras (best validation accuracy)",
-             "data": {"file": data_file, "num_pairs": args.num_pairs,
-                      "sequence_length": ar_data.sequence_length(args.num_pairs),
-                      "data_seed": args.data_seed,
-                      "sizes": {s: len(splits[s][0]) for s in ar_data.SPLITS}},
-             "stm_config": stm_config if args.model == "stm" else None}
+    extra = {
+        "paper_metric": "accuracy",
+        "evaluated": "best.keras (best validation accuracy)",
+        "data": {
+            "file": data_file,
+            "num_pairs": args.num_pairs,
+            "sequence_length": ar_data.sequence_length(args.num_pairs),
+            "data_seed": args.data_seed,
+            "sizes": {s: len(splits[s][0]) for s in ar_data.SPLITS},
+        },
+        "stm_config": stm_config if args.model == "stm" else None,
+    }
 
     def evaluate(trained):
         best = os.path.join(args.output_dir, "best.keras")
         if os.path.exists(best):
             trained.load_weights(best)  # the best checkpoint's weights
         epoch, best_accuracy = convergence_epoch(os.path.join(args.output_dir, "history.csv"))
-        extra["convergence"] = {"threshold": CONVERGENCE_THRESHOLD, "epoch": epoch,
-                                "iterations": None if epoch is None
-                                else epoch * args.steps_per_epoch,
-                                "best_validation_accuracy": best_accuracy}
+        extra["convergence"] = {
+            "threshold": CONVERGENCE_THRESHOLD,
+            "epoch": epoch,
+            "iterations": None if epoch is None else epoch * args.steps_per_epoch,
+            "best_validation_accuracy": best_accuracy,
+        }
         return trained.evaluate(test_data, return_dict=True, verbose=0)
 
-    return training.run(model, train_data, args, validation_data=validation_data,
-                        evaluate=evaluate, monitor="val_accuracy", mode="max",
-                        extra_results=extra,
-                        pretrained_name=f"associative_retrieval_{args.num_pairs}")
+    return training.run(
+        model,
+        train_data,
+        args,
+        validation_data=validation_data,
+        evaluate=evaluate,
+        monitor="val_accuracy",
+        mode="max",
+        extra_results=extra,
+        pretrained_name=f"associative_retrieval_{args.num_pairs}",
+    )
 
 
 if __name__ == "__main__":

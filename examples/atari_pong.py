@@ -44,7 +44,8 @@ sampler's RNG in `state.json`, every `--steps-per-epoch` updates and at the end)
 `results.json` (frames, games, mean of the last 100 games, frames per second and where the time
 went, the seeds of every session), `episodes.csv` (frame and score of every finished game),
 `reward_curve.png`. `scripts/export_pretrained.py RUN_DIR pong_stm ...` publishes the newest
-checkpoint's weights with these files as `pretrained/pong_stm/`. Restarting the same command resumes from the last checkpoint
+checkpoint's weights with these files as `pretrained/pong_stm/`. Restarting the same command
+resumes from the last checkpoint
 (environments restart from fresh games with the recurrent state re-initialised; `--fresh` starts
 over). `--max-minutes M` stops at the first update after M minutes of this session, writes the
 checkpoint and `results.json` (`stopped_by_time_budget` true), and the same command resumes.
@@ -109,8 +110,18 @@ QUICK = {
 QUICK_ENV_KWARGS = {"lives": 1}
 """dict: TinyPong arguments of `--quick` (one life: short games)."""
 
-HISTORY_FIELDS = ("update", "frames", "seconds", "frames_per_second", "loss", "policy_loss",
-                  "value_loss", "entropy", "episodes", "mean_reward_100")
+HISTORY_FIELDS = (
+    "update",
+    "frames",
+    "seconds",
+    "frames_per_second",
+    "loss",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "episodes",
+    "mean_reward_100",
+)
 """tuple: columns of `history.csv`."""
 
 _UNUSED_FLAGS = ("--batch-size", "--mixed-precision", "--data-parallel")
@@ -124,8 +135,14 @@ def build_parser():
     """The shared training flags (paper defaults) plus the A2C / environment flags."""
     defaults = actor_critic.A2C_DEFAULTS
     parser = training.argument_parser(
-        __doc__, task=TASK, learning_rate=defaults["learning_rate"], iterations=10**9,
-        steps_per_epoch=100, optimizer="adam", adam_beta_2=0.999)
+        __doc__,
+        task=TASK,
+        learning_rate=defaults["learning_rate"],
+        iterations=10**9,
+        steps_per_epoch=100,
+        optimizer="adam",
+        adam_beta_2=0.999,
+    )
     for action in parser._actions:  # flags of the shared parser that A2C does not use
         if set(action.option_strings) & set(_UNUSED_FLAGS):
             action.help = argparse.SUPPRESS
@@ -134,59 +151,111 @@ def build_parser():
         if "--steps-per-epoch" in action.option_strings:
             action.help = "A2C updates between two checkpoints."
         if "--evaluate" in action.option_strings:
-            action.help = ("Train nothing, write nothing: play a saved agent (a name under "
-                           "pretrained/, no value for pong_<model>, a run folder or a .keras "
-                           "file) for --episodes games and print the mean and spread of the "
-                           "scores.")
+            action.help = (
+                "Train nothing, write nothing: play a saved agent (a name under "
+                "pretrained/, no value for pong_<model>, a run folder or a .keras "
+                "file) for --episodes games and print the mean and spread of the "
+                "scores."
+            )
         if "--max-minutes" in action.option_strings:
-            action.help = ("Stop at the first update after this much training time (checkpoint "
-                           "written; the same command resumes).")
+            action.help = (
+                "Stop at the first update after this much training time (checkpoint "
+                "written; the same command resumes)."
+            )
     training.add_deprecated_alias(parser, "--core", "--model", choices=actor_critic.CORES)
-    parser.add_argument("--env-id", default=None,
-                        help=f"A NoFrameskip Atari id (training: {ENV_ID}; --evaluate: the "
-                             "agent's).")
-    parser.add_argument("--frames", type=int, default=FRAMES,
-                        help="Budget of emulator frames (agent steps x frame skip).")
-    parser.add_argument("--num-envs", type=int, default=16,
-                        help="Environments stepped together (the authors: 32 A3C workers).")
-    parser.add_argument("--frame-skip", type=int, default=None,
-                        help=f"Emulator frames per action (training: {DEFAULT_FRAME_SKIP}; the "
-                             "authors' README: 32; --evaluate: the agent's).")
+    parser.add_argument(
+        "--env-id",
+        default=None,
+        help=f"A NoFrameskip Atari id (training: {ENV_ID}; --evaluate: the agent's).",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=FRAMES,
+        help="Budget of emulator frames (agent steps x frame skip).",
+    )
+    parser.add_argument(
+        "--num-envs",
+        type=int,
+        default=16,
+        help="Environments stepped together (the authors: 32 A3C workers).",
+    )
+    parser.add_argument(
+        "--frame-skip",
+        type=int,
+        default=None,
+        help=f"Emulator frames per action (training: {DEFAULT_FRAME_SKIP}; the "
+        "authors' README: 32; --evaluate: the agent's).",
+    )
     for name, kind, text in (
-            ("rollout_length", int, "Agent steps per environment between two updates."),
-            ("gamma", float, "Discount factor of future rewards."),
-            ("gae_lambda", float, "Lambda of the generalised advantage estimate (the authors' "
-                                  "tau)."),
-            ("entropy_coef", float, "Weight of the entropy bonus in the loss."),
-            ("value_coef", float, "Weight of the critic's loss."),
-            ("adam_epsilon", float, "Adam's epsilon.")):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=defaults[name],
-                            help=text)
-    parser.add_argument("--lstm-units", type=int, default=actor_critic.LSTM_UNITS,
-                        help="Width of the agent's LSTM cell.")
-    parser.add_argument("--max-episode-steps", type=int, default=10000,
-                        help="Agent steps per game before it is cut.")
-    parser.add_argument("--async-envs", action="store_true",
-                        help="Run each environment in its own process (forkserver).")
-    parser.add_argument("--continue-from", default=None, metavar="NAME_OR_PATH",
-                        help="When --output-dir holds no checkpoint: continue the run a "
-                             "pretrained folder was exported from (its weights, frame and update "
-                             "counters, games, history and sampler; a fresh optimizer), e.g. on "
-                             "another machine where only the exported weights were carried.")
-    parser.add_argument("--episodes", type=int, default=10,
-                        help="--evaluate: games to play (spread over --num-envs environments).")
-    parser.add_argument("--greedy", action="store_true",
-                        help="--evaluate: play the most likely action instead of sampling.")
-    parser.add_argument("--log-every", type=int, default=10,
-                        help="A2C updates between two progress lines (frames done of the "
-                             "total, ETA, mean score).")
+        ("rollout_length", int, "Agent steps per environment between two updates."),
+        ("gamma", float, "Discount factor of future rewards."),
+        ("gae_lambda", float, "Lambda of the generalised advantage estimate (the authors' tau)."),
+        ("entropy_coef", float, "Weight of the entropy bonus in the loss."),
+        ("value_coef", float, "Weight of the critic's loss."),
+        ("adam_epsilon", float, "Adam's epsilon."),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=defaults[name], help=text
+        )
+    parser.add_argument(
+        "--lstm-units",
+        type=int,
+        default=actor_critic.LSTM_UNITS,
+        help="Width of the agent's LSTM cell.",
+    )
+    parser.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=10000,
+        help="Agent steps per game before it is cut.",
+    )
+    parser.add_argument(
+        "--async-envs",
+        action="store_true",
+        help="Run each environment in its own process (forkserver).",
+    )
+    parser.add_argument(
+        "--continue-from",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="When --output-dir holds no checkpoint: continue the run a "
+        "pretrained folder was exported from (its weights, frame and update "
+        "counters, games, history and sampler; a fresh optimizer), e.g. on "
+        "another machine where only the exported weights were carried.",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=10,
+        help="--evaluate: games to play (spread over --num-envs environments).",
+    )
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="--evaluate: play the most likely action instead of sampling.",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="A2C updates between two progress lines (frames done of the total, ETA, mean score).",
+    )
     return parser
 
 
 def check_args(parser, args):
     """Rejects flag values the A2C loop cannot use (argparse errors name the flag)."""
-    for name in ("frames", "num_envs", "frame_skip", "rollout_length", "lstm_units",
-                 "max_episode_steps", "log_every", "episodes"):
+    for name in (
+        "frames",
+        "num_envs",
+        "frame_skip",
+        "rollout_length",
+        "lstm_units",
+        "max_episode_steps",
+        "log_every",
+        "episodes",
+    ):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("gamma", "gae_lambda"):
@@ -205,17 +274,25 @@ def make_optimizer(args):
     """Adam(amsgrad, eps `--adam-epsilon`) as the authors, or the shared RMSprop flags."""
     if args.optimizer == "adam":
         return actor_critic.a2c_optimizer(
-            learning_rate=args.learning_rate, epsilon=args.adam_epsilon, beta_2=args.adam_beta_2,
-            clipnorm=args.clip_norm, clipvalue=args.clip_value)
+            learning_rate=args.learning_rate,
+            epsilon=args.adam_epsilon,
+            beta_2=args.adam_beta_2,
+            clipnorm=args.clip_norm,
+            clipvalue=args.clip_value,
+        )
     return training.make_optimizer(args)
 
 
 def build_model(args, num_actions):
     """The compiled `ActorCritic` of the flags."""
     sizes = actor_critic.SMOKE_CONFIG if args.quick else {"lstm_units": args.lstm_units}
-    model = actor_critic.ActorCritic(num_actions, core=args.model,
-                                     entropy_coef=args.entropy_coef,
-                                     value_coef=args.value_coef, **sizes)
+    model = actor_critic.ActorCritic(
+        num_actions,
+        core=args.model,
+        entropy_coef=args.entropy_coef,
+        value_coef=args.value_coef,
+        **sizes,
+    )
     model.compile(optimizer=make_optimizer(args), jit_compile=training.jit_compile(args))
     return model
 
@@ -258,12 +335,15 @@ def load_checkpoint_state(out):
         with open(os.path.join(folder, "state.json")) as f:
             state = json.load(f)
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"checkpoint in {_checkpoint_root(out)!r} is unreadable ({error}); "
-                         "rerun with --fresh to start over") from error
+        raise ValueError(
+            f"checkpoint in {_checkpoint_root(out)!r} is unreadable ({error}); "
+            "rerun with --fresh to start over"
+        ) from error
     model_path = os.path.join(folder, "model.keras")
     if not os.path.exists(model_path):
-        raise FileNotFoundError(f"checkpoint weights {model_path!r} are missing; rerun with "
-                                "--fresh to start over")
+        raise FileNotFoundError(
+            f"checkpoint weights {model_path!r} are missing; rerun with --fresh to start over"
+        )
     return state, model_path
 
 
@@ -297,8 +377,7 @@ def plot_rewards(episodes, path, title):
         ax.plot(frames, moving, "-", label=f"mean of last {MEAN_WINDOW}")
         ax.legend(loc="lower right")
     else:
-        ax.text(0.5, 0.5, "no finished game yet", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no finished game yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("emulator frames")
     ax.set_ylabel("game score")
     ax.set_title(title)
@@ -332,8 +411,10 @@ def _published_state(target, history_path):
     folder = pretrained.resolve(target)
     path = os.path.join(folder, pretrained.CHECKPOINT_STATE_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--continue-from {folder}: no {pretrained.CHECKPOINT_STATE_FILE}"
-                                " (export the run with scripts/export_pretrained.py)")
+        raise FileNotFoundError(
+            f"--continue-from {folder}: no {pretrained.CHECKPOINT_STATE_FILE}"
+            " (export the run with scripts/export_pretrained.py)"
+        )
     with open(path) as f:
         state = json.load(f)
     if os.path.exists(os.path.join(folder, "history.csv")):
@@ -344,7 +425,8 @@ def _published_state(target, history_path):
 # ------------------------------------------------------------------------------ evaluation
 def resolve_agent(target, model_name):
     """`(model_path, results)` of `--evaluate`'s target: a pretrained name or folder, a run
-    folder (its newest checkpoint, see `keras_stm.experiments.pretrained.run_model_path`) or a `.keras`
+    folder (its newest checkpoint, see `keras_stm.experiments.pretrained.run_model_path`) or a
+    `.keras`
     file (with the `results.json` beside it, if any). `"auto"` is `pong_<model_name>`."""
     from keras_stm.experiments import pretrained
 
@@ -374,8 +456,7 @@ def play(model, envs, episodes, rng, greedy=False):
     resets = np.zeros((num_envs,), np.float32)
     while any(len(s) < q for s, q in zip(scores, quota)):
         logits, _, states = model.step(observations, states, resets)
-        actions = (np.argmax(logits, axis=1) if greedy
-                   else actor_critic.sample_actions(logits, rng))
+        actions = np.argmax(logits, axis=1) if greedy else actor_critic.sample_actions(logits, rng)
         observations, _, terminated, truncated, info = envs.step(actions)
         done = np.logical_or(terminated, truncated)
         final = info.get("final_info", {})
@@ -397,40 +478,61 @@ def evaluate_agent(args):
     path, recorded = resolve_agent(args.evaluate, args.model)
     model = keras.saving.load_model(path, compile=False)
     if not isinstance(model, actor_critic.ActorCritic):
-        raise ValueError(f"--evaluate: {path} holds a {type(model).__name__}, not an "
-                         "ActorCritic agent")
+        raise ValueError(
+            f"--evaluate: {path} holds a {type(model).__name__}, not an ActorCritic agent"
+        )
     env_id = args.env_id or recorded.get("env_id", ENV_ID)
     frame_skip = args.frame_skip or recorded.get("a2c", {}).get("frame_skip", DEFAULT_FRAME_SKIP)
     quick = recorded.get("flags", {}).get("quick", False) or args.quick
     env_kwargs = QUICK_ENV_KWARGS if quick and env_id == atari.TINY_ENV_ID else {}
     num_envs = min(args.num_envs, args.episodes)
     envs = atari.make_vector_env(
-        num_envs, env_id=env_id, seed=args.seed, asynchronous=args.async_envs,
-        context="forkserver" if args.async_envs else None, frame_skip=frame_skip,
-        max_episode_steps=args.max_episode_steps, **env_kwargs)
+        num_envs,
+        env_id=env_id,
+        seed=args.seed,
+        asynchronous=args.async_envs,
+        context="forkserver" if args.async_envs else None,
+        frame_skip=frame_skip,
+        max_episode_steps=args.max_episode_steps,
+        **env_kwargs,
+    )
     try:
         if int(envs.single_action_space.n) != model.num_actions:
-            raise ValueError(f"--evaluate: the agent has {model.num_actions} actions, {env_id} "
-                             f"has {int(envs.single_action_space.n)}")
+            raise ValueError(
+                f"--evaluate: the agent has {model.num_actions} actions, {env_id} "
+                f"has {int(envs.single_action_space.n)}"
+            )
         start = time.perf_counter()
-        scores = play(model, envs, args.episodes, np.random.default_rng(args.seed),
-                      greedy=args.greedy)
+        scores = play(
+            model, envs, args.episodes, np.random.default_rng(args.seed), greedy=args.greedy
+        )
         seconds = time.perf_counter() - start
     finally:
         envs.close()
     report = {
-        "task": TASK, "evaluated": path, "model": model.core, "env_id": env_id,
-        "frame_skip": int(frame_skip), "policy": "greedy" if args.greedy else "sampled",
-        "episodes": int(len(scores)), "mean_score": float(scores.mean()),
-        "std_score": float(scores.std()), "min_score": float(scores.min()),
-        "max_score": float(scores.max()), "scores": scores.tolist(), "seed": args.seed,
-        "max_episode_steps": args.max_episode_steps, "seconds": round(seconds, 2),
+        "task": TASK,
+        "evaluated": path,
+        "model": model.core,
+        "env_id": env_id,
+        "frame_skip": int(frame_skip),
+        "policy": "greedy" if args.greedy else "sampled",
+        "episodes": int(len(scores)),
+        "mean_score": float(scores.mean()),
+        "std_score": float(scores.std()),
+        "min_score": float(scores.min()),
+        "max_score": float(scores.max()),
+        "scores": scores.tolist(),
+        "seed": args.seed,
+        "max_episode_steps": args.max_episode_steps,
+        "seconds": round(seconds, 2),
         "recorded": {k: recorded.get(k) for k in ("frames", "episodes", "mean_reward_last_100")},
     }
-    print(f"{path}: {len(scores)} games of {env_id} (frame skip {frame_skip}, "
-          f"{report['policy']} actions): score {report['mean_score']:.2f} +- "
-          f"{report['std_score']:.2f} (min {report['min_score']:g}, max "
-          f"{report['max_score']:g})")
+    print(
+        f"{path}: {len(scores)} games of {env_id} (frame skip {frame_skip}, "
+        f"{report['policy']} actions): score {report['mean_score']:.2f} +- "
+        f"{report['std_score']:.2f} (min {report['min_score']:g}, max "
+        f"{report['max_score']:g})"
+    )
     print(json.dumps(report))
     return report
 
@@ -456,8 +558,14 @@ def main(argv=None):
     num_envs, steps = args.num_envs, args.rollout_length
     frames_per_update = num_envs * steps * args.frame_skip
     max_updates = min(args.iterations, math.ceil(args.frames / frames_per_update))
-    run_config = {"core": args.model, "env_id": args.env_id, "num_envs": num_envs,
-                  "rollout_length": steps, "frame_skip": args.frame_skip, "quick": args.quick}
+    run_config = {
+        "core": args.model,
+        "env_id": args.env_id,
+        "num_envs": num_envs,
+        "rollout_length": steps,
+        "frame_skip": args.frame_skip,
+        "quick": args.quick,
+    }
 
     model = None
     state, model_path = load_checkpoint_state(out)
@@ -466,43 +574,66 @@ def main(argv=None):
         state, model_path, continued = _published_state(args.continue_from, history_path)
     if continued is not None:
         if state.get("config") != run_config:
-            raise ValueError(f"--continue-from {continued}: the agent was trained with "
-                             f"{state.get('config')}, not {run_config}")
+            raise ValueError(
+                f"--continue-from {continued}: the agent was trained with "
+                f"{state.get('config')}, not {run_config}"
+            )
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
-        print(f"Continuing {continued} from update {state['updates']} ({state['frames']:,} "
-              "frames) with a fresh optimizer.")
+        print(
+            f"Continuing {continued} from update {state['updates']} ({state['frames']:,} "
+            "frames) with a fresh optimizer."
+        )
     elif state is not None:
         if state.get("config") != run_config:
-            raise ValueError(f"the checkpoint in {_checkpoint_root(out)!r} was made with "
-                             f"{state.get('config')}, not {run_config}; use another "
-                             "--output-dir or --fresh")
+            raise ValueError(
+                f"the checkpoint in {_checkpoint_root(out)!r} was made with "
+                f"{state.get('config')}, not {run_config}; use another "
+                "--output-dir or --fresh"
+            )
         model = keras.saving.load_model(model_path)  # weights, optimiser state, compile args
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         print(f"Resuming from update {state['updates']} ({state['frames']:,} frames).")
     else:
         rng = np.random.default_rng(args.seed)
-        state = {"updates": 0, "frames": 0, "train_seconds": 0.0, "episodes": [],
-                 "config": run_config}
+        state = {
+            "updates": 0,
+            "frames": 0,
+            "train_seconds": 0.0,
+            "episodes": [],
+            "config": run_config,
+        }
     for key in TIME_SPLIT:
         state.setdefault(key, 0.0)
     # Environment i of a session starting at update u is seeded `seed + num_envs * u + i`.
     env_seed = args.seed + num_envs * state["updates"]
     state.setdefault("sessions", []).append(
-        {"update": state["updates"], "frames": state["frames"], "seed": args.seed,
-         "env_seeds": [env_seed, env_seed + num_envs - 1], "async_envs": bool(args.async_envs),
-         "optimizer": "restored" if model is not None else "fresh",
-         **({"continued_from": continued} if continued else {})})
+        {
+            "update": state["updates"],
+            "frames": state["frames"],
+            "seed": args.seed,
+            "env_seeds": [env_seed, env_seed + num_envs - 1],
+            "async_envs": bool(args.async_envs),
+            "optimizer": "restored" if model is not None else "fresh",
+            **({"continued_from": continued} if continued else {}),
+        }
+    )
     episodes = [tuple(e) for e in state["episodes"]]
     history = _read_history(history_path, state["updates"])
     _write_history(history_path, history)
 
     env_kwargs = QUICK_ENV_KWARGS if args.quick and args.env_id == atari.TINY_ENV_ID else {}
     envs = atari.make_vector_env(
-        num_envs, env_id=args.env_id, seed=args.seed + num_envs * state["updates"],
-        asynchronous=args.async_envs, context="forkserver" if args.async_envs else None,
-        frame_skip=args.frame_skip, max_episode_steps=args.max_episode_steps, **env_kwargs)
+        num_envs,
+        env_id=args.env_id,
+        seed=args.seed + num_envs * state["updates"],
+        asynchronous=args.async_envs,
+        context="forkserver" if args.async_envs else None,
+        frame_skip=args.frame_skip,
+        max_episode_steps=args.max_episode_steps,
+        **env_kwargs,
+    )
     try:
         num_actions = int(envs.single_action_space.n)
         if model is None:
@@ -512,17 +643,34 @@ def main(argv=None):
             elif args.initial_weights:
                 training._load_weights_only(model, args.initial_weights, "--initial-weights")
         elif model.num_actions != num_actions:
-            raise ValueError(f"the checkpoint's model has {model.num_actions} actions, "
-                             f"{args.env_id} has {num_actions}; use --fresh")
+            raise ValueError(
+                f"the checkpoint's model has {model.num_actions} actions, "
+                f"{args.env_id} has {num_actions}; use --fresh"
+            )
         elif args.initial_weights:
-            print(f"--initial-weights {args.initial_weights} ignored: resuming the checkpoint "
-                  f"of {out}.")
+            print(
+                f"--initial-weights {args.initial_weights} ignored: resuming the checkpoint "
+                f"of {out}."
+            )
         if args.verbose:
-            print(f"{args.env_id}: {num_envs} envs, core {args.model}, "
-                  f"{model.count_params():,} parameters, {frames_per_update} frames per update, "
-                  f"{max_updates} updates in total.")
-        _train(args, model, envs, state, episodes, history, rng, max_updates, frames_per_update,
-               out, history_path)
+            print(
+                f"{args.env_id}: {num_envs} envs, core {args.model}, "
+                f"{model.count_params():,} parameters, {frames_per_update} frames per update, "
+                f"{max_updates} updates in total."
+            )
+        _train(
+            args,
+            model,
+            envs,
+            state,
+            episodes,
+            history,
+            rng,
+            max_updates,
+            frames_per_update,
+            out,
+            history_path,
+        )
     finally:
         envs.close()
 
@@ -530,8 +678,8 @@ def main(argv=None):
     best_100 = None
     if episodes:
         scores = np.array([e[1] for e in episodes])
-        windows = [scores[max(0, i + 1 - MEAN_WINDOW):i + 1].mean() for i in range(len(scores))]
-        best_100 = float(max(windows[min(MEAN_WINDOW, len(windows)) - 1:]))
+        windows = [scores[max(0, i + 1 - MEAN_WINDOW) : i + 1].mean() for i in range(len(scores))]
+        best_100 = float(max(windows[min(MEAN_WINDOW, len(windows)) - 1 :]))
     results = {
         "task": TASK,
         "model": args.model,
@@ -546,28 +694,50 @@ def main(argv=None):
         "best_mean_reward_100": best_100,
         "train_seconds": round(state["train_seconds"], 2),
         "frames_per_second": round(state["frames"] / max(state["train_seconds"], 1e-9), 1),
-        "seconds_split": {key.replace("_seconds", ""): round(state[key], 2)
-                          for key in TIME_SPLIT},
+        "seconds_split": {key.replace("_seconds", ""): round(state[key], 2) for key in TIME_SPLIT},
         "seed": args.seed,
         "sessions": state["sessions"],
         "async_envs": bool(args.async_envs),
         "parameters": int(model.count_params()),
-        "a2c": {"num_envs": num_envs, "rollout_length": steps, "frame_skip": args.frame_skip,
-                "gamma": args.gamma, "gae_lambda": args.gae_lambda,
-                "entropy_coef": args.entropy_coef, "value_coef": args.value_coef,
-                "optimizer": args.optimizer, "learning_rate": args.learning_rate,
-                "adam_epsilon": args.adam_epsilon, "amsgrad": True},
+        "a2c": {
+            "num_envs": num_envs,
+            "rollout_length": steps,
+            "frame_skip": args.frame_skip,
+            "gamma": args.gamma,
+            "gae_lambda": args.gae_lambda,
+            "entropy_coef": args.entropy_coef,
+            "value_coef": args.value_coef,
+            "optimizer": args.optimizer,
+            "learning_rate": args.learning_rate,
+            "adam_epsilon": args.adam_epsilon,
+            "amsgrad": True,
+        },
         "stm_config": model.stm_config if args.model == "stm" else None,
-        "flags": {k: v for k, v in vars(args).items()
-                  if isinstance(v, (int, float, str, bool, type(None)))},
+        "flags": {
+            k: v
+            for k, v in vars(args).items()
+            if isinstance(v, (int, float, str, bool, type(None)))
+        },
         "environment": training.environment(),
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    training.plot_or_warn(plot_rewards, episodes, os.path.join(out, "reward_curve.png"),
-                          f"{args.env_id} ({args.model}, A2C x {num_envs})")
-    print(json.dumps({"task": TASK, "model": args.model, "frames": state["frames"],
-                      "mean_reward_last_100": mean_100}))
+    training.plot_or_warn(
+        plot_rewards,
+        episodes,
+        os.path.join(out, "reward_curve.png"),
+        f"{args.env_id} ({args.model}, A2C x {num_envs})",
+    )
+    print(
+        json.dumps(
+            {
+                "task": TASK,
+                "model": args.model,
+                "frames": state["frames"],
+                "mean_reward_last_100": mean_100,
+            }
+        )
+    )
     return results
 
 
@@ -577,8 +747,19 @@ the environments, the agent's forward steps (and sampling), the updates (GAE and
 `train_on_batch`); the rest is bookkeeping."""
 
 
-def _train(args, model, envs, state, episodes, history, rng, max_updates, frames_per_update,
-           out, history_path):
+def _train(
+    args,
+    model,
+    envs,
+    state,
+    episodes,
+    history,
+    rng,
+    max_updates,
+    frames_per_update,
+    out,
+    history_path,
+):
     """The A2C loop: rollouts of all environments, one `train_on_batch` per rollout."""
     num_envs, steps = args.num_envs, args.rollout_length
     obs_shape = model.observation_shape
@@ -610,21 +791,26 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
             action_buf[:, t], reward_buf[:, t], done_buf[:, t] = actions, rewards, done
             value_buf[:, t] = values
             stamp = state["frames"] + (t + 1) * num_envs * args.frame_skip
-            episodes.extend((stamp, float(score))
-                            for score in atari.completed_episode_returns(info))
+            episodes.extend(
+                (stamp, float(score)) for score in atari.completed_episode_returns(info)
+            )
             resets = done.astype(np.float32)
         tick = time.perf_counter()
         _, bootstrap, _ = model.step(observations, states, resets)
         acting += time.perf_counter() - tick
         tick = time.perf_counter()
         advantages, returns = advantages_lib.generalized_advantage_estimates(
-            reward_buf.T, value_buf.T, done_buf.T, bootstrap, gamma=args.gamma,
-            lam=args.gae_lambda)
+            reward_buf.T, value_buf.T, done_buf.T, bootstrap, gamma=args.gamma, lam=args.gae_lambda
+        )
         logs = model.train_on_batch(
             {"observations": obs_buf, "resets": reset_buf, "states": start_states},
-            {"actions": action_buf, "advantages": np.ascontiguousarray(advantages.T),
-             "returns": np.ascontiguousarray(returns.T)},
-            return_dict=True)
+            {
+                "actions": action_buf,
+                "advantages": np.ascontiguousarray(advantages.T),
+                "returns": np.ascontiguousarray(returns.T),
+            },
+            return_dict=True,
+        )
         learning = time.perf_counter() - tick
         for key, seconds in zip(TIME_SPLIT, (environment, acting, learning)):
             state[key] += seconds
@@ -634,37 +820,58 @@ def _train(args, model, envs, state, episodes, history, rng, max_updates, frames
         session_frames += frames_per_update
         fps = session_frames / max(time.perf_counter() - session_start, 1e-9)
         mean_100 = _mean_last(episodes)
-        history.append({
-            "update": state["updates"], "frames": state["frames"],
-            "seconds": round(state["train_seconds"], 3), "frames_per_second": round(fps, 1),
-            **{k: float(logs[k]) for k in ("loss", "policy_loss", "value_loss", "entropy")},
-            "episodes": len(episodes), "mean_reward_100": "" if mean_100 is None else mean_100,
-        })
+        history.append(
+            {
+                "update": state["updates"],
+                "frames": state["frames"],
+                "seconds": round(state["train_seconds"], 3),
+                "frames_per_second": round(fps, 1),
+                **{k: float(logs[k]) for k in ("loss", "policy_loss", "value_loss", "entropy")},
+                "episodes": len(episodes),
+                "mean_reward_100": "" if mean_100 is None else mean_100,
+            }
+        )
         if not all(math.isfinite(float(logs[k])) for k in ("loss", "value_loss")):
             raise FloatingPointError(f"non-finite loss at update {state['updates']}: {logs}")
-        if args.verbose and (state["updates"] % args.log_every == 0
-                             or state["updates"] == max_updates):
+        if args.verbose and (
+            state["updates"] % args.log_every == 0 or state["updates"] == max_updates
+        ):
             session = time.perf_counter() - session_start
             budget_left = 60.0 * args.max_minutes - session if args.max_minutes else None
             score = "n/a" if mean_100 is None else f"{mean_100:.2f}"
-            print(training.progress_line(state["frames"], max_updates * frames_per_update,
-                                         state["train_seconds"], session / session_frames,
-                                         unit="frames", budget_left=budget_left)
-                  + f" | update {state['updates']:,}/{max_updates:,}, {fps:,.0f} frames/s, "
-                  f"games {len(episodes)}, mean score (last {MEAN_WINDOW}) {score}, "
-                  f"loss {float(logs['loss']):.4f}, value {float(logs['value_loss']):.4f}, "
-                  f"entropy {float(logs['entropy']):.3f}, time env/act/learn "
-                  + "/".join(f"{state[k] / max(state['train_seconds'], 1e-9):.0%}"
-                             for k in TIME_SPLIT), flush=True)
+            print(
+                training.progress_line(
+                    state["frames"],
+                    max_updates * frames_per_update,
+                    state["train_seconds"],
+                    session / session_frames,
+                    unit="frames",
+                    budget_left=budget_left,
+                )
+                + f" | update {state['updates']:,}/{max_updates:,}, {fps:,.0f} frames/s, "
+                f"games {len(episodes)}, mean score (last {MEAN_WINDOW}) {score}, "
+                f"loss {float(logs['loss']):.4f}, value {float(logs['value_loss']):.4f}, "
+                f"entropy {float(logs['entropy']):.3f}, time env/act/learn "
+                + "/".join(
+                    f"{state[k] / max(state['train_seconds'], 1e-9):.0%}" for k in TIME_SPLIT
+                ),
+                flush=True,
+            )
         if state["updates"] % args.steps_per_epoch == 0 or state["updates"] == max_updates:
             _checkpoint(out, model, state, episodes, rng, history, history_path)
             last_saved = state["updates"]
-        if (args.max_minutes and state["updates"] < max_updates
-                and time.perf_counter() - session_start >= 60.0 * args.max_minutes):
+        if (
+            args.max_minutes
+            and state["updates"] < max_updates
+            and time.perf_counter() - session_start >= 60.0 * args.max_minutes
+        ):
             state["stopped_by_time_budget"] = True
             if args.verbose:
-                print(f"Stopping after {args.max_minutes} minutes (--max-minutes) at update "
-                      f"{state['updates']}; the same command resumes.", flush=True)
+                print(
+                    f"Stopping after {args.max_minutes} minutes (--max-minutes) at update "
+                    f"{state['updates']}; the same command resumes.",
+                    flush=True,
+                )
             break
     else:
         state["stopped_by_time_budget"] = False

@@ -59,9 +59,17 @@ from keras_stm.experiments.tasks import babi as babi_data
 
 TASK = "babi"
 EPOCHS = 500
-QUICK = {"batch_size": 8, "iterations": 8, "num_queries": 2, "memory_size": 8, "relation_size": 8,
-         "projector_hidden_units": 8, "embedding_size": 16, "inference_hidden_units": 8,
-         "lstm_units": 8}
+QUICK = {
+    "batch_size": 8,
+    "iterations": 8,
+    "num_queries": 2,
+    "memory_size": 8,
+    "relation_size": 8,
+    "projector_hidden_units": 8,
+    "embedding_size": 16,
+    "inference_hidden_units": 8,
+    "lstm_units": 8,
+}
 QUICK_EXAMPLES = {"train": 16, "valid": 8, "test": 8}  # per task, with --quick
 QUICK_TASKS = 2  # --quick keeps the first tasks of --tasks
 ERROR_TABLE = "task_errors"
@@ -99,60 +107,118 @@ def build_parser():
     """The script's flags: the shared training flags with the paper's bAbI values, and data,
     model-size, schedule and evaluation flags."""
     parser = training.argument_parser(
-        __doc__, task=TASK, learning_rate=6e-4, batch_size=128, iterations=None,
-        steps_per_epoch=1420, optimizer="adam", clip_norm=5.0, adam_beta_2=0.99)
+        __doc__,
+        task=TASK,
+        learning_rate=6e-4,
+        batch_size=128,
+        iterations=None,
+        steps_per_epoch=1420,
+        optimizer="adam",
+        clip_norm=5.0,
+        adam_beta_2=0.99,
+    )
     for action in parser._actions:
         if "--iterations" in action.option_strings:
-            action.help = (f"Training batches in total, rounded down to whole epochs (default: "
-                           f"{EPOCHS} epochs; an epoch is one pass over every task's training "
-                           f"batches, 1,420 with the full data).")
+            action.help = (
+                f"Training batches in total, rounded down to whole epochs (default: "
+                f"{EPOCHS} epochs; an epoch is one pass over every task's training "
+                f"batches, 1,420 with the full data)."
+            )
         if "--steps-per-epoch" in action.option_strings:
             action.help = argparse.SUPPRESS  # an epoch is one pass over the data
     data = parser.add_argument_group("data")
-    data.add_argument("--data", default=None,
-                      help="bAbI archive (.tar.gz) or extracted folder; default: download.")
-    data.add_argument("--subset", default="en-valid-10k", choices=babi_data.SUBSETS,
-                      help="bAbI subset (the paper: en-valid-10k).")
+    data.add_argument(
+        "--data",
+        default=None,
+        help="bAbI archive (.tar.gz) or extracted folder; default: download.",
+    )
+    data.add_argument(
+        "--subset",
+        default="en-valid-10k",
+        choices=babi_data.SUBSETS,
+        help="bAbI subset (the paper: en-valid-10k).",
+    )
     data.add_argument("--tasks", default="1-20", help="Task ids, e.g. '1-20' or '1,2,4-20'.")
-    data.add_argument("--allow-partial", action="store_true",
-                      help="Train task 3 on a smaller set if its 10k training file is missing.")
-    data.add_argument("--story-cap", type=int, default=babi_data.DEFAULT_STORY_CAP,
-                      help="Keep the last N statements of a story (0: all).")
+    data.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="Train task 3 on a smaller set if its 10k training file is missing.",
+    )
+    data.add_argument(
+        "--story-cap",
+        type=int,
+        default=babi_data.DEFAULT_STORY_CAP,
+        help="Keep the last N statements of a story (0: all).",
+    )
     data.add_argument("--cache-dir", default=None, help="Cache of the vectorised data.")
-    data.add_argument("--no-verify", action="store_true",
-                      help="Skip the SHA-256 check of the data files (hand-made archives).")
+    data.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="Skip the SHA-256 check of the data files (hand-made archives).",
+    )
     model = parser.add_argument_group("model")
     stm = babi_model.BABI_STM_CONFIG
-    sizes = {"num_queries": "STM: number of queries / relational slots (nq).",
-             "memory_size": "STM: item memory side d (memory d x d).",
-             "relation_size": "STM: read-out size r of each relational slot.",
-             "projector_hidden_units": "STM: width of the input projectors.",
-             "embedding_size": "Word embedding size.",
-             "inference_hidden_units": "Width of the inference module's hidden layer.",
-             "hops": "Reasoning steps of the inference module."}
-    values = {**{name: stm[name] for name in ("num_queries", "memory_size", "relation_size",
-                                              "projector_hidden_units")},
-              **babi_model.BABI_MODEL_CONFIG}
+    sizes = {
+        "num_queries": "STM: number of queries / relational slots (nq).",
+        "memory_size": "STM: item memory side d (memory d x d).",
+        "relation_size": "STM: read-out size r of each relational slot.",
+        "projector_hidden_units": "STM: width of the input projectors.",
+        "embedding_size": "Word embedding size.",
+        "inference_hidden_units": "Width of the inference module's hidden layer.",
+        "hops": "Reasoning steps of the inference module.",
+    }
+    values = {
+        **{
+            name: stm[name]
+            for name in ("num_queries", "memory_size", "relation_size", "projector_hidden_units")
+        },
+        **babi_model.BABI_MODEL_CONFIG,
+    }
     for name, value in values.items():
-        model.add_argument(f"--{name.replace('_', '-')}", type=int, default=value,
-                           help=sizes[name] + " The paper's value by default.")
-    model.add_argument("--lstm-units", type=int, default=256,
-                       help="Width of the LSTM baseline (--model lstm).")
+        model.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=value,
+            help=sizes[name] + " The paper's value by default.",
+        )
+    model.add_argument(
+        "--lstm-units", type=int, default=256, help="Width of the LSTM baseline (--model lstm)."
+    )
     schedule = parser.add_argument_group("schedule and evaluation")
     training.add_deprecated_alias(schedule, "--epochs", "--iterations", dest="epochs", type=int)
-    schedule.add_argument("--decay-threshold", type=float, default=0.1,
-                          help="Multiply the learning rate by --decay-factor once, from the "
-                               "epoch after the validation loss first drops below this.")
-    schedule.add_argument("--decay-factor", type=float, default=0.5,
-                          help="Factor of the one learning-rate decay (the paper halves it).")
-    schedule.add_argument("--eval-batch-size", type=int, default=128,
-                          help="Largest validation/test batch (does not change any metric).")
-    schedule.add_argument("--test-size", type=int, default=None,
-                          help="Test only the first N questions of each task (default: all "
-                               "1,000; a quick check of a model, e.g. the CPU test of the "
-                               "committed one).")
-    schedule.add_argument("--eval-only", metavar="CHECKPOINT", default=None,
-                          help="Only evaluate this .keras model on the validation and test sets.")
+    schedule.add_argument(
+        "--decay-threshold",
+        type=float,
+        default=0.1,
+        help="Multiply the learning rate by --decay-factor once, from the "
+        "epoch after the validation loss first drops below this.",
+    )
+    schedule.add_argument(
+        "--decay-factor",
+        type=float,
+        default=0.5,
+        help="Factor of the one learning-rate decay (the paper halves it).",
+    )
+    schedule.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=128,
+        help="Largest validation/test batch (does not change any metric).",
+    )
+    schedule.add_argument(
+        "--test-size",
+        type=int,
+        default=None,
+        help="Test only the first N questions of each task (default: all "
+        "1,000; a quick check of a model, e.g. the CPU test of the "
+        "committed one).",
+    )
+    schedule.add_argument(
+        "--eval-only",
+        metavar="CHECKPOINT",
+        default=None,
+        help="Only evaluate this .keras model on the validation and test sets.",
+    )
     return parser
 
 
@@ -161,9 +227,15 @@ def load_data(args):
     tasks = parse_tasks(args.tasks)
     if args.quick:
         tasks = tasks[:QUICK_TASKS]
-    data = babi_data.load_babi(data=args.data, subset=args.subset, tasks=tasks,
-                               story_cap=args.story_cap or None, allow_partial=args.allow_partial,
-                               cache_dir=args.cache_dir, verify=not args.no_verify)
+    data = babi_data.load_babi(
+        data=args.data,
+        subset=args.subset,
+        tasks=tasks,
+        story_cap=args.story_cap or None,
+        allow_partial=args.allow_partial,
+        cache_dir=args.cache_dir,
+        verify=not args.no_verify,
+    )
     sizes = dict(QUICK_EXAMPLES) if args.quick else {}
     if args.test_size is not None:
         sizes["test"] = min(args.test_size, sizes.get("test", args.test_size))
@@ -176,19 +248,30 @@ def load_data(args):
 
 def build_model(args, data):
     """The bAbI model of the flags for the loaded vocabulary (`--stm-config` applied last)."""
-    stm_config = {name: getattr(args, name) for name in
-                  ("num_queries", "memory_size", "relation_size", "projector_hidden_units")}
+    stm_config = {
+        name: getattr(args, name)
+        for name in ("num_queries", "memory_size", "relation_size", "projector_hidden_units")
+    }
     stm_config.update(getattr(args, "stm_config", None) or {})
     return babi_model.build_babi_model(
-        data.metadata["vocab_size"], data.common_shape[1], embedding_size=args.embedding_size,
-        stm_config=stm_config, inference_hidden_units=args.inference_hidden_units,
-        hops=args.hops, core=args.model, lstm_units=args.lstm_units)
+        data.metadata["vocab_size"],
+        data.common_shape[1],
+        embedding_size=args.embedding_size,
+        stm_config=stm_config,
+        inference_hidden_units=args.inference_hidden_units,
+        hops=args.hops,
+        core=args.model,
+        lstm_units=args.lstm_units,
+    )
 
 
 def score(model, data, batch_size):
     """Per-task scores of `model` on every loaded split but train (partial tasks marked)."""
-    scores = {split: babi_model.evaluate_babi(model, getattr(data, split), batch_size)
-              for split in data.metadata["splits"] if split != "train"}
+    scores = {
+        split: babi_model.evaluate_babi(model, getattr(data, split), batch_size)
+        for split in data.metadata["splits"]
+        if split != "train"
+    }
     for split_scores in scores.values():
         for t, task_scores in split_scores["tasks"].items():
             task_scores["partial"] = t in data.metadata["partial_tasks"]
@@ -204,14 +287,17 @@ def error_table(scores, data):
     for t in data.tasks:
         note = "partial: " + info[t]["note"].split(": ", 1)[-1] if info[t]["partial"] else ""
         label = f"{t} (partial)" if info[t]["partial"] else str(t)
-        rows.append([label, info[t]["name"]]
-                    + [f"{scores[s]['tasks'][t]['error']:.2f}" for s in splits]
-                    + [str(scores["test"]["tasks"][t]["examples"]) if "test" in scores else "",
-                       note])
+        rows.append(
+            [label, info[t]["name"]]
+            + [f"{scores[s]['tasks'][t]['error']:.2f}" for s in splits]
+            + [str(scores["test"]["tasks"][t]["examples"]) if "test" in scores else "", note]
+        )
     failed = scores["test"]["failed_tasks"] if "test" in scores else ""
-    rows.append(["mean", f"{len(data.tasks)} tasks"]
-                + [f"{scores[s]['mean_error']:.2f}" for s in splits]
-                + ["", f"failed tasks (test error > {babi_model.FAILED_TASK_ERROR:g}%): {failed}"])
+    rows.append(
+        ["mean", f"{len(data.tasks)} tasks"]
+        + [f"{scores[s]['mean_error']:.2f}" for s in splits]
+        + ["", f"failed tasks (test error > {babi_model.FAILED_TASK_ERROR:g}%): {failed}"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n", [header] + rows
@@ -221,10 +307,12 @@ def write_error_table(scores, data, out, title):
     """Writes `task_errors.md` and `task_errors.csv` to `out` and prints the table."""
     markdown, rows = error_table(scores, data)
     partial = data.metadata["partial_tasks"]
-    caption = (f"# {title}\n\nbAbI {data.metadata['subset']}, error = 100 - accuracy (%), "
-               f"per task; mean = unweighted mean over tasks."
-               + (f" Task(s) {partial} trained on a partial training set." if partial else "")
-               + "\n\n")
+    caption = (
+        f"# {title}\n\nbAbI {data.metadata['subset']}, error = 100 - accuracy (%), "
+        f"per task; mean = unweighted mean over tasks."
+        + (f" Task(s) {partial} trained on a partial training set." if partial else "")
+        + "\n\n"
+    )
     with open(os.path.join(out, ERROR_TABLE + ".md"), "w") as f:
         f.write(caption + markdown)
     with open(os.path.join(out, ERROR_TABLE + ".csv"), "w", newline="") as f:
@@ -235,9 +323,13 @@ def write_error_table(scores, data, out, title):
 def flat_test_metrics(scores):
     """The test numbers of `results.json`: means and every task's error and accuracy."""
     test = scores["test"]
-    flat = {"mean_error": test["mean_error"], "mean_accuracy": test["mean_accuracy"],
-            "failed_tasks": test["failed_tasks"], "accuracy": test["accuracy"],
-            "loss": test["loss"]}
+    flat = {
+        "mean_error": test["mean_error"],
+        "mean_accuracy": test["mean_accuracy"],
+        "failed_tasks": test["failed_tasks"],
+        "accuracy": test["accuracy"],
+        "loss": test["loss"],
+    }
     for t, v in test["tasks"].items():
         flat[f"task_{t}_error"] = v["error"]
     return flat
@@ -246,16 +338,28 @@ def flat_test_metrics(scores):
 def data_summary(data):
     """What `results.json` records about the data (partial tasks labelled)."""
     meta = data.metadata
-    return {"subset": meta["subset"], "tasks": meta["tasks"], "vocab_size": meta["vocab_size"],
-            "partial_tasks": meta["partial_tasks"], "verified": meta["verified"],
-            "source_sha256": meta["source_sha256"], "story_cap": meta["story_cap"],
-            "task_notes": {t: i["note"] for t, i in meta["task_info"].items() if i["note"]}}
+    return {
+        "subset": meta["subset"],
+        "tasks": meta["tasks"],
+        "vocab_size": meta["vocab_size"],
+        "partial_tasks": meta["partial_tasks"],
+        "verified": meta["verified"],
+        "source_sha256": meta["source_sha256"],
+        "story_cap": meta["story_cap"],
+        "task_notes": {t: i["note"] for t, i in meta["task_info"].items() if i["note"]},
+    }
 
 
 def save_vocabulary(path, data):
     with open(path, "w") as f:
-        json.dump({"vocab": data.vocab, "subset": data.metadata["subset"],
-                   "tasks": data.metadata["tasks"]}, f)
+        json.dump(
+            {
+                "vocab": data.vocab,
+                "subset": data.metadata["subset"],
+                "tasks": data.metadata["tasks"],
+            },
+            f,
+        )
 
 
 def check_vocabulary(checkpoint, model, data):
@@ -268,12 +372,15 @@ def check_vocabulary(checkpoint, model, data):
             raise ValueError(
                 f"{checkpoint}: the model was trained with the vocabulary in "
                 f"{vocab_path} (subset {saved['subset']}, tasks {saved['tasks']}), which differs "
-                f"from the loaded data's; pass the same --subset and --tasks as for training.")
+                f"from the loaded data's; pass the same --subset and --tasks as for training."
+            )
     size = model.output_shape[-1]
     if size != len(data.vocab):
-        raise ValueError(f"{checkpoint}: the model predicts {size} classes but the "
-                         f"loaded data has a vocabulary of {len(data.vocab)}; pass the same "
-                         f"--subset and --tasks as for training.")
+        raise ValueError(
+            f"{checkpoint}: the model predicts {size} classes but the "
+            f"loaded data has a vocabulary of {len(data.vocab)}; pass the same "
+            f"--subset and --tasks as for training."
+        )
 
 
 def evaluate_only(args, data):
@@ -285,10 +392,14 @@ def evaluate_only(args, data):
     os.makedirs(args.output_dir, exist_ok=True)
     scores = score(model, data, args.eval_batch_size)
     write_error_table(scores, data, args.output_dir, f"bAbI errors of {args.eval_only}")
-    results = {"task": TASK, "checkpoint": os.path.abspath(args.eval_only),
-               "test": flat_test_metrics(scores) if "test" in scores else {},
-               "scores": scores, "data": data_summary(data),
-               "environment": training.environment()}
+    results = {
+        "task": TASK,
+        "checkpoint": os.path.abspath(args.eval_only),
+        "test": flat_test_metrics(scores) if "test" in scores else {},
+        "scores": scores,
+        "data": data_summary(data),
+        "environment": training.environment(),
+    }
     with open(os.path.join(args.output_dir, "eval_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results
@@ -310,8 +421,10 @@ def main(argv=None):
     parser = build_parser()
     given = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--steps-per-epoch" or a.startswith("--steps-per-epoch=") for a in given):
-        parser.error("--steps-per-epoch does not apply to bAbI: an epoch is one pass over every "
-                     "task's training batches; set the run's length with --iterations.")
+        parser.error(
+            "--steps-per-epoch does not apply to bAbI: an epoch is one pass over every "
+            "task's training batches; set the run's length with --iterations."
+        )
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     for name in ("epochs", "eval_batch_size", "story_cap", "test_size") + tuple(QUICK) + ("hops",):
         value = getattr(args, name, None)
@@ -327,13 +440,16 @@ def main(argv=None):
     if args.eval_only:
         return evaluate_only(args, data)
     if "valid" not in data.metadata["splits"]:
-        parser.error(f"--subset {args.subset} has no validation split; the protocol selects "
-                     "the checkpoint on validation accuracy (use en-valid-10k or en-valid).")
+        parser.error(
+            f"--subset {args.subset} has no validation split; the protocol selects "
+            "the checkpoint on validation accuracy (use en-valid-10k or en-valid)."
+        )
 
     # pad_batches: the last, smaller batch of each pass is filled with zero-weight rows, so jax
     # compiles one training step per task; the weighted mean below keeps the loss exact.
-    train_data = babi_data.BabiTrainDataset(data.train, batch_size=args.batch_size,
-                                            seed=args.seed, include_task=False, pad_batches=True)
+    train_data = babi_data.BabiTrainDataset(
+        data.train, batch_size=args.batch_size, seed=args.seed, include_task=False, pad_batches=True
+    )
     valid_data = babi_model.BabiEvalDataset(data.valid, batch_size=args.eval_batch_size)
     args.steps_per_epoch = len(train_data)
     if getattr(args, "epochs", None) is not None:  # the deprecated --epochs
@@ -343,21 +459,32 @@ def main(argv=None):
     epochs = max(1, args.iterations // args.steps_per_epoch)
 
     model = build_model(args, data)
-    model.compile(optimizer=training.make_optimizer(args),
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True, reduction="mean_with_sample_weight"),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  jit_compile=training.jit_compile(args))
+    model.compile(
+        optimizer=training.make_optimizer(args),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=training.jit_compile(args),
+    )
     if not args.evaluate:
         os.makedirs(args.output_dir, exist_ok=True)
         save_vocabulary(os.path.join(args.output_dir, "vocab.json"), data)
     decay = babi_model.DecayLearningRateOnce(
-        args.learning_rate, threshold=args.decay_threshold, factor=args.decay_factor,
-        monitor="val_loss", state_path=os.path.join(args.output_dir, "backup", "lr_decay.json"))
-    extra = {"paper_metric": "mean error (%) over tasks (test)", "evaluated": "best.keras",
-             "paper_result": {"mean_error": 0.39, "best_run_error": 0.15},
-             "data": data_summary(data), "epochs": epochs,
-             "stm_config": (model.get_layer("stm").get_config() if args.model == "stm" else None)}
+        args.learning_rate,
+        threshold=args.decay_threshold,
+        factor=args.decay_factor,
+        monitor="val_loss",
+        state_path=os.path.join(args.output_dir, "backup", "lr_decay.json"),
+    )
+    extra = {
+        "paper_metric": "mean error (%) over tasks (test)",
+        "evaluated": "best.keras",
+        "paper_result": {"mean_error": 0.39, "best_run_error": 0.15},
+        "data": data_summary(data),
+        "epochs": epochs,
+        "stm_config": (model.get_layer("stm").get_config() if args.model == "stm" else None),
+    }
 
     def evaluate(trained):
         if args.evaluate:  # a pretrained model (already loaded): print, write nothing
@@ -374,9 +501,18 @@ def main(argv=None):
         extra["lr_decay_epoch"] = decay.decay_epoch
         return flat_test_metrics(scores)
 
-    return training.run(model, train_data, args, validation_data=valid_data, evaluate=evaluate,
-                        monitor="val_accuracy", mode="max", extra_results=extra,
-                        extra_callbacks=[_DatasetEpoch(train_data), decay], pretrained_name=TASK)
+    return training.run(
+        model,
+        train_data,
+        args,
+        validation_data=valid_data,
+        evaluate=evaluate,
+        monitor="val_accuracy",
+        mode="max",
+        extra_results=extra,
+        extra_callbacks=[_DatasetEpoch(train_data), decay],
+        pretrained_name=TASK,
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,16 @@ from keras_stm.experiments.tasks.base import TaskDataset
 
 TASK = "convex_hull"
 MIN_POINTS = 3
-QUICK = {"iterations": 2, "steps_per_epoch": 1, "batch_size": 8, "train_points": "5",
-         "n_points": "5", "test_size": 8, "validation_batches": 1, **task_configs.QUICK_MODEL}
+QUICK = {
+    "iterations": 2,
+    "steps_per_epoch": 1,
+    "batch_size": 8,
+    "train_points": "5",
+    "n_points": "5",
+    "test_size": 8,
+    "validation_batches": 1,
+    **task_configs.QUICK_MODEL,
+}
 
 
 def point_counts(text):
@@ -102,7 +110,8 @@ def point_counts(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected point counts like '5,10' or '5-20' within [{MIN_POINTS}, "
-            f"{geometry.N_MAX}], got {text!r}") from None
+            f"{geometry.N_MAX}], got {text!r}"
+        ) from None
     return tuple(sorted(sizes))
 
 
@@ -119,52 +128,87 @@ def geometry_parser(task, description, train_points):
     """
     parser = training.argument_parser(description, **task_configs.training_defaults(task))
     task_configs.add_model_arguments(parser, task)
-    parser.add_argument("--train-points", type=point_counts, default=train_points,
-                        help="Numbers of points of the random training sets, one per batch, "
-                             "e.g. 5,10 or 5-20.")
-    parser.add_argument("--n-points", type=point_counts, default="5,10",
-                        help="Numbers of points of the fixed test sets, one set each (the "
-                             "default: the reported settings).")
-    parser.add_argument("--train-file", default=None,
-                        help="Train on a Pointer Networks file instead of random point sets.")
-    parser.add_argument("--test-file", default=None,
-                        help="Evaluate on a Pointer Networks file instead of the generated sets.")
-    parser.add_argument("--test-size", type=int, default=1000,
-                        help="Examples per generated test set.")
-    parser.add_argument("--test-seed", type=int, default=task_configs.TEST_SEED,
-                        help="Seed of the generated test and validation sets.")
-    parser.add_argument("--validation-batches", type=int, default=4,
-                        help="Fixed batches evaluated after every epoch to keep the best model.")
+    parser.add_argument(
+        "--train-points",
+        type=point_counts,
+        default=train_points,
+        help="Numbers of points of the random training sets, one per batch, e.g. 5,10 or 5-20.",
+    )
+    parser.add_argument(
+        "--n-points",
+        type=point_counts,
+        default="5,10",
+        help="Numbers of points of the fixed test sets, one set each (the "
+        "default: the reported settings).",
+    )
+    parser.add_argument(
+        "--train-file",
+        default=None,
+        help="Train on a Pointer Networks file instead of random point sets.",
+    )
+    parser.add_argument(
+        "--test-file",
+        default=None,
+        help="Evaluate on a Pointer Networks file instead of the generated sets.",
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=1000, help="Examples per generated test set."
+    )
+    parser.add_argument(
+        "--test-seed",
+        type=int,
+        default=task_configs.TEST_SEED,
+        help="Seed of the generated test and validation sets.",
+    )
+    parser.add_argument(
+        "--validation-batches",
+        type=int,
+        default=4,
+        help="Fixed batches evaluated after every epoch to keep the best model.",
+    )
     add_decoding_arguments(parser)
     return parser
 
 
 def add_decoding_arguments(parser):
     """Adds `--decoding`, `--beam-width` and `--step-buckets` (shared with the graph scripts)."""
-    parser.add_argument("--decoding", choices=geometry.DECODINGS, default="masked",
-                        help="Test decoding besides the plain greedy one (always reported, "
-                             "unprefixed): masked (greedy under the task's rule: a tour visits "
-                             "every city once, a hull or path repeats no point, a tree closes no "
-                             "cycle; keys masked_*) or beam search under the rule (beam_*).")
+    parser.add_argument(
+        "--decoding",
+        choices=geometry.DECODINGS,
+        default="masked",
+        help="Test decoding besides the plain greedy one (always reported, "
+        "unprefixed): masked (greedy under the task's rule: a tour visits "
+        "every city once, a hull or path repeats no point, a tree closes no "
+        "cycle; keys masked_*) or beam search under the rule (beam_*).",
+    )
     parser.add_argument("--beam-width", type=int, default=5, help="Beams of --decoding beam.")
-    parser.add_argument("--step-buckets", type=int, default=4,
-                        help="Batches are padded (zero-weight steps and examples) to this many "
-                             "sequence lengths and to --batch-size examples, so a compiled step "
-                             "is traced at most this many times per function (tensorflow: 1).")
+    parser.add_argument(
+        "--step-buckets",
+        type=int,
+        default=4,
+        help="Batches are padded (zero-weight steps and examples) to this many "
+        "sequence lengths and to --batch-size examples, so a compiled step "
+        "is traced at most this many times per function (tensorflow: 1).",
+    )
 
 
 def check_decoding_args(parser, args):
     """Checks the flags of `add_decoding_arguments`."""
     for name in ("beam_width", "step_buckets"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got "
-                         f"{getattr(args, name)}")
+            parser.error(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
 
 
 def decode_options(args, lengths):
     """The keyword arguments of `geometry.predict_and_decode` from the flags and the buckets."""
-    return {"decoding": args.decoding, "beam_width": args.beam_width, "lengths": lengths,
-            "batch_size": args.batch_size}
+    return {
+        "decoding": args.decoding,
+        "beam_width": args.beam_width,
+        "lengths": lengths,
+        "batch_size": args.batch_size,
+    }
 
 
 def bucket_lengths(args, lengths):
@@ -255,8 +299,9 @@ def evaluation_sets(task, args):
     `--evaluate`, to a temporary folder: nothing is written), suffix `_n<N>`.
     """
     if args.test_file:
-        return {"": geometry.file_dataset(args.test_file, args.batch_size, shuffle=False,
-                                          task=task)}
+        return {
+            "": geometry.file_dataset(args.test_file, args.batch_size, shuffle=False, task=task)
+        }
     sets = {}
     with tempfile.TemporaryDirectory() as scratch:
         for n in args.n_points:
@@ -285,8 +330,9 @@ def predict_answers(predict, data, options=None, task=TASK):
     def rule(example):
         return make_rule(len(example.points))
 
-    return geometry.predict_and_decode(predict, data, lambda e: len(e.points) + 1,
-                                       lambda e: len(e.points), rule, **(options or {}))
+    return geometry.predict_and_decode(
+        predict, data, lambda e: len(e.points) + 1, lambda e: len(e.points), rule, **(options or {})
+    )
 
 
 def hull_scores(predict, data, options=None):
@@ -306,14 +352,20 @@ def build_model(args, task, input_width=geometry.INPUT_WIDTH, num_classes=geomet
     Returns:
         A compiled `keras.Model`.
     """
-    model = build_sequence_model(input_width, num_classes, core=args.model,
-                                 return_sequences=True,
-                                 stm_config=task_configs.model_config_from_args(args, task),
-                                 lstm_units=args.lstm_units, name=f"{task}_{args.model}")
+    model = build_sequence_model(
+        input_width,
+        num_classes,
+        core=args.model,
+        return_sequences=True,
+        stm_config=task_configs.model_config_from_args(args, task),
+        lstm_units=args.lstm_units,
+        name=f"{task}_{args.model}",
+    )
     model.compile(
         optimizer=training.make_optimizer(args),
         loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"),
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
         weighted_metrics=["sparse_categorical_accuracy"],
         jit_compile=training.jit_compile(args),
     )
@@ -335,6 +387,7 @@ def make_evaluator(sets, scores, best_path=None, lengths=None, options=None):
     Returns:
         callable `model -> dict` with `<metric><suffix>` keys, plus `examples<suffix>`.
     """
+
     def evaluate(model):
         if best_path and os.path.exists(best_path):
             model.load_weights(best_path)
@@ -374,17 +427,29 @@ def run_geometry_task(task, args, scores, primary_metric):
         The results dict.
     """
     if args.train_file:
-        train_data = geometry.file_dataset(args.train_file, args.batch_size,
-                                           num_batches=args.steps_per_epoch, seed=args.seed,
-                                           task=task)
+        train_data = geometry.file_dataset(
+            args.train_file,
+            args.batch_size,
+            num_batches=args.steps_per_epoch,
+            seed=args.seed,
+            task=task,
+        )
     else:
-        train_data = random_batches(task, args.train_points, args.batch_size,
-                                    args.steps_per_epoch, args.seed)
-    validation_data = random_batches(task, args.n_points, args.batch_size,
-                                     args.validation_batches, args.test_seed + 1000, fixed=True)
+        train_data = random_batches(
+            task, args.train_points, args.batch_size, args.steps_per_epoch, args.seed
+        )
+    validation_data = random_batches(
+        task,
+        args.n_points,
+        args.batch_size,
+        args.validation_batches,
+        args.test_seed + 1000,
+        fixed=True,
+    )
     sets = evaluation_sets(task, args)
-    file_examples = (getattr(train_data, "examples", []) +
-                     [e for data in sets.values() for e in data.examples])
+    file_examples = getattr(train_data, "examples", []) + [
+        e for data in sets.values() for e in data.examples
+    ]
     sizes = list(args.n_points) + ([] if args.train_file else list(args.train_points))
     sizes += [len(e.points) for e in file_examples]
     possible = geometry.sequence_lengths(task, sizes)
@@ -393,17 +458,25 @@ def run_geometry_task(task, args, scores, primary_metric):
     options = decode_options(args, lengths)
     model = build_model(args, task)
     best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
-    extra = {"evaluated": "best.keras (lowest validation loss)",
-             "stm_config": task_configs.model_config_from_args(args, task)
-             if args.model == "stm" else None,
-             "train_points": None if args.train_file else list(args.train_points),
-             "test_points": None if args.test_file else list(args.n_points),
-             "padded_lengths": list(lengths),
-             "primary_metric": primary_metric}
-    return training.run(model, for_fit(train_data, lengths, args.batch_size), args,
-                        validation_data=for_fit(validation_data, lengths, args.batch_size),
-                        evaluate=make_evaluator(sets, scores, best, lengths, options),
-                        extra_results=extra, pretrained_name=pretrained_name(task, args))
+    extra = {
+        "evaluated": "best.keras (lowest validation loss)",
+        "stm_config": task_configs.model_config_from_args(args, task)
+        if args.model == "stm"
+        else None,
+        "train_points": None if args.train_file else list(args.train_points),
+        "test_points": None if args.test_file else list(args.n_points),
+        "padded_lengths": list(lengths),
+        "primary_metric": primary_metric,
+    }
+    return training.run(
+        model,
+        for_fit(train_data, lengths, args.batch_size),
+        args,
+        validation_data=for_fit(validation_data, lengths, args.batch_size),
+        evaluate=make_evaluator(sets, scores, best, lengths, options),
+        extra_results=extra,
+        pretrained_name=pretrained_name(task, args),
+    )
 
 
 def main(argv=None):

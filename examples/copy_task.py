@@ -33,7 +33,6 @@ An interrupted run resumes from `<output-dir>/backup` when started again with th
 command (`--fresh` starts over). Results go to `runs/copy-<model>/` by default.
 """
 
-
 from keras_stm.experiments import training
 from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import copy as copy_data
@@ -47,10 +46,18 @@ def build_parser():
     """The script's flags: the shared training flags, model sizes and the copy lengths."""
     parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
     task_configs.add_model_arguments(parser, TASK)
-    parser.add_argument("--min-seq-len", type=int, default=copy_data.MIN_SEQ_LEN,
-                        help="Shortest sequence L (training and test).")
-    parser.add_argument("--max-seq-len", type=int, default=copy_data.MAX_SEQ_LEN,
-                        help="Longest sequence L (training and test).")
+    parser.add_argument(
+        "--min-seq-len",
+        type=int,
+        default=copy_data.MIN_SEQ_LEN,
+        help="Shortest sequence L (training and test).",
+    )
+    parser.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=copy_data.MAX_SEQ_LEN,
+        help="Longest sequence L (training and test).",
+    )
     training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
@@ -62,6 +69,7 @@ def main(argv=None):
     training.resolve_test_batches(parser, args)
     sizes = dict(min_seq_len=args.min_seq_len, max_seq_len=args.max_seq_len)
     return training.run_bit_error_task(args, TASK, copy_data, sizes)
+
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,6 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/nth_farthest-<model>/` by default.
 """
 
-
 import keras
 
 from keras_stm.experiments import training
@@ -55,14 +54,24 @@ def main(argv=None):
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     training.resolve_test_batches(parser, args)
     stm_config = task_configs.model_config_from_args(args, TASK)
-    train_data = nfar_data.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
-                                   seed=args.seed)
-    test_data = nfar_data.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
-                                  seed=task_configs.TEST_SEED, fixed=True)
+    train_data = nfar_data.dataset(
+        batch_size=args.batch_size, num_batches=args.steps_per_epoch, seed=args.seed
+    )
+    test_data = nfar_data.dataset(
+        batch_size=args.batch_size,
+        num_batches=args.test_batches,
+        seed=task_configs.TEST_SEED,
+        fixed=True,
+    )
 
-    model = build_sequence_model(nfar_data.INPUT_SIZE, nfar_data.OUTPUT_SIZE, core=args.model,
-                                 return_sequences=False, stm_config=stm_config,
-                                 lstm_units=args.lstm_units)
+    model = build_sequence_model(
+        nfar_data.INPUT_SIZE,
+        nfar_data.OUTPUT_SIZE,
+        core=args.model,
+        return_sequences=False,
+        stm_config=stm_config,
+        lstm_units=args.lstm_units,
+    )
     model.compile(
         optimizer=training.make_optimizer(args),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -70,13 +79,27 @@ def main(argv=None):
         jit_compile=training.jit_compile(args),
     )
 
-    extra = {"paper_metric": "accuracy", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "examples": args.test_size,
-                               "seed": task_configs.TEST_SEED},
-             "stm_config": stm_config if args.model == "stm" else None}
-    return training.run(model, train_data, args, evaluate=training.evaluate_best_checkpoint(
-                            args, test_data, lambda scores: {"error": 1.0 - scores["accuracy"]}), monitor="loss", mode="min",
-                        extra_results=extra)
+    extra = {
+        "paper_metric": "accuracy",
+        "evaluated": "best.keras",
+        "test_protocol": {
+            "batches": args.test_batches,
+            "examples": args.test_size,
+            "seed": task_configs.TEST_SEED,
+        },
+        "stm_config": stm_config if args.model == "stm" else None,
+    }
+    return training.run(
+        model,
+        train_data,
+        args,
+        evaluate=training.evaluate_best_checkpoint(
+            args, test_data, lambda scores: {"error": 1.0 - scores["accuracy"]}
+        ),
+        monitor="loss",
+        mode="min",
+        extra_results=extra,
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/priority_sort-<model>/` by default.
 """
 
-
 from keras_stm.experiments import training
 from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import priority_sort as sort_data
@@ -45,10 +44,18 @@ def build_parser():
     """The script's flags: the shared training flags, model sizes and the sequence lengths."""
     parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
     task_configs.add_model_arguments(parser, TASK)
-    parser.add_argument("--input-seq-len", type=int, default=sort_data.INPUT_SEQ_LEN,
-                        help="Number of input vectors.")
-    parser.add_argument("--target-seq-len", type=int, default=sort_data.TARGET_SEQ_LEN,
-                        help="Number of highest-priority vectors to output.")
+    parser.add_argument(
+        "--input-seq-len",
+        type=int,
+        default=sort_data.INPUT_SEQ_LEN,
+        help="Number of input vectors.",
+    )
+    parser.add_argument(
+        "--target-seq-len",
+        type=int,
+        default=sort_data.TARGET_SEQ_LEN,
+        help="Number of highest-priority vectors to output.",
+    )
     training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
@@ -60,6 +67,7 @@ def main(argv=None):
     training.resolve_test_batches(parser, args)
     sizes = dict(input_seq_len=args.input_seq_len, target_seq_len=args.target_seq_len)
     return training.run_bit_error_task(args, TASK, sort_data, sizes)
+
 
 if __name__ == "__main__":
     main()

@@ -42,15 +42,13 @@ Started again with the same command, an interrupted run resumes (`--fresh` start
 Results go to `runs/rar-<model>/` by default (use `--output-dir` per reading).
 """
 
-
 from keras_stm.experiments import training
 from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import rar as rar_data
 
 TASK = "rar"
 # --quick: two time lengths in training (the varying-length path), one test batch.
-QUICK = {**task_configs.QUICK_MODEL, "num_items": "3", "item_length": "2-3",
-         "test_size": 8}
+QUICK = {**task_configs.QUICK_MODEL, "num_items": "3", "item_length": "2-3", "test_size": 8}
 
 
 def parse_size(text, flag):
@@ -82,12 +80,22 @@ def build_parser():
     """The script's flags: the shared training flags, model sizes, the reading and sizes."""
     parser = training.argument_parser(__doc__, **task_configs.training_defaults(TASK))
     task_configs.add_model_arguments(parser, TASK)
-    parser.add_argument("--reading", choices=rar_data.READINGS, default="executed",
-                        help="Which reading of the authors' generator call to train on.")
-    parser.add_argument("--num-items", default=None,
-                        help="Items per example, N or LOW-HIGH (default: the reading's).")
-    parser.add_argument("--item-length", default=None,
-                        help="Vectors per item, N or LOW-HIGH (default: the reading's).")
+    parser.add_argument(
+        "--reading",
+        choices=rar_data.READINGS,
+        default="executed",
+        help="Which reading of the authors' generator call to train on.",
+    )
+    parser.add_argument(
+        "--num-items",
+        default=None,
+        help="Items per example, N or LOW-HIGH (default: the reading's).",
+    )
+    parser.add_argument(
+        "--item-length",
+        default=None,
+        help="Vectors per item, N or LOW-HIGH (default: the reading's).",
+    )
     training.add_test_size_argument(parser, task_configs.TEST_BATCHES)
     return parser
 
@@ -98,15 +106,25 @@ def main(argv=None):
     args = training.parse_args(parser, argv, quick_overrides=QUICK)
     training.resolve_test_batches(parser, args)
     (items_low, items_high), (length_low, length_high) = rar_data.resolve_sizes(
-        args.reading, parse_size(args.num_items, "--num-items"),
-        parse_size(args.item_length, "--item-length"))
-    sizes = dict(reading=args.reading, num_items=(items_low, items_high),
-                 item_length=(length_low, length_high))
-    record = {"reading": args.reading, "num_items": [items_low, items_high],
-              "item_length": [length_low, length_high]}
+        args.reading,
+        parse_size(args.num_items, "--num-items"),
+        parse_size(args.item_length, "--item-length"),
+    )
+    sizes = dict(
+        reading=args.reading,
+        num_items=(items_low, items_high),
+        item_length=(length_low, length_high),
+    )
+    record = {
+        "reading": args.reading,
+        "num_items": [items_low, items_high],
+        "item_length": [length_low, length_high],
+    }
     name = "rar" if args.reading == "executed" else f"rar_{args.reading}"
-    return training.run_bit_error_task(args, TASK, rar_data, sizes, data_record=record,
-                                       pretrained_name=name)
+    return training.run_bit_error_task(
+        args, TASK, rar_data, sizes, data_record=record, pretrained_name=name
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -75,8 +75,16 @@ from keras_stm.experiments.tasks import graphs
 TASK = "shortest_path"
 DATA_TASKS = {"shortest_path": "shortest_path", "minimum_spanning_tree": "mst"}
 """dict: script task name -> task name of `keras_stm.experiments.tasks.graphs`."""
-QUICK = {"iterations": 2, "steps_per_epoch": 1, "batch_size": 8, "n_nodes": "5",
-         "n_edges": "6", "test_size": 8, "validation_batches": 1, **task_configs.QUICK_MODEL}
+QUICK = {
+    "iterations": 2,
+    "steps_per_epoch": 1,
+    "batch_size": 8,
+    "n_nodes": "5",
+    "n_edges": "6",
+    "test_size": 8,
+    "validation_batches": 1,
+    **task_configs.QUICK_MODEL,
+}
 
 
 def size_range(text, low=1, high=graphs.EDGE_MAX):
@@ -130,22 +138,41 @@ def graph_parser(task, description):
     parser = training.argument_parser(description, **task_configs.training_defaults(task))
     task_configs.add_model_arguments(parser, task)
     nodes, edges = graphs.DEFAULT_N_NODES, graphs.DEFAULT_N_EDGES
-    parser.add_argument("--n-nodes", type=_node_range, default=f"{nodes[0]}-{nodes[1]}",
-                        help=f"Nodes per graph, a number or a range (at most "
-                             f"{graphs.NODE_MAX}); one per batch.")
-    parser.add_argument("--n-edges", type=_edge_range, default=f"{edges[0]}-{edges[1]}",
-                        help=f"Edges per graph, a number or a range (at most "
-                             f"{graphs.EDGE_MAX}); one per batch.")
-    parser.add_argument("--train-file", default=None,
-                        help="Train on a graph-task file instead of random graphs.")
-    parser.add_argument("--test-file", default=None,
-                        help="Evaluate on a graph-task file instead of the generated set.")
-    parser.add_argument("--test-size", type=int, default=1000,
-                        help="Examples of the generated test set.")
-    parser.add_argument("--test-seed", type=int, default=task_configs.TEST_SEED,
-                        help="Seed of the generated test and validation sets.")
-    parser.add_argument("--validation-batches", type=int, default=4,
-                        help="Fixed batches evaluated after every epoch to keep the best model.")
+    parser.add_argument(
+        "--n-nodes",
+        type=_node_range,
+        default=f"{nodes[0]}-{nodes[1]}",
+        help=f"Nodes per graph, a number or a range (at most {graphs.NODE_MAX}); one per batch.",
+    )
+    parser.add_argument(
+        "--n-edges",
+        type=_edge_range,
+        default=f"{edges[0]}-{edges[1]}",
+        help=f"Edges per graph, a number or a range (at most {graphs.EDGE_MAX}); one per batch.",
+    )
+    parser.add_argument(
+        "--train-file", default=None, help="Train on a graph-task file instead of random graphs."
+    )
+    parser.add_argument(
+        "--test-file",
+        default=None,
+        help="Evaluate on a graph-task file instead of the generated set.",
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=1000, help="Examples of the generated test set."
+    )
+    parser.add_argument(
+        "--test-seed",
+        type=int,
+        default=task_configs.TEST_SEED,
+        help="Seed of the generated test and validation sets.",
+    )
+    parser.add_argument(
+        "--validation-batches",
+        type=int,
+        default=4,
+        help="Fixed batches evaluated after every epoch to keep the best model.",
+    )
     add_decoding_arguments(parser)
     return parser
 
@@ -185,8 +212,14 @@ def evaluation_sets(task, args):
         return {"": graphs.file_dataset(args.test_file, args.batch_size, shuffle=False)}
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch if args.evaluate else args.output_dir, "test.txt")
-        graphs.generate(path, DATA_TASKS[task], args.test_size, n_nodes=args.n_nodes,
-                        n_edges=args.n_edges, seed=args.test_seed)
+        graphs.generate(
+            path,
+            DATA_TASKS[task],
+            args.test_size,
+            n_nodes=args.n_nodes,
+            n_edges=args.n_edges,
+            seed=args.test_seed,
+        )
         return {"": graphs.file_dataset(path, args.batch_size, shuffle=False)}
 
 
@@ -222,8 +255,14 @@ def predict_answers(predict, data, options=None):
         lists of int arrays (0-based edge indices) aligned with `data.examples`.
     """
     return geometry.predict_and_decode(
-        predict, data, lambda e: len(e.edges) + (2 if e.query is not None else 1),
-        lambda e: e.num_nodes - 1, graphs.example_rule, end_token=graphs.END, **(options or {}))
+        predict,
+        data,
+        lambda e: len(e.edges) + (2 if e.query is not None else 1),
+        lambda e: e.num_nodes - 1,
+        graphs.example_rule,
+        end_token=graphs.END,
+        **(options or {}),
+    )
 
 
 def path_scores(predict, data, options=None):
@@ -245,34 +284,59 @@ def run_graph_task(task, args, scores, primary_metric):
     """
     data_task = DATA_TASKS[task]
     if args.train_file:
-        train_data = graphs.file_dataset(args.train_file, args.batch_size,
-                                         num_batches=args.steps_per_epoch, seed=args.seed)
+        train_data = graphs.file_dataset(
+            args.train_file, args.batch_size, num_batches=args.steps_per_epoch, seed=args.seed
+        )
     else:
-        train_data = graphs.dataset(args.batch_size, args.steps_per_epoch, seed=args.seed,
-                                    task=data_task, n_nodes=args.n_nodes, n_edges=args.n_edges)
-    validation_data = graphs.dataset(args.batch_size, args.validation_batches,
-                                     seed=args.test_seed + 1000, fixed=True, task=data_task,
-                                     n_nodes=args.n_nodes, n_edges=args.n_edges)
+        train_data = graphs.dataset(
+            args.batch_size,
+            args.steps_per_epoch,
+            seed=args.seed,
+            task=data_task,
+            n_nodes=args.n_nodes,
+            n_edges=args.n_edges,
+        )
+    validation_data = graphs.dataset(
+        args.batch_size,
+        args.validation_batches,
+        seed=args.test_seed + 1000,
+        fixed=True,
+        task=data_task,
+        n_nodes=args.n_nodes,
+        n_edges=args.n_edges,
+    )
     sets = evaluation_sets(task, args)
     examples = getattr(train_data, "examples", []) + [e for d in sets.values() for e in d.examples]
     query = 1 if data_task == "shortest_path" else 0
     possible = graphs.sequence_lengths(data_task, args.n_nodes, args.n_edges) + tuple(
-        length for e in examples for length in (len(e.edges) + query + len(e.output) + 2,
-                                                len(e.edges) + query + 1 + e.num_nodes))
+        length
+        for e in examples
+        for length in (
+            len(e.edges) + query + len(e.output) + 2,
+            len(e.edges) + query + 1 + e.num_nodes,
+        )
+    )
     lengths = bucket_lengths(args, possible)
     model = build_model(args, task, graphs.INPUT_WIDTH, graphs.NUM_CLASSES)
     best = None if args.evaluate else os.path.join(args.output_dir, "best.keras")
-    extra = {"evaluated": "best.keras (lowest validation loss)",
-             "stm_config": task_configs.model_config_from_args(args, task)
-             if args.model == "stm" else None,
-             "n_nodes": list(args.n_nodes), "n_edges": list(args.n_edges),
-             "padded_lengths": list(lengths),
-             "primary_metric": primary_metric}
-    return training.run(model, for_fit(train_data, lengths, args.batch_size), args,
-                        validation_data=for_fit(validation_data, lengths, args.batch_size),
-                        evaluate=make_evaluator(sets, scores, best, lengths,
-                                                decode_options(args, lengths)),
-                        extra_results=extra)
+    extra = {
+        "evaluated": "best.keras (lowest validation loss)",
+        "stm_config": task_configs.model_config_from_args(args, task)
+        if args.model == "stm"
+        else None,
+        "n_nodes": list(args.n_nodes),
+        "n_edges": list(args.n_edges),
+        "padded_lengths": list(lengths),
+        "primary_metric": primary_metric,
+    }
+    return training.run(
+        model,
+        for_fit(train_data, lengths, args.batch_size),
+        args,
+        validation_data=for_fit(validation_data, lengths, args.batch_size),
+        evaluate=make_evaluator(sets, scores, best, lengths, decode_options(args, lengths)),
+        extra_results=extra,
+    )
 
 
 def main(argv=None):

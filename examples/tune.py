@@ -52,55 +52,113 @@ from keras_stm.experiments import tuning
 def build_parser():
     """The flags of the search."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.HelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(tuning.TASK_DATA),
-                        help="The task whose example model is tuned.")
-    parser.add_argument("--model", choices=training.MODELS, default="stm",
-                        help="Search STM or the LSTM baseline.")
-    parser.add_argument("--tuner", choices=tuning.TUNERS, default="random",
-                        help="KerasTuner's search algorithm.")
-    parser.add_argument("--max-trials", type=int, default=None,
-                        help="Trials in total, resumed ones included (default 10; Hyperband: "
-                             "its own schedule unless given).")
-    parser.add_argument("--epochs", type=int, default=5,
-                        help="Epochs per trial (random and Bayesian search).")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help="Hyperband: most epochs of one model (default --epochs).")
+    parser.add_argument(
+        "--task",
+        required=True,
+        choices=sorted(tuning.TASK_DATA),
+        help="The task whose example model is tuned.",
+    )
+    parser.add_argument(
+        "--model", choices=training.MODELS, default="stm", help="Search STM or the LSTM baseline."
+    )
+    parser.add_argument(
+        "--tuner", choices=tuning.TUNERS, default="random", help="KerasTuner's search algorithm."
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=None,
+        help="Trials in total, resumed ones included (default 10; Hyperband: "
+        "its own schedule unless given).",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=5, help="Epochs per trial (random and Bayesian search)."
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="Hyperband: most epochs of one model (default --epochs).",
+    )
     parser.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor.")
-    parser.add_argument("--hyperband-iterations", type=int, default=1,
-                        help="Hyperband: times the whole Hyperband schedule is run.")
-    parser.add_argument("--fix", default="",
-                        help="Comma-separated parameters to keep at the paper's value instead "
-                             "of searching them, e.g. gated_write,relational_carry (default: "
-                             "search them all).")
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="Training batches per epoch (default: the task's, 200; --quick 2).")
-    parser.add_argument("--validation-batches", type=int, default=None,
-                        help="Fixed validation batches that score a trial (default 4; --quick 1).")
-    parser.add_argument("--executions-per-trial", type=int, default=1,
-                        help="Models trained per trial (their scores averaged).")
-    parser.add_argument("--output-dir", default=None,
-                        help="Folder of this search (default runs/tune/<task>-<model>-<tuner>, "
-                             "with -quick under --quick).")
+    parser.add_argument(
+        "--hyperband-iterations",
+        type=int,
+        default=1,
+        help="Hyperband: times the whole Hyperband schedule is run.",
+    )
+    parser.add_argument(
+        "--fix",
+        default="",
+        help="Comma-separated parameters to keep at the paper's value instead "
+        "of searching them, e.g. gated_write,relational_carry (default: "
+        "search them all).",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="Training batches per epoch (default: the task's, 200; --quick 2).",
+    )
+    parser.add_argument(
+        "--validation-batches",
+        type=int,
+        default=None,
+        help="Fixed validation batches that score a trial (default 4; --quick 1).",
+    )
+    parser.add_argument(
+        "--executions-per-trial",
+        type=int,
+        default=1,
+        help="Models trained per trial (their scores averaged).",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="Folder of this search (default runs/tune/<task>-<model>-<tuner>, "
+        "with -quick under --quick).",
+    )
     training.add_deprecated_alias(parser, "--directory", "--output-dir", dest="directory")
     training.add_deprecated_alias(parser, "--project-name", "--output-dir", dest="project_name")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Delete an existing search of the same project and start over.")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Delete an existing search of the same project and start over.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the oracle, weights, data.")
     parser.add_argument("--num-best", type=int, default=3, help="Trials in the summary.")
-    parser.add_argument("--data-dir", default=os.path.join("runs", "data"),
-                        help="Folder of the associative-retrieval data file.")
-    parser.add_argument("--data-parallel", action="store_true",
-                        help="Every trial data-parallel over all local accelerators "
-                             "(keras.distribution, jax backend).")
-    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
-                        help="Compile the training step with XLA (Keras' jit_compile); auto: "
-                             "Keras decides for the backend.")
-    parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
-                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
-                             "terminal, 2 when the output goes to a file).")
-    parser.add_argument("--quick", action="store_true",
-                        help="A tiny search of a few seconds on a CPU, to check the set-up "
-                             "(small search space and data).")
+    parser.add_argument(
+        "--data-dir",
+        default=os.path.join("runs", "data"),
+        help="Folder of the associative-retrieval data file.",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="Every trial data-parallel over all local accelerators "
+        "(keras.distribution, jax backend).",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="Compile the training step with XLA (Keras' jit_compile); auto: "
+        "Keras decides for the backend.",
+    )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=None,
+        choices=(0, 1, 2),
+        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
+        "terminal, 2 when the output goes to a file).",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A tiny search of a few seconds on a CPU, to check the set-up "
+        "(small search space and data).",
+    )
     return parser
 
 
@@ -118,8 +176,16 @@ def main(argv=None):
     else:
         directory = getattr(args, "directory", os.path.join("runs", "tune"))
         project_name = getattr(args, "project_name", None)
-    for name in ("max_trials", "epochs", "max_epochs", "steps_per_epoch", "validation_batches",
-                 "executions_per_trial", "num_best", "hyperband_iterations"):
+    for name in (
+        "max_trials",
+        "epochs",
+        "max_epochs",
+        "steps_per_epoch",
+        "validation_batches",
+        "executions_per_trial",
+        "num_best",
+        "hyperband_iterations",
+    ):
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -138,17 +204,30 @@ def main(argv=None):
     except ValueError as error:
         parser.error(f"--fix: {error}")
     hypermodel = tuning.TaskHyperModel(
-        args.task, model=args.model, quick=args.quick, space=space,
+        args.task,
+        model=args.model,
+        quick=args.quick,
+        space=space,
         steps_per_epoch=args.steps_per_epoch,
-        validation_batches=args.validation_batches, seed=args.seed, data_dir=args.data_dir,
+        validation_batches=args.validation_batches,
+        seed=args.seed,
+        data_dir=args.data_dir,
         data_parallel=args.data_parallel,
-        jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])
+        jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
+    )
     tuner = tuning.make_tuner(
-        args.tuner, hypermodel, max_trials=args.max_trials, directory=directory,
-        project_name=project_name, overwrite=args.overwrite, seed=args.seed,
+        args.tuner,
+        hypermodel,
+        max_trials=args.max_trials,
+        directory=directory,
+        project_name=project_name,
+        overwrite=args.overwrite,
+        seed=args.seed,
         executions_per_trial=args.executions_per_trial,
-        max_epochs=args.max_epochs or args.epochs, factor=args.factor,
-        hyperband_iterations=args.hyperband_iterations)
+        max_epochs=args.max_epochs or args.epochs,
+        factor=args.factor,
+        hyperband_iterations=args.hyperband_iterations,
+    )
     role = tuning.distributed_role()
     search = {"verbose": args.verbose}
     if args.tuner != "hyperband":
@@ -159,12 +238,18 @@ def main(argv=None):
         return None
     tuner.results_summary(num_trials=args.num_best)
     summary = tuning.write_results(tuner, hypermodel, num_best=args.num_best)
-    print(f"\n{summary['num_completed']} of {summary['num_trials']} trials completed; best "
-          f"{summary['objective']['name']} = {summary['best_trials'][0]['score']}")
+    print(
+        f"\n{summary['num_completed']} of {summary['num_trials']} trials completed; best "
+        f"{summary['objective']['name']} = {summary['best_trials'][0]['score']}"
+    )
     print(f"Best hyper-parameters: {summary['best_hparams_path']}")
     print(json.dumps(summary["best_hparams"]))
-    print("Train with them:\n  KERAS_BACKEND=" + keras.backend.backend() + " " +
-          tuning.training_command(args.task, summary["best_hparams_path"], args.model))
+    print(
+        "Train with them:\n  KERAS_BACKEND="
+        + keras.backend.backend()
+        + " "
+        + tuning.training_command(args.task, summary["best_hparams_path"], args.model)
+    )
     summary["role"] = role
     return summary
 

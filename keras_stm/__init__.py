@@ -45,5 +45,15 @@ from keras_stm.optimizers import TorchRMSprop  # noqa: E402
 from keras_stm.weights import cell_config_from_official  # noqa: E402
 from keras_stm.weights import load_official_weights  # noqa: E402
 
-__all__ = ["STM", "STMCell", "TorchRMSprop", "cell_config_from_official", "layers",
-           "load_official_weights", "ops", "optimizers", "weights", "__version__"]
+__all__ = [
+    "STM",
+    "STMCell",
+    "TorchRMSprop",
+    "cell_config_from_official",
+    "layers",
+    "load_official_weights",
+    "ops",
+    "optimizers",
+    "weights",
+    "__version__",
+]

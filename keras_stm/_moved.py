@@ -12,8 +12,10 @@ import importlib.util
 import sys
 import warnings
 
-MOVED = {f"keras_stm.{name}": f"keras_stm.experiments.{name}"
-         for name in ("tasks", "models", "training", "tuning", "visualize")}
+MOVED = {
+    f"keras_stm.{name}": f"keras_stm.experiments.{name}"
+    for name in ("tasks", "models", "training", "tuning", "visualize")
+}
 """dict: old module path (and its submodules) -> new module path (`keras_stm.pretrained` came
 after 0.1.0, in `keras_stm.experiments` already)."""
 
@@ -22,7 +24,7 @@ def new_name(fullname):
     """The new path of a moved module, or None if `fullname` did not move."""
     for old, new in MOVED.items():
         if fullname == old or fullname.startswith(old + "."):
-            return new + fullname[len(old):]
+            return new + fullname[len(old) :]
     return None
 
 
@@ -51,7 +53,10 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
             return None
         warnings.warn(
             f"{fullname} moved to {new} after keras-stm 0.1.0: import it from there (the old path "
-            f"will be removed in a later version).", DeprecationWarning, stacklevel=2)
+            f"will be removed in a later version).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.util.spec_from_loader(fullname, _AliasLoader(new))
 
 

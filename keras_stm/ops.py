@@ -13,9 +13,7 @@ from keras import ops
 def _check_rank(name, tensor, min_rank):
     rank = len(tensor.shape)
     if rank < min_rank:
-        raise ValueError(
-            f"`{name}` must have rank >= {min_rank}, got shape {tuple(tensor.shape)}."
-        )
+        raise ValueError(f"`{name}` must have rank >= {min_rank}, got shape {tuple(tensor.shape)}.")
 
 
 def outer_product_attention(query: Any, key: Any, value: Any) -> Any:

@@ -49,31 +49,55 @@ class TorchRMSprop(keras.optimizers.RMSprop):
         the associative-retrieval and algorithmic tasks (`run_nar.py`, `run_toys.py`).
     """
 
-    def __init__(self, learning_rate=0.01, rho=0.99, momentum=0.0, epsilon=1e-8,
-                 centered=False, name="torch_rmsprop", **kwargs):
-        super().__init__(learning_rate=learning_rate, rho=rho, momentum=momentum,
-                         epsilon=epsilon, centered=centered, name=name, **kwargs)
+    def __init__(
+        self,
+        learning_rate=0.01,
+        rho=0.99,
+        momentum=0.0,
+        epsilon=1e-8,
+        centered=False,
+        name="torch_rmsprop",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            rho=rho,
+            momentum=momentum,
+            epsilon=epsilon,
+            centered=centered,
+            name=name,
+            **kwargs,
+        )
 
     def update_step(self, gradient, variable, learning_rate):
         """One update of `variable` (Keras' optimiser interface)."""
         lr = ops.cast(learning_rate, variable.dtype)
         # Dense, as torch's: every row's averages decay at every step, an embedding's too
         # (tensorflow passes an embedding's gradient as sparse IndexedSlices).
-        gradient = ops.add(ops.zeros(variable.shape, variable.dtype),
-                           ops.cast(gradient, variable.dtype))
+        gradient = ops.add(
+            ops.zeros(variable.shape, variable.dtype), ops.cast(gradient, variable.dtype)
+        )
         index = self._get_variable_index(variable)
         velocity = self._velocities[index]
-        self.assign(velocity, ops.add(ops.multiply(self.rho, velocity),
-                                      ops.multiply(1 - self.rho, ops.square(gradient))))
+        self.assign(
+            velocity,
+            ops.add(
+                ops.multiply(self.rho, velocity), ops.multiply(1 - self.rho, ops.square(gradient))
+            ),
+        )
         second_moment = velocity
         if self.centered:
             average_gradient = self._average_gradients[index]
-            self.assign(average_gradient,
-                        ops.add(ops.multiply(self.rho, average_gradient),
-                                ops.multiply(1 - self.rho, gradient)))
+            self.assign(
+                average_gradient,
+                ops.add(
+                    ops.multiply(self.rho, average_gradient), ops.multiply(1 - self.rho, gradient)
+                ),
+            )
             second_moment = ops.subtract(velocity, ops.square(average_gradient))
-        increment = ops.divide(ops.multiply(lr, gradient),
-                               ops.add(ops.sqrt(second_moment), self.epsilon))
+        increment = ops.divide(
+            ops.multiply(lr, gradient), ops.add(ops.sqrt(second_moment), self.epsilon)
+        )
         if self.momentum > 0:
             momentum = self._momentums[index]
             self.assign(momentum, ops.add(ops.multiply(self.momentum, momentum), increment))

@@ -23,8 +23,10 @@ def _to_numpy(name, value):
     except (TypeError, ValueError) as error:
         raise ValueError(f"Weight {name!r} of the state_dict is not an array ({error}).") from None
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"Weight {name!r} of the state_dict is not numeric (dtype "
-                         f"{array.dtype}, value {value!r:.80}).")
+        raise ValueError(
+            f"Weight {name!r} of the state_dict is not numeric (dtype "
+            f"{array.dtype}, value {value!r:.80})."
+        )
     return array
 
 
@@ -37,7 +39,8 @@ def _read_state_dict(state_dict):
             import torch
         except ImportError as error:
             raise ImportError(
-                f"Reading {path!r} needs PyTorch (`pip install \"keras-stm[torch]\"`); or pass the state_dict "
+                f"Reading {path!r} needs PyTorch "
+                f'(`pip install "keras-stm[torch]"`); or pass the state_dict '
                 "as a mapping of names to numpy arrays."
             ) from error
         try:
@@ -51,11 +54,17 @@ def _read_state_dict(state_dict):
                 "tensors, numbers and containers (a file that needs code to load is refused; "
                 "load it yourself only if you trust it, and pass its state_dict)."
             ) from None
-        if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+        if (
+            isinstance(loaded, dict)
+            and "state_dict" in loaded
+            and isinstance(loaded["state_dict"], dict)
+        ):
             loaded = loaded["state_dict"]
         state_dict = loaded
     if not hasattr(state_dict, "items"):
-        raise ValueError(f"`state_dict` must be a mapping of names to arrays or a path, got {type(state_dict)}.")
+        raise ValueError(
+            f"`state_dict` must be a mapping of names to arrays or a path, got {type(state_dict)}."
+        )
     return {str(k): _to_numpy(str(k), v) for k, v in state_dict.items()}
 
 
@@ -174,7 +183,8 @@ def load_official_weights(cell, state_dict):
         cell = cell.cell
     if not getattr(cell, "built", False):
         raise ValueError(
-            "`cell` must be built before loading weights: call it on data or `cell.build((None, input_size))`."
+            "`cell` must be built before loading weights: call it on data or "
+            "`cell.build((None, input_size))`."
         )
     state = _read_state_dict(state_dict)
     entries = _official_entries(cell)  # with the skipped parameters of unused paths
@@ -187,7 +197,9 @@ def load_official_weights(cell, state_dict):
         first = _shared_copy_of(name)
         if first is not None and first in state:
             if first in mapping and not np.array_equal(state[first], value):
-                problems.append(f"{name!r} differs from {first!r} (the official module shares them)")
+                problems.append(
+                    f"{name!r} differs from {first!r} (the official module shares them)"
+                )
             continue
         extra.append(name)
     missing = sorted(set(mapping) - set(state))

@@ -15,12 +15,17 @@ from keras_stm.experiments import pretrained
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", help="The run's output folder (best.keras, results.json).")
     parser.add_argument("name", help="Folder name under pretrained/.")
-    parser.add_argument("--gpu-minutes", type=float, required=True,
-                        help="GPU wall-clock minutes the run took, compilation included.")
+    parser.add_argument(
+        "--gpu-minutes",
+        type=float,
+        required=True,
+        help="GPU wall-clock minutes the run took, compilation included.",
+    )
     parser.add_argument("--commit", required=True, help="The commit whose code trained it.")
     parser.add_argument("--command", required=True, help="The command that trained it.")
     parser.add_argument("--note", default=None, help="How the run was made (sharing, resumes).")

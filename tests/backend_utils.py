@@ -29,7 +29,9 @@ def gradients(loss_fn, variables, inputs):
             tape.watch(x)
             loss = loss_fn(x)
         grads = tape.gradient(loss, [v.value for v in variables] + [x])
-        grads = [np.zeros(v.shape) if g is None else g.numpy() for g, v in zip(grads, variables + [x])]
+        grads = [
+            np.zeros(v.shape) if g is None else g.numpy() for g, v in zip(grads, variables + [x])
+        ]
         return float(loss), grads[:-1], grads[-1]
     if backend == "torch":
         import torch

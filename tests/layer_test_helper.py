@@ -30,7 +30,10 @@ from keras import ops
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKENDS = ("jax", "torch", "tensorflow")
-JIT_BACKENDS = ("jax", "tensorflow")  # torch.compile is too slow for a unit test: torch fits eagerly
+JIT_BACKENDS = (
+    "jax",
+    "tensorflow",
+)  # torch.compile is too slow for a unit test: torch fits eagerly
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,7 +128,9 @@ def weight_values(layer):
 def set_random_weights(layer, rng, scale=0.5):
     """Give every weight of a built layer N(0, scale^2) values (float32-rounded), in place."""
     for w in layer.weights:
-        w.assign(rng.normal(0.0, scale, tuple(w.shape)).astype(keras.backend.standardize_dtype(w.dtype)))
+        w.assign(
+            rng.normal(0.0, scale, tuple(w.shape)).astype(keras.backend.standardize_dtype(w.dtype))
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,9 +155,13 @@ def check_config_round_trip(layer_factory):
 
 
 def _fit_once(model, inputs, target, jit_compile):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-2), loss="mse", jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-2), loss="mse", jit_compile=jit_compile
+    )
     batch = as_list(inputs)[0].shape[0]
-    history = model.fit(model_inputs(inputs), target, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    history = model.fit(
+        model_inputs(inputs), target, batch_size=batch, epochs=1, shuffle=False, verbose=0
+    )
     loss = history.history["loss"][-1]
     assert np.isfinite(loss), f"fit loss is {loss}"
     return loss
@@ -232,7 +241,12 @@ def check_layer(
     for out in outputs:
         assert np.all(np.isfinite(out))
     assert_close(to_numpy(model(model_inputs(inputs))), outputs, rtol, "model call")
-    assert_close(to_numpy(model.predict(model_inputs(inputs), batch_size=batch, verbose=0)), outputs, 1e-4, "predict")
+    assert_close(
+        to_numpy(model.predict(model_inputs(inputs), batch_size=batch, verbose=0)),
+        outputs,
+        1e-4,
+        "predict",
+    )
 
     # 4. `.keras` save and load (same process): same config, same predictions
     path = pathlib.Path(tmp_path) / f"{layer.name}.keras"
@@ -253,7 +267,8 @@ def check_layer(
     _fit_once(train_model, inputs, target, jit_compile=jit)
     after = {k: v for w in watched for k, v in weight_values(w).items()}
     unchanged = [
-        k for k in before
+        k
+        for k in before
         if np.array_equal(before[k], after[k]) and not any(s in k for s in static_weights)
     ]
     assert not unchanged, f"weights not updated by the fit step: {unchanged}"
@@ -261,8 +276,9 @@ def check_layer(
         assert np.all(np.isfinite(value))
 
     # 6. mixed_bfloat16: finite outputs of the documented dtype, a fit step runs
-    check_mixed_precision(layer_factory, inputs, call_kwargs, mixed_precision_dtypes, len(expected),
-                          outputs[0].shape)
+    check_mixed_precision(
+        layer_factory, inputs, call_kwargs, mixed_precision_dtypes, len(expected), outputs[0].shape
+    )
     return {"model": model, "layer": layer, "outputs": outputs}
 
 
@@ -326,9 +342,16 @@ def check_cross_backend(cases, directory, rtol=1e-5, timeout=300):
     env = dict(os.environ, KERAS_BACKEND=target, PYTHONPATH=str(REPO_ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "tests.layer_test_helper", str(directory), str(rtol)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
-    assert done.returncode == 0, f"loading under {target} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"loading under {target} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    )
     report = json.loads((directory / "report.json").read_text())
     assert report["backend"] == target
     assert sorted(report["differences"]) == sorted(cases)
@@ -346,8 +369,12 @@ def _load_and_compare(directory, rtol):
     for name in json.loads((directory / "cases.json").read_text()):
         path = directory / f"{name}.keras"
         data = np.load(path.with_suffix(".npz"))
-        inputs = [data[f"input_{i}"] for i in range(sum(k.startswith("input_") for k in data.files))]
-        expected = [data[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in data.files))]
+        inputs = [
+            data[f"input_{i}"] for i in range(sum(k.startswith("input_") for k in data.files))
+        ]
+        expected = [
+            data[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in data.files))
+        ]
         model = keras.saving.load_model(path)
         actual = to_numpy(model(model_inputs(inputs)))
         worst = 0.0
@@ -385,7 +412,11 @@ def _linear(params, prefix, x):
 
 def _projector(params, prefix, x):
     if f"{prefix}.fc2h.0.weight" in params:  # linear 3-layer stack, no activation
-        return _linear(params, f"{prefix}.fc3", _linear(params, f"{prefix}.fc2h.0", _linear(params, f"{prefix}.fc1", x)))
+        return _linear(
+            params,
+            f"{prefix}.fc3",
+            _linear(params, f"{prefix}.fc2h.0", _linear(params, f"{prefix}.fc1", x)),
+        )
     return _linear(params, f"{prefix}.fc1", x)
 
 
@@ -402,10 +433,12 @@ def _sigmoid(x):
 def reference_sam(params, memory, num_queries, normalization="joint", eps=1e-5):
     """SAM(S) with explicit per-query loops: `(B, rows, cols) -> (B, nq, rows, rows)`."""
     nq = num_queries
-    p = memory @ params["qkv_projector.0.weight"].T + params["qkv_projector.0.bias"]  # (B, rows, 3nq)
+    p = (
+        memory @ params["qkv_projector.0.weight"].T + params["qkv_projector.0.bias"]
+    )  # (B, rows, 3nq)
     axes = (1, 2) if normalization == "joint" else (2,)
     p = _layer_norm(p, axes, params["qkv_layernorm.0.weight"], params["qkv_layernorm.0.bias"], eps)
-    q, k, v = p[..., :nq], p[..., nq:2 * nq], p[..., 2 * nq:]  # (B, rows, nq) each
+    q, k, v = p[..., :nq], p[..., nq : 2 * nq], p[..., 2 * nq :]  # (B, rows, nq) each
     batch, rows = memory.shape[:2]
     out = np.zeros((batch, nq, rows, rows))
     for i in range(nq):
@@ -452,7 +485,8 @@ def reference_stm(params, config, inputs, item_memory=None, relational_memory=No
         written = u[:, :, None] * u[:, None, :]
         if config.get("gated_write", True):
             gates = _linear(params, "input_gate_projector", u)[:, None, :] + _linear(
-                params, "memory_gate_projector", np.tanh(mi))
+                params, "memory_gate_projector", np.tanh(mi)
+            )
             in_gate = _sigmoid(gates[..., :d] + params["input_bias"])
             forget = _sigmoid(gates[..., d:] + params["forget_bias"])
             new_mi = in_gate * np.tanh(written) + forget * mi
@@ -469,7 +503,9 @@ def reference_stm(params, config, inputs, item_memory=None, relational_memory=No
             shift = a2 * v[:, :, None] * w[:, None, :]
         new_mr = mr
         for _ in range(config.get("sam_steps", 1)):
-            relation = reference_sam(params, new_mi + shift, nq, config.get("sam_normalization", "joint"), eps)
+            relation = reference_sam(
+                params, new_mi + shift, nq, config.get("sam_normalization", "joint"), eps
+            )
             flat = relation.transpose(0, 3, 1, 2).reshape(batch, d, nq * d)  # [c, i*d + p]
             if a3 != 0.0:  # (a cell with a transfer fixed at 0 has no transfer weights)
                 new_mi = new_mi + a3 * _linear(params, "rel_projector2", flat)
@@ -482,7 +518,9 @@ def reference_stm(params, config, inputs, item_memory=None, relational_memory=No
         slots = _linear(params, "rel_projector", mr.reshape(batch, nq, d * d))
         readout = _linear(params, "rel_projector3", slots.reshape(batch, -1))
         if config.get("readout_normalization", False):
-            readout = _layer_norm(readout, (1,), params["layernorm2.weight"], params["layernorm2.bias"], eps)
+            readout = _layer_norm(
+                readout, (1,), params["layernorm2.weight"], params["layernorm2.bias"], eps
+            )
         out = readout
         if "out.weight" in params:
             h = np.maximum(_linear(params, "mlp.0", readout), 0.0)

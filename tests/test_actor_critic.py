@@ -60,11 +60,16 @@ def test_loss_hand_computed_single_step():
     # R = 1, GAE = 1 - 0.5 = 0.5;
     # loss = -log(1/2) * 0.5 - 0.01 * log 2 + 0.5 * (0.5 * 0.5^2) = 0.40214...
     adv, ret = advantages.generalized_advantage_estimates(
-        np.array([[1.0]]), np.array([[0.5]]), np.array([[True]]), np.array([7.0]))
+        np.array([[1.0]]), np.array([[0.5]]), np.array([[True]]), np.array([7.0])
+    )
     assert adv[0, 0] == pytest.approx(0.5) and ret[0, 0] == pytest.approx(1.0)
     loss, parts = actor_critic.actor_critic_loss(
-        np.zeros((1, 1, 2), np.float32), np.full((1, 1), 0.5, np.float32),
-        np.zeros((1, 1), np.int32), adv, ret)
+        np.zeros((1, 1, 2), np.float32),
+        np.full((1, 1), 0.5, np.float32),
+        np.zeros((1, 1), np.int32),
+        adv,
+        ret,
+    )
     expected = math.log(2) * 0.5 - 0.01 * math.log(2) + 0.5 * 0.5 * 0.25
     assert float(loss) == pytest.approx(0.402142, rel=1e-5)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
@@ -86,9 +91,12 @@ def reference_worker_loss(logits, values, actions, rewards, dones, bootstrap, ga
             if start > end:
                 continue
             # The worker appends R (0 after a done, else the critic's value) to its values.
-            last = 0.0 if dones[i, end] else (values[i, end + 1] if end + 1 < len(rewards[i])
-                                              else bootstrap[i])
-            seg_values = list(values[i, start:end + 1]) + [last]
+            last = (
+                0.0
+                if dones[i, end]
+                else (values[i, end + 1] if end + 1 < len(rewards[i]) else bootstrap[i])
+            )
+            seg_values = list(values[i, start : end + 1]) + [last]
             big_r, gae, policy_loss, value_loss = last, 0.0, 0.0, 0.0
             for k in reversed(range(end + 1 - start)):
                 t = start + k
@@ -115,13 +123,12 @@ def test_loss_matches_reference_worker_loop():
     dones[2, 0] = dones[2, 2] = True
     bootstrap = rng.normal(size=(n,))
     adv, ret = advantages.generalized_advantage_estimates(
-        rewards.T, values.T, dones.T, bootstrap, gamma=0.99, lam=0.92)
+        rewards.T, values.T, dones.T, bootstrap, gamma=0.99, lam=0.92
+    )
     loss, _ = actor_critic.actor_critic_loss(logits, values, actions, adv.T, ret.T)
-    expected = reference_worker_loss(logits, values, actions, rewards, dones, bootstrap,
-                                     0.99, 0.92)
+    expected = reference_worker_loss(logits, values, actions, rewards, dones, bootstrap, 0.99, 0.92)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert float(loss) == pytest.approx(numpy_loss(logits, values, actions, adv.T, ret.T),
-                                        rel=1e-5)
+    assert float(loss) == pytest.approx(numpy_loss(logits, values, actions, adv.T, ret.T), rel=1e-5)
 
 
 @pytest.mark.parametrize("core", ["stm", "lstm"])
@@ -130,15 +137,17 @@ def test_train_on_batch_reports_the_numpy_loss_and_improves_the_policy(core):
     model = tiny_model(core)
     model.compile(optimizer=actor_critic.a2c_optimizer(learning_rate=1e-2))
     n, steps = 2, 3
-    x = rollout_inputs(model, n, steps, rng,
-                       resets=np.array([[0, 1, 0], [0, 0, 0]], np.float32))
+    x = rollout_inputs(model, n, steps, rng, resets=np.array([[0, 1, 0], [0, 0, 0]], np.float32))
     before = model.predict_on_batch(x)
     assert before["logits"].shape == (n, steps, 6) and before["values"].shape == (n, steps)
-    y = {"actions": np.zeros((n, steps), np.int32),  # action 0 had a positive advantage
-         "advantages": np.ones((n, steps), np.float32),
-         "returns": rng.normal(size=(n, steps)).astype(np.float32)}
-    expected = numpy_loss(before["logits"], before["values"], y["actions"], y["advantages"],
-                          y["returns"])
+    y = {
+        "actions": np.zeros((n, steps), np.int32),  # action 0 had a positive advantage
+        "advantages": np.ones((n, steps), np.float32),
+        "returns": rng.normal(size=(n, steps)).astype(np.float32),
+    }
+    expected = numpy_loss(
+        before["logits"], before["values"], y["actions"], y["advantages"], y["returns"]
+    )
     logs = model.train_on_batch(x, y, return_dict=True)
     assert set(logs) == {"loss", "policy_loss", "value_loss", "entropy"}
     assert logs["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
@@ -172,8 +181,7 @@ def test_reset_reinitialises_only_the_done_environment():
     rng = np.random.default_rng(2)
     model = tiny_model()
     n, steps = 3, 2
-    x = rollout_inputs(model, n, steps, rng, resets=np.array([[0, 0], [0, 1], [0, 0]],
-                                                              np.float32))
+    x = rollout_inputs(model, n, steps, rng, resets=np.array([[0, 0], [0, 1], [0, 0]], np.float32))
     with_reset = model.predict_on_batch(x)
     no_reset = model.predict_on_batch({**x, "resets": np.zeros((n, steps), np.float32)})
     # Environments 0 and 2 are untouched by environment 1's reset.
@@ -182,9 +190,13 @@ def test_reset_reinitialises_only_the_done_environment():
         np.testing.assert_allclose(with_reset[key][1, 0], no_reset[key][1, 0], atol=1e-6)
         assert not np.allclose(with_reset[key][1, 1], no_reset[key][1, 1], atol=1e-4)
     # Environment 1's step 1 is a fresh start: the same as from `initial_states`.
-    fresh = model.predict_on_batch({"observations": x["observations"][1:2, 1:],
-                                    "resets": np.zeros((1, 1), np.float32),
-                                    "states": model.initial_states(1)})
+    fresh = model.predict_on_batch(
+        {
+            "observations": x["observations"][1:2, 1:],
+            "resets": np.zeros((1, 1), np.float32),
+            "states": model.initial_states(1),
+        }
+    )
     np.testing.assert_allclose(with_reset["logits"][1, 1], fresh["logits"][0, 0], atol=1e-5)
     for a, b in zip(with_reset["states"], fresh["states"]):
         np.testing.assert_allclose(a[1], b[0], rtol=1e-4, atol=1e-5)
@@ -235,8 +247,9 @@ def test_config_round_trip_and_save_load(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     x = rollout_inputs(model, 2, 1, rng)
-    np.testing.assert_allclose(loaded.predict_on_batch(x)["logits"],
-                               model.predict_on_batch(x)["logits"], atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict_on_batch(x)["logits"], model.predict_on_batch(x)["logits"], atol=1e-6
+    )
     assert len(loaded.trainable_weights) == len(model.trainable_weights)
 
 
@@ -283,13 +296,15 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
     out = str(tmp_path / "run")
     quick = example.QUICK
     per_update = quick["num_envs"] * quick["rollout_length"] * 4
-    first = example.main(["--quick", "--output-dir", out, "--frames", str(per_update),
-                          "--verbose", "0"])
+    first = example.main(
+        ["--quick", "--output-dir", out, "--frames", str(per_update), "--verbose", "0"]
+    )
     assert first["updates"] == 1 and first["frames"] == per_update
     assert first["updates_planned"] == 1 and first["stopped_by_time_budget"] is False
     # --max-minutes: resumes, stops after its first update, says so, and keeps the checkpoint
-    timed = example.main(["--quick", "--output-dir", out, "--max-minutes", "1e-9",
-                          "--verbose", "0"])
+    timed = example.main(
+        ["--quick", "--output-dir", out, "--max-minutes", "1e-9", "--verbose", "0"]
+    )
     assert timed["updates"] == 2 and timed["frames"] == 2 * per_update
     assert timed["updates_planned"] == quick["iterations"] > 2
     assert timed["stopped_by_time_budget"] is True
@@ -299,8 +314,14 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
     assert second["frames"] == quick["iterations"] * per_update
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
-    for key in ("mean_reward_last_100", "best_mean_reward_100", "frames_per_second",
-                "train_seconds", "parameters", "episodes"):
+    for key in (
+        "mean_reward_last_100",
+        "best_mean_reward_100",
+        "frames_per_second",
+        "train_seconds",
+        "parameters",
+        "episodes",
+    ):
         assert math.isfinite(results[key]), key
     assert results["episodes"] >= 1 and results["model"] == "stm"
     with open(os.path.join(out, "history.csv"), newline="") as f:
@@ -318,8 +339,9 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
 def _export(run_dir, dest):
     from keras_stm.experiments import pretrained
 
-    return pretrained.export(str(run_dir), str(dest),
-                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    return pretrained.export(
+        str(run_dir), str(dest), {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"}
+    )
 
 
 def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
@@ -341,8 +363,16 @@ def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
         exported = json.load(f)
     for key in ("frames", "episodes", "mean_reward_last_100", "seed", "sessions", "commit"):
         assert key in exported, key
-    argv = ["--episodes", "3", "--max-episode-steps", "4", "--verbose", "0",
-            "--output-dir", str(tmp_path / "unused")]
+    argv = [
+        "--episodes",
+        "3",
+        "--max-episode-steps",
+        "4",
+        "--verbose",
+        "0",
+        "--output-dir",
+        str(tmp_path / "unused"),
+    ]
     report = example.main(["--evaluate", str(dest)] + argv)
     assert report["evaluated"] == path and report["episodes"] == 3
     assert report["env_id"] == example.atari.TINY_ENV_ID and report["frame_skip"] == 4
@@ -358,8 +388,19 @@ def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
         example.main(["--evaluate", str(tmp_path / "nothing")] + argv)
     # --continue-from: the exported weights and counters go on elsewhere (fresh optimizer)
     assert os.path.exists(dest / "checkpoint_state.json")
-    more = example.main(["--quick", "--output-dir", str(tmp_path / "more"), "--verbose", "0",
-                         "--continue-from", str(dest), "--iterations", "4"])
+    more = example.main(
+        [
+            "--quick",
+            "--output-dir",
+            str(tmp_path / "more"),
+            "--verbose",
+            "0",
+            "--continue-from",
+            str(dest),
+            "--iterations",
+            "4",
+        ]
+    )
     assert more["updates"] == 4 and more["frames"] == 4 * results["frames"] // 3
     assert more["episodes"] >= results["episodes"]
     assert more["sessions"][-1]["continued_from"] == str(dest)
@@ -367,8 +408,19 @@ def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
     with open(tmp_path / "more" / "history.csv", newline="") as f:
         assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="continue-from"):  # another core: refused
-        example.main(["--quick", "--output-dir", str(tmp_path / "other"), "--verbose", "0",
-                      "--continue-from", str(dest), "--model", "lstm"])
+        example.main(
+            [
+                "--quick",
+                "--output-dir",
+                str(tmp_path / "other"),
+                "--verbose",
+                "0",
+                "--continue-from",
+                str(dest),
+                "--model",
+                "lstm",
+            ]
+        )
 
 
 def test_real_pong_tiny_agent_export_and_evaluate(tmp_path):
@@ -381,14 +433,40 @@ def test_real_pong_tiny_agent_export_and_evaluate(tmp_path):
         pytest.skip(f"the Atari Pong environment is not available here: {error}")
     example = load_example()
     run_dir = tmp_path / "run"
-    results = example.main(["--quick", "--env-id", "PongNoFrameskip-v4", "--frame-skip", "32",
-                            "--iterations", "1", "--max-episode-steps", "3",
-                            "--output-dir", str(run_dir), "--verbose", "0"])
+    results = example.main(
+        [
+            "--quick",
+            "--env-id",
+            "PongNoFrameskip-v4",
+            "--frame-skip",
+            "32",
+            "--iterations",
+            "1",
+            "--max-episode-steps",
+            "3",
+            "--output-dir",
+            str(run_dir),
+            "--verbose",
+            "0",
+        ]
+    )
     assert results["frames"] == 2 * 2 * 32 and results["a2c"]["frame_skip"] == 32
     dest = tmp_path / "pong_tiny"
     _export(run_dir, dest)
-    report = example.main(["--evaluate", str(dest), "--episodes", "2", "--max-episode-steps",
-                           "3", "--verbose", "0", "--output-dir", str(tmp_path / "unused")])
+    report = example.main(
+        [
+            "--evaluate",
+            str(dest),
+            "--episodes",
+            "2",
+            "--max-episode-steps",
+            "3",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(tmp_path / "unused"),
+        ]
+    )
     assert report["env_id"] == "PongNoFrameskip-v4" and report["frame_skip"] == 32
     assert report["episodes"] == 2 and all(-21 <= s <= 21 for s in report["scores"])
     assert not os.path.exists(tmp_path / "unused")
@@ -409,8 +487,11 @@ def test_acting_step_is_traced_once():
     rng = np.random.default_rng(0)
     states = model.initial_states(3)
     for t in range(4):
-        _, _, states = model.step(rng.normal(size=(3,) + OBS).astype(np.float32), states,
-                                  np.array([t == 2, 0, 0], np.float32))
+        _, _, states = model.step(
+            rng.normal(size=(3,) + OBS).astype(np.float32),
+            states,
+            np.array([t == 2, 0, 0], np.float32),
+        )
     traced = len(calls)
     for _ in range(3):
         model.step(rng.normal(size=(3,) + OBS).astype(np.float32), states)

@@ -31,9 +31,9 @@ def hand_frame(balls, paddle_row=PADDLE_ROW):
     frame[:] = BACKGROUND
     frame[24:34] = WHITE
     frame[194:] = WHITE
-    frame[paddle_row:paddle_row + 16, 140:144] = GREEN
+    frame[paddle_row : paddle_row + 16, 140:144] = GREEN
     for r, c in balls:
-        frame[r:r + 2, c:c + 2] = WHITE
+        frame[r : r + 2, c : c + 2] = WHITE
     return frame
 
 
@@ -69,8 +69,9 @@ def test_preprocess_frame_hand_computed_pixels():
     obs = atari.preprocess_frame(random_frame)
     assert 0.0 <= obs.min() and obs.max() <= 1.0
     crop = random_frame[34:194, :160].astype(np.float64).mean(axis=2) / 255
-    np.testing.assert_allclose(obs[:, :, 0], crop.reshape(80, 2, 80, 2).mean(axis=(1, 3)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        obs[:, :, 0], crop.reshape(80, 2, 80, 2).mean(axis=(1, 3)), atol=1e-6
+    )
 
 
 def test_preprocess_frame_is_bit_exact_against_the_plain_formula():
@@ -94,12 +95,15 @@ def test_preprocess_frame_is_bit_exact_against_the_plain_formula():
         grey = frame[34:194, :160].astype(np.float32).mean(axis=2)
         grey *= np.float32(1.0 / 255.0)
         expected = plain_resize(grey, (80, 80))[:, :, None]
-        np.testing.assert_array_equal(atari.preprocess_frame(frame).view(np.uint32),
-                                      expected.view(np.uint32))
+        np.testing.assert_array_equal(
+            atari.preprocess_frame(frame).view(np.uint32), expected.view(np.uint32)
+        )
     for shape, size in (((37, 23), (80, 80)), ((160, 160), (33, 47)), ((5, 7), (5, 3))):
         image = rng.normal(size=shape).astype(np.float32)
-        np.testing.assert_array_equal(atari.resize_bilinear(image, size).view(np.uint32),
-                                      plain_resize(image, size).view(np.uint32))
+        np.testing.assert_array_equal(
+            atari.resize_bilinear(image, size).view(np.uint32),
+            plain_resize(image, size).view(np.uint32),
+        )
 
 
 def test_preprocess_frame_rejects_bad_input():
@@ -162,7 +166,8 @@ def test_episodic_life_ends_on_life_loss_and_resets_only_on_game_over():
     # Ball in row 40 flies right past the paddle (rows 106:122): from column 130 it reaches the
     # paddle column (c + 2 > 140) after 5 frames and a life is lost.
     env = atari.EpisodicLifeEnv(
-        atari.TinyPongEnv(lives=2, ball_start=(40, 130), ball_velocity=(0, 2)))
+        atari.TinyPongEnv(lives=2, ball_start=(40, 130), ball_velocity=(0, 2))
+    )
     _, info = env.reset(seed=0)
     assert info["lives"] == 2 and info["frame_number"] == 0
     for step in range(1, 6):
@@ -180,11 +185,15 @@ def test_episodic_life_ends_on_life_loss_and_resets_only_on_game_over():
 
 
 def test_noop_reset_bounds():
-    counts = [atari.NoopResetEnv(atari.TinyPongEnv(), noop_max=30).reset(seed=s)[1]
-              ["frame_number"] for s in range(150)]
+    counts = [
+        atari.NoopResetEnv(atari.TinyPongEnv(), noop_max=30).reset(seed=s)[1]["frame_number"]
+        for s in range(150)
+    ]
     assert min(counts) == 1 and max(counts) == 30
-    counts = {atari.NoopResetEnv(atari.TinyPongEnv(), noop_max=3).reset(seed=s)[1]
-              ["frame_number"] for s in range(40)}
+    counts = {
+        atari.NoopResetEnv(atari.TinyPongEnv(), noop_max=3).reset(seed=s)[1]["frame_number"]
+        for s in range(40)
+    }
     assert counts == {1, 2, 3}
     with pytest.raises(ValueError, match="noop_max"):
         atari.NoopResetEnv(atari.TinyPongEnv(), noop_max=0)
@@ -216,14 +225,15 @@ def test_normalized_env_running_statistics():
     a = 0.9999
     # One observation: the bias-corrected averages are its own mean and std.
     np.testing.assert_allclose(y1, (x1 - x1.mean()) / (x1.std() + 1e-8), rtol=1e-5, atol=1e-5)
-    mean = (a * (1 - a) * x1.mean() + (1 - a) * x2.mean()) / (1 - a ** 2)
-    std = (a * (1 - a) * x1.std() + (1 - a) * x2.std()) / (1 - a ** 2)
+    mean = (a * (1 - a) * x1.mean() + (1 - a) * x2.mean()) / (1 - a**2)
+    std = (a * (1 - a) * x1.std() + (1 - a) * x2.std()) / (1 - a**2)
     np.testing.assert_allclose(y2, (x2 - mean) / (std + 1e-8), rtol=1e-5, atol=1e-5)
 
 
 def test_clip_reward_keeps_raw_reward():
-    env = atari.ClipRewardEnv(atari.MaxAndSkipEnv(
-        atari.TinyPongEnv(ball_start=(100, 6), ball_velocity=(0, -2)), skip=32))
+    env = atari.ClipRewardEnv(
+        atari.MaxAndSkipEnv(atari.TinyPongEnv(ball_start=(100, 6), ball_velocity=(0, -2)), skip=32)
+    )
     env.reset(seed=0)
     _, reward, *_, info = env.step(0)
     assert reward == 1.0 and info["raw_reward"] == 10.0
@@ -259,8 +269,9 @@ def test_make_env_tiny_chain_seeding_and_time_limit():
 
 
 def test_make_vector_env_batches_and_autoresets():
-    envs = atari.make_vector_env(2, env_id=atari.TINY_ENV_ID, seed=0, max_episode_steps=4,
-                                 noop_max=0)  # 4 = FireReset's 2 steps + 2 agent steps
+    envs = atari.make_vector_env(
+        2, env_id=atari.TINY_ENV_ID, seed=0, max_episode_steps=4, noop_max=0
+    )  # 4 = FireReset's 2 steps + 2 agent steps
     obs, _ = envs.reset()
     assert obs.shape == (2, 80, 80, 1) and obs.dtype == np.float32
     obs, rewards, terminated, truncated, info = envs.step(np.zeros(2, np.int64))
@@ -290,8 +301,9 @@ def test_fast_emulator_frame_skip_matches_frame_by_frame():
     import gymnasium as gym
 
     def make(fast):
-        return atari.MaxAndSkipEnv(atari.NoopResetEnv(gym.make("PongNoFrameskip-v4")), skip=32,
-                                   fast_emulator=fast)
+        return atari.MaxAndSkipEnv(
+            atari.NoopResetEnv(gym.make("PongNoFrameskip-v4")), skip=32, fast_emulator=fast
+        )
 
     fast, slow = make(True), make(False)
     assert fast._ale_env is not None and slow._ale_env is None
@@ -315,8 +327,9 @@ def test_fast_emulator_frame_skip_matches_frame_by_frame():
 def test_async_workers_see_no_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     jax_platforms = os.environ.get("JAX_PLATFORMS")
-    envs = atari.make_vector_env(2, env_id=atari.TINY_ENV_ID, seed=0, asynchronous=True,
-                                 context="spawn")
+    envs = atari.make_vector_env(
+        2, env_id=atari.TINY_ENV_ID, seed=0, asynchronous=True, context="spawn"
+    )
     try:
         assert envs.reset()[0].shape == (2, 80, 80, 1)
         for process in envs.processes:
@@ -367,11 +380,13 @@ def test_gae_hand_computed():
     # env 1: d2 = 1 + 1.8 - 1 = 1.8; d1 = 1 + .9 - 1 = .9; d0 = 0 + .9 - 1 = -.1
     #        A2 = 1.8; A1 = .9 + .45*1.8 = 1.71; A0 = -.1 + .45*1.71 = .6695
     adv, targets = advantages.generalized_advantage_estimates(
-        REWARDS, VALUES, DONES, BOOTSTRAP, gamma=0.9, lam=0.5)
+        REWARDS, VALUES, DONES, BOOTSTRAP, gamma=0.9, lam=0.5
+    )
     np.testing.assert_allclose(adv, [[0.95, 0.6695], [-1.0, 1.71], [3.6, 1.8]], rtol=1e-6)
     np.testing.assert_allclose(targets, [[1.0, 3.168], [0.0, 3.52], [5.6, 2.8]], rtol=1e-6)
     _, lam_targets = advantages.generalized_advantage_estimates(
-        REWARDS, VALUES, DONES, BOOTSTRAP, gamma=0.9, lam=0.5, returns="lambda")
+        REWARDS, VALUES, DONES, BOOTSTRAP, gamma=0.9, lam=0.5, returns="lambda"
+    )
     np.testing.assert_allclose(lam_targets, adv + VALUES, rtol=1e-6)
 
 
@@ -381,12 +396,14 @@ def test_gae_limits_against_brute_force():
     dones = rng.random((20, 5)) < 0.2
     bootstrap = rng.normal(size=5)
     # lambda = 1: advantages are discounted returns minus values (telescoping deltas).
-    adv, ret = advantages.generalized_advantage_estimates(rewards, values, dones, bootstrap,
-                                                          gamma=0.97, lam=1.0)
+    adv, ret = advantages.generalized_advantage_estimates(
+        rewards, values, dones, bootstrap, gamma=0.97, lam=1.0
+    )
     np.testing.assert_allclose(adv, ret - values, atol=1e-5)
     # lambda = 0: advantages are the one-step TD errors, computed here with explicit loops.
-    adv, _ = advantages.generalized_advantage_estimates(rewards, values, dones, bootstrap,
-                                                        gamma=0.97, lam=0.0)
+    adv, _ = advantages.generalized_advantage_estimates(
+        rewards, values, dones, bootstrap, gamma=0.97, lam=0.0
+    )
     expected = np.zeros((20, 5))
     for t in range(20):
         for i in range(5):

@@ -6,19 +6,32 @@ import math
 import os
 import tarfile
 
+import keras
 import numpy as np
 import pytest
-import keras
 
-from keras_stm.experiments.tasks.babi import (
-    BABI_URL, PAD_ID, PAD_TOKEN, BabiArrays, BabiTrainDataset, babi_filename, load_babi,
-    parse_stories, tokenize)
+from keras_stm.experiments.tasks.babi import BABI_URL
+from keras_stm.experiments.tasks.babi import PAD_ID
+from keras_stm.experiments.tasks.babi import PAD_TOKEN
+from keras_stm.experiments.tasks.babi import BabiArrays
+from keras_stm.experiments.tasks.babi import BabiTrainDataset
+from keras_stm.experiments.tasks.babi import babi_filename
+from keras_stm.experiments.tasks.babi import load_babi
+from keras_stm.experiments.tasks.babi import parse_stories
+from keras_stm.experiments.tasks.babi import tokenize
 
 # The project's copy of the official archive lives in shared/ beside the repository (in CI too);
 # BABI_ARCHIVE overrides it.
-REAL_ARCHIVE = os.environ.get("BABI_ARCHIVE", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "shared", "data", "babi", "babi_tasks_1-20_v1-2.tar.gz"))
+REAL_ARCHIVE = os.environ.get(
+    "BABI_ARCHIVE",
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "shared",
+        "data",
+        "babi",
+        "babi_tasks_1-20_v1-2.tar.gz",
+    ),
+)
 
 # Task-1 style: a space before the TAB; two stories.
 QA1_TRAIN = (
@@ -29,20 +42,25 @@ QA1_TRAIN = (
     "5 Sandra moved to the garden.\n"
     "6 Where is Daniel? \thallway\t4\n"
     "1 John moved to the office.\n"
-    "2 Where is John? \toffice\t1\n")
+    "2 Where is John? \toffice\t1\n"
+)
 QA1_VALID = "1 Sandra went to the kitchen.\n2 Where is Sandra? \tkitchen\t1\n"
-QA1_TEST = ("1 Daniel journeyed to the garden.\n2 Mary went to the kitchen.\n"
-            "3 Where is Daniel? \tgarden\t1\n")
+QA1_TEST = (
+    "1 Daniel journeyed to the garden.\n2 Mary went to the kitchen.\n"
+    "3 Where is Daniel? \tgarden\t1\n"
+)
 # Task-8 style: no space before the TAB, a comma-joined multi-word answer.
 QA8_TRAIN = (
     "1 Mary took the apple.\n"
     "2 Mary grabbed the football.\n"
     "3 What is Mary carrying?\tapple,football\t1 2\n"
     "4 Mary dropped the apple.\n"
-    "5 What is Mary carrying?\tfootball\t4\n")
+    "5 What is Mary carrying?\tfootball\t4\n"
+)
 QA8_VALID = "1 John got the milk.\n2 What is John carrying?\tmilk\t1\n"
-QA8_TEST = ("1 John got the milk.\n2 John discarded the milk.\n"
-            "3 What is John carrying?\tnothing\t2\n")
+QA8_TEST = (
+    "1 John got the milk.\n2 John discarded the milk.\n3 What is John carrying?\tnothing\t2\n"
+)
 # Task 3: four stories; the 10k training files are missing, as in the local archive.
 S_A = "1 Bill went to the kitchen.\n2 Where is Bill? \tkitchen\t1\n"
 S_B = "1 Fred went to the park.\n2 Fred went to the office.\n3 Where is Fred? \toffice\t2\n"
@@ -54,12 +72,16 @@ def tiny_files():
     """Files of a small archive with the official layout (paths relative to tasks_1-20_v1-2/)."""
     files = {}
     for subset in ("en-valid-10k", "en-valid"):
-        files.update({babi_filename(subset, 1, "train"): QA1_TRAIN,
-                      babi_filename(subset, 1, "valid"): QA1_VALID,
-                      babi_filename(subset, 1, "test"): QA1_TEST,
-                      babi_filename(subset, 8, "train"): QA8_TRAIN,
-                      babi_filename(subset, 8, "valid"): QA8_VALID,
-                      babi_filename(subset, 8, "test"): QA8_TEST})
+        files.update(
+            {
+                babi_filename(subset, 1, "train"): QA1_TRAIN,
+                babi_filename(subset, 1, "valid"): QA1_VALID,
+                babi_filename(subset, 1, "test"): QA1_TEST,
+                babi_filename(subset, 8, "train"): QA8_TRAIN,
+                babi_filename(subset, 8, "valid"): QA8_VALID,
+                babi_filename(subset, 8, "test"): QA8_TEST,
+            }
+        )
     files[babi_filename("en-valid", 3, "train")] = S_A + S_B
     files[babi_filename("en-valid", 3, "valid")] = S_C
     files[babi_filename("en-valid", 3, "test")] = S_D + S_A
@@ -141,13 +163,17 @@ def test_parse_stories_by_hand():
     ]
     # No space before the TAB, multi-word answer kept whole, lines given as a list.
     got8 = parse_stories(QA8_TRAIN.splitlines(keepends=True))
-    assert got8[0] == ([words("mary took the apple ."), words("mary grabbed the football .")],
-                       words("what is mary carrying ?"), "apple,football")
+    assert got8[0] == (
+        [words("mary took the apple ."), words("mary grabbed the football .")],
+        words("what is mary carrying ?"),
+        "apple,football",
+    )
     assert got8[1][0][-1] == words("mary dropped the apple .") and got8[1][2] == "football"
     assert len(got8[1][0]) == 3
     # Same result from bytes; answers are lower-cased.
-    assert parse_stories(b"1 Go North.\n2 Which way? \tN,W\t1\n") == \
-        [([["go", "north", "."]], words("which way ?"), "n,w")]
+    assert parse_stories(b"1 Go North.\n2 Which way? \tN,W\t1\n") == [
+        ([["go", "north", "."]], words("which way ?"), "n,w")
+    ]
     with pytest.raises(ValueError, match="line 2"):
         parse_stories("1 Mary went home.\nbad line without id\n")
 
@@ -156,12 +182,14 @@ def test_load_tiny_archive_matches_brute_force(tmp_path):
     files = tiny_files()
     archive = make_archive(tmp_path / "babi.tar.gz", files)
     cap = 3
-    data = load_babi(archive, tasks=[8, 1], story_cap=cap, checksums=sums(files),
-                     use_cache=False)
+    data = load_babi(archive, tasks=[8, 1], story_cap=cap, checksums=sums(files), use_cache=False)
     assert data.tasks == (1, 8) and data.metadata["splits"] == ["train", "valid", "test"]
     # Vocabulary: PAD first, then every token and whole answer of the loaded tasks, sorted.
-    parsed = {(t, s): parse_stories(files[babi_filename("en-valid-10k", t, s)])
-              for t in (1, 8) for s in ("train", "valid", "test")}
+    parsed = {
+        (t, s): parse_stories(files[babi_filename("en-valid-10k", t, s)])
+        for t in (1, 8)
+        for s in ("train", "valid", "test")
+    }
     expected_words = set()
     for samples in parsed.values():
         for story, q, a in samples:
@@ -173,18 +201,23 @@ def test_load_tiny_archive_matches_brute_force(tmp_path):
     assert data.metadata["vocab_size"] == len(data.vocab)
     # Shapes: task 1's longest story has 4 statements -> capped to 3; longest sentence 7 tokens
     # ("daniel went back to the hallway ."); task 8: 3 statements, 5 tokens.
-    assert (data.metadata["task_info"][1]["story_max"],
-            data.metadata["task_info"][1]["sentence_max"]) == (3, 7)
-    assert (data.metadata["task_info"][8]["story_max"],
-            data.metadata["task_info"][8]["sentence_max"]) == (3, 5)
+    assert (
+        data.metadata["task_info"][1]["story_max"],
+        data.metadata["task_info"][1]["sentence_max"],
+    ) == (3, 7)
+    assert (
+        data.metadata["task_info"][8]["story_max"],
+        data.metadata["task_info"][8]["sentence_max"],
+    ) == (3, 5)
     assert data.common_shape == (3, 7)
     for t in (1, 8):
         info = data.metadata["task_info"][t]
         for s in ("train", "valid", "test"):
             a = getattr(data, s)[t]
             assert all(x.dtype == np.int32 for x in a)
-            ref = brute_force(parsed[t, s], data.vocab, info["story_max"], info["sentence_max"],
-                              cap)
+            ref = brute_force(
+                parsed[t, s], data.vocab, info["story_max"], info["sentence_max"], cap
+            )
             for got, want in zip(a, ref):
                 np.testing.assert_array_equal(got, want)
     # Hand-checked: the cap keeps the *last* statements; padding at the end.
@@ -200,8 +233,12 @@ def test_load_tiny_archive_matches_brute_force(tmp_path):
 
 def test_common_padding_and_inputs(tmp_path):
     files = tiny_files()
-    data = load_babi(make_archive(tmp_path / "b.tar.gz", files), tasks=[1, 8],
-                     checksums=sums(files), use_cache=False)
+    data = load_babi(
+        make_archive(tmp_path / "b.tar.gz", files),
+        tasks=[1, 8],
+        checksums=sums(files),
+        use_cache=False,
+    )
     own = data.test[8]
     common = data.arrays("test", 8, padding="common")
     s, w = own.story.shape[1:]
@@ -222,11 +259,18 @@ def test_common_padding_and_inputs(tmp_path):
 
 def test_folder_matches_archive(tmp_path):
     files = tiny_files()
-    ref = load_babi(make_archive(tmp_path / "b.tar.gz", files), tasks=[1, 8],
-                    checksums=sums(files), use_cache=False)
+    ref = load_babi(
+        make_archive(tmp_path / "b.tar.gz", files),
+        tasks=[1, 8],
+        checksums=sums(files),
+        use_cache=False,
+    )
     root = make_folder(tmp_path / "extracted", files)
-    for data_arg in (root, os.path.join(root, "tasks_1-20_v1-2"),
-                     os.path.join(root, "tasks_1-20_v1-2", "en-valid-10k")):
+    for data_arg in (
+        root,
+        os.path.join(root, "tasks_1-20_v1-2"),
+        os.path.join(root, "tasks_1-20_v1-2", "en-valid-10k"),
+    ):
         got = load_babi(data_arg, tasks=[1, 8], checksums=sums(files), use_cache=False)
         assert got.vocab == ref.vocab
         for s in ("train", "valid", "test"):
@@ -239,9 +283,11 @@ def test_corrupt_and_missing_members(tmp_path):
     files = tiny_files()
     good = sums(files)
     good[babi_filename("en-valid-10k", 8, "valid")] = hashlib.sha1(
-        b"blob %d\0" % len(QA8_VALID) + QA8_VALID.encode()).hexdigest()  # git blob SHA-1 form
-    assert load_babi(make_archive(tmp_path / "ok.tar.gz", files), tasks=[8], checksums=good,
-                     use_cache=False).metadata["verified"]
+        b"blob %d\0" % len(QA8_VALID) + QA8_VALID.encode()
+    ).hexdigest()  # git blob SHA-1 form
+    assert load_babi(
+        make_archive(tmp_path / "ok.tar.gz", files), tasks=[8], checksums=good, use_cache=False
+    ).metadata["verified"]
     bad = dict(files)
     bad[babi_filename("en-valid-10k", 1, "test")] = QA1_TEST.replace("garden", "cellar").encode()
     archive = make_archive(tmp_path / "bad.tar.gz", bad)
@@ -249,8 +295,9 @@ def test_corrupt_and_missing_members(tmp_path):
         load_babi(archive, tasks=[1], checksums=good, use_cache=False)
     with pytest.raises(ValueError, match="corrupt"):  # the git blob SHA-1 is checked too
         bad8 = dict(files, **{babi_filename("en-valid-10k", 8, "valid"): b"1 x.\n2 y?\tz\t1\n"})
-        load_babi(make_archive(tmp_path / "bad8.tar.gz", bad8), tasks=[8], checksums=good,
-                  use_cache=False)
+        load_babi(
+            make_archive(tmp_path / "bad8.tar.gz", bad8), tasks=[8], checksums=good, use_cache=False
+        )
     # verify=False accepts it; the official table rejects the tiny (non-official) files.
     assert load_babi(archive, tasks=[1], verify=False, use_cache=False).test[1].answer.size == 1
     with pytest.raises(ValueError, match=r"en-valid-10k/qa1_train\.txt.*corrupt"):
@@ -260,8 +307,7 @@ def test_corrupt_and_missing_members(tmp_path):
     archive = make_archive(tmp_path / "lacking.tar.gz", lacking)
     for allow in (False, True):
         with pytest.raises(FileNotFoundError, match=r"en-valid-10k/qa8_test\.txt.*tasks="):
-            load_babi(archive, tasks=[1, 8], checksums=good, allow_partial=allow,
-                      use_cache=False)
+            load_babi(archive, tasks=[1, 8], checksums=good, allow_partial=allow, use_cache=False)
     # The known task-3 gap: named and explained, with the options.
     archive = make_archive(tmp_path / "b.tar.gz", files)
     with pytest.raises(FileNotFoundError) as err:
@@ -283,31 +329,57 @@ def test_allow_partial_task3(tmp_path):
     files = tiny_files()
     archive = make_archive(tmp_path / "b.tar.gz", files)
     # en-10k: en/qa3 train (A, B, C) + en-valid-10k/qa3_valid (C, D), C de-duplicated.
-    data = load_babi(archive, subset="en-10k", tasks=[1, 3], allow_partial=True,
-                     checksums=sums(files), use_cache=False)
+    data = load_babi(
+        archive,
+        subset="en-10k",
+        tasks=[1, 3],
+        allow_partial=True,
+        checksums=sums(files),
+        use_cache=False,
+    )
     assert data.metadata["partial_tasks"] == [3] and data.metadata["splits"] == ["train", "test"]
     info = data.metadata["task_info"]
     assert info[3]["partial"] and "partial" in info[3]["note"] and not info[1]["partial"]
-    assert info[3]["train_files"] == ["en/qa3_three-supporting-facts_train.txt",
-                                      "en-valid-10k/qa3_valid.txt"]
+    assert info[3]["train_files"] == [
+        "en/qa3_three-supporting-facts_train.txt",
+        "en-valid-10k/qa3_valid.txt",
+    ]
     assert data.decode(data.train[3].answer) == ["kitchen", "office", "garden", "cellar"]
     assert data.decode(data.test[3].answer) == ["cellar", "kitchen"] and data.valid == {}
     assert data.decode(data.train[3].story[1, 1]) == words("fred went to the office .")
     # en-valid-10k: the validation stories (C, D) stay out of training.
-    data = load_babi(archive, subset="en-valid-10k", tasks=[3], allow_partial=True,
-                     checksums=sums(files), use_cache=False)
+    data = load_babi(
+        archive,
+        subset="en-valid-10k",
+        tasks=[3],
+        allow_partial=True,
+        checksums=sums(files),
+        use_cache=False,
+    )
     assert data.decode(data.train[3].answer) == ["kitchen", "office"]
     assert data.decode(data.valid[3].answer) == ["garden", "cellar"]
     assert data.metadata["partial_tasks"] == [3]
     # The 1k sets are complete: nothing partial, and allow_partial changes nothing.
-    full = load_babi(archive, subset="en-valid", tasks=[3], allow_partial=True,
-                     checksums=sums(files), use_cache=False)
+    full = load_babi(
+        archive,
+        subset="en-valid",
+        tasks=[3],
+        allow_partial=True,
+        checksums=sums(files),
+        use_cache=False,
+    )
     assert full.metadata["partial_tasks"] == [] and full.train[3].answer.size == 2
     # If a source of the partial set is missing too, say so.
     lacking = {k: v for k, v in files.items() if k != babi_filename("en", 3, "train")}
     with pytest.raises(FileNotFoundError, match=r"en/qa3_three-supporting-facts_train\.txt"):
-        load_babi(make_archive(tmp_path / "l.tar.gz", lacking), subset="en-10k", tasks=[3],
-                  allow_partial=True, checksums=sums(files), use_cache=False)
+        load_babi(
+            make_archive(tmp_path / "l.tar.gz", lacking),
+            subset="en-10k",
+            tasks=[3],
+            allow_partial=True,
+            checksums=sums(files),
+            use_cache=False,
+        )
 
 
 def test_cache_roundtrip(tmp_path):
@@ -324,7 +396,8 @@ def test_cache_roundtrip(tmp_path):
                 assert b.dtype == np.int32 and a.dtype == np.int32
                 np.testing.assert_array_equal(a, b)
     assert sorted(os.listdir(tmp_path / "cache")) == sorted(
-        os.path.basename(first.metadata["cache_file"])[:-4] + ext for ext in (".json", ".npz"))
+        os.path.basename(first.metadata["cache_file"])[:-4] + ext for ext in (".json", ".npz")
+    )
     assert not load_babi(archive, story_cap=2, **kw).from_cache  # other cap, other entry
     # Another source (a changed member) never hits the old entry, and is verified.
     bad = dict(files, **{babi_filename("en-valid-10k", 1, "test"): b"1 a.\n2 b?\tc\t1\n"})
@@ -352,8 +425,12 @@ def synthetic(sizes, width=3):
     out = {}
     for t, n in sizes.items():
         ans = (100 * t + np.arange(n)).astype(np.int32)
-        out[t] = BabiArrays(np.broadcast_to(ans[:, None, None], (n, t, width)).copy(),
-                            np.repeat(ans[:, None], width, 1), ans, np.full(n, t, np.int32))
+        out[t] = BabiArrays(
+            np.broadcast_to(ans[:, None, None], (n, t, width)).copy(),
+            np.repeat(ans[:, None], width, 1),
+            ans,
+            np.full(n, t, np.int32),
+        )
     return out
 
 
@@ -374,8 +451,9 @@ def test_train_dataset_protocol():
         ds.on_epoch_end()
         for t, n in ((2, 10), (5, 7)):
             assert sorted(ids[t]) == list(100 * t + np.arange(n))  # each example once per epoch
-            assert sorted(sizes[t], reverse=True) == [min(4, n - 4 * k)
-                                                      for k in range(math.ceil(n / 4))]
+            assert sorted(sizes[t], reverse=True) == [
+                min(4, n - 4 * k) for k in range(math.ceil(n / 4))
+            ]
 
     # Uniform task choice; task streams persist across epochs in shuffled passes.
     ds = BabiTrainDataset(arrays, batch_size=4, seed=1)  # sampling="uniform"
@@ -391,7 +469,7 @@ def test_train_dataset_protocol():
     for t, n in ((2, 10), (5, 7)):
         nb = math.ceil(n / 4)
         for p in range(len(stream[t]) // nb):
-            one_pass = np.concatenate(stream[t][p * nb:(p + 1) * nb])
+            one_pass = np.concatenate(stream[t][p * nb : (p + 1) * nb])
             assert sorted(one_pass) == list(100 * t + np.arange(n))
     # Random access, any order, and a fresh object give the same batches.
     other = BabiTrainDataset(arrays, batch_size=4, seed=1)
@@ -402,8 +480,12 @@ def test_train_dataset_protocol():
     assert any(not np.array_equal(third[i][1], batches[i][2]) for i in range(len(third)))
     with pytest.raises(IndexError):
         other[len(other)]
-    for bad in ({"batch_size": 0}, {"seed": -1}, {"sampling": "roundrobin"},
-                {"input_format": "list"}):
+    for bad in (
+        {"batch_size": 0},
+        {"seed": -1},
+        {"sampling": "roundrobin"},
+        {"input_format": "list"},
+    ):
         with pytest.raises(ValueError):
             BabiTrainDataset(arrays, **bad)
 
@@ -435,10 +517,15 @@ def test_train_dataset_pad_batches():
 
 def test_train_dataset_common_shape_fits_model(tmp_path):
     files = tiny_files()
-    data = load_babi(make_archive(tmp_path / "b.tar.gz", files), tasks=[1, 8],
-                     checksums=sums(files), use_cache=False)
-    ds = data.train_dataset(batch_size=2, seed=0, padding="common", input_format="tuple",
-                            include_task=False)
+    data = load_babi(
+        make_archive(tmp_path / "b.tar.gz", files),
+        tasks=[1, 8],
+        checksums=sums(files),
+        use_cache=False,
+    )
+    ds = data.train_dataset(
+        batch_size=2, seed=0, padding="common", input_format="tuple", include_task=False
+    )
     assert len(ds) == 2 + 1
     for i in range(len(ds)):
         (story, question), y = ds[i]
@@ -446,8 +533,9 @@ def test_train_dataset_common_shape_fits_model(tmp_path):
     story_in = keras.Input(data.common_shape, dtype="int32")
     question_in = keras.Input(data.common_shape[1:], dtype="int32")
     emb = keras.layers.Embedding(len(data.vocab), 4)
-    h = keras.layers.Concatenate()([keras.layers.Flatten()(emb(story_in)),
-                                    keras.layers.Flatten()(emb(question_in))])
+    h = keras.layers.Concatenate()(
+        [keras.layers.Flatten()(emb(story_in)), keras.layers.Flatten()(emb(question_in))]
+    )
     model = keras.Model([story_in, question_in], keras.layers.Dense(len(data.vocab))(h))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(ds, epochs=1, verbose=0)
@@ -458,8 +546,11 @@ def test_train_dataset_common_shape_fits_model(tmp_path):
 def test_real_archive():
     data = load_babi(REAL_ARCHIVE, tasks=[1], use_cache=False)
     assert data.metadata["verified"]
-    assert [data.train[1].answer.size, data.valid[1].answer.size, data.test[1].answer.size] == \
-        [9000, 1000, 1000]
+    assert [data.train[1].answer.size, data.valid[1].answer.size, data.test[1].answer.size] == [
+        9000,
+        1000,
+        1000,
+    ]
     tr = data.train[1]
     assert tr.story.shape == (9000, 10, 7)
     assert data.decode(tr.story[0, 0]) == words("mary moved to the bathroom .")
@@ -467,8 +558,9 @@ def test_real_archive():
     assert data.decode(tr.answer[0]) == "bathroom"
     with pytest.raises(FileNotFoundError, match=r"en-valid-10k/qa3_train\.txt.*known gap"):
         load_babi(REAL_ARCHIVE, tasks=[3], use_cache=False)
-    partial = load_babi(REAL_ARCHIVE, subset="en-10k", tasks=[3], allow_partial=True,
-                        use_cache=False)
+    partial = load_babi(
+        REAL_ARCHIVE, subset="en-10k", tasks=[3], allow_partial=True, use_cache=False
+    )
     assert partial.train[3].answer.size == 1925 and partial.metadata["partial_tasks"] == [3]
 
 

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from examples import babi as babi_example
+from keras_stm.experiments.models import babi_model
+from keras_stm.experiments.models.babi_model import BabiEvalDataset
+from keras_stm.experiments.models.babi_model import DecayLearningRateOnce
+from keras_stm.experiments.models.babi_model import build_babi_model
+from keras_stm.experiments.models.babi_model import scores_from_logits
+from keras_stm.experiments.tasks.babi import BabiArrays
+from keras_stm.experiments.tasks.babi import babi_filename
 from keras_stm.layers.sentence_encoder import SentenceEncoder
 from keras_stm.layers.tpr_inference import TPRInference
-from keras_stm.experiments.models import babi_model
-from keras_stm.experiments.models.babi_model import (
-    BabiEvalDataset, DecayLearningRateOnce, build_babi_model, scores_from_logits)
-from keras_stm.experiments.tasks.babi import BabiArrays, babi_filename
 
 # The sizes of the example's --quick mode (jax compiles each weight initialiser once per shape).
 SMALL_STM = dict(num_queries=2, memory_size=8, relation_size=8, projector_hidden_units=8)
@@ -31,8 +34,10 @@ def small_model(vocab=13, max_len=7, **kwargs):
 
 
 def random_inputs(rng, batch, sentences, words, vocab=13):
-    return {"story": rng.integers(0, vocab, (batch, sentences, words)).astype("int32"),
-            "question": rng.integers(0, vocab, (batch, words)).astype("int32")}
+    return {
+        "story": rng.integers(0, vocab, (batch, sentences, words)).astype("int32"),
+        "question": rng.integers(0, vocab, (batch, words)).astype("int32"),
+    }
 
 
 def set_random_weights(layer, rng, scale=0.5):
@@ -66,8 +71,9 @@ def test_sentence_encoder_matches_numpy():
 
     question = rng.integers(0, 11, (2, 6)).astype("int32")
     for ids in (story, question):  # 4 < max length (first rows of P), and the full 6
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(enc(ids)), reference(ids),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(enc(ids)), reference(ids), rtol=1e-5, atol=1e-6
+        )
     with pytest.raises(ValueError, match="max_sentence_length"):
         enc(np.zeros((2, 7), "int32"))
     with pytest.raises(ValueError, match="vocabulary_size"):
@@ -103,12 +109,15 @@ def test_tpr_inference_matches_numpy():
     q = query.astype(np.float64)
     T = np.transpose(memory, (0, 2, 1, 3)).astype(np.float64)  # T[b, e, r, f] = M[b, r, e, f]
     e1 = mlp("entity", q)
-    i1 = _layer_norm(np.einsum("be,br,berf->bf", e1, mlp("role_1", q), T),
-                     w["norm_1_gamma"], w["norm_1_beta"])
-    i2 = _layer_norm(np.einsum("be,br,berf->bf", i1, mlp("role_2", q), T),
-                     w["norm_2_gamma"], w["norm_2_beta"])
-    i3 = _layer_norm(np.einsum("be,br,berf->bf", i2, mlp("role_3", q), T),
-                     w["norm_3_gamma"], w["norm_3_beta"])
+    i1 = _layer_norm(
+        np.einsum("be,br,berf->bf", e1, mlp("role_1", q), T), w["norm_1_gamma"], w["norm_1_beta"]
+    )
+    i2 = _layer_norm(
+        np.einsum("be,br,berf->bf", i1, mlp("role_2", q), T), w["norm_2_gamma"], w["norm_2_beta"]
+    )
+    i3 = _layer_norm(
+        np.einsum("be,br,berf->bf", i2, mlp("role_3", q), T), w["norm_3_gamma"], w["norm_3_beta"]
+    )
     expected = (i1 + i2 + i3) @ w["output_embedding"]
     got = keras.ops.convert_to_numpy(layer([query, memory]))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
@@ -178,8 +187,14 @@ def test_model_uses_only_the_final_relational_memory():
     assert not np.allclose(keras.ops.convert_to_numpy(model(y)), logits)
     # The read-out (G2, G3) and the transfer (G1) play no part, and are frozen.
     cell = stm.cell
-    unused = [cell.slot_readout_kernel, cell.slot_readout_bias, cell.readout_kernel,
-              cell.readout_bias, cell.transfer_kernel, cell.transfer_bias]
+    unused = [
+        cell.slot_readout_kernel,
+        cell.slot_readout_bias,
+        cell.readout_kernel,
+        cell.readout_bias,
+        cell.transfer_kernel,
+        cell.transfer_bias,
+    ]
     for v in unused:
         assert not v.trainable
         v.assign(rng.normal(size=v.shape).astype("float32"))
@@ -192,24 +207,35 @@ def test_model_uses_only_the_final_relational_memory():
 
 def test_training_step_leaves_z_and_unused_weights_unchanged():
     model = small_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=5.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     if keras.backend.backend() == "jax":
         assert model.jit_compile  # jit, retraced for each new task shape
     rng = np.random.default_rng(4)
     before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
     for sentences, words in ((4, 5), (3, 6), (4, 5)):  # two shapes: jax retraces per shape
-        loss = model.train_on_batch(random_inputs(rng, 4, sentences, words),
-                                    rng.integers(0, 13, 4).astype("int32"))
+        loss = model.train_on_batch(
+            random_inputs(rng, 4, sentences, words), rng.integers(0, 13, 4).astype("int32")
+        )
         assert np.isfinite(loss)
     after = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
-    frozen = {"inference/output_embedding", "stm/stm_cell/slot_readout_kernel",
-              "stm/stm_cell/readout_kernel", "stm/stm_cell/transfer_kernel"}
+    frozen = {
+        "inference/output_embedding",
+        "stm/stm_cell/slot_readout_kernel",
+        "stm/stm_cell/readout_kernel",
+        "stm/stm_cell/transfer_kernel",
+    }
     for path in frozen:
         np.testing.assert_array_equal(after[path], before[path])
-    for path in ("sentence_encoder/embeddings", "sentence_encoder/position_weights",
-                 "stm/stm_cell/initial_relational_memory", "inference/entity_kernel_1",
-                 "inference/norm_3_gamma"):
+    for path in (
+        "sentence_encoder/embeddings",
+        "sentence_encoder/position_weights",
+        "stm/stm_cell/initial_relational_memory",
+        "inference/entity_kernel_1",
+        "inference/norm_3_gamma",
+    ):
         assert not np.allclose(after[path], before[path]), path
 
 
@@ -224,9 +250,12 @@ def test_padded_batch_with_zero_weights_trains_exactly_like_the_short_batch():
     models = []
     for _ in range(2):
         model = small_model()
-        model.compile(optimizer=keras.optimizers.SGD(0.5),
-                      loss=keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True, reduction="mean_with_sample_weight"))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+        )
         models.append(model)
     set_random_weights(models[0], rng, scale=0.3)
     start = models[0].get_weights()
@@ -240,8 +269,11 @@ def test_padded_batch_with_zero_weights_trains_exactly_like_the_short_batch():
     assert any(not np.allclose(a, b) for a, b in zip(start, models[0].get_weights()))
     unweighted = models[0].compute_loss(x=padded_x, y=y[rows], y_pred=models[0](padded_x))
     trained = models[0].compute_loss(x=x, y=y, y_pred=models[0](x))
-    assert not np.isclose(float(keras.ops.convert_to_numpy(unweighted)),
-                          float(keras.ops.convert_to_numpy(trained)), rtol=1e-4)
+    assert not np.isclose(
+        float(keras.ops.convert_to_numpy(unweighted)),
+        float(keras.ops.convert_to_numpy(trained)),
+        rtol=1e-4,
+    )
 
 
 def test_model_config_round_trip_and_keras_file(tmp_path):
@@ -249,7 +281,7 @@ def test_model_config_round_trip_and_keras_file(tmp_path):
     rng = np.random.default_rng(5)
     x1, x2 = random_inputs(rng, 2, 3, 4), random_inputs(rng, 2, 5, 7)
     clone = keras.Model.from_config(model.get_config())
-    assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
     clone.set_weights(model.get_weights())
     path = str(tmp_path / "babi.keras")
     model.save(path)
@@ -257,8 +289,9 @@ def test_model_config_round_trip_and_keras_file(tmp_path):
     want = [keras.ops.convert_to_numpy(model(x)) for x in (x1, x2)]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x1)), want[0], rtol=1e-5, atol=1e-6)
     for x, expected in zip((x1, x2), want):  # two task shapes
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-5, atol=1e-6
+        )
     assert isinstance(loaded.get_layer("inference"), TPRInference)
     assert not loaded.get_layer("inference").output_embedding.trainable
 
@@ -268,14 +301,20 @@ def test_model_config_round_trip_and_keras_file(tmp_path):
 
 
 def test_scores_from_logits_by_hand():
-    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.25, 0.25],
-                              [0.2, 0.2, 0.6]]))
+    logits = np.log(
+        np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.25, 0.25], [0.2, 0.2, 0.6]])
+    )
     answers = np.array([0, 2, 0, 2])
     tasks = np.array([4, 4, 9, 9])
     s = scores_from_logits(logits, answers, tasks)
     assert s["tasks"][4] == pytest.approx(
-        {"accuracy": 0.5, "error": 50.0, "loss": -(math.log(0.7) + math.log(0.1)) / 2,
-         "examples": 2})
+        {
+            "accuracy": 0.5,
+            "error": 50.0,
+            "loss": -(math.log(0.7) + math.log(0.1)) / 2,
+            "examples": 2,
+        }
+    )
     assert s["tasks"][9]["accuracy"] == 1.0 and s["tasks"][9]["error"] == 0.0
     assert s["mean_error"] == 25.0 and s["mean_accuracy"] == 0.75 and s["accuracy"] == 0.75
     assert s["failed_tasks"] == 1
@@ -286,8 +325,9 @@ def test_scores_from_logits_by_hand():
 
 def _arrays(n, sentences, words, offset):
     story = np.arange(n * sentences * words, dtype=np.int32).reshape(n, sentences, words)
-    return BabiArrays(story, story[:, 0], np.arange(n, dtype=np.int32) + offset,
-                      np.full(n, sentences, np.int32))
+    return BabiArrays(
+        story, story[:, 0], np.arange(n, dtype=np.int32) + offset, np.full(n, sentences, np.int32)
+    )
 
 
 def test_eval_dataset_batches():
@@ -341,9 +381,19 @@ def test_decay_learning_rate_once(tmp_path):
 NAMES = ["Mary", "John", "Sandra", "Daniel"]
 PLACES = ["kitchen", "garden", "office", "hallway"]
 # All (first person, second person, first place, second place) stories, in a fixed random order.
-STORIES = [c for c in np.random.default_rng(0).permutation(
-    [(a, b, pa, pb) for a in range(4) for b in range(4) if a != b for pa in range(4)
-     for pb in range(4)])]
+STORIES = [
+    c
+    for c in np.random.default_rng(0).permutation(
+        [
+            (a, b, pa, pb)
+            for a in range(4)
+            for b in range(4)
+            if a != b
+            for pa in range(4)
+            for pb in range(4)
+        ]
+    )
+]
 
 
 def _stories(task, rows):
@@ -352,9 +402,11 @@ def _stories(task, rows):
     verb = {1: "went", 3: "journeyed"}[task]
     lines = []
     for a, b, pa, pb in (STORIES[i] for i in rows):
-        lines += [f"1 {NAMES[a]} {verb} to the {PLACES[pa]}.",
-                  f"2 {NAMES[b]} {verb} to the {PLACES[pb]}.",
-                  f"3 Where is {NAMES[a]}? \t{PLACES[pa]}\t1"]
+        lines += [
+            f"1 {NAMES[a]} {verb} to the {PLACES[pa]}.",
+            f"2 {NAMES[b]} {verb} to the {PLACES[pb]}.",
+            f"3 Where is {NAMES[a]}? \t{PLACES[pa]}\t1",
+        ]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -363,12 +415,14 @@ def tiny_archive(tmp_path_factory):
     """Tasks 1 and 3 in the official layout; like the local copy, the archive lacks
     `en-valid-10k/qa3_train.txt`: task 3 trains (with --allow-partial) on the `en/qa3`
     training stories that are not in its validation file (20 - 4 = 16 questions)."""
-    files = {babi_filename("en-valid-10k", 1, "train"): _stories(1, range(0, 16)),
-             babi_filename("en-valid-10k", 1, "valid"): _stories(1, range(16, 24)),
-             babi_filename("en-valid-10k", 1, "test"): _stories(1, range(24, 32)),
-             babi_filename("en", 3, "train"): _stories(3, range(40, 60)),
-             babi_filename("en-valid-10k", 3, "valid"): _stories(3, range(56, 64)),
-             babi_filename("en-valid-10k", 3, "test"): _stories(3, range(64, 72))}
+    files = {
+        babi_filename("en-valid-10k", 1, "train"): _stories(1, range(0, 16)),
+        babi_filename("en-valid-10k", 1, "valid"): _stories(1, range(16, 24)),
+        babi_filename("en-valid-10k", 1, "test"): _stories(1, range(24, 32)),
+        babi_filename("en", 3, "train"): _stories(3, range(40, 60)),
+        babi_filename("en-valid-10k", 3, "valid"): _stories(3, range(56, 64)),
+        babi_filename("en-valid-10k", 3, "test"): _stories(3, range(64, 72)),
+    }
     path = tmp_path_factory.mktemp("babi") / "babi_tasks_1-20_v1-2.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for name, content in sorted(files.items()):
@@ -379,9 +433,22 @@ def tiny_archive(tmp_path_factory):
 
 
 def _argv(archive, out, *more):
-    return ["--quick", "--verbose", "0", "--data", archive, "--no-verify", "--tasks", "1,3",
-            "--allow-partial", "--cache-dir", str(out.parent / "cache"), "--output-dir", str(out),
-            *more]
+    return [
+        "--quick",
+        "--verbose",
+        "0",
+        "--data",
+        archive,
+        "--no-verify",
+        "--tasks",
+        "1,3",
+        "--allow-partial",
+        "--cache-dir",
+        str(out.parent / "cache"),
+        "--output-dir",
+        str(out),
+        *more,
+    ]
 
 
 def _history(out):
@@ -416,7 +483,9 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
         saved = json.load(f)
     assert saved == json.loads(json.dumps(results))
     test = saved["test"]
-    assert {"mean_error", "mean_accuracy", "failed_tasks", "task_1_error", "task_3_error"} <= set(test)
+    assert {"mean_error", "mean_accuracy", "failed_tasks", "task_1_error", "task_3_error"} <= set(
+        test
+    )
     assert all(math.isfinite(v) for v in test.values())
     assert test["mean_error"] == pytest.approx((test["task_1_error"] + test["task_3_error"]) / 2)
     assert 0.0 <= test["mean_error"] <= 100.0
@@ -427,8 +496,13 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
     assert saved["scores"]["test"]["tasks"]["1"]["partial"] is False
     assert saved["scores"]["test"]["tasks"]["3"]["examples"] == 8
     assert saved["iterations"] == 2 * 4  # 2 epochs x (2 tasks x 16 questions / batch 8)
-    for name in ("learning_curve.png", "best.keras", "task_errors.md", "task_errors.csv",
-                 "vocab.json"):
+    for name in (
+        "learning_curve.png",
+        "best.keras",
+        "task_errors.md",
+        "task_errors.csv",
+        "vocab.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     with open(out / "task_errors.csv") as f:
         table = list(csv.reader(f))
@@ -454,8 +528,9 @@ def test_example_pretrained_export_and_evaluate(tiny_archive, tmp_path):
     out = tmp_path / "run"
     results = babi_example.main(_argv(tiny_archive, out))
     dest = tmp_path / "pretrained" / "babi"
-    pretrained.export(str(out), str(dest), {"commit": "test", "gpu_minutes": 0.0,
-                                            "command": "--quick"})
+    pretrained.export(
+        str(out), str(dest), {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"}
+    )
     for name in ("vocab.json", "task_errors.md", "task_errors.csv", "history.csv"):
         assert (dest / name).exists(), name
     before = sorted(os.listdir(dest))
@@ -463,8 +538,9 @@ def test_example_pretrained_export_and_evaluate(tiny_archive, tmp_path):
     assert report["recorded"] == json.loads(json.dumps(results["test"]))
     assert report["test"]["mean_error"] == pytest.approx(results["test"]["mean_error"])
     assert sorted(os.listdir(dest)) == before and not (tmp_path / "unused").exists()
-    small = babi_example.main(_argv(tiny_archive, tmp_path / "unused", "--evaluate", str(dest),
-                                    "--test-size", "3"))
+    small = babi_example.main(
+        _argv(tiny_archive, tmp_path / "unused", "--evaluate", str(dest), "--test-size", "3")
+    )
     assert small["test"]["accuracy"] >= 0.0
     with pytest.raises(SystemExit):
         babi_example.main(_argv(tiny_archive, tmp_path / "bad", "--test-size", "0"))
@@ -483,8 +559,13 @@ def test_example_lstm_and_flags(tiny_archive, tmp_path):
     results = babi_example.main(_argv(tiny_archive, out, "--model", "lstm", "--epochs", "1"))
     assert results["model"] == "lstm" and math.isfinite(results["test"]["mean_error"])
     assert results["iterations"] == 4 and results["epochs"] == 1
-    for bad in (["--steps-per-epoch", "5"], ["--iterations", "0"], ["--epochs", "0"],
-                ["--tasks", "0,21"], ["--eval-batch-size", "0"]):
+    for bad in (
+        ["--steps-per-epoch", "5"],
+        ["--iterations", "0"],
+        ["--epochs", "0"],
+        ["--tasks", "0,21"],
+        ["--eval-batch-size", "0"],
+    ):
         with pytest.raises(SystemExit):
             babi_example.main(_argv(tiny_archive, tmp_path / "bad", *bad))
     assert babi_example.parse_tasks("1,2,4-6") == [1, 2, 4, 5, 6]

@@ -61,7 +61,7 @@ def extract_blocks(text):
         j = i + 1
         while j < len(lines) and not closing.match(lines[j]):
             line = lines[j]
-            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             j += 1
         before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         if SKIP_MARK.match(before):
@@ -83,9 +83,14 @@ def expected_prints(code):
     is not checked).
     """
     tree = ast.parse(code)
-    prints = [node for node in tree.body
-              if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-              and isinstance(node.value.func, ast.Name) and node.value.func.id == "print"]
+    prints = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "print"
+    ]
     if not prints:
         return None
     comments = {}
@@ -111,41 +116,55 @@ def _executable_pages():
 
 
 def test_extract_blocks_and_markers():
-    text = "\n".join([
-        "# Title",
-        "```python",
-        "x = 1",
-        "```",
-        "text",
-        "```bash",
-        "make test",
-        "```",
-        "```python-skip",
-        "raise RuntimeError",
-        "```",
-        "* item",
-        "",
-        "    <!-- doc-test: skip (GPU) -->",
-        "    ```python",
-        "    raise RuntimeError",
-        "    ```",
-        "````py",
-        "s = '''",
-        "```",
-        "'''",
-        "````",
-        "```",
-        "plain",
-        "```",
-    ])
+    text = "\n".join(
+        [
+            "# Title",
+            "```python",
+            "x = 1",
+            "```",
+            "text",
+            "```bash",
+            "make test",
+            "```",
+            "```python-skip",
+            "raise RuntimeError",
+            "```",
+            "* item",
+            "",
+            "    <!-- doc-test: skip (GPU) -->",
+            "    ```python",
+            "    raise RuntimeError",
+            "    ```",
+            "````py",
+            "s = '''",
+            "```",
+            "'''",
+            "````",
+            "```",
+            "plain",
+            "```",
+        ]
+    )
     blocks = extract_blocks(text)
     assert [(line, info) for line, info, _ in blocks] == [
-        (2, "python"), (6, "bash"), (9, "python-skip"), (15, "python-skip"), (18, "py"), (23, "")]
+        (2, "python"),
+        (6, "bash"),
+        (9, "python-skip"),
+        (15, "python-skip"),
+        (18, "py"),
+        (23, ""),
+    ]
     assert blocks[0][2] == "x = 1\n"
     assert blocks[3][2] == "raise RuntimeError\n"
     assert blocks[4][2] == "s = '''\n```\n'''\n"  # a longer fence encloses a shorter one
     assert [is_executed(info, code) for _, info, code in blocks] == [
-        True, False, False, False, True, False]
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_skip_marker_is_the_line_before_the_fence():
@@ -160,12 +179,17 @@ def test_no_markers_inside_code_blocks():
         for line, info, code in extract_blocks(page.read_text(encoding="utf-8")):
             if OLD_SKIP_MARK in code:
                 found.append(f"{page.relative_to(ROOT).as_posix()}:{line}")
-    assert not found, ("put `<!-- doc-test: skip (why) -->` on the line before the block instead of a "
-                       f"comment inside it: {found}")
+    assert not found, (
+        "put `<!-- doc-test: skip (why) -->` on the line before the block instead of a "
+        f"comment inside it: {found}"
+    )
 
 
 def test_expected_prints():
-    assert expected_prints("print(1)  # 1: one\nx = 2\nprint(x,\n      x)  # 2 2\n") == ["1: one", "2 2"]
+    assert expected_prints("print(1)  # 1: one\nx = 2\nprint(x,\n      x)  # 2 2\n") == [
+        "1: one",
+        "2 2",
+    ]
     assert expected_prints("print(1)\nprint(2)  # 2\n") is None
     assert expected_prints("x = 1\n") is None
     assert expected_prints("if True:\n    print(1)\n") is None  # only top-level prints count
@@ -198,7 +222,9 @@ def test_code_blocks_run(page, monkeypatch):
             continue
         printed = output.getvalue().rstrip("\n").split("\n")
         assert len(printed) == len(expected), (
-            f"{where}: {len(expected)} commented prints but {len(printed)} printed lines: {printed}")
+            f"{where}: {len(expected)} commented prints but {len(printed)} printed lines: {printed}"
+        )
         for actual, comment in zip(printed, expected):
             assert actual.strip() and comment.startswith(actual.strip()), (
-                f"{where}: printed {actual.strip()!r}, the comment says {comment!r}")
+                f"{where}: printed {actual.strip()!r}, the comment says {comment!r}"
+            )

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import keras_stm
-from keras_stm.layers import OuterProductAttention, SelfAttentiveMemory
+from keras_stm.layers import OuterProductAttention
+from keras_stm.layers import SelfAttentiveMemory
 
 SMALL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_hidden_units=6)
 
@@ -17,8 +18,16 @@ def zeros(*shape):
 # ------------------------------------------------------------------------------------------
 # constructor arguments
 
-SIZE_ARGUMENTS = ["num_queries", "memory_size", "relation_size", "readout_size", "head_units",
-                  "head_hidden_units", "sam_steps", "projector_hidden_units"]
+SIZE_ARGUMENTS = [
+    "num_queries",
+    "memory_size",
+    "relation_size",
+    "readout_size",
+    "head_units",
+    "head_hidden_units",
+    "sam_steps",
+    "projector_hidden_units",
+]
 
 
 BAD_SIZES = [0, -3, 2.5, True, "8", None]
@@ -64,17 +73,20 @@ def test_bad_self_attentive_memory_arguments():
 
 
 def test_valid_coefficients_are_accepted():
-    cell = keras_stm.STMCell(**SMALL, relational_carry=1, relational_read=0.0,
-                             relational_transfer="learned")
+    cell = keras_stm.STMCell(
+        **SMALL, relational_carry=1, relational_read=0.0, relational_transfer="learned"
+    )
     assert cell.relational_carry == 1.0 and isinstance(cell.relational_carry, float)
     assert cell.relational_read == 0.0 and cell.relational_transfer == "learned"
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(loop="sparse"), "`loop` must be one of"),
-     (dict(loop=True), "`loop` must be one of"),
-     (dict(loop=None), "`loop` must be one of")],
+    [
+        (dict(loop="sparse"), "`loop` must be one of"),
+        (dict(loop=True), "`loop` must be one of"),
+        (dict(loop=None), "`loop` must be one of"),
+    ],
     ids=["unknown", "bool", "none"],
 )
 def test_stm_loop_option(kwargs, match):
@@ -84,9 +96,11 @@ def test_stm_loop_option(kwargs, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(return_sequences=True), "return_sequences=False"),
-     (dict(sam_steps=2), "sam_steps=1"),
-     (dict(relational_carry=0.0, relational_read=0.0), "reads or carries")],
+    [
+        (dict(return_sequences=True), "return_sequences=False"),
+        (dict(sam_steps=2), "sam_steps=1"),
+        (dict(relational_carry=0.0, relational_read=0.0), "reads or carries"),
+    ],
     ids=["return_sequences", "sam_steps", "no_relational_memory_read"],
 )
 def test_low_rank_loop_needs_what_it_uses(kwargs, match):
@@ -95,9 +109,17 @@ def test_low_rank_loop_needs_what_it_uses(kwargs, match):
         layer(zeros(2, 4, 3))
 
 
-@pytest.mark.parametrize("name", ["torch_compile", "torch_compile_mode", "torch_compile_step",
-                                  "relational_memory_loop", "loop_gradient",
-                                  "carry_relational_memory"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torch_compile",
+        "torch_compile_mode",
+        "torch_compile_step",
+        "relational_memory_loop",
+        "loop_gradient",
+        "carry_relational_memory",
+    ],
+)
 def test_removed_arguments_are_refused(name):
     """Arguments removed in issue 22 are refused by the constructor (old configs still load:
     tests/test_unused_weights.py) and not in the config."""
@@ -147,7 +169,9 @@ def test_stm_initial_state_length_and_shapes():
     good = [zeros(2, 3), zeros(2, 4, 4), zeros(2, 2, 4, 4)]
     layer(x, initial_state=good)
     for states in (good[:2], good + [good[0]], good[:1]):
-        with pytest.raises(ValueError, match=f"`initial_state` must hold 3 states.*got {len(states)}"):
+        with pytest.raises(
+            ValueError, match=f"`initial_state` must hold 3 states.*got {len(states)}"
+        ):
             layer(x, initial_state=states)
     with pytest.raises(ValueError, match=r"`initial_state\[1\]` must have shape"):
         layer(x, initial_state=[good[0], zeros(2, 5, 5), good[2]])
@@ -204,8 +228,11 @@ def test_non_finite_epsilon_absurd_coefficients_and_int_policies_are_refused(lay
 
 @pytest.mark.parametrize("layer_class", [keras_stm.STMCell, keras_stm.STM], ids=["cell", "stm"])
 def test_numpy_numbers_are_accepted(layer_class):
-    layer = layer_class(**{**SMALL, "num_queries": np.int64(2), "memory_size": np.int32(4)},
-                        relational_carry=np.float32(0.5), layer_norm_epsilon=np.float64(1e-5))
+    layer = layer_class(
+        **{**SMALL, "num_queries": np.int64(2), "memory_size": np.int32(4)},
+        relational_carry=np.float32(0.5),
+        layer_norm_epsilon=np.float64(1e-5),
+    )
     cell = layer if layer_class is keras_stm.STMCell else layer.cell
     assert type(cell.num_queries) is int and cell.num_queries == 2
     assert type(cell.relational_carry) is float and cell.relational_carry == 0.5

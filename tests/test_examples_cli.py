@@ -19,24 +19,52 @@ from keras_stm.experiments import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
-SCRIPTS = sorted(name[:-3] for name in os.listdir(EXAMPLES)
-                 if name.endswith(".py") and not name.startswith("_"))
+SCRIPTS = sorted(
+    name[:-3] for name in os.listdir(EXAMPLES) if name.endswith(".py") and not name.startswith("_")
+)
 TRAINING_SCRIPTS = [name for name in SCRIPTS if name not in ("quickstart", "tune")]
 
-SHARED = {"model": "--model", "output_dir": "--output-dir", "iterations": "--iterations",
-          "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size",
-          "learning_rate": "--learning-rate", "optimizer": "--optimizer", "seed": "--seed",
-          "quick": "--quick", "evaluate": "--evaluate", "fresh": "--fresh",
-          "verbose": "--verbose", "max_minutes": "--max-minutes", "hparams": "--hparams",
-          "jit_compile": "--jit-compile", "data_parallel": "--data-parallel",
-          "initial_weights": "--initial-weights"}
+SHARED = {
+    "model": "--model",
+    "output_dir": "--output-dir",
+    "iterations": "--iterations",
+    "steps_per_epoch": "--steps-per-epoch",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "optimizer": "--optimizer",
+    "seed": "--seed",
+    "quick": "--quick",
+    "evaluate": "--evaluate",
+    "fresh": "--fresh",
+    "verbose": "--verbose",
+    "max_minutes": "--max-minutes",
+    "hparams": "--hparams",
+    "jit_compile": "--jit-compile",
+    "data_parallel": "--data-parallel",
+    "initial_weights": "--initial-weights",
+}
 """dict: destination -> the one spelling of the flags every training script has."""
-CANONICAL = {**SHARED, "test_size": "--test-size", "train_size": "--train-size",
-             "validation_size": "--validation-size", "lstm_units": "--lstm-units",
-             "test_seed": "--test-seed", "data_seed": "--data-seed", "task": "--task"}
+CANONICAL = {
+    **SHARED,
+    "test_size": "--test-size",
+    "train_size": "--train-size",
+    "validation_size": "--validation-size",
+    "lstm_units": "--lstm-units",
+    "test_seed": "--test-seed",
+    "data_seed": "--data-seed",
+    "task": "--task",
+}
 """dict: destination -> its one spelling, in whichever script has it."""
-OLD_SPELLINGS = ("--core", "--test-batches", "--num-test", "--num-train", "--num-validation",
-                 "--directory", "--project-name", "--pretrained-test-size")
+OLD_SPELLINGS = (
+    "--core",
+    "--test-batches",
+    "--num-test",
+    "--num-train",
+    "--num-validation",
+    "--directory",
+    "--project-name",
+    "--pretrained-test-size",
+)
 
 
 def _load(name):
@@ -82,14 +110,20 @@ def test_help_runs_and_shows_defaults(name):
 
 
 def test_help_from_the_command_line():
-    done = subprocess.run([sys.executable, os.path.join(EXAMPLES, "copy_task.py"), "--help"],
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=REPO))
+    done = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "copy_task.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert done.returncode == 0, done.stderr
     assert "--learning-rate LEARNING_RATE" in done.stdout
     flat = " ".join(done.stdout.split())
-    assert "--iterations ITERATIONS Training batches in total (the whole run). (default: 50000)" in (
-        flat), flat
+    assert (
+        "--iterations ITERATIONS Training batches in total (the whole run). (default: 50000)"
+        in (flat)
+    ), flat
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -116,21 +150,25 @@ def test_shared_flags_have_one_spelling(name, monkeypatch):
         assert "--epochs" not in {o for options in visible.values() for o in options}
     else:  # the tuner and the quick start: the spellings they have are the shared ones
         assert {"--model", "--seed", "--batch-size", "--test-size", "--output-dir"} & {
-            o for options in visible.values() for o in options}
+            o for options in visible.values() for o in options
+        }
 
 
-@pytest.mark.parametrize("name, old, dest, value", [
-    ("atari_pong", ["--core", "lstm"], "model", "lstm"),
-    ("copy_task", ["--test-batches", "3"], "test_batches", 3),
-    ("nth_farthest", ["--test-batches", "3"], "test_batches", 3),
-    ("associative_retrieval", ["--num-test", "5"], "test_size", 5),
-    ("associative_retrieval", ["--num-train", "6"], "train_size", 6),
-    ("associative_retrieval", ["--num-validation", "7"], "validation_size", 7),
-    ("babi", ["--epochs", "2"], "epochs", 2),
-    ("tune", ["--task", "copy", "--directory", "searches"], "directory", "searches"),
-    ("tune", ["--task", "copy", "--project-name", "p"], "project_name", "p"),
-    ("quickstart", ["--pretrained-test-size", "9"], "test_size", 9),
-])
+@pytest.mark.parametrize(
+    "name, old, dest, value",
+    [
+        ("atari_pong", ["--core", "lstm"], "model", "lstm"),
+        ("copy_task", ["--test-batches", "3"], "test_batches", 3),
+        ("nth_farthest", ["--test-batches", "3"], "test_batches", 3),
+        ("associative_retrieval", ["--num-test", "5"], "test_size", 5),
+        ("associative_retrieval", ["--num-train", "6"], "train_size", 6),
+        ("associative_retrieval", ["--num-validation", "7"], "validation_size", 7),
+        ("babi", ["--epochs", "2"], "epochs", 2),
+        ("tune", ["--task", "copy", "--directory", "searches"], "directory", "searches"),
+        ("tune", ["--task", "copy", "--project-name", "p"], "project_name", "p"),
+        ("quickstart", ["--pretrained-test-size", "9"], "test_size", 9),
+    ],
+)
 def test_old_spellings_still_work_with_a_warning(name, old, dest, value, monkeypatch, capsys):
     parser = _parser(name, monkeypatch)
     args = parser.parse_args(old)
@@ -154,9 +192,11 @@ def test_test_size_and_the_old_test_batches():
 
 def test_progress_line():
     assert training.progress_line(0, 10, 0.0, None) == (
-        "run: 0/10 iterations (0.0%), 0:00:00 elapsed")
+        "run: 0/10 iterations (0.0%), 0:00:00 elapsed"
+    )
     assert training.progress_line(250, 1000, 3600.0, 2.0) == (
-        "run: 250/1,000 iterations (25.0%), 1:00:00 elapsed, ETA 0:25:00")
+        "run: 250/1,000 iterations (25.0%), 1:00:00 elapsed, ETA 0:25:00"
+    )
     line = training.progress_line(250, 1000, 3600.0, 2.0, unit="frames", budget_left=60.0)
     assert "ETA 0:25:00 (--max-minutes stops this session in about 0:01:00" in line
     assert training.progress_line(1000, 1000, 5.0, 1.0).endswith(", done")
@@ -173,16 +213,16 @@ def test_run_prints_the_whole_run_position_each_epoch(tmp_path, capsys):
         while True:
             yield x, y
 
-    parser = training.argument_parser("doc", task="toy", learning_rate=0.1, iterations=8,
-                                      steps_per_epoch=2)
+    parser = training.argument_parser(
+        "doc", task="toy", learning_rate=0.1, iterations=8, steps_per_epoch=2
+    )
     argv = ["--output-dir", str(tmp_path), "--verbose", "2", "--iterations", "4"]
     training.run(model, data(), training.parse_args(parser, argv))
     assert "run: 4/4 iterations (100.0%)" in capsys.readouterr().out
     argv[-1] = "8"  # continues to 8 iterations: epochs 3 and 4 of 4
     training.run(model, data(), training.parse_args(parser, argv))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run: ")]
-    assert [line.split(" (")[0] for line in lines] == ["run: 6/8 iterations",
-                                                       "run: 8/8 iterations"]
+    assert [line.split(" (")[0] for line in lines] == ["run: 6/8 iterations", "run: 8/8 iterations"]
     assert "ETA " in lines[0] and lines[1].endswith(", done")
     argv += ["--verbose", "0", "--fresh"]
     training.run(model, data(), training.parse_args(parser, argv))

@@ -46,7 +46,7 @@ def _check_results(out, keys, model="stm"):
         if math.isnan(value):  # allowed only for a mean over the valid answers, when none is
             suffix = re.search(r"(_n\d+)?$", key).group()
             prefix = re.match(r"(masked_|beam_)?", key).group()
-            assert key[len(prefix):].startswith(("mean_", "optimality_gap")), key
+            assert key[len(prefix) :].startswith(("mean_", "optimality_gap")), key
             if "mean_invalid" not in key:  # that one: over invalid answers with indices in range
                 assert test[f"{prefix}num_valid{suffix}"] == 0, key
         else:
@@ -64,8 +64,17 @@ def _check_results(out, keys, model="stm"):
 def test_convex_hull_quick_run(tmp_path):
     out = tmp_path / "hull"
     first = convex_hull.main(QUICK + ["--output-dir", str(out)])
-    keys = [f"{m}_n5" for m in ("sequence_accuracy", "cyclic_accuracy", "point_accuracy", "loss",
-                                "sparse_categorical_accuracy", "examples")]
+    keys = [
+        f"{m}_n5"
+        for m in (
+            "sequence_accuracy",
+            "cyclic_accuracy",
+            "point_accuracy",
+            "loss",
+            "sparse_categorical_accuracy",
+            "examples",
+        )
+    ]
     results = _check_results(out, keys)
     np.testing.assert_equal(results["test"], first["test"])
     assert results["test"]["examples_n5"] == 8
@@ -80,15 +89,35 @@ def test_tsp_quick_run_from_files_lstm(tmp_path):
     geometry.generate(train, "tsp", 20, (5, 6), seed=3)
     geometry.generate(test, "tsp", 12, 5, seed=4)
     out = tmp_path / "tsp"
-    results = tsp.main(QUICK + ["--model", "lstm", "--output-dir", str(out),
-                                "--train-file", str(train), "--test-file", str(test)])
-    keys = ["mean_length", "optimality_gap", "valid_fraction", "num_valid", "num_invalid",
-            "mean_target_length_all", "loss", "examples"]
+    results = tsp.main(
+        QUICK
+        + [
+            "--model",
+            "lstm",
+            "--output-dir",
+            str(out),
+            "--train-file",
+            str(train),
+            "--test-file",
+            str(test),
+        ]
+    )
+    keys = [
+        "mean_length",
+        "optimality_gap",
+        "valid_fraction",
+        "num_valid",
+        "num_invalid",
+        "mean_target_length_all",
+        "loss",
+        "examples",
+    ]
     _check_results(out, keys, model="lstm")
     assert results["test"]["examples"] == 12
     assert results["stm_config"] is None
-    reference = np.mean([geometry.tour_length(e.points, e.output)
-                         for e in geometry.read_file(test)])
+    reference = np.mean(
+        [geometry.tour_length(e.points, e.output) for e in geometry.read_file(test)]
+    )
     assert results["test"]["mean_target_length_all"] == pytest.approx(reference)
 
 
@@ -96,13 +125,19 @@ def test_shortest_path_quick_run_lstm_and_resume(tmp_path):
     out = tmp_path / "sp"
     argv = QUICK + ["--model", "lstm", "--output-dir", str(out)]
     results = shortest_path.main(argv)
-    keys = ["exact_match", "optimal_fraction", "valid_fraction", "mean_cost_ratio", "loss",
-            "sparse_categorical_accuracy", "examples"]
+    keys = [
+        "exact_match",
+        "optimal_fraction",
+        "valid_fraction",
+        "mean_cost_ratio",
+        "loss",
+        "sparse_categorical_accuracy",
+        "examples",
+    ]
     _check_results(out, keys, model="lstm")
     assert results["n_nodes"] == [5, 5] and results["n_edges"] == [6, 6]
     examples = graphs.read_file(out / "test.txt")
-    assert len(examples) == 8 and all(e.query is not None and len(e.edges) == 6
-                                      for e in examples)
+    assert len(examples) == 8 and all(e.query is not None and len(e.edges) == 6 for e in examples)
     rows, test_set = _history_rows(out), (out / "test.txt").read_text()
     assert len(rows) == 2
     # a second call in the same folder resumes the finished run: no epoch is trained again and
@@ -119,11 +154,18 @@ def test_minimum_spanning_tree_quick_run_from_files(tmp_path):
     graphs.generate(train, "mst", 20, n_nodes=5, n_edges=6, seed=3)
     graphs.generate(test, "mst", 10, n_nodes=5, n_edges=6, seed=4)
     out = tmp_path / "mst"
-    results = minimum_spanning_tree.main(QUICK + ["--output-dir", str(out),
-                                                  "--train-file", str(train),
-                                                  "--test-file", str(test)])
-    keys = ["exact_match", "sequence_accuracy", "optimal_fraction", "valid_fraction",
-            "mean_cost_ratio", "loss", "examples"]
+    results = minimum_spanning_tree.main(
+        QUICK + ["--output-dir", str(out), "--train-file", str(train), "--test-file", str(test)]
+    )
+    keys = [
+        "exact_match",
+        "sequence_accuracy",
+        "optimal_fraction",
+        "valid_fraction",
+        "mean_cost_ratio",
+        "loss",
+        "examples",
+    ]
     _check_results(out, keys)
     assert results["test"]["examples"] == 10
     assert results["stm_config"]["num_queries"] == 2
@@ -135,8 +177,9 @@ def test_bad_flags_are_reported(tmp_path):
     with pytest.raises(SystemExit):
         shortest_path.main(QUICK + ["--n-nodes", "12", "--output-dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        tsp.main(QUICK + ["--test-file", str(tmp_path / "missing.txt"),
-                          "--output-dir", str(tmp_path)])
+        tsp.main(
+            QUICK + ["--test-file", str(tmp_path / "missing.txt"), "--output-dir", str(tmp_path)]
+        )
     assert convex_hull.point_counts("5,8-10") == (5, 8, 9, 10)
     assert shortest_path.size_range("8-10") == (8, 10)
 
@@ -174,8 +217,10 @@ def _oracle(data):
 
 def _brute_tsp_length(points):
     n = len(points)
-    return min(sum(math.dist(points[t[k]], points[t[(k + 1) % n]]) for k in range(n))
-               for t in ((0,) + p for p in itertools.permutations(range(1, n))))
+    return min(
+        sum(math.dist(points[t[k]], points[t[(k + 1) % n]]) for k in range(n))
+        for t in ((0,) + p for p in itertools.permutations(range(1, n)))
+    )
 
 
 def test_hull_scores(tmp_path):
@@ -183,8 +228,14 @@ def test_hull_scores(tmp_path):
     geometry.generate(path, "convex_hull", 12, (5, 6), seed=5)
     data = geometry.file_dataset(path, 5, shuffle=False)
     perfect = convex_hull.hull_scores(_oracle(data), data)
-    expected = {"sequence_accuracy": 1.0, "cyclic_accuracy": 1.0, "point_accuracy": 1.0,
-                "valid_fraction": 1.0, "area_coverage": 1.0, "num_invalid": 0}
+    expected = {
+        "sequence_accuracy": 1.0,
+        "cyclic_accuracy": 1.0,
+        "point_accuracy": 1.0,
+        "valid_fraction": 1.0,
+        "area_coverage": 1.0,
+        "num_invalid": 0,
+    }
     assert {k: perfect[k] for k in expected} == pytest.approx(expected)
     assert perfect["mean_answer_length"] == perfect["mean_target_length"]
 
@@ -236,14 +287,18 @@ def test_tsp_scores(tmp_path):
     assert scores["mean_invalid_length"] == 0.0
 
 
-@pytest.mark.parametrize("script,task", [(shortest_path, "shortest_path"),
-                                         (minimum_spanning_tree, "mst")])
+@pytest.mark.parametrize(
+    "script,task", [(shortest_path, "shortest_path"), (minimum_spanning_tree, "mst")]
+)
 def test_graph_scores(tmp_path, script, task):
     path = tmp_path / f"{task}.txt"
     graphs.generate(path, task, 12, n_nodes=(6, 7), n_edges=(8, 10), seed=7)
     data = graphs.file_dataset(path, 5, shuffle=False)
-    scores_fn = shortest_path.path_scores if task == "shortest_path" else (
-        minimum_spanning_tree.tree_scores)
+    scores_fn = (
+        shortest_path.path_scores
+        if task == "shortest_path"
+        else (minimum_spanning_tree.tree_scores)
+    )
     perfect = scores_fn(_oracle(data), data)
     assert perfect["exact_match"] == perfect["optimal_fraction"] == 1.0
     assert perfect["valid_fraction"] == 1.0 and perfect["mean_cost_ratio"] == pytest.approx(1.0)
@@ -259,6 +314,7 @@ def test_graph_scores(tmp_path, script, task):
     assert scores["num_invalid"] == 12 and math.isnan(scores["mean_cost_ratio"])
 
     if task == "mst":  # Kruskal's order reversed: the same tree, another sequence
+
         def reversed_tree(x):
             y = _oracle(data)(x).argmax(-1)
             skip = int((graphs.edge_labels(x) > 0).sum(1)[0]) + 1
@@ -278,7 +334,8 @@ def test_padded_steps_change_no_output_or_loss(tmp_path):
     geometry.generate(path, "convex_hull", 4, 6, seed=8)
     data = geometry.file_dataset(path, 4, shuffle=False)
     args = convex_hull.geometry_parser("convex_hull", "doc", "5").parse_args(
-        ["--model", "lstm", "--lstm-units", "8"])
+        ["--model", "lstm", "--lstm-units", "8"]
+    )
     model = convex_hull.build_model(args, "convex_hull")
     length = convex_hull.max_steps(examples=data.examples)
     assert length == max(len(e.points) + len(e.output) + 2 for e in data.examples)
@@ -287,12 +344,17 @@ def test_padded_steps_change_no_output_or_loss(tmp_path):
         x, y, w = data[i]
         px, py, pw = padded[i]
         assert px.shape[1] == py.shape[1] == pw.shape[1] == length + 3
-        np.testing.assert_array_equal(px[:, x.shape[1]:], 0)
-        assert pw[:, x.shape[1]:].sum() == 0 and np.array_equal(py[:, : x.shape[1]], y)
-        np.testing.assert_allclose(model.predict_on_batch(px)[:, : x.shape[1]],
-                                   model.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(px[:, x.shape[1] :], 0)
+        assert pw[:, x.shape[1] :].sum() == 0 and np.array_equal(py[:, : x.shape[1]], y)
+        np.testing.assert_allclose(
+            model.predict_on_batch(px)[:, : x.shape[1]],
+            model.predict_on_batch(x),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         assert float(model.test_on_batch(px, py, pw)[0]) == pytest.approx(
-            float(model.test_on_batch(x, y, w)[0]), rel=1e-5)
+            float(model.test_on_batch(x, y, w)[0]), rel=1e-5
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -328,8 +390,7 @@ def test_masked_and_beam_decoding_give_valid_tours_and_hulls(tmp_path):
     path = tmp_path / "hull.txt"
     geometry.generate(path, "convex_hull", 6, 6, seed=2)
     data = geometry.file_dataset(path, 6, shuffle=False)
-    scores = convex_hull.hull_scores(lambda x: _flat_logits(x, 1, 7), data,
-                                     {"decoding": "masked"})
+    scores = convex_hull.hull_scores(lambda x: _flat_logits(x, 1, 7), data, {"decoding": "masked"})
     assert scores["valid_fraction"] == 0.0
     assert scores["masked_num_invalid"] + scores["masked_num_valid"] == 6
     assert scores["masked_mean_answer_length"] >= 3
@@ -341,12 +402,12 @@ def test_rules_of_every_task():
     assert hull((1, 3))[0].tolist() == [False, False, True, False, True] and not hull((1, 3))[1]
     assert hull((1, 3, 2))[1]
     tour = geometry.tour_rule(3)
-    assert tour(())[0].tolist() == [True, False, False] and tour((0, 2, 1)) [1]
+    assert tour(())[0].tolist() == [True, False, False] and tour((0, 2, 1))[1]
     edges = np.array([[0, 1], [1, 2], [0, 2], [2, 3]])
     path = graphs.path_rule(edges, 0, 3)
     assert path(())[0].tolist() == [True, False, True, False]
     assert path((0,))[0].tolist() == [False, True, False, False]
-    assert path((2, 3)) [1] and not path((2, 3))[0].any()
+    assert path((2, 3))[1] and not path((2, 3))[0].any()
     tree = graphs.tree_rule(4, edges)
     assert tree((0, 1))[0].tolist() == [False, False, False, True]
     assert tree((0, 1, 3))[1]
@@ -359,8 +420,9 @@ def test_graph_rule_decoding_is_valid(tmp_path, decoding):
         graphs.generate(path, task, 8, n_nodes=6, n_edges=9, seed=3)
         data = graphs.file_dataset(path, 8, shuffle=False)
         scores_fn = script.path_scores if task == "shortest_path" else script.tree_scores
-        scores = scores_fn(lambda x: _flat_logits(x, 1, 0), data,
-                           {"decoding": decoding, "beam_width": 4})
+        scores = scores_fn(
+            lambda x: _flat_logits(x, 1, 0), data, {"decoding": decoding, "beam_width": 4}
+        )
         if task == "mst":
             assert scores[f"{decoding}_valid_fraction"] == 1.0
         else:  # a path can dead-end (all neighbours visited) under masked greedy decoding

@@ -53,12 +53,26 @@ def _check_common(results, out, task, model="stm"):
 
 # --- the registry -------------------------------------------------------------------------
 
+
 def _formula_parameters(d_in, d_out, nq, d, r, learned_alphas=3, a=64, m=128):
     """Parameter count of the authors' STM (spec 3.2 formula), written out independently."""
-    return (learned_alphas + 2 + d * d + nq * d * d + (3 * nq * d + 3 * nq) + 6 * nq * d
-            + 2 * (d * d_in + d) + (nq * d_in + nq) + 2 * (2 * d * d + 2 * d) + (r * d * d + r)
-            + (nq * d * d + d) + (a * nq * r + a) + (m * a + m) + (m * m + m)
-            + (d_out * m + d_out))
+    return (
+        learned_alphas
+        + 2
+        + d * d
+        + nq * d * d
+        + (3 * nq * d + 3 * nq)
+        + 6 * nq * d
+        + 2 * (d * d_in + d)
+        + (nq * d_in + nq)
+        + 2 * (2 * d * d + 2 * d)
+        + (r * d * d + r)
+        + (nq * d * d + d)
+        + (a * nq * r + a)
+        + (m * a + m)
+        + (m * m + m)
+        + (d_out * m + d_out)
+    )
 
 
 def test_registry_values_follow_the_spec():
@@ -84,12 +98,17 @@ def test_registry_values_follow_the_spec():
         assert config["learning_rate"] == 1e-4 and config["clip_value"] == 10.0
         assert config["batch_size"] == 128
         # The defaults reach the shared parser unchanged.
-        args = training.argument_parser("doc", **task_configs.training_defaults(task)).parse_args([])
+        args = training.argument_parser("doc", **task_configs.training_defaults(task)).parse_args(
+            []
+        )
         assert (args.task, args.optimizer, args.iterations) == (task, optimizer, iterations)
         assert (args.learning_rate, args.clip_value, args.batch_size) == (1e-4, 10.0, 128)
     rar = task_configs.stm_config("rar")
     assert (rar["relational_carry"], rar["relational_read"], rar["relational_transfer"]) == (
-        0.0, 0.0, "learned")
+        0.0,
+        0.0,
+        "learned",
+    )
     assert task_configs.get_task_config("associative_retrieval")["rmsprop_rho"] == 0.99
     assert task_configs.get_task_config("associative_retrieval")["steps_per_epoch"] == 781
     assert task_configs.get_task_config("copy")["rmsprop_rho"] == 0.95
@@ -103,18 +122,21 @@ def test_registry_rejects_bad_input():
         task_configs.get_task_config("nonsense")
     with pytest.raises(ValueError, match="Unknown STM arguments"):
         task_configs.stm_config("copy", memory_sizes=3)
-    args = argparse.Namespace(num_queries=0, memory_size=8, relation_size=8, readout_size=8,
-                              head_hidden_units=8)
+    args = argparse.Namespace(
+        num_queries=0, memory_size=8, relation_size=8, readout_size=8, head_hidden_units=8
+    )
     with pytest.raises(ValueError, match="--num-queries"):
         task_configs.model_config_from_args(args, "copy")
     parser = task_configs.add_model_arguments(
-        training.argument_parser("doc", **task_configs.training_defaults("rar")), "rar")
+        training.argument_parser("doc", **task_configs.training_defaults("rar")), "rar"
+    )
     args = parser.parse_args(["--memory-size", "32", "--lstm-units", "16"])
     config = task_configs.model_config_from_args(args, "rar")
     assert config["memory_size"] == 32 and config["num_queries"] == 16 and args.lstm_units == 16
     # --stm-config (flag or --hparams key) replaces any STM argument, winning over the flags.
-    args = parser.parse_args(["--memory-size", "32", "--stm-config",
-                              '{"memory_size": 24, "sam_normalization": "row"}'])
+    args = parser.parse_args(
+        ["--memory-size", "32", "--stm-config", '{"memory_size": 24, "sam_normalization": "row"}']
+    )
     config = task_configs.model_config_from_args(args, "rar")
     assert (config["memory_size"], config["sam_normalization"]) == (24, "row")
     # It also takes the loop options of the STM layer (how the loop runs, not its numbers).
@@ -127,24 +149,38 @@ def test_registry_rejects_bad_input():
             task_configs.model_config_from_args(args, "rar")
 
 
-@pytest.mark.parametrize("task, d_in, d_out, kwargs, learned", [
-    ("copy", 34, 32, {}, 3),
-    ("rar", 34, 32, {}, 1),
-    ("nth_farthest", 40, 8, {}, 3),
-    ("convex_hull", 24, 22, {}, 3),
-    ("associative_retrieval", 100, 10, {"vocabulary_size": 37, "embedding_size": 100}, 3),
-])
+@pytest.mark.parametrize(
+    "task, d_in, d_out, kwargs, learned",
+    [
+        ("copy", 34, 32, {}, 3),
+        ("rar", 34, 32, {}, 1),
+        ("nth_farthest", 40, 8, {}, 3),
+        ("convex_hull", 24, 22, {}, 3),
+        ("associative_retrieval", 100, 10, {"vocabulary_size": 37, "embedding_size": 100}, 3),
+    ],
+)
 def test_paper_models_have_the_authors_parameter_counts(task, d_in, d_out, kwargs, learned):
     stm = task_configs.stm_config(task)
     # Zero kernels and biases: the count does not depend on them, and they build fast.
     fast = {**stm, "kernel_initializer": "zeros", "bias_initializer": "zeros"}
     model = build_sequence_model(d_in, d_out, stm_config=fast, **kwargs)
-    expected = _formula_parameters(d_in, d_out, stm["num_queries"], stm["memory_size"],
-                                   stm["relation_size"], learned_alphas=learned)
+    expected = _formula_parameters(
+        d_in,
+        d_out,
+        stm["num_queries"],
+        stm["memory_size"],
+        stm["relation_size"],
+        learned_alphas=learned,
+    )
     expected += 37 * 100 if kwargs else 0
     # The spec's published totals (section 3.2) agree with the formula.
-    published = {"copy": 1_170_965, "rar": 684_259, "nth_farthest": 2_012_813,
-                 "convex_hull": 2_010_395, "associative_retrieval": 1_028_063 + 3_700}
+    published = {
+        "copy": 1_170_965,
+        "rar": 684_259,
+        "nth_farthest": 2_012_813,
+        "convex_hull": 2_010_395,
+        "associative_retrieval": 1_028_063 + 3_700,
+    }
     assert expected == published[task]
     # The authors' module creates every parameter; ours none for a path fixed off. RAR's
     # alphas (0, 0, learned) switch off the carried and read relational memory: its initial
@@ -153,12 +189,15 @@ def test_paper_models_have_the_authors_parameter_counts(task, d_in, d_out, kwarg
     # `gated_write=False` switches off the two gate projectors (2 d x 2d + 2d) and the two gate
     # offsets.
     nq, d = stm["num_queries"], stm["memory_size"]
-    unused = {"rar": nq * d * d + (d * d_in + d) + (nq * d_in + nq),
-              "nth_farthest": 2 * (2 * d * d + 2 * d) + 2}.get(task, 0)
+    unused = {
+        "rar": nq * d * d + (d * d_in + d) + (nq * d_in + nq),
+        "nth_farthest": 2 * (2 * d * d + 2 * d) + 2,
+    }.get(task, 0)
     assert model.count_params() == expected - unused
 
 
 # --- the scripts --------------------------------------------------------------------------
+
 
 def test_copy_quick_tests_the_best_checkpoint(tmp_path):
     out = tmp_path / "copy"
@@ -169,8 +208,14 @@ def test_copy_quick_tests_the_best_checkpoint(tmp_path):
     error = results["test"]["bit_error_per_sequence"]
     # Independent recomputation: the saved best model on the fixed-seed test batches.
     best = keras.saving.load_model(os.path.join(out, "best.keras"))
-    batches = copy_data.dataset(batch_size=8, num_batches=2, seed=task_configs.TEST_SEED,
-                                fixed=True, min_seq_len=2, max_seq_len=2)
+    batches = copy_data.dataset(
+        batch_size=8,
+        num_batches=2,
+        seed=task_configs.TEST_SEED,
+        fixed=True,
+        min_seq_len=2,
+        max_seq_len=2,
+    )
     errors = []
     for x, y, w in (batches[0], batches[1]):
         errors.append(bit_error_per_sequence(y, keras.ops.convert_to_numpy(best(x)), w))
@@ -190,8 +235,7 @@ def test_rar_quick_both_readings(tmp_path):
     out = tmp_path / "rar"
     results = _run("rar", out, "--reading", "intended")
     _check_common(results, out, "rar")
-    assert results["data"] == {"reading": "intended", "num_items": [3, 3],
-                               "item_length": [2, 3]}
+    assert results["data"] == {"reading": "intended", "num_items": [3, 3], "item_length": [2, 3]}
     assert results["stm_config"]["relational_carry"] == 0.0
     assert 0.0 <= results["test"]["bit_error_per_sequence"] <= 32 * 3
     rar = _load("rar")
@@ -205,8 +249,9 @@ def test_rar_quick_both_readings(tmp_path):
 def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
     for model in ("stm", "lstm"):
         out = tmp_path / model
-        results = _run("nth_farthest", out, "--model", model,
-                       "--stm-config", '{"relational_read": 0.0}')
+        results = _run(
+            "nth_farthest", out, "--model", model, "--stm-config", '{"relational_read": 0.0}'
+        )
         _check_common(results, out, "nth_farthest", model)
         if model == "stm":
             assert results["stm_config"]["relational_read"] == 0.0
@@ -217,7 +262,8 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
         # 2 test batches of 8 examples: accuracy is a multiple of 1/16.
         assert test["accuracy"] * 16 == pytest.approx(round(test["accuracy"] * 16))
     assert results["stm_config"] is None and results["parameters"] == (
-        4 * 8 * (40 + 8 + 1) + 8 * 8 + 8)  # LSTM(8) + Dense(8)
+        4 * 8 * (40 + 8 + 1) + 8 * 8 + 8
+    )  # LSTM(8) + Dense(8)
     # Second call into the same folder resumes the finished run: nothing is trained again and
     # history.csv keeps the first call's rows.
     rows = _history_rows(tmp_path / "lstm")
@@ -229,8 +275,9 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
             _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"), *empty_test])
     for minutes in ("0", "-1"):
         with pytest.raises(SystemExit):
-            _load("nth_farthest").main(["--output-dir", str(tmp_path / "bad"),
-                                        "--max-minutes", minutes])
+            _load("nth_farthest").main(
+                ["--output-dir", str(tmp_path / "bad"), "--max-minutes", minutes]
+            )
 
 
 def test_associative_retrieval_quick(tmp_path):
@@ -257,8 +304,8 @@ def test_associative_retrieval_quick(tmp_path):
     # A data file holding another data set is refused, naming the file.
     with pytest.raises(ValueError, match="seed"):
         _load("associative_retrieval").main(
-            ["--quick", "--output-dir", str(out), "--data-file", data["file"],
-             "--data-seed", "3"])
+            ["--quick", "--output-dir", str(out), "--data-file", data["file"], "--data-seed", "3"]
+        )
 
 
 def test_convergence_epoch_reads_the_latest_run(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 from keras import ops
 
 import keras_stm
-from keras_stm.layers import OuterProductAttention, SelfAttentiveMemory
+from keras_stm.layers import OuterProductAttention
+from keras_stm.layers import SelfAttentiveMemory
 from tests import layer_test_helper as helper
 
 # Small shapes: nq 2, d 4, r 3, a 5, head 3 (hidden 6), input size 3, T 4, batch 2.
@@ -34,7 +35,9 @@ def brute_force_opa(q, k, v):
         for i in range(nq):
             for j in range(nkv):
                 for p in range(d):
-                    out[index + (i, p)] += np.tanh(q[index + (i, p)] * k[index + (j, p)]) * v[index + (j,)]
+                    out[index + (i, p)] += (
+                        np.tanh(q[index + (i, p)] * k[index + (j, p)]) * v[index + (j,)]
+                    )
     return out
 
 
@@ -85,7 +88,9 @@ def test_self_attentive_memory_matches_reference(normalization, rows, cols):
     expected_norm_shape = (rows, 9) if normalization == "joint" else (9,)
     assert tuple(layer.gamma.shape) == expected_norm_shape
     helper.set_random_weights(layer, rng)
-    expected = helper.reference_sam(sam_parameters(layer), memory.astype("float64"), 3, normalization)
+    expected = helper.reference_sam(
+        sam_parameters(layer), memory.astype("float64"), 3, normalization
+    )
     actual = ops.convert_to_numpy(layer(memory))
     assert actual.shape == (2, 3, rows, rows)
     helper.assert_close(actual, expected, 1e-4)
@@ -133,19 +138,29 @@ VARIANTS = {
         head_units=3, projector_hidden_units=6, gated_write=False, sam_steps=2
     ),
     "rl_variant": dict(
-        head_units=3, sam_normalization="row", readout_normalization=True,
-        relational_carry=0.0, relational_read=0.0,
+        head_units=3,
+        sam_normalization="row",
+        readout_normalization=True,
+        relational_carry=0.0,
+        relational_read=0.0,
     ),
-    "zero_initial_memory_fixed_coefficients": dict(head_units=3, learn_initial_memory=False, **FIXED),
+    "zero_initial_memory_fixed_coefficients": dict(
+        head_units=3, learn_initial_memory=False, **FIXED
+    ),
 }
 
 
 def reference_config(cell):
-    alphas = [float(ops.convert_to_numpy(cell.coefficient(name))) for name in
-              ("relational_carry", "relational_read", "relational_transfer")]
+    alphas = [
+        float(ops.convert_to_numpy(cell.coefficient(name)))
+        for name in ("relational_carry", "relational_read", "relational_transfer")
+    ]
     return dict(
-        num_queries=cell.num_queries, memory_size=cell.memory_size, alphas=alphas,
-        gated_write=cell.gated_write, sam_steps=cell.sam_steps,
+        num_queries=cell.num_queries,
+        memory_size=cell.memory_size,
+        alphas=alphas,
+        gated_write=cell.gated_write,
+        sam_steps=cell.sam_steps,
         sam_normalization=cell.sam_normalization,
         readout_normalization=cell.readout_normalization,
     )
@@ -166,29 +181,52 @@ def test_stm_and_cell_match_numpy_recurrence(variant):
     outputs, _, item, relational = helper.reference_stm(params, config, x.astype("float64"))
 
     sequence, last, item_memory, relational_memory = layer(x)
-    helper.assert_close(helper.to_numpy([sequence, last, item_memory, relational_memory]),
-                        [outputs, outputs[:, -1], item, relational], 1e-4, variant)
+    helper.assert_close(
+        helper.to_numpy([sequence, last, item_memory, relational_memory]),
+        [outputs, outputs[:, -1], item, relational],
+        1e-4,
+        variant,
+    )
 
     # one step of the cell from the initial state
     states = cell.get_initial_state(batch_size=BATCH)
     step_output, new_states = cell(ops.convert_to_tensor(x[:, 0]), states)
     first = helper.reference_stm(params, config, x[:, :1].astype("float64"))
     step_item, step_relational = cell.unflatten_memories(new_states[1], new_states[2])
-    helper.assert_close(helper.to_numpy([step_output, new_states[0], step_item, step_relational]),
-                        [first[0][:, 0], first[0][:, 0], first[2], first[3]], 1e-4, variant)
+    helper.assert_close(
+        helper.to_numpy([step_output, new_states[0], step_item, step_relational]),
+        [first[0][:, 0], first[0][:, 0], first[2], first[3]],
+        1e-4,
+        variant,
+    )
     helper.assert_close(ops.convert_to_numpy(cell.read_out(step_relational)), first[1][:, 0], 1e-4)
 
 
 def spec_parameter_count(d_in, d_out, nq=8, d=96, r=96, a=64, m=128, hidden=None, learned_alphas=3):
     """Spec 3.2's parameter count, extended to `mlp_hid` projectors and fixed alphas."""
+
     def projector(out):
         if hidden is None:
             return out * d_in + out
         return (hidden * d_in + hidden) + (hidden * hidden + hidden) + (out * hidden + out)
 
-    return (learned_alphas + 2 + d * d + nq * d * d + (3 * nq * d + 3 * nq) + 6 * nq * d
-            + 2 * projector(d) + projector(nq) + 2 * (2 * d * d + 2 * d) + (r * d * d + r)
-            + (nq * d * d + d) + (a * nq * r + a) + (m * a + m) + (m * m + m) + (d_out * m + d_out))
+    return (
+        learned_alphas
+        + 2
+        + d * d
+        + nq * d * d
+        + (3 * nq * d + 3 * nq)
+        + 6 * nq * d
+        + 2 * projector(d)
+        + projector(nq)
+        + 2 * (2 * d * d + 2 * d)
+        + (r * d * d + r)
+        + (nq * d * d + d)
+        + (a * nq * r + a)
+        + (m * a + m)
+        + (m * m + m)
+        + (d_out * m + d_out)
+    )
 
 
 def test_parameter_count_matches_specification():
@@ -198,12 +236,18 @@ def test_parameter_count_matches_specification():
     cell = keras_stm.STMCell(**SMALL, head_units=3)
     cell.build((None, FEATURES))
     assert cell.count_params() == spec_parameter_count(FEATURES, 3, nq=2, d=4, r=3, a=5, m=6)
-    babi_like = keras_stm.STMCell(**SMALL, head_units=3, projector_hidden_units=7,
-                                  relational_carry=1.0, relational_transfer=0.0)
+    babi_like = keras_stm.STMCell(
+        **SMALL,
+        head_units=3,
+        projector_hidden_units=7,
+        relational_carry=1.0,
+        relational_transfer=0.0,
+    )
     babi_like.build((None, FEATURES))
     # A fixed zero transfer creates no transfer weights (nq*d*d + d of the formula).
     assert babi_like.count_params() == spec_parameter_count(
-        FEATURES, 3, nq=2, d=4, r=3, a=5, m=6, hidden=7, learned_alphas=1) - (2 * 4 * 4 + 4)
+        FEATURES, 3, nq=2, d=4, r=3, a=5, m=6, hidden=7, learned_alphas=1
+    ) - (2 * 4 * 4 + 4)
 
 
 def test_initial_memories_and_coefficients_initialisation():
@@ -223,7 +267,9 @@ def test_initial_memories_and_coefficients_initialisation():
     np.testing.assert_array_equal(ops.convert_to_numpy(states[0]), 0.0)
     unflat = cell.unflatten_memories(states[1], states[2])
     np.testing.assert_array_equal(ops.convert_to_numpy(unflat[0]), np.broadcast_to(item, (3, d, d)))
-    np.testing.assert_array_equal(ops.convert_to_numpy(unflat[1]), np.broadcast_to(relational, (3, nq, d, d)))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(unflat[1]), np.broadcast_to(relational, (3, nq, d, d))
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,7 +277,9 @@ def test_initial_memories_and_coefficients_initialisation():
 
 
 def rnn_of_cell():
-    return keras.layers.RNN(keras_stm.STMCell(**SMALL, **FIXED, head_units=3), return_sequences=True)
+    return keras.layers.RNN(
+        keras_stm.STMCell(**SMALL, **FIXED, head_units=3), return_sequences=True
+    )
 
 
 def stm_with_states():
@@ -240,7 +288,9 @@ def stm_with_states():
 
 def test_stm_cell_in_rnn_layer_checks(tmp_path):
     x = sequences(seed=7)
-    result = helper.check_layer(rnn_of_cell, x, expected_output_shape=(None, STEPS, 3), tmp_path=tmp_path)
+    result = helper.check_layer(
+        rnn_of_cell, x, expected_output_shape=(None, STEPS, 3), tmp_path=tmp_path
+    )
     assert result["layer"].cell.__class__ is keras_stm.STMCell
 
 
@@ -259,7 +309,9 @@ def test_stm_layer_checks(tmp_path):
     cell = result["layer"].cell
     # (weights were trained by the fit step after `outputs` was taken: recompute both now)
     fresh = result["layer"](x)
-    helper.assert_close(ops.convert_to_numpy(cell.read_out(fresh[3])), ops.convert_to_numpy(fresh[0]), 1e-5)
+    helper.assert_close(
+        ops.convert_to_numpy(cell.read_out(fresh[3])), ops.convert_to_numpy(fresh[0]), 1e-5
+    )
 
 
 def test_saved_models_load_under_another_backend(tmp_path):
@@ -272,7 +324,10 @@ def test_saved_models_load_under_another_backend(tmp_path):
     memory = rng.normal(size=(2, 5, 3)).astype("float32")
     cases = {
         "outer_product_attention": (OuterProductAttention, [q, kv, kv]),
-        "self_attentive_memory": (lambda: SelfAttentiveMemory(num_queries=2, normalization="row"), memory),
+        "self_attentive_memory": (
+            lambda: SelfAttentiveMemory(num_queries=2, normalization="row"),
+            memory,
+        ),
         "rnn_stm_cell": (rnn_of_cell, x),
         "stm": (stm_with_states, x),
     }

@@ -19,9 +19,13 @@ from keras_stm import _moved
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-EXPERIMENT_MODULES = ["keras_stm.experiments.tasks", "keras_stm.experiments.models",
-                      "keras_stm.experiments.training", "keras_stm.experiments.visualize",
-                      "keras_stm.experiments.pretrained"]
+EXPERIMENT_MODULES = [
+    "keras_stm.experiments.tasks",
+    "keras_stm.experiments.models",
+    "keras_stm.experiments.training",
+    "keras_stm.experiments.visualize",
+    "keras_stm.experiments.pretrained",
+]
 
 _FRESH_IMPORT = r"""
 import json, sys
@@ -36,8 +40,14 @@ print(json.dumps({"added": added, "all": sorted(sys.modules), "file": keras_stm.
 def _run(code, *args):
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, PYTHONPATH=path)
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -62,8 +72,9 @@ def test_experiments_import_explicitly():
         assert importlib.import_module(name).__name__ == name
     from keras_stm.experiments.models import build_sequence_model
 
-    model = build_sequence_model(4, 3, stm_config=dict(num_queries=2, memory_size=8,
-                                                       relation_size=8, readout_size=8))
+    model = build_sequence_model(
+        4, 3, stm_config=dict(num_queries=2, memory_size=8, relation_size=8, readout_size=8)
+    )
     assert model.count_params() > 0
 
 
@@ -90,8 +101,12 @@ print(json.dumps({
     assert all(report["same"]), report
     assert report["spec"] == "keras_stm.experiments.tasks.copy"
     messages = [m for category, m, _ in report["warnings"] if category == "DeprecationWarning"]
-    for old in ("keras_stm.tasks", "keras_stm.tasks.copy", "keras_stm.training",
-                "keras_stm.models"):
+    for old in (
+        "keras_stm.tasks",
+        "keras_stm.tasks.copy",
+        "keras_stm.training",
+        "keras_stm.models",
+    ):
         assert any(m.startswith(f"{old} moved to keras_stm.experiments.") for m in messages), old
     assert all(filename == "<string>" for _, _, filename in report["warnings"])  # the importer
 
@@ -102,12 +117,20 @@ def test_registered_names_did_not_move():
     from keras_stm.experiments.models import actor_critic
     from keras_stm.experiments.tasks import metrics
 
-    for cls in (metrics.BitErrorPerSequence, keras_stm.STM, keras_stm.STMCell,
-                keras_stm.TorchRMSprop):
+    for cls in (
+        metrics.BitErrorPerSequence,
+        keras_stm.STM,
+        keras_stm.STMCell,
+        keras_stm.TorchRMSprop,
+    ):
         assert keras.saving.get_registered_name(cls) == f"keras_stm>{cls.__name__}"
-    classes = [value for value in vars(actor_critic).values()
-               if isinstance(value, type) and value.__module__ == actor_critic.__name__
-               and issubclass(value, (keras.layers.Layer, keras.Model))]
+    classes = [
+        value
+        for value in vars(actor_critic).values()
+        if isinstance(value, type)
+        and value.__module__ == actor_critic.__name__
+        and issubclass(value, (keras.layers.Layer, keras.Model))
+    ]
     assert classes
     for cls in classes:
         assert keras.saving.get_registered_name(cls) == f"keras_stm>{cls.__name__}"
@@ -126,11 +149,18 @@ def test_wheel_finds_the_experiments_subpackage():
     with open(ROOT / "pyproject.toml", "rb") as f:
         pyproject = tomllib.load(f)
     found = find_packages(str(ROOT), **pyproject["tool"]["setuptools"]["packages"]["find"])
-    for package in ("keras_stm", "keras_stm.layers", "keras_stm.experiments",
-                    "keras_stm.experiments.tasks", "keras_stm.experiments.models"):
+    for package in (
+        "keras_stm",
+        "keras_stm.layers",
+        "keras_stm.experiments",
+        "keras_stm.experiments.tasks",
+        "keras_stm.experiments.models",
+    ):
         assert package in found, found
-    folders = {str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
-               for p in (ROOT / "keras_stm").rglob("*.py")}
+    folders = {
+        str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
+        for p in (ROOT / "keras_stm").rglob("*.py")
+    }
     assert folders <= set(found), folders - set(found)  # every folder of modules is a package
     extras = pyproject["project"]["optional-dependencies"]
     assert set(extras["experiments"]) == {"keras-stm[plots,atari,tuning]"}
@@ -147,12 +177,19 @@ def _script_files():
 def test_scripts_import_the_installed_package(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr == "path" and \
-                isinstance(node.value, ast.Name) and node.value.id == "sys":
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+        ):
             raise AssertionError(f"{path.name}:{node.lineno} uses sys.path")
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [alias.name for alias in node.names]
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+            )
             for name in names:
                 assert _moved.new_name(name) is None, f"{path.name}:{node.lineno} imports {name}"
     with warnings.catch_warnings():

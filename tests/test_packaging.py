@@ -30,7 +30,9 @@ def _pyproject():
 def test_metadata_license_and_single_version():
     project = _pyproject()["project"]
     assert "version" not in project and "version" in project["dynamic"]
-    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "keras_stm.__version__"}
+    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "keras_stm.__version__"
+    }
     assert re.fullmatch(r"\d+\.\d+\.\d+", keras_stm.__version__)
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     assert "MIT License" in (ROOT / "LICENSE").read_text()
@@ -66,9 +68,9 @@ def test_missing_matplotlib_names_the_extra_and_never_fails_a_run(monkeypatch, t
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
     out = tmp_path / "curve.png"
     history = {"epoch": [0, 1], "loss": [1.0, 0.5]}
-    with pytest.raises(ModuleNotFoundError, match=r'keras-stm\[plots\]'):
+    with pytest.raises(ModuleNotFoundError, match=r"keras-stm\[plots\]"):
         visualize.plot_history(history, str(out))
-    with pytest.warns(RuntimeWarning, match=r'plot_history skipped: .*keras-stm\[plots\]'):
+    with pytest.warns(RuntimeWarning, match=r"plot_history skipped: .*keras-stm\[plots\]"):
         assert training.plot_or_warn(visualize.plot_history, history, str(out)) is None
     assert not out.exists()
     assert visualize.read_history  # reading needs no matplotlib
@@ -95,7 +97,9 @@ def test_visualize_leaves_pyplot_and_the_backend_alone(monkeypatch, tmp_path):
     monkeypatch.setattr(matplotlib, "use", forbidden)
     pyplot_loaded = "matplotlib.pyplot" in sys.modules
     figures = sys.modules["matplotlib.pyplot"].get_fignums() if pyplot_loaded else None
-    out = visualize.plot_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}, str(tmp_path / "h.png"))
+    out = visualize.plot_history(
+        {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}, str(tmp_path / "h.png")
+    )
     assert os.path.getsize(out) > 0
     figure = visualize.new_figure(figsize=(2, 2))
     assert type(figure.canvas).__name__ == "FigureCanvasAgg"
@@ -105,11 +109,14 @@ def test_visualize_leaves_pyplot_and_the_backend_alone(monkeypatch, tmp_path):
         assert "matplotlib.pyplot" not in sys.modules
 
 
-@pytest.mark.parametrize("module, missing, extra", [
-    ("keras_stm.experiments.tuning", "keras_tuner", "tuning"),
-    ("keras_stm.experiments.tuning", "six", "tuning"),
-    ("keras_stm.experiments.tasks.atari", "gymnasium", "atari"),
-])
+@pytest.mark.parametrize(
+    "module, missing, extra",
+    [
+        ("keras_stm.experiments.tuning", "keras_tuner", "tuning"),
+        ("keras_stm.experiments.tuning", "six", "tuning"),
+        ("keras_stm.experiments.tasks.atari", "gymnasium", "atari"),
+    ],
+)
 def test_optional_modules_name_their_extra(monkeypatch, module, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)
     if missing == "six":  # keras_tuner imports six: make it import afresh
@@ -126,10 +133,18 @@ def test_environment_records_version_and_commit(monkeypatch):
     assert info["keras_stm"] == keras_stm.__version__
     package_root = pathlib.Path(keras_stm.__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(package_root), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        top = subprocess.run(["git", "-C", str(package_root), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(package_root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        top = subprocess.run(
+            ["git", "-C", str(package_root), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         head = top = None
     if top and pathlib.Path(top).resolve() == package_root:
@@ -176,7 +191,15 @@ def test_missing_backend_says_how_to_choose_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     env["KERAS_HOME"] = str(tmp_path)  # no keras.json choosing another backend
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode != 0
-    assert "KERAS_BACKEND is not set" in done.stderr and 'pip install "keras-stm[jax]"' in done.stderr, done.stderr[-2000:]
+    assert (
+        "KERAS_BACKEND is not set" in done.stderr and 'pip install "keras-stm[jax]"' in done.stderr
+    ), done.stderr[-2000:]

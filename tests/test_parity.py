@@ -19,7 +19,7 @@ FIXTURES = sorted((pathlib.Path(__file__).parent / "fixtures").glob("stm_*.npz")
 def load_fixture(path):
     data = np.load(path)
     meta = json.loads(str(data["meta"]))
-    state = {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
+    state = {k[len("param/") :]: data[k] for k in data.files if k.startswith("param/")}
     return data, meta, state
 
 
@@ -110,7 +110,10 @@ def test_last_step_loops_match_reference(path):
         config = keras_stm.cell_config_from_official(meta["config"])
         inputs = np.swapaxes(data["inputs"], 0, 1)  # batch-major
         loops = ["dense"]
-        if config.get("sam_steps", 1) == 1 and build_cell(meta, state, "float64").uses_previous_relational_memory:
+        if (
+            config.get("sam_steps", 1) == 1
+            and build_cell(meta, state, "float64").uses_previous_relational_memory
+        ):
             loops.append("low_rank")
         for loop in loops:
             layer = keras_stm.STM(**config, return_state=True, loop=loop, dtype="float64")

@@ -15,15 +15,23 @@ import pytest
 from keras_stm.experiments import pretrained
 from tests.example_loader import load_example as _load_example
 
-
 ACCURACY_MARGIN = 0.03
 """float: absolute accuracy margin (1,024 or 512 test examples against the recorded 20,000
 or 1,280: a 99% model's sampling spread is about 0.3 points, a 90% model's about 1.3)."""
 BABI_ERROR_MARGIN = 3.0
 """float: margin of the bAbI mean error, in points (the first 50 test questions of each task,
 1,000 in all, against the recorded 20,000: a 10%-error model's spread is about 1 point)."""
-BABI_ARCHIVE = os.path.abspath(os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "data", "babi", "babi_tasks_1-20_v1-2.tar.gz"))
+BABI_ARCHIVE = os.path.abspath(
+    os.path.join(
+        os.path.dirname(__file__),
+        "..",
+        "..",
+        "shared",
+        "data",
+        "babi",
+        "babi_tasks_1-20_v1-2.tar.gz",
+    )
+)
 BIT_ERROR_MARGIN = 0.25
 """float: relative bit-error margin (2 test batches against 10), at least 0.5 bits."""
 
@@ -35,9 +43,20 @@ def _evaluation(folder, results, tmp_path):
     base = ["--evaluate", folder, "--verbose", "0", "--output-dir", str(tmp_path / "unused")]
     if task == "associative_retrieval":
         pairs = str(results["data"]["num_pairs"])
-        argv = base + ["--num-pairs", pairs, "--train-size", "128", "--validation-size", "128",
-                       "--test-size", "1024", "--data-seed", "7",
-                       "--data-file", str(tmp_path / "fresh.npz")]
+        argv = base + [
+            "--num-pairs",
+            pairs,
+            "--train-size",
+            "128",
+            "--validation-size",
+            "128",
+            "--test-size",
+            "1024",
+            "--data-seed",
+            "7",
+            "--data-file",
+            str(tmp_path / "fresh.npz"),
+        ]
         return "associative_retrieval", argv, "accuracy", "accuracy"
     if task == "nth_farthest":
         return "nth_farthest", base + ["--test-size", "512"], "accuracy", "accuracy"
@@ -50,28 +69,54 @@ def _evaluation(folder, results, tmp_path):
     if task == "babi":
         if not os.path.exists(BABI_ARCHIVE):
             pytest.skip(f"the bAbI archive {BABI_ARCHIVE} is not present")
-        argv = base + ["--data", BABI_ARCHIVE, "--test-size", "50",
-                       "--cache-dir", str(tmp_path / "cache")]
+        argv = base + [
+            "--data",
+            BABI_ARCHIVE,
+            "--test-size",
+            "50",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
         if results.get("data", {}).get("partial_tasks"):
             argv.append("--allow-partial")
         return "babi", argv, "mean_error", "babi_error"
     if task in ("convex_hull", "tsp", "shortest_path", "minimum_spanning_tree"):
         # fresh fixed-seed test set (--test-seed 7) of the recorded sizes; greedy figure
-        argv = base + ["--model", results.get("model", "stm"), "--test-size", "512",
-                       "--test-seed", "7", "--decoding", "greedy"]
+        argv = base + [
+            "--model",
+            results.get("model", "stm"),
+            "--test-size",
+            "512",
+            "--test-seed",
+            "7",
+            "--decoding",
+            "greedy",
+        ]
         if task in ("convex_hull", "tsp"):
             n = (results.get("test_points") or [10])[-1]
             argv += ["--n-points", str(n)]
             metric = "sequence_accuracy" if task == "convex_hull" else "valid_fraction"
             return task, argv, f"{metric}_n{n}", "accuracy"
-        argv += ["--n-nodes", "-".join(map(str, results["n_nodes"])),
-                 "--n-edges", "-".join(map(str, results["n_edges"]))]
+        argv += [
+            "--n-nodes",
+            "-".join(map(str, results["n_nodes"])),
+            "--n-edges",
+            "-".join(map(str, results["n_edges"])),
+        ]
         return task, argv, "optimal_fraction", "accuracy"
     pytest.fail(f"{folder}: no CPU evaluation written for task {task!r}; add one to this test")
 
 
-ATARI_KEYS = ("commit", "gpu_minutes", "command", "frames", "episodes", "mean_reward_last_100",
-              "seed", "environment")
+ATARI_KEYS = (
+    "commit",
+    "gpu_minutes",
+    "command",
+    "frames",
+    "episodes",
+    "mean_reward_last_100",
+    "seed",
+    "environment",
+)
 """tuple: what a committed Atari agent's results.json must record."""
 
 
@@ -86,9 +131,22 @@ def _check_atari_agent(name, folder, results, tmp_path):
         atari.make_env(results["env_id"]).close()
     except (ImportError, ValueError, OSError) as error:
         pytest.skip(f"{results['env_id']} is not available here: {error}")
-    report = _load_example("atari_pong").main([
-        "--evaluate", folder, "--episodes", "2", "--num-envs", "2", "--max-episode-steps", "20",
-        "--verbose", "0", "--output-dir", str(tmp_path / "unused")])
+    report = _load_example("atari_pong").main(
+        [
+            "--evaluate",
+            folder,
+            "--episodes",
+            "2",
+            "--num-envs",
+            "2",
+            "--max-episode-steps",
+            "20",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(tmp_path / "unused"),
+        ]
+    )
     assert report["episodes"] == 2 and report["frame_skip"] == results["a2c"]["frame_skip"]
     assert all(-21 <= score <= 21 for score in report["scores"])
     assert not os.path.exists(tmp_path / "unused")
@@ -98,7 +156,9 @@ def _check_atari_agent(name, folder, results, tmp_path):
 def test_pretrained_model_reproduces_its_results(name, tmp_path):
     folder = pretrained.resolve(name)
     results = pretrained.read_results(folder)
-    assert os.path.getsize(os.path.join(folder, pretrained.MODEL_FILE)) <= pretrained.MAX_MODEL_BYTES
+    assert (
+        os.path.getsize(os.path.join(folder, pretrained.MODEL_FILE)) <= pretrained.MAX_MODEL_BYTES
+    )
     if results.get("task") == "atari_pong":
         return _check_atari_agent(name, folder, results, tmp_path)
     for key in ("commit", "gpu_minutes", "command", "iterations", "environment", "test"):
@@ -113,7 +173,10 @@ def test_pretrained_model_reproduces_its_results(name, tmp_path):
         assert abs(measured - recorded) <= BABI_ERROR_MARGIN, (name, measured, recorded)
     else:
         assert abs(measured - recorded) <= max(0.5, BIT_ERROR_MARGIN * recorded), (
-            name, measured, recorded)
+            name,
+            measured,
+            recorded,
+        )
 
 
 def test_load_by_name_and_errors(tmp_path):
@@ -131,14 +194,16 @@ def test_export_then_evaluate_reproduces_the_run(tmp_path):
     example = _load_example("nth_farthest")
     results = example.main(["--quick", "--verbose", "0", "--output-dir", str(run_dir)])
     dest = tmp_path / "pretrained" / "nth_farthest_quick"
-    path = pretrained.export(str(run_dir), str(dest),
-                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    path = pretrained.export(
+        str(run_dir), str(dest), {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"}
+    )
     assert os.path.getsize(path) <= pretrained.MAX_MODEL_BYTES
     assert pretrained.available(str(tmp_path / "pretrained")) == ["nth_farthest_quick"]
     model, recorded = pretrained.load(str(dest))
     assert recorded["commit"] == "test" and model.count_params() == results["parameters"]
-    report = example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "x"),
-                           "--evaluate", str(dest)])
+    report = example.main(
+        ["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "x"), "--evaluate", str(dest)]
+    )
     assert report["recorded"] == results["test"]
     np.testing.assert_allclose(report["test"]["accuracy"], results["test"]["accuracy"], atol=1e-6)
     assert not os.path.exists(tmp_path / "x")  # --evaluate writes nothing
@@ -149,18 +214,42 @@ def test_initial_weights_start_a_run_from_a_pretrained_model(tmp_path):
     example = _load_example("nth_farthest")
     example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "a")])
     dest = tmp_path / "pretrained" / "a"
-    path = pretrained.export(str(tmp_path / "a"), str(dest),
-                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    path = pretrained.export(
+        str(tmp_path / "a"), str(dest), {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"}
+    )
     start, _ = pretrained.load(str(dest))
     # A learning rate of 1e-12 leaves the weights where they started.
-    results = example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "b"),
-                            "--initial-weights", path, "--learning-rate", "1e-12"])
+    results = example.main(
+        [
+            "--quick",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(tmp_path / "b"),
+            "--initial-weights",
+            path,
+            "--learning-rate",
+            "1e-12",
+        ]
+    )
     assert results["flags"]["initial_weights"] == path
     after = keras.saving.load_model(str(tmp_path / "b" / "best.keras"), compile=False)
     for expected, actual in zip(start.weights, after.weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(actual.value),
-                                   keras.ops.convert_to_numpy(expected.value), atol=1e-6,
-                                   err_msg=expected.path)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(actual.value),
+            keras.ops.convert_to_numpy(expected.value),
+            atol=1e-6,
+            err_msg=expected.path,
+        )
     with pytest.raises(FileNotFoundError, match="--initial-weights .*no such file"):
-        example.main(["--quick", "--verbose", "0", "--output-dir", str(tmp_path / "c"),
-                      "--initial-weights", str(tmp_path / "missing.keras")])
+        example.main(
+            [
+                "--quick",
+                "--verbose",
+                "0",
+                "--output-dir",
+                str(tmp_path / "c"),
+                "--initial-weights",
+                str(tmp_path / "missing.keras"),
+            ]
+        )

@@ -1,6 +1,7 @@
 """Pretrained-model plumbing of convex hull, TSP, shortest path and MST (CPU, tiny models).
 
-A `--quick` run is exported with `keras_stm.experiments.pretrained.export` and evaluated again through the
+A `--quick` run is exported with `keras_stm.experiments.pretrained.export` and evaluated again
+through the
 script's `--evaluate`: the figures come back (same fixed-seed test set), nothing is written, and
 convex hull and TSP also evaluate on any Pointer Networks file (`--test-file`).
 """
@@ -16,8 +17,12 @@ from keras_stm.experiments.tasks import geometry
 from tests.example_loader import load_example
 
 QUICK = ["--quick", "--verbose", "0"]
-PRIMARY = {"convex_hull": "sequence_accuracy_n5", "tsp": "masked_mean_length_n5",
-           "shortest_path": "masked_valid_fraction", "minimum_spanning_tree": "optimal_fraction"}
+PRIMARY = {
+    "convex_hull": "sequence_accuracy_n5",
+    "tsp": "masked_mean_length_n5",
+    "shortest_path": "masked_valid_fraction",
+    "minimum_spanning_tree": "optimal_fraction",
+}
 
 
 def _same(a, b):
@@ -30,8 +35,11 @@ def test_quick_run_exports_and_evaluates(task, tmp_path):
     results = example.main(QUICK + ["--output-dir", str(tmp_path / "run")])
     name = f"{task}_5" if task in ("convex_hull", "tsp") else task
     dest = tmp_path / "pretrained" / name
-    path = pretrained.export(str(tmp_path / "run"), str(dest),
-                             {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    path = pretrained.export(
+        str(tmp_path / "run"),
+        str(dest),
+        {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"},
+    )
     assert os.path.getsize(path) <= pretrained.MAX_MODEL_BYTES
     report = example.main(QUICK + ["--output-dir", str(tmp_path / "x"), "--evaluate", str(dest)])
     assert not os.path.exists(tmp_path / "x")  # --evaluate writes nothing
@@ -45,12 +53,26 @@ def test_evaluate_on_a_pointer_networks_file(task, tmp_path):
     example = load_example(task)
     example.main(QUICK + ["--output-dir", str(tmp_path / "run")])
     dest = tmp_path / "pretrained" / f"{task}_5"
-    pretrained.export(str(tmp_path / "run"), str(dest),
-                      {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    pretrained.export(
+        str(tmp_path / "run"),
+        str(dest),
+        {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"},
+    )
     test_file = tmp_path / "test.txt"
     examples = geometry.generate(test_file, task, 9, (5, 6), seed=11)
-    report = example.main(QUICK + ["--evaluate", str(dest), "--test-file", str(test_file),
-                                   "--decoding", "beam", "--beam-width", "3"])
+    report = example.main(
+        QUICK
+        + [
+            "--evaluate",
+            str(dest),
+            "--test-file",
+            str(test_file),
+            "--decoding",
+            "beam",
+            "--beam-width",
+            "3",
+        ]
+    )
     test = report["test"]
     assert test["examples"] == 9
     if task == "tsp":  # beam decoding under the tour rule: every tour valid, never shorter
@@ -60,11 +82,18 @@ def test_evaluate_on_a_pointer_networks_file(task, tmp_path):
         assert test["beam_mean_length"] >= reference - 1e-9
         assert test["beam_optimality_gap"] >= -1e-9
     else:
-        for key in ("sequence_accuracy", "valid_fraction", "area_coverage",
-                    "beam_sequence_accuracy", "beam_area_coverage", "mean_target_length"):
+        for key in (
+            "sequence_accuracy",
+            "valid_fraction",
+            "area_coverage",
+            "beam_sequence_accuracy",
+            "beam_area_coverage",
+            "mean_target_length",
+        ):
             assert key in test
         assert test["mean_target_length"] == pytest.approx(
-            np.mean([len(e.output) for e in examples]))
+            np.mean([len(e.output) for e in examples])
+        )
 
 
 def test_evaluate_without_value_names_the_task_and_size(tmp_path):
@@ -82,8 +111,11 @@ def test_the_committed_model_check_covers_these_tasks(task, tmp_path):
     example = load_example(task)
     example.main(QUICK + ["--output-dir", str(tmp_path / "run")])
     dest = tmp_path / "pretrained" / task
-    pretrained.export(str(tmp_path / "run"), str(dest),
-                      {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"})
+    pretrained.export(
+        str(tmp_path / "run"),
+        str(dest),
+        {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"},
+    )
     results = pretrained.read_results(str(dest))
     script, argv, metric, kind = _evaluation(str(dest), results, tmp_path)
     assert script == task and kind == "accuracy"

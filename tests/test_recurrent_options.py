@@ -10,11 +10,17 @@ from keras import ops
 
 import keras_stm
 
-SMALL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
-             head_hidden_units=6)
-OPTIONS = dict(dropout=0.25, seed=7, kernel_regularizer=keras.regularizers.L2(1e-3),
-               bias_regularizer="l1", kernel_constraint=keras.constraints.MaxNorm(2.0),
-               bias_constraint="non_neg")
+SMALL = dict(
+    num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3, head_hidden_units=6
+)
+OPTIONS = dict(
+    dropout=0.25,
+    seed=7,
+    kernel_regularizer=keras.regularizers.L2(1e-3),
+    bias_regularizer="l1",
+    kernel_constraint=keras.constraints.MaxNorm(2.0),
+    bias_constraint="non_neg",
+)
 
 
 def sequences(batch=4, steps=5, seed=0):
@@ -23,7 +29,11 @@ def sequences(batch=4, steps=5, seed=0):
 
 @pytest.mark.parametrize("kind", ["stm", "cell"])
 def test_options_round_trip_through_the_config(kind):
-    layer = keras_stm.STM(**SMALL, **OPTIONS) if kind == "stm" else keras_stm.STMCell(**SMALL, **OPTIONS)
+    layer = (
+        keras_stm.STM(**SMALL, **OPTIONS)
+        if kind == "stm"
+        else keras_stm.STMCell(**SMALL, **OPTIONS)
+    )
     config = layer.get_config()
     assert config["dropout"] == 0.25 and config["seed"] == 7
     assert config["kernel_regularizer"]["class_name"] == "L2"
@@ -34,8 +44,10 @@ def test_options_round_trip_through_the_config(kind):
     assert restored.get_config() == config
     defaults = (keras_stm.STM if kind == "stm" else keras_stm.STMCell)(**SMALL).get_config()
     assert defaults["dropout"] == 0.0 and defaults["seed"] is None
-    assert all(defaults[k] is None for k in ("kernel_regularizer", "bias_regularizer",
-                                             "kernel_constraint", "bias_constraint"))
+    assert all(
+        defaults[k] is None
+        for k in ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
+    )
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, "0.5", True], ids=["negative", "one", "str", "bool"])
@@ -75,8 +87,12 @@ def test_stm_dropout_matches_the_cell_in_an_rnn():
     layer.build(x.shape)
     rnn.build(x.shape)
     rnn.set_weights(layer.get_weights())
-    np.testing.assert_allclose(ops.convert_to_numpy(layer(x, training=True)),
-                               ops.convert_to_numpy(rnn(x, training=True)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer(x, training=True)),
+        ops.convert_to_numpy(rnn(x, training=True)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_model_with_dropout_regularizers_and_constraints_trains():
@@ -88,8 +104,11 @@ def test_model_with_dropout_regularizers_and_constraints_trains():
     biases = [w for w in layer.weights if w.name.endswith("bias")]
     assert len(model.losses) == len(kernels) + len(biases) > 0
     assert all(w.constraint is not None for w in kernels + biases)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
-                  jit_compile=keras.backend.backend() != "torch")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="mse",
+        jit_compile=keras.backend.backend() != "torch",
+    )
     history = model.fit(sequences(), np.zeros((4, 3), "float32"), epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     for w in biases:  # NonNeg holds after the updates

@@ -38,9 +38,18 @@ class _Data(keras.utils.PyDataset):
 
 
 def _args(out, iterations=4, **overrides):
-    values = dict(output_dir=str(out), fresh=False, iterations=iterations, steps_per_epoch=2,
-                  max_minutes=None, verbose=0, task="toy", model="dense", batch_size=4,
-                  stm_config=None)
+    values = dict(
+        output_dir=str(out),
+        fresh=False,
+        iterations=iterations,
+        steps_per_epoch=2,
+        max_minutes=None,
+        verbose=0,
+        task="toy",
+        model="dense",
+        batch_size=4,
+        stm_config=None,
+    )
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -73,7 +82,8 @@ def test_checkpoints_keep_two_verified_epochs(tmp_path):
     entries = _checkpoints(out)
     assert [e["epoch"] for e in entries] == [3, 2]
     assert sorted(os.listdir(out / "backup")) == sorted(
-        [e["weights"] for e in entries] + ["training_metadata.json"])
+        [e["weights"] for e in entries] + ["training_metadata.json"]
+    )
     assert not os.path.exists(out / training.LOCK_NAME)  # released
     # Resumed with more iterations: only the new epochs train.
     assert _run(out, iterations=8)["iterations"] == 8 and _epochs(out) == [0, 1, 2, 3]
@@ -205,9 +215,11 @@ def test_output_folder_lock(tmp_path):
 
 # --- fault injection into a real example run ----------------------------------------------
 
+
 def _example(out, *extra):
     spec = importlib.util.spec_from_file_location(
-        "example_nth_farthest", os.path.join(ROOT, "examples", "nth_farthest.py"))
+        "example_nth_farthest", os.path.join(ROOT, "examples", "nth_farthest.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main(["--quick", "--verbose", "0", "--output-dir", str(out), *extra])
@@ -235,9 +247,20 @@ def test_example_killed_during_a_checkpoint_write_resumes(tmp_path):
     rerun with the file named, instead of training from fresh weights."""
     out = tmp_path / "nfar"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITE,
-                             os.path.join(ROOT, "examples", "nth_farthest.py"), str(out)],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_WRITE,
+            os.path.join(ROOT, "examples", "nth_farthest.py"),
+            str(out),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [e["epoch"] for e in _checkpoints(out)] == [1]
     assert any(".tmp" in name for name in os.listdir(out / "backup"))  # the half-written file
@@ -269,9 +292,17 @@ def test_folder_of_keras_backup_and_restore_resumes(tmp_path, damaged):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    model.fit(_Data(), epochs=2, steps_per_epoch=2, verbose=0, callbacks=[
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
-                                         double_checkpoint=True)])
+    model.fit(
+        _Data(),
+        epochs=2,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(
+                str(out / "backup"), delete_checkpoint=False, double_checkpoint=True
+            )
+        ],
+    )
     latest = out / "backup" / "latest.weights.h5"
     assert latest.exists() and (out / "backup" / "latest.weights.h5.bkp").exists()
     if damaged:
@@ -285,4 +316,5 @@ def test_folder_of_keras_backup_and_restore_resumes(tmp_path, damaged):
     kept = [3, 2] if damaged else [3]
     assert [e["epoch"] for e in _checkpoints(out)] == kept
     assert sorted(os.listdir(out / "backup")) == sorted(
-        [f"epoch-00000{k}.weights.h5" for k in kept] + ["training_metadata.json"])
+        [f"epoch-00000{k}.weights.h5" for k in kept] + ["training_metadata.json"]
+    )

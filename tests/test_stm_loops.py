@@ -16,9 +16,9 @@ from tests import layer_test_helper as helper
 from tests.backend_utils import float64_mode
 from tests.backend_utils import gradients
 from tests.test_stm_rnn import CELL
-from tests.test_stm_rnn import D
 from tests.test_stm_rnn import NQ
 from tests.test_stm_rnn import STEPS
+from tests.test_stm_rnn import D
 from tests.test_stm_rnn import masked_results
 from tests.test_stm_rnn import numpy_list
 from tests.test_stm_rnn import padded_ids
@@ -45,8 +45,10 @@ def blocks_of_two(monkeypatch):
 
 
 def low_rank_and_dense(values, options, **flags):
-    return [with_weights(keras_stm.STM(**CELL, **options, loop=loop, **flags), values)
-            for loop in ("low_rank", "dense")]
+    return [
+        with_weights(keras_stm.STM(**CELL, **options, loop=loop, **flags), values)
+        for loop in ("low_rank", "dense")
+    ]
 
 
 def state_loss(layer, seed):
@@ -73,8 +75,12 @@ def test_low_rank_loop_matches_dense(case, blocks_of_two):
         results = [numpy_list(*layer(x)) for layer in layers]
         helper.assert_close(results[0], results[1], 1e-10, "low-rank vs dense")
         grads = [gradients(state_loss(layer, seed=12), layer.weights, x) for layer in layers]
-    helper.assert_close(list(grads[0][1]) + [grads[0][2]], list(grads[1][1]) + [grads[1][2]],
-                        1e-9, "gradients, low-rank vs dense")
+    helper.assert_close(
+        list(grads[0][1]) + [grads[0][2]],
+        list(grads[1][1]) + [grads[1][2]],
+        1e-9,
+        "gradients, low-rank vs dense",
+    )
 
 
 def test_low_rank_loop_with_mask(blocks_of_two):
@@ -101,9 +107,11 @@ def test_plan(monkeypatch):
     assert _stm_loop._plan(factored, STEPS, "auto", False, False) == ("factored", False)
     assert _stm_loop._plan(cell, STEPS, "low_rank", False, False) == ("low_rank", True)
     assert _stm_loop._plan(cell, STEPS, "dense", False, False) == ("dense", False)
-    for args, match in (((factored, STEPS, "low_rank", False, False), "reads or carries"),
-                        ((cell, STEPS, "low_rank", False, True), "return_sequences"),
-                        ((cell, None, "low_rank", False, False), "known number")):
+    for args, match in (
+        ((factored, STEPS, "low_rank", False, False), "reads or carries"),
+        ((cell, STEPS, "low_rank", False, True), "return_sequences"),
+        ((cell, None, "low_rank", False, False), "known number"),
+    ):
         with pytest.raises(ValueError, match=match):
             _stm_loop._plan(*args)
     # On a jax GPU `auto` unrolls a known number of steps and takes the low-rank loop up to

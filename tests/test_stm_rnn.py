@@ -15,8 +15,9 @@ from tests import layer_test_helper as helper
 from tests.backend_utils import gradients
 
 # nq 2, d 4, r 3, a 5, head 3 (hidden 6); input size 3, T 5.
-CELL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
-            head_hidden_units=6)
+CELL = dict(
+    num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3, head_hidden_units=6
+)
 D, NQ, OUT, FEATURES, STEPS = 4, 2, 3, 3, 5
 COEFFICIENTS = ("relational_carry", "relational_read", "relational_transfer")
 BACKEND = keras.backend.backend()
@@ -32,14 +33,38 @@ def local_name(variable):
 
 
 WEIGHT_NAMES = [  # weight order of an STM cell of config CELL (all learned coefficients)
-    "write_kernel", "write_bias", "read_kernel", "read_bias", "slot_kernel", "slot_bias",
-    "gate_input_kernel", "gate_input_bias", "gate_memory_kernel", "gate_memory_bias",
-    "input_gate_offset", "forget_gate_offset", "transfer_kernel", "transfer_bias",
-    "slot_readout_kernel", "slot_readout_bias", "readout_kernel", "readout_bias",
-    "head_hidden_1_kernel", "head_hidden_1_bias", "head_hidden_2_kernel", "head_hidden_2_bias",
-    "head_output_kernel", "head_output_bias", "relational_carry", "relational_read",
-    "relational_transfer", "initial_item_memory", "initial_relational_memory",
-    "self_attentive_memory/kernel", "self_attentive_memory/bias", "self_attentive_memory/gamma",
+    "write_kernel",
+    "write_bias",
+    "read_kernel",
+    "read_bias",
+    "slot_kernel",
+    "slot_bias",
+    "gate_input_kernel",
+    "gate_input_bias",
+    "gate_memory_kernel",
+    "gate_memory_bias",
+    "input_gate_offset",
+    "forget_gate_offset",
+    "transfer_kernel",
+    "transfer_bias",
+    "slot_readout_kernel",
+    "slot_readout_bias",
+    "readout_kernel",
+    "readout_bias",
+    "head_hidden_1_kernel",
+    "head_hidden_1_bias",
+    "head_hidden_2_kernel",
+    "head_hidden_2_bias",
+    "head_output_kernel",
+    "head_output_bias",
+    "relational_carry",
+    "relational_read",
+    "relational_transfer",
+    "initial_item_memory",
+    "initial_relational_memory",
+    "self_attentive_memory/kernel",
+    "self_attentive_memory/bias",
+    "self_attentive_memory/gamma",
     "self_attentive_memory/beta",
 ]
 
@@ -57,8 +82,14 @@ def unused_weights(cell):
     """The weights of the paths that a cell's configuration never runs: it creates none."""
     unused = []
     if not cell.gated_write:
-        unused += ["gate_input_kernel", "gate_input_bias", "gate_memory_kernel",
-                   "gate_memory_bias", "input_gate_offset", "forget_gate_offset"]
+        unused += [
+            "gate_input_kernel",
+            "gate_input_bias",
+            "gate_memory_kernel",
+            "gate_memory_bias",
+            "input_gate_offset",
+            "forget_gate_offset",
+        ]
     if not cell.reads_relational_memory:
         unused += ["read_kernel", "read_bias", "slot_kernel", "slot_bias"]
     if cell.relational_transfer == 0.0:
@@ -89,10 +120,14 @@ def rnn(values, **kwargs):
 def reference(layer, x, item=None, relational=None, mask=None):
     """`helper.reference_stm` with the layer's cell weights: (outputs, read-outs, Mi, Mr)."""
     cell = layer.cell
-    config = dict(num_queries=NQ, memory_size=D, alphas=[
-        float(ops.convert_to_numpy(cell.coefficient(n))) for n in COEFFICIENTS])
-    return helper.reference_stm(helper.official_parameters(cell), config, np.asarray(x, "float64"),
-                                item, relational, mask)
+    config = dict(
+        num_queries=NQ,
+        memory_size=D,
+        alphas=[float(ops.convert_to_numpy(cell.coefficient(n))) for n in COEFFICIENTS],
+    )
+    return helper.reference_stm(
+        helper.official_parameters(cell), config, np.asarray(x, "float64"), item, relational, mask
+    )
 
 
 def numpy_list(*tensors):
@@ -104,7 +139,9 @@ def numpy_list(*tensors):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"go_backwards": True}, {"unroll": True}], ids=["forward", "go_backwards", "unroll"]
+    "options",
+    [{}, {"go_backwards": True}, {"unroll": True}],
+    ids=["forward", "go_backwards", "unroll"],
 )
 def test_rnn_cell_and_stm_agree_with_reference(options):
     values = random_weights()
@@ -119,14 +156,18 @@ def test_rnn_cell_and_stm_agree_with_reference(options):
     helper.assert_close(numpy_list(ry, rlast, ritem, rrel), stm_numbers, 1e-5, "RNN vs STM")
     source = x[:, ::-1] if options.get("go_backwards") else x  # go_backwards == reversed input
     outputs, _, ref_item, ref_relational = reference(r_layer, source)
-    helper.assert_close(stm_numbers, [outputs, outputs[:, -1], ref_item, ref_relational], 1e-4, "vs numpy")
+    helper.assert_close(
+        stm_numbers, [outputs, outputs[:, -1], ref_item, ref_relational], 1e-4, "vs numpy"
+    )
 
 
 def test_return_flags():
     """The four return_sequences / return_state combinations give consistent numbers."""
     values = random_weights()
     x = sequences()
-    full, last, item, relational = numpy_list(*stm(values, return_sequences=True, return_state=True)(x))
+    full, last, item, relational = numpy_list(
+        *stm(values, return_sequences=True, return_state=True)(x)
+    )
     helper.assert_close(last, full[:, -1], 1e-6)  # batched vs last-step read-out
     only_last = stm(values)(x)
     assert tuple(only_last.shape) == (3, OUT)
@@ -159,27 +200,44 @@ def test_initial_state_flat_matrix_and_continuation():
     outputs, _, ref_item, ref_rel = reference(layer, x, item0, rel0)
     helper.assert_close(matrix, [outputs, outputs[:, -1], ref_item, ref_rel], 1e-4, "vs numpy")
     r_layer = rnn(values, return_sequences=True, return_state=True)
-    ry, rlast, ritem, rrel = r_layer(x, initial_state=[out0, item0.reshape(3, -1), rel0.reshape(3, -1)])
-    helper.assert_close(numpy_list(ry, rlast, *r_layer.cell.unflatten_memories(ritem, rrel)), matrix, 1e-5)
+    ry, rlast, ritem, rrel = r_layer(
+        x, initial_state=[out0, item0.reshape(3, -1), rel0.reshape(3, -1)]
+    )
+    helper.assert_close(
+        numpy_list(ry, rlast, *r_layer.cell.unflatten_memories(ritem, rrel)), matrix, 1e-5
+    )
 
     # Feeding final states back continues the sequence.
     full = numpy_list(*layer(x))
     head = layer(x[:, :3])
     tail = numpy_list(*layer(x[:, 3:], initial_state=list(head[1:])))
     head = numpy_list(*head)
-    helper.assert_close([np.concatenate([head[0], tail[0]], 1)] + tail[1:], full, 1e-5, "continuation")
+    helper.assert_close(
+        [np.concatenate([head[0], tail[0]], 1)] + tail[1:], full, 1e-5, "continuation"
+    )
     # The default initial state is the learned memories tiled over the batch.
     cell = layer.cell
-    learned = [np.zeros((3, OUT), "float32"),
-               np.broadcast_to(ops.convert_to_numpy(cell.initial_item_memory), (3, D, D)),
-               np.broadcast_to(ops.convert_to_numpy(cell.initial_relational_memory), (3, NQ, D, D))]
+    learned = [
+        np.zeros((3, OUT), "float32"),
+        np.broadcast_to(ops.convert_to_numpy(cell.initial_item_memory), (3, D, D)),
+        np.broadcast_to(ops.convert_to_numpy(cell.initial_relational_memory), (3, NQ, D, D)),
+    ]
     helper.assert_close(numpy_list(*layer(x, initial_state=learned)), full, 1e-6, "default state")
 
     # Matrix initial states as functional inputs.
-    inputs = [keras.Input((None, FEATURES)), keras.Input((OUT,)), keras.Input((D, D)), keras.Input((NQ, D, D))]
+    inputs = [
+        keras.Input((None, FEATURES)),
+        keras.Input((OUT,)),
+        keras.Input((D, D)),
+        keras.Input((NQ, D, D)),
+    ]
     model = keras.Model(inputs, layer(inputs[0], initial_state=inputs[1:]))
     assert [tuple(t.shape) for t in model.outputs] == [
-        (None, None, OUT), (None, OUT), (None, D, D), (None, NQ, D, D)]
+        (None, None, OUT),
+        (None, OUT),
+        (None, D, D),
+        (None, NQ, D, D),
+    ]
     helper.assert_close(numpy_list(*model([x, out0, item0, rel0])), matrix, 1e-5, "functional")
 
 
@@ -194,7 +252,9 @@ def test_stateful_carries_states_between_calls():
     layer.reset_states()
     first = numpy_list(*layer(x[:, :2]))
     second = numpy_list(*layer(x[:, 2:]))
-    helper.assert_close([np.concatenate([first[0], second[0]], 1)] + second[1:], full, 1e-5, "stateful")
+    helper.assert_close(
+        [np.concatenate([first[0], second[0]], 1)] + second[1:], full, 1e-5, "stateful"
+    )
     layer.reset_states()
     helper.assert_close(numpy_list(*layer(x[:, :2])), first, 1e-6, "after reset_states")
 
@@ -244,18 +304,26 @@ def check_masked_run(layer, model, ids, lengths, results=None):
     for i, n in enumerate(lengths):
         prefix = table[ids[i, :n]][None]
         outputs, _, ref_item, ref_rel = reference(layer, prefix[:, ::-1] if backwards else prefix)
-        helper.assert_close([last[i], item[i], relational[i]], [outputs[0, -1], ref_item[0], ref_rel[0]],
-                            1e-4, f"sample {i} final")
+        helper.assert_close(
+            [last[i], item[i], relational[i]],
+            [outputs[0, -1], ref_item[0], ref_rel[0]],
+            1e-4,
+            f"sample {i} final",
+        )
         valid = slice(STEPS - n, STEPS) if backwards else slice(0, n)
         helper.assert_close(y[i, valid], outputs[0], 1e-4, f"sample {i} sequence")
         padded = slice(0, STEPS - n) if backwards else slice(n, STEPS)
         if zeros:
             np.testing.assert_array_equal(y[i, padded], 0.0)
         elif not backwards:  # masked steps after the prefix repeat its last output
-            helper.assert_close(y[i, padded], np.broadcast_to(outputs[0, -1], y[i, padded].shape), 1e-4)
+            helper.assert_close(
+                y[i, padded], np.broadcast_to(outputs[0, -1], y[i, padded].shape), 1e-4
+            )
 
 
-@pytest.mark.parametrize("lengths", [[3], LENGTHS[:3], LENGTHS], ids=["batch1", "batch3", "batch_eq_d"])
+@pytest.mark.parametrize(
+    "lengths", [[3], LENGTHS[:3], LENGTHS], ids=["batch1", "batch3", "batch_eq_d"]
+)
 def test_masking_matches_unpadded_runs(lengths):
     assert len(LENGTHS) == D  # the batch == d case is silently wrong on jax with matrix states
     values = random_weights()
@@ -293,11 +361,15 @@ def test_masked_fit_with_jit_compile():
     model = masked_model(layer)
     ids = padded_ids(LENGTHS)
     train = keras.Model(model.inputs, model.outputs[1])
-    train.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
-                  jit_compile=BACKEND in helper.JIT_BACKENDS)
+    train.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="mse",
+        jit_compile=BACKEND in helper.JIT_BACKENDS,
+    )
     before = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
-    history = train.fit(ids, np.zeros((len(LENGTHS), OUT), "float32"), batch_size=len(LENGTHS),
-                        epochs=2, verbose=0)
+    history = train.fit(
+        ids, np.zeros((len(LENGTHS), OUT), "float32"), batch_size=len(LENGTHS), epochs=2, verbose=0
+    )
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["loss"][1] < history.history["loss"][0]
     after = [ops.convert_to_numpy(w) for w in layer.trainable_weights]
@@ -312,8 +384,13 @@ FACTORED = dict(relational_carry=0.0, relational_read=0.0)
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"go_backwards": True}, {"unroll": True}, {"zero_output_for_mask": True},
-     {"go_backwards": True, "zero_output_for_mask": True}],
+    [
+        {},
+        {"go_backwards": True},
+        {"unroll": True},
+        {"zero_output_for_mask": True},
+        {"go_backwards": True, "zero_output_for_mask": True},
+    ],
     ids=["forward", "go_backwards", "unroll", "zero_output", "zero_output_go_backwards"],
 )
 @pytest.mark.parametrize("coefficients", [FACTORED, {}], ids=["factored", "full"])
@@ -326,7 +403,9 @@ def test_stm_matches_cell_with_mask(options, coefficients):
     flags = dict(return_sequences=True, return_state=True, **options)
     layer = with_weights(keras_stm.STM(**CELL, **coefficients, **flags), values)
     assert layer.cell.uses_previous_relational_memory == (not coefficients)
-    plain = with_weights(keras.layers.RNN(keras_stm.STMCell(**CELL, **coefficients), **flags), values)
+    plain = with_weights(
+        keras.layers.RNN(keras_stm.STMCell(**CELL, **coefficients), **flags), values
+    )
     results, _ = masked_results((layer, plain), padded_ids([5, 0, 2, 4]))
     y, last, item, relational = results[0]
     ry, rlast, ritem, rrel = results[1]
@@ -335,8 +414,12 @@ def test_stm_matches_cell_with_mask(options, coefficients):
     # (the initial Mr is zeros, not learned, when no step reads or carries it)
     initial = layer.cell.get_initial_state(batch_size=1)[1:]
     initial_item, initial_relational = numpy_list(*layer.cell.unflatten_memories(*initial))
-    helper.assert_close([item[1], relational[1]], [initial_item[0], initial_relational[0]], 1e-6,
-                        "all-masked sample keeps the initial memories")
+    helper.assert_close(
+        [item[1], relational[1]],
+        [initial_item[0], initial_relational[0]],
+        1e-6,
+        "all-masked sample keeps the initial memories",
+    )
     np.testing.assert_array_equal(last[1], 0.0)  # the initial output state
 
 
@@ -345,9 +428,12 @@ def test_factored_loop_gradients_match_cell():
     values = random_weights(seed=9, **FACTORED)
     x = sequences()
     grads = []
-    for layer in (with_weights(keras_stm.STM(**CELL, **FACTORED, return_sequences=True), values),
-                  with_weights(keras.layers.RNN(keras_stm.STMCell(**CELL, **FACTORED),
-                                                return_sequences=True), values)):
+    for layer in (
+        with_weights(keras_stm.STM(**CELL, **FACTORED, return_sequences=True), values),
+        with_weights(
+            keras.layers.RNN(keras_stm.STMCell(**CELL, **FACTORED), return_sequences=True), values
+        ),
+    ):
         _, weight_grads, input_grad = gradients(lambda t: ops.sum(layer(t) ** 2), layer.weights, x)
         grads.append(list(weight_grads) + [input_grad])
     helper.assert_close(grads[0], grads[1], 1e-4, "gradients, factored vs full Mr")
@@ -416,13 +502,20 @@ def test_fixed_zero_coefficients_skip_their_paths():
     projectors, transfer G1, initial Mr) leaves the fixed layer finite but poisons the learned
     one (0 * NaN). The fixed layer has no read projectors and no initial Mr."""
     x = sequences()
-    fixed = keras_stm.STM(**CELL, relational_carry=0.0, relational_read=0.0, relational_transfer=0.0,
-                          return_sequences=True, return_state=True)
+    fixed = keras_stm.STM(
+        **CELL,
+        relational_carry=0.0,
+        relational_read=0.0,
+        relational_transfer=0.0,
+        return_sequences=True,
+        return_state=True,
+    )
     fixed.build(x.shape)
     learned = stm(_initial_values(), return_sequences=True, return_state=True)
     rng = np.random.default_rng(4)
-    values = {local_name(w): rng.normal(0, 0.4, tuple(w.shape)).astype("float32")
-              for w in learned.weights}
+    values = {
+        local_name(w): rng.normal(0, 0.4, tuple(w.shape)).astype("float32") for w in learned.weights
+    }
     for name in COEFFICIENTS:
         values[name] = np.zeros((), "float32")
     for layer in (fixed, learned):
@@ -444,8 +537,14 @@ def test_fixed_zero_coefficients_skip_their_paths():
 # a long sequence at the bAbI configuration (runs on every backend; kept to one forward and
 # one backward pass)
 
-BABI = dict(num_queries=20, memory_size=90, relation_size=96, projector_hidden_units=80,
-            relational_carry=1.0, relational_transfer=0.0)
+BABI = dict(
+    num_queries=20,
+    memory_size=90,
+    relation_size=96,
+    projector_hidden_units=80,
+    relational_carry=1.0,
+    relational_transfer=0.0,
+)
 
 
 def test_thousand_step_babi_configuration_stays_finite():
@@ -490,8 +589,11 @@ def test_jit_fit_with_a_partial_last_batch(kind, options):
     if len(outputs.shape) == 3:
         outputs = keras.layers.GlobalAveragePooling1D()(outputs)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
-                  jit_compile=BACKEND in helper.JIT_BACKENDS)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="mse",
+        jit_compile=BACKEND in helper.JIT_BACKENDS,
+    )
     history = model.fit(x, np.zeros((5, OUT), "float32"), batch_size=4, epochs=1, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     # And the compiled model predicts the partial batch like the eager layer does.

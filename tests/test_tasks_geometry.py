@@ -9,7 +9,6 @@ import pytest
 
 from keras_stm.experiments.tasks import geometry as geo
 
-
 # ------------------------------------------------------------------------------------------
 # independent brute-force references
 
@@ -26,8 +25,11 @@ def _brute_hull(points):
     for i in range(n):
         inside = False
         for a, b, c in itertools.combinations([k for k in range(n) if k != i], 3):
-            s = [_orient(points[a], points[b], points[i]), _orient(points[b], points[c], points[i]),
-                 _orient(points[c], points[a], points[i])]
+            s = [
+                _orient(points[a], points[b], points[i]),
+                _orient(points[b], points[c], points[i]),
+                _orient(points[c], points[a], points[i]),
+            ]
             if all(v > 0 for v in s) or all(v < 0 for v in s):
                 inside = True
                 break
@@ -63,7 +65,7 @@ def test_convex_hull_matches_brute_force():
             got = hull[b, : sizes[b]].tolist()
             assert got == _brute_hull(points[b])
             assert got == geo.convex_hull(points[b]).tolist()
-            assert np.all(hull[b, sizes[b]:] == -1)
+            assert np.all(hull[b, sizes[b] :] == -1)
             # every point lies on the left of (or on) every hull edge: counter-clockwise, convex
             for k in range(len(got)):
                 a, c = points[b][got[k]], points[b][got[(k + 1) % len(got)]]
@@ -144,14 +146,17 @@ def test_generated_answers_are_exact(tmp_path):
     assert len(hulls) == 6 and all(len(h.points) == 8 for h in hulls)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("0.1 0.2 0.3 0.4 1 2 1", "'output'"),
-    ("0.1 0.2 0.3 output 1 2 1", "even"),
-    ("0.1 x 0.3 0.4 output 1 2 1", "bad coordinate"),
-    ("0.1 0.2 0.3 0.4 output 1 3 1", r"\[1, 2\]"),
-    ("0.1 0.2 0.3 0.4 output 1 2", "end with its first index"),
-    ("0.1 0.2 0.3 0.4 output 1 b 1", "bad index"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("0.1 0.2 0.3 0.4 1 2 1", "'output'"),
+        ("0.1 0.2 0.3 output 1 2 1", "even"),
+        ("0.1 x 0.3 0.4 output 1 2 1", "bad coordinate"),
+        ("0.1 0.2 0.3 0.4 output 1 3 1", r"\[1, 2\]"),
+        ("0.1 0.2 0.3 0.4 output 1 2", "end with its first index"),
+        ("0.1 0.2 0.3 0.4 output 1 b 1", "bad index"),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.txt"
     path.write_text("0 0 1 0 0 1 output 1 2 3 1\n" + line + "\n")
@@ -176,15 +181,14 @@ def test_missing_file_and_bad_arguments(tmp_path):
 
 
 def test_encode_layout_by_hand():
-    points = np.array([[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]],
-                       [[0.7, 0.8], [0.9, 1.0], [0.0, 0.5]]])
+    points = np.array([[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], [[0.7, 0.8], [0.9, 1.0], [0.0, 0.5]]])
     x, y, w, labels = geo.encode(points, [np.array([2, 0]), np.array([1, 0, 2])])
     n, k = 3, 4
     assert x.shape == (2, n + 1 + k, 24) and x.dtype == np.float32
     np.testing.assert_allclose(x[:, :n, :2], points)
     for i in range(n):
         assert x[0, i, 3 + i] == 1.0 and x[0, i, 2:].sum() == (2.0 if i == n - 1 else 1.0)
-    assert x[0, n - 1, 2] == 1.0 and x[0, :n - 1, 2].sum() == 0
+    assert x[0, n - 1, 2] == 1.0 and x[0, : n - 1, 2].sum() == 0
     assert np.all(x[:, n:] == 0)
     assert y.tolist() == [[0, 0, 0, 0, 3, 1, 21, 0], [0, 0, 0, 0, 2, 1, 3, 21]]
     assert w.tolist() == [[0, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 1, 1, 1, 1]]
@@ -236,8 +240,10 @@ def test_datasets_are_seeded_and_grouped(tmp_path):
     assert np.all(geo.point_labels(fixed[0][0])[:, :5] == np.arange(1, 6))
     path = tmp_path / "mixed.txt"
     examples = geo.generate(path, "convex_hull", 30, (5, 7), seed=3)
-    geo.write_file(path, examples + [geo.Example(np.random.default_rng(0).random((25, 2)),
-                                                 np.array([0, 1, 2]))])
+    geo.write_file(
+        path,
+        examples + [geo.Example(np.random.default_rng(0).random((25, 2)), np.array([0, 1, 2]))],
+    )
     ordered = geo.file_dataset(path, 4, shuffle=False)
     assert len(ordered.examples) == 30  # the 25-point example is dropped (N_MAX = 20)
     seen = []
@@ -248,8 +254,9 @@ def test_datasets_are_seeded_and_grouped(tmp_path):
         assert len(sizes) == 1
         steps = max(len(ordered.examples[j].output) for j in idx) + 1
         assert x.shape[1] == y.shape[1] == sizes.pop() + 1 + steps
-        targets = geo.decode_predictions(y, geo.point_labels(x),
-                                         skip=len(ordered.examples[idx[0]].points) + 1)
+        targets = geo.decode_predictions(
+            y, geo.point_labels(x), skip=len(ordered.examples[idx[0]].points) + 1
+        )
         for j, t in zip(idx, targets):
             np.testing.assert_array_equal(t, ordered.examples[j].output)
         seen += idx.tolist()
@@ -278,10 +285,12 @@ def test_tsp_metrics_with_invalid_tours():
     square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     points = [square] * 4
     optimal = [np.array([0, 1, 2, 3])] * 4
-    predictions = [np.array([0, 1, 2, 3]),     # optimal, length 4
-                   np.array([0, 2, 1, 3]),     # valid, length 2 + 2 sqrt 2
-                   np.array([0, 1, 0, 3]),     # repeated city: invalid (length 3 + ... apart)
-                   np.array([0, 1, 2])]        # missing city: invalid
+    predictions = [
+        np.array([0, 1, 2, 3]),  # optimal, length 4
+        np.array([0, 2, 1, 3]),  # valid, length 2 + 2 sqrt 2
+        np.array([0, 1, 0, 3]),  # repeated city: invalid (length 3 + ... apart)
+        np.array([0, 1, 2]),
+    ]  # missing city: invalid
     m = geo.tsp_metrics(points, predictions, optimal)
     crossed = 2 + 2 * math.sqrt(2)
     assert m["valid_fraction"] == 0.5 and m["num_valid"] == 2 and m["num_invalid"] == 2

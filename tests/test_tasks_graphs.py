@@ -9,7 +9,6 @@ import pytest
 
 from keras_stm.experiments.tasks import graphs as gr
 
-
 # ------------------------------------------------------------------------------------------
 # independent brute-force references
 
@@ -44,8 +43,11 @@ def _all_simple_paths(edges, source, target):
 
 
 def _all_spanning_trees(n, edges):
-    return [list(c) for c in itertools.combinations(range(len(edges)), n - 1)
-            if _connected(n, [edges[k] for k in c])]
+    return [
+        list(c)
+        for c in itertools.combinations(range(len(edges)), n - 1)
+        if _connected(n, [edges[k] for k in c])
+    ]
 
 
 # ------------------------------------------------------------------------------------------
@@ -146,19 +148,23 @@ def test_file_round_trip_and_hand_line(tmp_path):
     solved = gr.shortest_paths(4, ex.edges[None], ex.weights[None], [0], [3])[0]
     assert solved.tolist() == ex.output.tolist()
     gr.write_file(hand, [ex])
-    assert hand.read_text() == ("nodes 4 edges 1 2 0.5 2 3 0.25 3 4 1.0 1 4 3.0 query 1 4 "
-                                "output 1 2 3\n")
+    assert hand.read_text() == (
+        "nodes 4 edges 1 2 0.5 2 3 0.25 3 4 1.0 1 4 3.0 query 1 4 output 1 2 3\n"
+    )
 
 
-@pytest.mark.parametrize("line, message", [
-    ("nodes 3 edges 1 2 0.5 2 3 0.5", "keyword"),
-    ("nodes 3 edges 1 2 0.5 2 3 output 1", "triples"),
-    ("nodes 3 edges 1 4 0.5 output 1", r"\[1, 3\]"),
-    ("nodes 3 edges 1 2 0.5 query 1 1 output 1", "distinct"),
-    ("nodes 3 edges 1 2 0.5 output 2", "edge indices"),
-    ("nodes 3 edges 1 2 abc output 1", "could not convert"),
-    ("nodes 3 edges 1 2 -0.5 output 1", "non-negative"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("nodes 3 edges 1 2 0.5 2 3 0.5", "keyword"),
+        ("nodes 3 edges 1 2 0.5 2 3 output 1", "triples"),
+        ("nodes 3 edges 1 4 0.5 output 1", r"\[1, 3\]"),
+        ("nodes 3 edges 1 2 0.5 query 1 1 output 1", "distinct"),
+        ("nodes 3 edges 1 2 0.5 output 2", "edge indices"),
+        ("nodes 3 edges 1 2 abc output 1", "could not convert"),
+        ("nodes 3 edges 1 2 -0.5 output 1", "non-negative"),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.txt"
     path.write_text("nodes 2 edges 1 2 0.5 output 1\n\n" + line + "\n")
@@ -194,8 +200,9 @@ def test_encode_layout_by_hand():
 
 @pytest.mark.parametrize("task", gr.TASKS)
 def test_random_labels_round_trip(task):
-    x, y, w, info = gr.make_batch(np.random.default_rng(5), 16, task, n_nodes=8, n_edges=14,
-                                  return_info=True)
+    x, y, w, info = gr.make_batch(
+        np.random.default_rng(5), 16, task, n_nodes=8, n_edges=14, return_info=True
+    )
     labels = info["labels"]
     assert all(sorted(r) == list(range(1, 15)) for r in labels.tolist())
     np.testing.assert_array_equal(gr.edge_labels(x)[:, :14], labels)
@@ -254,13 +261,20 @@ def test_datasets(tmp_path):
 
 
 def test_shortest_path_metrics_by_hand():
-    ex = gr.GraphExample(4, np.array([[0, 1], [1, 2], [2, 3], [0, 3], [0, 2]]),
-                         np.array([1.0, 1.0, 1.0, 5.0, 2.0]), (0, 3), np.array([0, 1, 2]))
-    predictions = [np.array([0, 1, 2]),   # the answer, cost 3
-                   np.array([4, 2]),      # tie: other optimal path, cost 3
-                   np.array([3]),         # valid, cost 5
-                   np.array([0, 2]),      # does not chain: invalid
-                   np.array([0, 1, -1])]  # no end token: invalid
+    ex = gr.GraphExample(
+        4,
+        np.array([[0, 1], [1, 2], [2, 3], [0, 3], [0, 2]]),
+        np.array([1.0, 1.0, 1.0, 5.0, 2.0]),
+        (0, 3),
+        np.array([0, 1, 2]),
+    )
+    predictions = [
+        np.array([0, 1, 2]),  # the answer, cost 3
+        np.array([4, 2]),  # tie: other optimal path, cost 3
+        np.array([3]),  # valid, cost 5
+        np.array([0, 2]),  # does not chain: invalid
+        np.array([0, 1, -1]),
+    ]  # no end token: invalid
     m = gr.shortest_path_metrics([ex] * 5, predictions)
     assert m["exact_match"] == pytest.approx(1 / 5)
     assert m["optimal_fraction"] == pytest.approx(2 / 5)
@@ -269,13 +283,20 @@ def test_shortest_path_metrics_by_hand():
 
 
 def test_mst_metrics_by_hand():
-    ex = gr.GraphExample(4, np.array([[0, 1], [1, 2], [2, 3], [0, 3], [0, 2]]),
-                         np.array([1.0, 2.0, 3.0, 4.0, 5.0]), None, np.array([0, 1, 2]))
-    predictions = [np.array([0, 1, 2]),   # exact, Kruskal order
-                   np.array([2, 0, 1]),   # same set, other order
-                   np.array([0, 1, 3]),   # valid tree, cost 7
-                   np.array([0, 1, 4]),   # cycle 0-1-2: invalid
-                   np.array([0, 1])]      # too few edges: invalid
+    ex = gr.GraphExample(
+        4,
+        np.array([[0, 1], [1, 2], [2, 3], [0, 3], [0, 2]]),
+        np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+        None,
+        np.array([0, 1, 2]),
+    )
+    predictions = [
+        np.array([0, 1, 2]),  # exact, Kruskal order
+        np.array([2, 0, 1]),  # same set, other order
+        np.array([0, 1, 3]),  # valid tree, cost 7
+        np.array([0, 1, 4]),  # cycle 0-1-2: invalid
+        np.array([0, 1]),
+    ]  # too few edges: invalid
     m = gr.mst_metrics([ex] * 5, predictions)
     assert m["sequence_accuracy"] == pytest.approx(1 / 5)
     assert m["exact_match"] == pytest.approx(2 / 5) == m["optimal_fraction"]

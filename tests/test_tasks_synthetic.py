@@ -8,15 +8,18 @@ seeding, speed and argument validation. Run once per backend (KERAS_BACKEND=jax|
 import math
 import time
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from keras_stm.experiments.tasks import associative_retrieval as ar
 from keras_stm.experiments.tasks import copy as copy_task
-from keras_stm.experiments.tasks import nth_farthest, priority_sort, rar
+from keras_stm.experiments.tasks import nth_farthest
+from keras_stm.experiments.tasks import priority_sort
+from keras_stm.experiments.tasks import rar
 from keras_stm.experiments.tasks.base import TaskDataset
-from keras_stm.experiments.tasks.metrics import BitErrorPerSequence, bit_error_per_sequence
+from keras_stm.experiments.tasks.metrics import BitErrorPerSequence
+from keras_stm.experiments.tasks.metrics import bit_error_per_sequence
 
 
 def _rng(seed=0):
@@ -36,6 +39,7 @@ def _check_decoding_layout(x, y, w, t_in, t_out, d_in=34):
 
 
 # --------------------------------------------------------------------------------- copy
+
 
 def test_copy_against_brute_force():
     lengths = set()
@@ -59,6 +63,7 @@ def test_copy_against_brute_force():
 
 # ------------------------------------------------------------------------ priority sort
 
+
 def test_priority_sort_against_brute_force():
     x, y, w = priority_sort.make_batch(_rng(3), 16)
     _check_decoding_layout(x, y, w, 20, 16)
@@ -79,8 +84,9 @@ class _FewPriorities(np.random.Generator):
 
 
 def test_priority_sort_ties_keep_input_order():
-    x, y, w = priority_sort.make_batch(_FewPriorities(np.random.PCG64(0)), 50,
-                                       input_seq_len=6, target_seq_len=4)
+    x, y, w = priority_sort.make_batch(
+        _FewPriorities(np.random.PCG64(0)), 50, input_seq_len=6, target_seq_len=4
+    )
     ties = 0
     for b in range(50):
         p = [float(v) for v in x[b, :6, 32]]
@@ -91,6 +97,7 @@ def test_priority_sort_ties_keep_input_order():
 
 
 # ---------------------------------------------------------------------------------- RAR
+
 
 def _parse_rar(xb):
     """Splits one RAR input (T, 34) into its items and query by scanning the flag channels."""
@@ -147,8 +154,11 @@ def test_rar_against_brute_force(reading):
             target, choose_max = _brute_force_rar_target(items, q)
             branches.add(choose_max)
             assert y[b, t_in:].astype(int).tolist() == items[target]
-            others = [sum(a != b_ for v1, v2 in zip(items[i], query) for a, b_ in zip(v1, v2))
-                      for i in range(n_items) if i != q]
+            others = [
+                sum(a != b_ for v1, v2 in zip(items[i], query) for a, b_ in zip(v1, v2))
+                for i in range(n_items)
+                if i != q
+            ]
             ties += len(set(others)) < len(others)
             sizes_seen.add((n_items, length))
         assert len(query_indices) == 1  # q is shared by the whole batch
@@ -165,6 +175,7 @@ def test_rar_explicit_sizes_and_readings():
 
 
 # ------------------------------------------------------------------------- Nth-farthest
+
 
 def test_nth_farthest_against_brute_force():
     x, y = nth_farthest.make_batch(_rng(7), 64)
@@ -186,8 +197,9 @@ def test_nth_farthest_against_brute_force():
         for k in range(8):
             assert x[b, k, 24:40].tolist() == x[b, 0, 24:40].tolist()
         ref = labels.index(m)
-        dist = [math.sqrt(sum((a - c) ** 2 for a, c in zip(vectors[k], vectors[ref])))
-                for k in range(8)]
+        dist = [
+            math.sqrt(sum((a - c) ** 2 for a, c in zip(vectors[k], vectors[ref]))) for k in range(8)
+        ]
         farthest_first = sorted(range(8), key=lambda k: dist[k], reverse=True)
         assert int(y[b]) == labels[farthest_first[n]]
         if n == 7:
@@ -197,6 +209,7 @@ def test_nth_farthest_against_brute_force():
 
 
 # ------------------------------------------------------------------ associative retrieval
+
 
 def _brute_force_ar(sequence, num_pairs):
     pairs = {}
@@ -219,7 +232,7 @@ def _check_ar(num_pairs):
     assert y.shape == (300,) and y.dtype == np.int32
     for b in range(300):
         assert int(y[b]) == _brute_force_ar(x[b], num_pairs)
-    positions = {list(x[b, :2 * num_pairs:2]).index(x[b, -1]) for b in range(300)}
+    positions = {list(x[b, : 2 * num_pairs : 2]).index(x[b, -1]) for b in range(300)}
     assert positions == set(range(num_pairs))  # the query key is drawn from every pair
     assert ar.sequence_length() == 51 and ar.sequence_length(ar.NUM_PAIRS_LENGTH_30) == 31
     assert ar.VOCAB_SIZE == 37 and ar.OUTPUT_SIZE == 10
@@ -236,8 +249,7 @@ def test_associative_retrieval_file_roundtrip(tmp_path):
         assert x.shape == (sizes[f"num_{split}"], 13) and x.dtype == np.int32
         np.testing.assert_array_equal(x, second[split][0])
         np.testing.assert_array_equal(y, second[split][1])
-        gx, gy = ar.generate_split(split, seed=3, num_pairs=5,
-                                   num_examples=sizes[f"num_{split}"])
+        gx, gy = ar.generate_split(split, seed=3, num_pairs=5, num_examples=sizes[f"num_{split}"])
         np.testing.assert_array_equal(x, gx)
         for b in range(len(x)):
             assert int(y[b]) == _brute_force_ar(x[b], 5)
@@ -247,8 +259,7 @@ def test_associative_retrieval_file_roundtrip(tmp_path):
     with pytest.raises(ValueError, match="num_pairs"):
         ar.load_or_create(path, seed=3, num_pairs=6, **sizes)
     with pytest.raises(ValueError, match="ar.npz"):
-        ar.load_or_create(path, seed=3, num_pairs=5, num_train=41, num_validation=10,
-                          num_test=20)
+        ar.load_or_create(path, seed=3, num_pairs=5, num_train=41, num_validation=10, num_test=20)
     bad = tmp_path / "corrupt.npz"
     bad.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="corrupt.npz"):
@@ -257,8 +268,9 @@ def test_associative_retrieval_file_roundtrip(tmp_path):
 
 def test_associative_retrieval_epochs_without_replacement(tmp_path):
     sizes = dict(num_train=50, num_validation=12, num_test=8)
-    data = ar.dataset("train", batch_size=8, path=tmp_path / "a.npz", num_pairs=4,
-                      drop_remainder=False, **sizes)
+    data = ar.dataset(
+        "train", batch_size=8, path=tmp_path / "a.npz", num_pairs=4, drop_remainder=False, **sizes
+    )
     x_all, y_all = ar.load_or_create(tmp_path / "a.npz", num_pairs=4, **sizes)["train"]
     assert isinstance(data, TaskDataset) and len(data) == 7
 
@@ -276,8 +288,9 @@ def test_associative_retrieval_epochs_without_replacement(tmp_path):
     data.on_epoch_end()
     epoch1 = epoch_rows()
     assert sorted(epoch1) == expected and epoch1 != epoch0
-    assert len(ar.dataset("train", batch_size=8, path=tmp_path / "a.npz", num_pairs=4,
-                          **sizes)) == 6  # remainder dropped by default
+    assert (
+        len(ar.dataset("train", batch_size=8, path=tmp_path / "a.npz", num_pairs=4, **sizes)) == 6
+    )  # remainder dropped by default
     val = ar.dataset("validation", batch_size=4, num_pairs=4, **sizes)  # in memory
     vx, vy = ar.generate_split("validation", num_pairs=4, num_examples=12)
     np.testing.assert_array_equal(np.concatenate([val[i][0] for i in range(3)]), vx)
@@ -317,8 +330,12 @@ def _check_seeding_and_speed(make):
 
 
 def test_task_dataset_streams():
-    for module, kwargs in [(copy_task, dict(max_seq_len=4)), (priority_sort, {}),
-                           (rar, dict(reading="intended")), (nth_farthest, {})]:
+    for module, kwargs in [
+        (copy_task, dict(max_seq_len=4)),
+        (priority_sort, {}),
+        (rar, dict(reading="intended")),
+        (nth_farthest, {}),
+    ]:
         _check_stream(module, kwargs)
 
 
@@ -372,8 +389,10 @@ BAD_ARGUMENTS = [
     (lambda: ar.dataset("dev"), "split"),
     (lambda: ar.dataset("test", batch_size=30, num_test=20, num_pairs=2), "batch_size"),
     (lambda: bit_error_per_sequence(np.zeros((2, 3, 4)), np.zeros((2, 3, 5))), "y_pred"),
-    (lambda: bit_error_per_sequence(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)),
-                                    np.ones((2, 4))), "sample_weight"),
+    (
+        lambda: bit_error_per_sequence(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.ones((2, 4))),
+        "sample_weight",
+    ),
     (lambda: BitErrorPerSequence(from_logits="yes"), "from_logits"),
 ]
 
@@ -387,10 +406,14 @@ def test_bad_arguments_raise():
 # ------------------------------------------------------------------------------ metric
 
 # Hand-computed example: B=2, T=3, W=2; weight 1 on the last two steps.
-Y_TRUE = np.array([[[1, 0], [1, 1], [0, 0]],
-                   [[0, 1], [0, 0], [1, 1]]], dtype="float32")
-LOGITS = np.array([[[5, 5], [-1, 2], [0.0, -3]],     # bits [[1,1],[0,1],[0,0]]
-                   [[-2, 2], [4, 4], [1, -1]]], dtype="float32")  # [[0,1],[1,1],[1,0]]
+Y_TRUE = np.array([[[1, 0], [1, 1], [0, 0]], [[0, 1], [0, 0], [1, 1]]], dtype="float32")
+LOGITS = np.array(
+    [
+        [[5, 5], [-1, 2], [0.0, -3]],  # bits [[1,1],[0,1],[0,0]]
+        [[-2, 2], [4, 4], [1, -1]],
+    ],
+    dtype="float32",
+)  # [[0,1],[1,1],[1,0]]
 WEIGHT = np.array([[0, 1, 1], [0, 1, 1]], dtype="float32")
 # Wrong bits on weighted steps: example 0: step 1 -> 1, step 2 -> 0; example 1: step 1 -> 2,
 # step 2 -> 1.  Total 4 over 2 sequences = 2.0.  Unweighted adds step 0: 1 + 0 -> 5 / 2 = 2.5.
@@ -402,8 +425,10 @@ def test_bit_error_numpy_hand_computed():
     probs = 1.0 / (1.0 + np.exp(-LOGITS.astype(np.float64)))
     assert bit_error_per_sequence(Y_TRUE, probs, WEIGHT, from_logits=False) == 2.0
     # Probability exactly 0.5 rounds to 0 (logit 0 at example 0, step 2, bit 0 -> target 0).
-    assert bit_error_per_sequence(np.ones((1, 1, 1)), np.full((1, 1, 1), 0.5),
-                                  from_logits=False) == 1.0
+    assert (
+        bit_error_per_sequence(np.ones((1, 1, 1)), np.full((1, 1, 1), 0.5), from_logits=False)
+        == 1.0
+    )
     assert bit_error_per_sequence(Y_TRUE, LOGITS, 2 * WEIGHT) == 4.0
 
 
@@ -418,20 +443,25 @@ def test_bit_error_keras_metric_hand_computed():
     probs = BitErrorPerSequence(from_logits=False)
     probs.update_state(Y_TRUE, keras.ops.sigmoid(LOGITS), sample_weight=WEIGHT)
     assert float(probs.result()) == pytest.approx(2.0)
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(
-        BitErrorPerSequence(name="bits", from_logits=False)))
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(BitErrorPerSequence(name="bits", from_logits=False))
+    )
     assert isinstance(restored, BitErrorPerSequence)
     assert restored.name == "bits" and restored.from_logits is False
 
 
 def test_bit_error_metric_in_compile_evaluate():
-    data = copy_task.dataset(batch_size=6, num_batches=3, seed=0, fixed=True, min_seq_len=2,
-                             max_seq_len=4)
+    data = copy_task.dataset(
+        batch_size=6, num_batches=3, seed=0, fixed=True, min_seq_len=2, max_seq_len=4
+    )
     inputs = keras.Input((None, copy_task.INPUT_SIZE))
     model = keras.Model(inputs, keras.layers.Dense(copy_task.OUTPUT_SIZE)(inputs))
-    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  metrics=[BitErrorPerSequence(name="bits_all")],
-                  weighted_metrics=[BitErrorPerSequence(name="bits")], run_eagerly=False)
+    model.compile(
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[BitErrorPerSequence(name="bits_all")],
+        weighted_metrics=[BitErrorPerSequence(name="bits")],
+        run_eagerly=False,
+    )
     result = model.evaluate(data, verbose=0, return_dict=True)
     errors_weighted = errors_all = sequences = 0.0
     for i in range(len(data)):

@@ -21,18 +21,21 @@ def _hparams(tmp_path, values):
     return ["--hparams", str(path)]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"optimizer": "sgd"}, "optimizer"),
-    ({"jit_compile": "yes"}, "jit_compile"),
-    ({"verbose": 3}, "verbose"),
-    ({"batch_size": "many"}, "batch_size"),
-    ({"batch_size": 8.5}, "batch_size"),
-    ({"batch_size": True}, "batch_size"),
-    ({"learning_rate": "fast"}, "learning_rate"),
-    ({"learning_rate": None}, "learning_rate"),
-    ({"fresh": "yes"}, "fresh"),
-    ({"model": "gru"}, "model"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"jit_compile": "yes"}, "jit_compile"),
+        ({"verbose": 3}, "verbose"),
+        ({"batch_size": "many"}, "batch_size"),
+        ({"batch_size": 8.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"learning_rate": "fast"}, "learning_rate"),
+        ({"learning_rate": None}, "learning_rate"),
+        ({"fresh": "yes"}, "fresh"),
+        ({"model": "gru"}, "model"),
+    ],
+)
 def test_hparams_values_pass_the_flag_checks(tmp_path, capsys, values, message):
     with pytest.raises(SystemExit):
         training.parse_args(_parser(), _hparams(tmp_path, values))
@@ -41,8 +44,13 @@ def test_hparams_values_pass_the_flag_checks(tmp_path, capsys, values, message):
 
 
 def test_hparams_values_are_converted_like_flags(tmp_path):
-    args = training.parse_args(_parser(), _hparams(tmp_path, {
-        "batch_size": 16.0, "learning_rate": "0.01", "optimizer": "adam", "clip_value": None}))
+    args = training.parse_args(
+        _parser(),
+        _hparams(
+            tmp_path,
+            {"batch_size": 16.0, "learning_rate": "0.01", "optimizer": "adam", "clip_value": None},
+        ),
+    )
     assert args.batch_size == 16 and isinstance(args.batch_size, int)
     assert args.learning_rate == 0.01 and args.optimizer == "adam" and args.clip_value is None
     with pytest.raises(SystemExit):
@@ -58,8 +66,9 @@ def test_one_clipping_clears_the_other_default(tmp_path, capsys):
     assert (args.clip_value, args.clip_norm) == (None, 2.0)
     args = training.parse_args(parser, [])
     assert (args.clip_value, args.clip_norm) == (10.0, None)
-    babi_like = training.argument_parser("doc", task="babi", learning_rate=1e-3, iterations=10,
-                                         clip_norm=5.0)
+    babi_like = training.argument_parser(
+        "doc", task="babi", learning_rate=1e-3, iterations=10, clip_norm=5.0
+    )
     args = training.parse_args(babi_like, ["--clip-value", "3"])
     assert (args.clip_value, args.clip_norm) == (3.0, None)
     with pytest.raises(SystemExit):
@@ -69,8 +78,11 @@ def test_one_clipping_clears_the_other_default(tmp_path, capsys):
 
 def test_quick_keeps_explicit_flags():
     parser = _parser()
-    args = training.parse_args(parser, ["--quick", "--iterations", "6", "--batch-size", "4"],
-                               quick_overrides={"steps_per_epoch": 3})
+    args = training.parse_args(
+        parser,
+        ["--quick", "--iterations", "6", "--batch-size", "4"],
+        quick_overrides={"steps_per_epoch": 3},
+    )
     assert (args.iterations, args.batch_size, args.steps_per_epoch) == (6, 4, 3)
     args = training.parse_args(parser, ["--quick"])
     assert (args.iterations, args.batch_size, args.steps_per_epoch) == (4, 8, 2)

@@ -37,8 +37,8 @@ FINAL_WEIGHTS_RTOL = 1e-2
 def load_run(preset):
     data = np.load(FIXTURES / f"train_{preset}_small.npz")
     meta = json.loads(str(data["meta"]))
-    init = {k[len("param_init/"):]: data[k] for k in data.files if k.startswith("param_init/")}
-    final = {k[len("param_final/"):]: data[k] for k in data.files if k.startswith("param_final/")}
+    init = {k[len("param_init/") :]: data[k] for k in data.files if k.startswith("param_init/")}
+    final = {k[len("param_final/") :]: data[k] for k in data.files if k.startswith("param_final/")}
     steps = meta["steps"]
     batches = [(data[f"inputs/{k}"], data[f"targets/{k}"]) for k in range(steps)]
     return meta, init, final, batches, data["losses"]
@@ -68,12 +68,18 @@ def build_task_model(preset, meta, init):
     input_size = meta["config"]["input_size"]
     if preset == "nar":
         vocabulary_size = init["emb.weight"].shape[0]
-        model = build_sequence_model(input_size, output_size, stm_config=config,
-                                     vocabulary_size=vocabulary_size, embedding_size=input_size)
+        model = build_sequence_model(
+            input_size,
+            output_size,
+            stm_config=config,
+            vocabulary_size=vocabulary_size,
+            embedding_size=input_size,
+        )
         model.get_layer("embedding").embeddings.assign(init["emb.weight"])
     else:
-        model = build_sequence_model(input_size, output_size, stm_config=config,
-                                     return_sequences=preset == "copy")
+        model = build_sequence_model(
+            input_size, output_size, stm_config=config, return_sequences=preset == "copy"
+        )
     stm = model.get_layer("stm")
     keras_stm.load_official_weights(stm, {k: v for k, v in init.items() if k != "emb.weight"})
     return model, stm
@@ -82,8 +88,9 @@ def build_task_model(preset, meta, init):
 def task_loss(preset):
     """The loss of the task's example script."""
     if preset == "copy":  # training.run_bit_error_task
-        return keras.losses.BinaryCrossentropy(from_logits=True,
-                                               reduction="mean_with_sample_weight")
+        return keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        )
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -104,8 +111,11 @@ def train_like_the_authors(preset):
     check_optimizer_matches_fixture(args, meta)
     model, stm = build_task_model(preset, meta, init)
     # Eager on torch/tensorflow keeps the test quick (one compile per copy length otherwise).
-    model.compile(optimizer=training.make_optimizer(args), loss=task_loss(preset),
-                  jit_compile=keras.backend.backend() == "jax")
+    model.compile(
+        optimizer=training.make_optimizer(args),
+        loss=task_loss(preset),
+        jit_compile=keras.backend.backend() == "jax",
+    )
     seen = []
     for inputs, targets in batches:
         x, y, weight = task_batch(preset, inputs, targets)
@@ -134,7 +144,9 @@ def test_losses_follow_the_authors_run(preset, float64_keras):
     seen, losses, _, _ = train_like_the_authors(preset)
     assert seen.shape == losses.shape
     early = relative_error(seen[:EARLY_STEPS], losses[:EARLY_STEPS])
-    assert early.max() <= EARLY_RTOL, f"{preset}: first losses {seen[:EARLY_STEPS]} vs {losses[:EARLY_STEPS]}"
+    assert early.max() <= EARLY_RTOL, (
+        f"{preset}: first losses {seen[:EARLY_STEPS]} vs {losses[:EARLY_STEPS]}"
+    )
     assert relative_error(seen, losses).max() <= ALL_RTOL, f"{preset}: {seen} vs {losses}"
 
 
@@ -148,8 +160,9 @@ def test_nth_farthest_final_weights(float64_keras):
         expected = np.reshape(expected, tuple(variable.shape))
         actual = keras.ops.convert_to_numpy(variable.value)
         scale = max(float(np.abs(expected).max()), 1e-12)
-        np.testing.assert_allclose(actual, expected, rtol=FINAL_WEIGHTS_RTOL,
-                                   atol=FINAL_WEIGHTS_RTOL * scale, err_msg=name)
+        np.testing.assert_allclose(
+            actual, expected, rtol=FINAL_WEIGHTS_RTOL, atol=FINAL_WEIGHTS_RTOL * scale, err_msg=name
+        )
         compared += 1
     assert compared == len(mapping)
 
@@ -159,10 +172,17 @@ def test_keras_rmsprop_does_not_follow_the_authors_run(float64_keras):
     meta, init, _, batches, losses = load_run("nar")
     model, _ = build_task_model("nar", meta, init)
     args = task_flags("associative_retrieval")
-    model.compile(optimizer=keras.optimizers.RMSprop(
-        learning_rate=args.learning_rate, rho=args.rmsprop_rho, momentum=args.momentum,
-        epsilon=1e-8, clipvalue=args.clip_value), loss=task_loss("nar"),
-        jit_compile=keras.backend.backend() == "jax")
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(
+            learning_rate=args.learning_rate,
+            rho=args.rmsprop_rho,
+            momentum=args.momentum,
+            epsilon=1e-8,
+            clipvalue=args.clip_value,
+        ),
+        loss=task_loss("nar"),
+        jit_compile=keras.backend.backend() == "jax",
+    )
     seen = []
     for inputs, targets in batches[:3]:
         x, y, _ = task_batch("nar", inputs, targets)
@@ -172,8 +192,15 @@ def test_keras_rmsprop_does_not_follow_the_authors_run(float64_keras):
 
 
 def test_make_optimizer_uses_the_torch_update():
-    args = argparse.Namespace(optimizer="rmsprop", learning_rate=1e-4, rmsprop_rho=0.99,
-                              momentum=0.9, clip_value=10.0, clip_norm=None, adam_beta_2=0.999)
+    args = argparse.Namespace(
+        optimizer="rmsprop",
+        learning_rate=1e-4,
+        rmsprop_rho=0.99,
+        momentum=0.9,
+        clip_value=10.0,
+        clip_norm=None,
+        adam_beta_2=0.999,
+    )
     optimizer = training.make_optimizer(args)
     assert isinstance(optimizer, keras_stm.TorchRMSprop)
     assert optimizer.epsilon == 1e-8 and optimizer.clipvalue == 10.0

@@ -41,7 +41,7 @@ def _trials(project):
         path = os.path.join(project, name, "trial.json")
         if name.startswith("trial_") and os.path.exists(path):
             with open(path) as f:
-                out[name[len("trial_"):]] = json.load(f)
+                out[name[len("trial_") :]] = json.load(f)
     return out
 
 
@@ -93,8 +93,10 @@ def test_bad_arguments_are_refused():
         tuning.Param("memory_size", "choice", values=(4, 8), default=6)
     with pytest.raises(ValueError, match="sizes"):
         tuning.fix_params(tuning.search_space("copy"), ["sizes"])
-    fixed = {p.name: p for p in tuning.fix_params(tuning.search_space("rar"), ["gated_write",
-                                                                              "learning_rate"])}
+    fixed = {
+        p.name: p
+        for p in tuning.fix_params(tuning.search_space("rar"), ["gated_write", "learning_rate"])
+    }
     assert fixed["gated_write"].kind == fixed["learning_rate"].kind == "fixed"
     assert fixed["learning_rate"].default == task_configs.TASK_CONFIGS["rar"]["learning_rate"]
     assert fixed["memory_size"].kind == "choice"
@@ -135,34 +137,59 @@ def test_padded_pointer_batch_gives_the_unpadded_loss():
     hypermodel = tuning.TaskHyperModel("shortest_path", quick=True)
     model = hypermodel.build(keras_tuner.HyperParameters())
     rng = np.random.default_rng(3)
-    x, y, weight = graphs.make_batch(rng, 4, "shortest_path", n_nodes=5, n_edges=6,
-                                     random_labels=False)
+    x, y, weight = graphs.make_batch(
+        rng, 4, "shortest_path", n_nodes=5, n_edges=6, random_labels=False
+    )
     padded = hypermodel.validation_data(4)[0]
     length = padded[0].shape[1]
     assert length >= x.shape[1]
     pad = length - x.shape[1]
     xp = np.pad(x, ((0, 0), (0, pad), (0, 0)))
     logits, logits_padded = (keras.ops.convert_to_numpy(model(v)) for v in (x, xp))
-    np.testing.assert_allclose(logits_padded[:, :x.shape[1]], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits_padded[:, : x.shape[1]], logits, rtol=1e-5, atol=1e-5)
     loss = float(model.loss(y, logits, sample_weight=weight))
-    loss_padded = float(model.loss(np.pad(y, ((0, 0), (0, pad))), logits_padded,
-                                   sample_weight=np.pad(weight, ((0, 0), (0, pad)))))
+    loss_padded = float(
+        model.loss(
+            np.pad(y, ((0, 0), (0, pad))),
+            logits_padded,
+            sample_weight=np.pad(weight, ((0, 0), (0, pad))),
+        )
+    )
     assert math.isfinite(loss) and loss == pytest.approx(loss_padded, rel=1e-5)
 
 
 def test_best_hparams_file_keys():
-    values = {"learning_rate": 3e-4, "clip_value": 5.0, "batch_size": 64, "num_queries": 16,
-              "memory_size": 48, "gated_write": True, "relational_carry": "1",
-              "relational_read": "0", "relational_transfer": "learned", "tuner/epochs": 3}
+    values = {
+        "learning_rate": 3e-4,
+        "clip_value": 5.0,
+        "batch_size": 64,
+        "num_queries": 16,
+        "memory_size": 48,
+        "gated_write": True,
+        "relational_carry": "1",
+        "relational_read": "0",
+        "relational_transfer": "learned",
+        "tuner/epochs": 3,
+    }
     # RAR's registry: gated write, carry 0, read 0, transfer learned: only the carry differs.
     assert tuning.best_hparams("rar", values) == {
-        "learning_rate": 3e-4, "clip_value": 5.0, "batch_size": 64, "num_queries": 16,
-        "memory_size": 48, "stm_config": {"relational_carry": 1.0}, "model": "stm"}
+        "learning_rate": 3e-4,
+        "clip_value": 5.0,
+        "batch_size": 64,
+        "num_queries": 16,
+        "memory_size": 48,
+        "stm_config": {"relational_carry": 1.0},
+        "model": "stm",
+    }
     # Nth-farthest's registry is additive: a gated write must be written out.
     assert tuning.best_hparams("nth_farthest", values)["stm_config"] == {
-        "gated_write": True, "relational_read": 0.0, "relational_carry": 1.0}
-    lstm = tuning.best_hparams("copy", {"lstm_units": 256, "learning_rate": 1e-3,
-                                        "num_queries": 4}, model="lstm")
+        "gated_write": True,
+        "relational_read": 0.0,
+        "relational_carry": 1.0,
+    }
+    lstm = tuning.best_hparams(
+        "copy", {"lstm_units": 256, "learning_rate": 1e-3, "num_queries": 4}, model="lstm"
+    )
     assert lstm == {"lstm_units": 256, "learning_rate": 1e-3, "model": "lstm"}
 
 
@@ -179,8 +206,9 @@ def test_stm_config_flag_and_its_guard(tmp_path):
     with pytest.raises(SystemExit):
         training.parse_args(parser, ["--stm-config", "[1, 2]"])
     tiny = {k: v for k, v in task_configs.QUICK_MODEL.items() if k in task_configs.MODEL_FLAGS}
-    model = build_sequence_model(4, 2, stm_config=task_configs.stm_config(
-        "copy", relational_read=1.0, **tiny))
+    model = build_sequence_model(
+        4, 2, stm_config=task_configs.stm_config("copy", relational_read=1.0, **tiny)
+    )
     training.check_stm_config_applied(model, args)  # agrees: no error
     args.stm_config = {"relational_read": "learned"}
     with pytest.raises(ValueError, match="relational_read"):
@@ -198,8 +226,17 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 TUNED_TASK = "nth_farthest"
-TUNE_ARGS = ["--task", TUNED_TASK, "--quick", "--max-trials", "2", "--epochs", "1",
-             "--verbose", "0"]
+TUNE_ARGS = [
+    "--task",
+    TUNED_TASK,
+    "--quick",
+    "--max-trials",
+    "2",
+    "--epochs",
+    "1",
+    "--verbose",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +252,8 @@ def searched(tmp_path_factory):
 
     # Trial 0 completes (a search of 1 trial).
     tuning.make_tuner("random", hypermodel, max_trials=1, directory=directory).search(
-        epochs=1, verbose=0)
+        epochs=1, verbose=0
+    )
     first = _trials(project)
     # Asked for 2: trial 1 starts and the process is interrupted before it trains.
     tuner = tuning.make_tuner("random", hypermodel, max_trials=2, directory=directory)
@@ -226,8 +264,14 @@ def searched(tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         summary = _load("tune").main([*TUNE_ARGS, "--output-dir", project])
-    return dict(directory=directory, project=project, first=first, interrupted=interrupted,
-                summary=summary, printed=printed.getvalue())
+    return dict(
+        directory=directory,
+        project=project,
+        first=first,
+        interrupted=interrupted,
+        summary=summary,
+        printed=printed.getvalue(),
+    )
 
 
 def test_two_trial_search_completes_resumes_and_summarises(searched):
@@ -239,8 +283,10 @@ def test_two_trial_search_completes_resumes_and_summarises(searched):
     assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values())
     # The interrupted trial was run again with its values; trial 0 was kept as it was.
-    assert (trials["1"]["hyperparameters"]["values"] ==
-            searched["interrupted"]["hyperparameters"]["values"])
+    assert (
+        trials["1"]["hyperparameters"]["values"]
+        == searched["interrupted"]["hyperparameters"]["values"]
+    )
     assert trials["0"] == searched["first"]["0"]
     assert summary["num_trials"] == summary["num_completed"] == 2
     assert summary["objective"] == {"name": "val_accuracy", "direction": "max"}
@@ -258,8 +304,10 @@ def test_two_trial_search_completes_resumes_and_summarises(searched):
     with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
         assert json.load(f)["best_trials"][0]["trial_id"] == best["trial_id"]
     assert "Results summary" in searched["printed"]
-    assert f"examples/nth_farthest.py --hparams {summary['best_hparams_path']}" in (
-        searched["printed"])
+    assert (
+        f"examples/nth_farthest.py --hparams {summary['best_hparams_path']}"
+        in (searched["printed"])
+    )
 
     # Started once more with every trial done: nothing new, same result.
     # (The deprecated --directory still finds the same search.)
@@ -273,9 +321,22 @@ def test_best_hparams_round_trip_into_the_training_script(searched, tmp_path):
     assert summary["best_hparams"]["model"] == "stm"
     values = summary["best_trials"][0]["hyperparameters"]
     out = str(tmp_path / "train")
-    results = _load("nth_farthest").main([
-        "--hparams", summary["best_hparams_path"], "--iterations", "2",
-        "--steps-per-epoch", "1", "--test-size", "1", "--output-dir", out, "--verbose", "0"])
+    results = _load("nth_farthest").main(
+        [
+            "--hparams",
+            summary["best_hparams_path"],
+            "--iterations",
+            "2",
+            "--steps-per-epoch",
+            "1",
+            "--test-size",
+            "1",
+            "--output-dir",
+            out,
+            "--verbose",
+            "0",
+        ]
+    )
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
     for key in ("learning_rate", "clip_value"):
@@ -304,20 +365,39 @@ def _free_port():
 
 def test_chief_and_two_workers_over_loopback(tmp_path):
     directory = str(tmp_path / "tune")
-    command = [sys.executable, os.path.join(EXAMPLES, "tune.py"), "--task", "copy", "--quick",
-               "--max-trials", "2", "--epochs", "1", "--output-dir",
-               os.path.join(directory, "copy-stm-random-quick"), "--verbose", "0"]
+    command = [
+        sys.executable,
+        os.path.join(EXAMPLES, "tune.py"),
+        "--task",
+        "copy",
+        "--quick",
+        "--max-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--output-dir",
+        os.path.join(directory, "copy-stm-random-quick"),
+        "--verbose",
+        "0",
+    ]
     port = str(_free_port())
     processes = {}
     logs = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = dict(os.environ, KERAS_BACKEND=BACKEND, KERASTUNER_TUNER_ID=tuner_id,
-                   KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
-                   TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-                   PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            KERAS_BACKEND=BACKEND,
+            KERASTUNER_TUNER_ID=tuner_id,
+            KERASTUNER_ORACLE_IP="127.0.0.1",
+            KERASTUNER_ORACLE_PORT=port,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
+        )
         logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w+")
-        processes[tuner_id] = subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[tuner_id],
-                                               stderr=subprocess.STDOUT)
+        processes[tuner_id] = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=logs[tuner_id], stderr=subprocess.STDOUT
+        )
     try:
         codes = {name: p.wait(timeout=420) for name, p in processes.items()}
     finally:
@@ -337,11 +417,11 @@ def test_chief_and_two_workers_over_loopback(tmp_path):
     project = os.path.join(directory, "copy-stm-random-quick")
     trials = _trials(project)
     assert sorted(trials) == ["0", "1"]
-    assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"])
-               for t in trials.values())
+    assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"]) for t in trials.values())
     # Trials ran in the workers (the chief runs none): each saved its trial's weights.
-    assert all(os.path.exists(os.path.join(project, f"trial_{i}", "checkpoint.weights.h5"))
-               for i in trials)
+    assert all(
+        os.path.exists(os.path.join(project, f"trial_{i}", "checkpoint.weights.h5")) for i in trials
+    )
     with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
         summary = json.load(f)
     assert summary["num_completed"] == 2
@@ -381,18 +461,44 @@ def test_data_parallel_flag(tmp_path):
     if BACKEND != "jax":
         # keras.distribution has no torch or tensorflow implementation: a clear refusal.
         with pytest.raises(ValueError, match="jax") as error:
-            _load("nth_farthest").main(["--quick", "--data-parallel", "--output-dir",
-                                        str(tmp_path / "run"), "--verbose", "0"])
+            _load("nth_farthest").main(
+                [
+                    "--quick",
+                    "--data-parallel",
+                    "--output-dir",
+                    str(tmp_path / "run"),
+                    "--verbose",
+                    "0",
+                ]
+            )
         assert "docs/scaling.md" in str(error.value)
         with pytest.raises(SystemExit):
-            _load("tune").main(["--task", "copy", "--quick", "--data-parallel",
-                                "--output-dir", str(tmp_path / "tune")])
+            _load("tune").main(
+                [
+                    "--task",
+                    "copy",
+                    "--quick",
+                    "--data-parallel",
+                    "--output-dir",
+                    str(tmp_path / "tune"),
+                ]
+            )
         return
-    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL_CHECK, REPO,
-                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        CUDA_VISIBLE_DEVICES="",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL_CHECK, REPO, str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2

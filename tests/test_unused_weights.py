@@ -12,19 +12,28 @@ from keras import ops
 import keras_stm
 from keras_stm.weights import official_weight_map
 
-SMALL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
-             head_hidden_units=6)
+SMALL = dict(
+    num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3, head_hidden_units=6
+)
 FEATURES, STEPS = 3, 4
 COEFFICIENTS = ("relational_carry", "relational_read", "relational_transfer")
-GATES = ["gate_input_kernel", "gate_input_bias", "gate_memory_kernel", "gate_memory_bias",
-         "input_gate_offset", "forget_gate_offset"]
+GATES = [
+    "gate_input_kernel",
+    "gate_input_bias",
+    "gate_memory_kernel",
+    "gate_memory_bias",
+    "input_gate_offset",
+    "forget_gate_offset",
+]
 READS = ["read_kernel", "read_bias", "slot_kernel", "slot_bias"]
 UNUSED = {
     "additive_write": (dict(gated_write=False), GATES),
     "no_read": (dict(relational_read=0.0), READS),
     "no_transfer": (dict(relational_transfer=0.0), ["transfer_kernel", "transfer_bias"]),
-    "fixed_zero_carry_and_read": (dict(relational_carry=0.0, relational_read=0.0),
-                                  READS + ["initial_relational_memory"]),
+    "fixed_zero_carry_and_read": (
+        dict(relational_carry=0.0, relational_read=0.0),
+        READS + ["initial_relational_memory"],
+    ),
 }
 
 
@@ -91,8 +100,12 @@ def test_old_full_layout_loads():
 def official_state(cell):
     """An official-like state_dict (random) for every weight of a fully used cell."""
     rng = np.random.default_rng(2)
-    return {name: rng.normal(size=tuple(v.shape)[::-1] if transpose else tuple(v.shape))
-            .astype("float32") for name, (v, transpose) in official_weight_map(cell).items()}
+    return {
+        name: rng.normal(size=tuple(v.shape)[::-1] if transpose else tuple(v.shape)).astype(
+            "float32"
+        )
+        for name, (v, transpose) in official_weight_map(cell).items()
+    }
 
 
 OFFICIAL_ALPHAS = dict(zip(COEFFICIENTS, ("alpha10", "alpha20", "alpha30")))
@@ -130,8 +143,10 @@ def test_previous_layout_with_transfer_weights_loads(tmp_path):
     rng = np.random.default_rng(3)
     own = {w.name: w for w in cell._trainable_variables + cell._non_trainable_variables}
     shapes = {w.name: tuple(w.shape) for w in built_cell().weights}
-    store = {str(i): rng.normal(size=shapes[name]).astype("float32")
-             for i, name in enumerate(cell._previous_layout)}
+    store = {
+        str(i): rng.normal(size=shapes[name]).astype("float32")
+        for i, name in enumerate(cell._previous_layout)
+    }
     cell.load_own_variables(store)
     for i, name in enumerate(cell._previous_layout):
         if name in own:
@@ -143,16 +158,32 @@ def test_configs_of_older_versions_load():
     `carry_relational_memory=False` becomes `relational_carry=0, relational_read=0`."""
     layer = keras_stm.STM(**SMALL)
     config = layer.get_config()
-    for key in ("loop", "torch_compile", "relational_memory_loop", "loop_gradient",
-                "carry_relational_memory"):
+    for key in (
+        "loop",
+        "torch_compile",
+        "relational_memory_loop",
+        "loop_gradient",
+        "carry_relational_memory",
+    ):
         assert key not in config
-    old = dict(config, torch_compile=None, torch_compile_mode=None,
-               relational_memory_loop="auto", loop_gradient="auto", carry_relational_memory=False)
+    old = dict(
+        config,
+        torch_compile=None,
+        torch_compile_mode=None,
+        relational_memory_loop="auto",
+        loop_gradient="auto",
+        carry_relational_memory=False,
+    )
     with pytest.warns(DeprecationWarning) as caught:
         restored = keras_stm.STM.from_config(old)
     messages = " ".join(str(w.message) for w in caught)
-    for key in ("torch_compile", "torch_compile_mode", "relational_memory_loop", "loop_gradient",
-                "carry_relational_memory"):
+    for key in (
+        "torch_compile",
+        "torch_compile_mode",
+        "relational_memory_loop",
+        "loop_gradient",
+        "carry_relational_memory",
+    ):
         assert f"`{key}`" in messages
     assert restored.relational_carry == 0.0 and restored.relational_read == 0.0
     cell_config = dict(keras_stm.STMCell(**SMALL).get_config(), carry_relational_memory=True)

@@ -13,8 +13,9 @@ import keras_stm
 from keras_stm.experiments import visualize
 from keras_stm.experiments.models import build_sequence_model
 
-SIZES = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
-             head_hidden_units=6)
+SIZES = dict(
+    num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3, head_hidden_units=6
+)
 
 
 def _inputs(batch=2, steps=3, width=5, seed=0):
@@ -43,14 +44,19 @@ def test_trace_matches_the_stm_layer():
     # Every step's output is read from that step's relational memory: all must match.
     np.testing.assert_allclose(trace["outputs"], _numpy(outputs), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(trace["item_memory"][:, -1], _numpy(item), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(trace["relational_memory"][:, -1], _numpy(relational),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        trace["relational_memory"][:, -1], _numpy(relational), rtol=1e-4, atol=1e-5
+    )
     d, nq = 4, 2
     cell = stm.cell
-    np.testing.assert_allclose(trace["initial_item_memory"][0],
-                               _numpy(cell.initial_item_memory), rtol=1e-6)
-    np.testing.assert_allclose(trace["initial_relational_memory"][1],
-                               _numpy(cell.initial_relational_memory).reshape(nq, d, d), rtol=1e-6)
+    np.testing.assert_allclose(
+        trace["initial_item_memory"][0], _numpy(cell.initial_item_memory), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        trace["initial_relational_memory"][1],
+        _numpy(cell.initial_relational_memory).reshape(nq, d, d),
+        rtol=1e-6,
+    )
 
 
 def _layer_norm(p, axis, eps):
@@ -78,7 +84,7 @@ def test_attention_scores_rebuild_the_relational_memory():
     for t in range(3):
         s = trace["sam_input"][:, t].astype(np.float64)
         p = _layer_norm(s @ kernel + bias, (-2, -1), 1e-5) * gamma + beta  # (B, d, 3nq)
-        q, k, v = p[..., :nq], p[..., nq:2 * nq], p[..., 2 * nq:]
+        q, k, v = p[..., :nq], p[..., nq : 2 * nq], p[..., 2 * nq :]
         q, k, v = (np.swapaxes(a, -1, -2) for a in (q, k, v))  # (B, nq, d)
         np.testing.assert_allclose(trace["queries"][:, t], q, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(trace["keys"][:, t], k, rtol=1e-4, atol=1e-5)
@@ -86,23 +92,35 @@ def test_attention_scores_rebuild_the_relational_memory():
         scores = np.tanh(q[:, :, None, :] * k[:, None, :, :])
         np.testing.assert_allclose(trace["attention"][:, t], scores, rtol=1e-4, atol=1e-5)
         relation = np.einsum("bijp,bjc->bipc", scores, v)
-        np.testing.assert_allclose(trace["relational_memory"][:, t], 0.5 * previous + relation,
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            trace["relational_memory"][:, t], 0.5 * previous + relation, rtol=1e-4, atol=1e-4
+        )
         previous = trace["relational_memory"][:, t]
         # Additive write then transfer: Mi_t = Mi_{t-1} + u ⊗ u + 0.2 * G1(R).
         u = x[:, t] @ write_kernel + write_bias
-        transfer = np.einsum("bipc,ipe->bce", relation, transfer_kernel.reshape(nq, d, d)) + transfer_bias
-        np.testing.assert_allclose(trace["item_memory"][:, t],
-                                   previous_item + u[:, :, None] * u[:, None, :] + 0.2 * transfer,
-                                   rtol=1e-4, atol=1e-4)
+        transfer = (
+            np.einsum("bipc,ipe->bce", relation, transfer_kernel.reshape(nq, d, d)) + transfer_bias
+        )
+        np.testing.assert_allclose(
+            trace["item_memory"][:, t],
+            previous_item + u[:, :, None] * u[:, None, :] + 0.2 * transfer,
+            rtol=1e-4,
+            atol=1e-4,
+        )
         previous_item = trace["item_memory"][:, t]
     assert np.all(np.abs(trace["attention"]) <= 1.0)
 
 
 def test_trace_of_a_model_with_an_embedding():
-    model = build_sequence_model(None, 4, vocabulary_size=7, embedding_size=5,
-                                 stm_config=dict(num_queries=2, memory_size=4, relation_size=3,
-                                                 readout_size=5, head_hidden_units=6))
+    model = build_sequence_model(
+        None,
+        4,
+        vocabulary_size=7,
+        embedding_size=5,
+        stm_config=dict(
+            num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_hidden_units=6
+        ),
+    )
     tokens = np.array([[1, 2, 3, 4], [6, 5, 0, 2]], dtype="int32")
     trace = visualize.trace_memories(model, tokens)
     np.testing.assert_allclose(trace["outputs"][:, -1], _numpy(model(tokens)), rtol=1e-4, atol=1e-5)
@@ -138,8 +156,11 @@ def test_memory_plots(tmp_path):
     x = _inputs()
     stm.build(x.shape)
     trace = visualize.trace_memories(stm, x)
-    for plot in (visualize.plot_item_memory, visualize.plot_relational_memory,
-                 visualize.plot_attention):
+    for plot in (
+        visualize.plot_item_memory,
+        visualize.plot_relational_memory,
+        visualize.plot_attention,
+    ):
         everything = str(tmp_path / f"{plot.__name__}_all.png")
         one = str(tmp_path / f"{plot.__name__}_one.png")
         assert plot(trace, everything, example=1, title="t") == everything
@@ -157,9 +178,14 @@ def test_memory_plots(tmp_path):
 
 def _write_run(folder, task, model, test, losses, steps_per_epoch=50, paper_metric="accuracy"):
     os.makedirs(folder)
-    results = {"task": task, "model": model, "paper_metric": paper_metric, "test": test,
-               "flags": {"steps_per_epoch": steps_per_epoch},
-               "environment": {"backend": "jax"}}
+    results = {
+        "task": task,
+        "model": model,
+        "paper_metric": paper_metric,
+        "test": test,
+        "flags": {"steps_per_epoch": steps_per_epoch},
+        "environment": {"backend": "jax"},
+    }
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(results, f)
     with open(os.path.join(folder, "history.csv"), "w") as f:
@@ -168,10 +194,17 @@ def _write_run(folder, task, model, test, losses, steps_per_epoch=50, paper_metr
 
 
 def test_read_and_plot_results(tmp_path):
-    a = _write_run(str(tmp_path / "a"), "nth_farthest", "stm", {"loss": 0.5, "accuracy": 0.9},
-                   [2.0, 1.0, 0.5])
-    b = _write_run(str(tmp_path / "b"), "nth_farthest", "lstm", {"accuracy": 0.3, "loss": 1.7},
-                   [2.1, 1.9], steps_per_epoch=200)
+    a = _write_run(
+        str(tmp_path / "a"), "nth_farthest", "stm", {"loss": 0.5, "accuracy": 0.9}, [2.0, 1.0, 0.5]
+    )
+    b = _write_run(
+        str(tmp_path / "b"),
+        "nth_farthest",
+        "lstm",
+        {"accuracy": 0.3, "loss": 1.7},
+        [2.1, 1.9],
+        steps_per_epoch=200,
+    )
     table = visualize.read_results([a, b])
     assert table["metric"] == "accuracy"  # the shared paper metric
     assert [run["value"] for run in table["runs"]] == [0.9, 0.3]
@@ -179,7 +212,10 @@ def test_read_and_plot_results(tmp_path):
     assert table["runs"][1]["iterations"] == [200, 400]
     assert table["runs"][1]["loss"] == [2.1, 1.9]
     assert table["runs"][0]["label"] == "nth_farthest / stm / jax (a)"
-    assert [run["value"] for run in visualize.read_results([a, b], metric="loss")["runs"]] == [0.5, 1.7]
+    assert [run["value"] for run in visualize.read_results([a, b], metric="loss")["runs"]] == [
+        0.5,
+        1.7,
+    ]
     out = str(tmp_path / "compare.png")
     assert visualize.plot_results([a, b], out, title="compare") == out
     _png_shape(out)
@@ -199,17 +235,29 @@ def test_read_and_plot_results(tmp_path):
 def test_read_results_of_runs_collected_in_one_folder(tmp_path):
     """`<run>.results.json` takes its curve from `<run>.history.csv` beside it."""
     for name, losses in (("copy-stm", [1.0, 0.5]), ("copy-lstm", [0.9, 0.8, 0.7])):
-        (tmp_path / f"{name}.results.json").write_text(json.dumps(
-            {"task": "copy", "model": name.split("-")[1], "test": {"loss": losses[-1]},
-             "flags": {"steps_per_epoch": 10}}))
+        (tmp_path / f"{name}.results.json").write_text(
+            json.dumps(
+                {
+                    "task": "copy",
+                    "model": name.split("-")[1],
+                    "test": {"loss": losses[-1]},
+                    "flags": {"steps_per_epoch": 10},
+                }
+            )
+        )
         (tmp_path / f"{name}.history.csv").write_text(
-            "epoch,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses)))
-    table = visualize.read_results([str(tmp_path / "copy-stm.results.json"),
-                                    str(tmp_path / "copy-lstm.results.json")])
+            "epoch,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses))
+        )
+    table = visualize.read_results(
+        [str(tmp_path / "copy-stm.results.json"), str(tmp_path / "copy-lstm.results.json")]
+    )
     assert [run["loss"] for run in table["runs"]] == [[1.0, 0.5], [0.9, 0.8, 0.7]]
     assert [run["iterations"] for run in table["runs"]] == [[10, 20], [10, 20, 30]]
     assert [run["value"] for run in table["runs"]] == [0.5, 0.7]
-    assert [run["label"] for run in table["runs"]] == ["copy / stm (copy-stm)", "copy / lstm (copy-lstm)"]
+    assert [run["label"] for run in table["runs"]] == [
+        "copy / stm (copy-stm)",
+        "copy / lstm (copy-lstm)",
+    ]
 
 
 def test_history_with_rows_longer_than_its_header(tmp_path):

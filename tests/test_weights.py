@@ -12,10 +12,12 @@ from tests import layer_test_helper as helper
 
 # Official STM(input_size=3, output_size=3, num_slot=2, slot_size=4, rel_size=3,
 # out_att_size=5, mlp_size=6): our cell arguments, and the state_dict the authors' module has.
-OFFICIAL_CONFIG = dict(input_size=3, output_size=3, num_slot=2, slot_size=4, rel_size=3,
-                       out_att_size=5, mlp_size=6)
-CELL = dict(num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3,
-            head_hidden_units=6)
+OFFICIAL_CONFIG = dict(
+    input_size=3, output_size=3, num_slot=2, slot_size=4, rel_size=3, out_att_size=5, mlp_size=6
+)
+CELL = dict(
+    num_queries=2, memory_size=4, relation_size=3, readout_size=5, head_units=3, head_hidden_units=6
+)
 D_IN = 3
 
 
@@ -31,23 +33,46 @@ def official_shapes(hidden=None, step=1, alphas=(None, None, None), learn_init_m
     if learn_init_mem:
         shapes.update({"item_memory_state_bias": (d, d), "rel_memory_state_bias": (nq, d, d)})
     for k in range(step):
-        shapes.update({f"qkv_projector.{k}.weight": (3 * nq, d), f"qkv_projector.{k}.bias": (3 * nq,),
-                       f"qkv_layernorm.{k}.weight": (d, 3 * nq), f"qkv_layernorm.{k}.bias": (d, 3 * nq)})
+        shapes.update(
+            {
+                f"qkv_projector.{k}.weight": (3 * nq, d),
+                f"qkv_projector.{k}.bias": (3 * nq,),
+                f"qkv_layernorm.{k}.weight": (d, 3 * nq),
+                f"qkv_layernorm.{k}.bias": (d, 3 * nq),
+            }
+        )
     for name, size in (("input_projector", d), ("input_projector2", d), ("input_projector3", nq)):
         if hidden is None:
             shapes.update({f"{name}.fc1.weight": (size, D_IN), f"{name}.fc1.bias": (size,)})
         else:
-            shapes.update({f"{name}.fc1.weight": (hidden, D_IN), f"{name}.fc1.bias": (hidden,),
-                           f"{name}.fc2h.0.weight": (hidden, hidden), f"{name}.fc2h.0.bias": (hidden,),
-                           f"{name}.fc3.weight": (size, hidden), f"{name}.fc3.bias": (size,)})
-    shapes.update({
-        "input_gate_projector.weight": (2 * d, d), "input_gate_projector.bias": (2 * d,),
-        "memory_gate_projector.weight": (2 * d, d), "memory_gate_projector.bias": (2 * d,),
-        "rel_projector.weight": (r, d * d), "rel_projector.bias": (r,),
-        "rel_projector3.weight": (a, nq * r), "rel_projector3.bias": (a,),
-        "mlp.0.weight": (m, a), "mlp.0.bias": (m,), "mlp.2.weight": (m, m), "mlp.2.bias": (m,),
-        "out.weight": (out, m), "out.bias": (out,),
-    })
+            shapes.update(
+                {
+                    f"{name}.fc1.weight": (hidden, D_IN),
+                    f"{name}.fc1.bias": (hidden,),
+                    f"{name}.fc2h.0.weight": (hidden, hidden),
+                    f"{name}.fc2h.0.bias": (hidden,),
+                    f"{name}.fc3.weight": (size, hidden),
+                    f"{name}.fc3.bias": (size,),
+                }
+            )
+    shapes.update(
+        {
+            "input_gate_projector.weight": (2 * d, d),
+            "input_gate_projector.bias": (2 * d,),
+            "memory_gate_projector.weight": (2 * d, d),
+            "memory_gate_projector.bias": (2 * d,),
+            "rel_projector.weight": (r, d * d),
+            "rel_projector.bias": (r,),
+            "rel_projector3.weight": (a, nq * r),
+            "rel_projector3.bias": (a,),
+            "mlp.0.weight": (m, a),
+            "mlp.0.bias": (m,),
+            "mlp.2.weight": (m, m),
+            "mlp.2.bias": (m,),
+            "out.weight": (out, m),
+            "out.bias": (out,),
+        }
+    )
     if alphas[2] != 0.0:  # a transfer fixed at 0: the cell has no `rel_projector2` (skipped)
         shapes.update({"rel_projector2.weight": (d, nq * d), "rel_projector2.bias": (d,)})
     return shapes
@@ -73,7 +98,8 @@ VARIANTS = {
     "linear_projectors": (dict(projector_hidden_units=7), dict(hidden=7)),
     "fixed_alphas_no_initial_memory": (
         dict(relational_carry=1.0, relational_transfer=0.0, learn_initial_memory=False),
-        dict(alphas=(1.0, None, 0.0), learn_init_mem=False)),
+        dict(alphas=(1.0, None, 0.0), learn_init_mem=False),
+    ),
 }
 
 
@@ -96,15 +122,22 @@ def test_official_names_shapes_and_numbers(variant):
     # every official tensor now sits in its variable
     for name, (variable, transpose) in mapping.items():
         value = ops.convert_to_numpy(variable.value)
-        np.testing.assert_array_equal(value.T if transpose else value.reshape(state[name].shape), state[name])
+        np.testing.assert_array_equal(
+            value.T if transpose else value.reshape(state[name].shape), state[name]
+        )
 
     layer = keras_stm.STM(**CELL, **cell_kwargs, return_sequences=True, return_state=True)
     x = np.random.default_rng(1).normal(size=(2, 4, D_IN)).astype("float32")
     layer.build(x.shape)
     keras_stm.load_official_weights(layer, state)  # an STM layer loads through its cell
     alphas = shape_kwargs.get("alphas", (None, None, None))
-    config = dict(num_queries=2, memory_size=4, alphas=[
-        float(state[f"alpha{i + 1}0"][0]) if a is None else a for i, a in enumerate(alphas)])
+    config = dict(
+        num_queries=2,
+        memory_size=4,
+        alphas=[
+            float(state[f"alpha{i + 1}0"][0]) if a is None else a for i, a in enumerate(alphas)
+        ],
+    )
     params = {k: v.astype("float64") for k, v in state.items()}
     outputs, _, item, relational = helper.reference_stm(params, config, x.astype("float64"))
     y, _, mi, mr = layer(x)
@@ -121,7 +154,9 @@ def test_missing_extra_and_misshaped_weights_are_all_named():
         keras_stm.load_official_weights(cell, missing)
 
     extra = dict(state, **{"layernorm2.weight": np.ones(5), "decoder.bias": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"unexpected weights: \['decoder.bias', 'layernorm2.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"unexpected weights: \['decoder.bias', 'layernorm2.weight'\]"
+    ):
         keras_stm.load_official_weights(cell, extra)
 
     misshaped = dict(state)
@@ -177,8 +212,9 @@ def test_shared_copies_for_several_sam_steps():
         if name.startswith("alpha") and name.endswith("1"):
             state[name] = state[name[:-1] + "0"]
     keras_stm.load_official_weights(cell, state)
-    np.testing.assert_array_equal(ops.convert_to_numpy(cell.self_attentive_memory.kernel),
-                                  state["qkv_projector.0.weight"].T)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(cell.self_attentive_memory.kernel), state["qkv_projector.0.weight"].T
+    )
     for name in ("qkv_projector.1.weight", "qkv_layernorm.1.bias", "alpha21"):
         bad = dict(state)
         bad[name] = state[name] + 1.0
@@ -194,24 +230,63 @@ def test_shared_copies_for_several_sam_steps():
 
 
 def test_cell_config_from_official():
-    full = dict(input_size=64, output_size=64, step=2, num_slot=20, mlp_size=32, slot_size=90,
-                rel_size=96, out_att_size=48, rd=False, init_alphas=[1, None, 0],
-                learn_init_mem=False, mlp_hid=80)
+    full = dict(
+        input_size=64,
+        output_size=64,
+        step=2,
+        num_slot=20,
+        mlp_size=32,
+        slot_size=90,
+        rel_size=96,
+        out_att_size=48,
+        rd=False,
+        init_alphas=[1, None, 0],
+        learn_init_mem=False,
+        mlp_hid=80,
+    )
     assert keras_stm.cell_config_from_official(full) == dict(
-        num_queries=20, memory_size=90, relation_size=96, readout_size=48, head_units=64,
-        head_hidden_units=32, gated_write=False, sam_steps=2, relational_carry=1.0,
-        relational_read="learned", relational_transfer=0.0, projector_hidden_units=80,
-        learn_initial_memory=False)
+        num_queries=20,
+        memory_size=90,
+        relation_size=96,
+        readout_size=48,
+        head_units=64,
+        head_hidden_units=32,
+        gated_write=False,
+        sam_steps=2,
+        relational_carry=1.0,
+        relational_read="learned",
+        relational_transfer=0.0,
+        projector_hidden_units=80,
+        learn_initial_memory=False,
+    )
     defaults = keras_stm.cell_config_from_official({"output_size": 10})
     assert defaults == dict(
-        num_queries=8, memory_size=96, relation_size=96, readout_size=64, head_units=10,
-        head_hidden_units=128, gated_write=True, sam_steps=1, relational_carry="learned",
-        relational_read="learned", relational_transfer="learned", projector_hidden_units=None,
-        learn_initial_memory=True)
-    assert keras_stm.cell_config_from_official({"output_size": 3, "alphas": [None, 0.5, None]})[
-        "relational_read"] == 0.5
-    assert keras_stm.cell_config_from_official({"output_size": 3, "mlp_hid": -1})[
-        "projector_hidden_units"] is None
+        num_queries=8,
+        memory_size=96,
+        relation_size=96,
+        readout_size=64,
+        head_units=10,
+        head_hidden_units=128,
+        gated_write=True,
+        sam_steps=1,
+        relational_carry="learned",
+        relational_read="learned",
+        relational_transfer="learned",
+        projector_hidden_units=None,
+        learn_initial_memory=True,
+    )
+    assert (
+        keras_stm.cell_config_from_official({"output_size": 3, "alphas": [None, 0.5, None]})[
+            "relational_read"
+        ]
+        == 0.5
+    )
+    assert (
+        keras_stm.cell_config_from_official({"output_size": 3, "mlp_hid": -1})[
+            "projector_hidden_units"
+        ]
+        is None
+    )
     with pytest.raises(ValueError, match="`output_size`"):
         keras_stm.cell_config_from_official({"num_slot": 2})
     with pytest.raises(ValueError, match="`alphas`"):
@@ -247,7 +322,8 @@ def test_pth_file_round_trip(tmp_path):
 
 
 class _Payload:
-    """Pickled into a `.pth`, it would run code when unpickled (`torch.load(weights_only=False)`)."""
+    """Pickled into a `.pth`, it would run code when unpickled
+    (`torch.load(weights_only=False)`)."""
 
     def __init__(self, marker):
         self.marker = marker
@@ -279,10 +355,15 @@ def test_pth_files_are_read_safely_and_named(tmp_path):
     keras_stm.load_official_weights(built_cell(), good)
 
 
-@pytest.mark.parametrize("value, message", [
-    (None, "is None"), ("abc", "not numeric"), (np.array([object(), 1]), "not numeric"),
-    ({"a": 1}, "not numeric"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "is None"),
+        ("abc", "not numeric"),
+        (np.array([object(), 1]), "not numeric"),
+        ({"a": 1}, "not numeric"),
+    ],
+)
 def test_none_and_non_numeric_values_are_refused_by_name(value, message):
     state = random_state(official_shapes())
     state["rel_projector.bias"] = value
@@ -294,6 +375,8 @@ def test_reshapeable_but_misshaped_values_are_refused():
     state = random_state(official_shapes())
     state["input_gate_projector.bias"] = np.zeros((2, 4), "float32")  # (8,) expected
     state["alpha10"] = np.zeros((1, 1), "float32")  # one element: accepted as the scalar
-    with pytest.raises(ValueError, match=r"'input_gate_projector.bias' has shape \(2, 4\)") as error:
+    with pytest.raises(
+        ValueError, match=r"'input_gate_projector.bias' has shape \(2, 4\)"
+    ) as error:
         keras_stm.load_official_weights(built_cell(), state)
     assert "alpha10" not in str(error.value)

@@ -22,8 +22,15 @@ import keras
 
 MODEL_FILE = "model.keras"
 RESULTS_FILE = "results.json"
-COPIED_FILES = ("history.csv", "learning_curve.png", "vocab.json", "task_errors.md",
-                "task_errors.csv", "reward_curve.png", "episodes.csv")
+COPIED_FILES = (
+    "history.csv",
+    "learning_curve.png",
+    "vocab.json",
+    "task_errors.md",
+    "task_errors.csv",
+    "reward_curve.png",
+    "episodes.csv",
+)
 """tuple: the run's files copied beside the model when they exist (the learning curve; for
 bAbI the vocabulary the model was trained with and the per-task error table; for Atari the
 reward curve and every training game's frame and score)."""
@@ -38,7 +45,8 @@ MAX_MODEL_BYTES = 10 * 1024 * 1024
 """int: the size limit of a committed `model.keras` (10 MiB)."""
 
 ROOT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "pretrained")
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "pretrained"
+)
 """str: the repository's `pretrained/` folder (absent from an installed wheel: pass a path)."""
 
 
@@ -68,8 +76,9 @@ def available(root=ROOT):
     """Names of the pretrained models under `root` (sorted; empty if `root` does not exist)."""
     if not os.path.isdir(root):
         return []
-    return sorted(name for name in os.listdir(root)
-                  if os.path.exists(os.path.join(root, name, MODEL_FILE)))
+    return sorted(
+        name for name in os.listdir(root) if os.path.exists(os.path.join(root, name, MODEL_FILE))
+    )
 
 
 def resolve(name_or_path, root=ROOT):
@@ -84,7 +93,8 @@ def resolve(name_or_path, root=ROOT):
     raise FileNotFoundError(
         f"No pretrained model {name_or_path!r}: neither {name_or_path!r} nor "
         f"{os.path.join(root, str(name_or_path))!r} holds a {MODEL_FILE}. Available: "
-        f"{available(root) or 'none'}.")
+        f"{available(root) or 'none'}."
+    )
 
 
 def read_results(name_or_path, root=ROOT):
@@ -140,8 +150,9 @@ def run_model_path(run_dir):
         path = os.path.join(run_dir, "checkpoints", name, MODEL_FILE)
         if os.path.exists(path):
             return path
-    raise FileNotFoundError(f"{best} not found (nor a checkpoint named by {pointer}): export "
-                            "needs a finished run.")
+    raise FileNotFoundError(
+        f"{best} not found (nor a checkpoint named by {pointer}): export needs a finished run."
+    )
 
 
 def export(run_dir, dest, extra=None, max_bytes=MAX_MODEL_BYTES):
@@ -178,8 +189,10 @@ def export(run_dir, dest, extra=None, max_bytes=MAX_MODEL_BYTES):
     size = os.path.getsize(target)
     if size > max_bytes:
         os.remove(target)
-        raise ValueError(f"{target} would be {size} bytes, above the {max_bytes}-byte "
-                         "limit of a committed model.")
+        raise ValueError(
+            f"{target} would be {size} bytes, above the {max_bytes}-byte "
+            "limit of a committed model."
+        )
     with open(results_path) as f:
         results = json.load(f)
     results.update(extra or {})

@@ -73,8 +73,15 @@ def add_deprecated_alias(parser, old, new, dest=None, **kwargs):
     'lstm'
     """
     dest = dest or new.lstrip("-").replace("-", "_")
-    parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new,
-                        default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_DeprecatedAlias,
+        new=new,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -88,14 +95,28 @@ class _DeprecatedAlias(argparse.Action):
         import sys
 
         if not getattr(namespace, "_deprecation_probe", False):
-            print(f"warning: {option_string} is deprecated and will be removed; use {self.new}.",
-                  file=sys.stderr)
+            print(
+                f"warning: {option_string} is deprecated and will be removed; use {self.new}.",
+                file=sys.stderr,
+            )
         setattr(namespace, self.dest, values)
 
 
-def argument_parser(description, *, task, learning_rate, batch_size=128, iterations,
-                    steps_per_epoch=200, optimizer="rmsprop", clip_value=None, clip_norm=None,
-                    rmsprop_rho=0.95, momentum=0.9, adam_beta_2=0.999):
+def argument_parser(
+    description,
+    *,
+    task,
+    learning_rate,
+    batch_size=128,
+    iterations,
+    steps_per_epoch=200,
+    optimizer="rmsprop",
+    clip_value=None,
+    clip_norm=None,
+    rmsprop_rho=0.95,
+    momentum=0.9,
+    adam_beta_2=0.999,
+):
     """An `argparse.ArgumentParser` with the flags every example shares, paper values as defaults.
 
     Args:
@@ -117,73 +138,157 @@ def argument_parser(description, *, task, learning_rate, batch_size=128, iterati
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.set_defaults(task=task)
-    parser.add_argument("--model", choices=MODELS, default="stm",
-                        help="The model to train: STM, or the LSTM baseline.")
-    parser.add_argument("--output-dir", default=None,
-                        help="Folder of the results and checkpoints (default "
-                             "runs/<task>-<model>, with -quick under --quick).")
-    parser.add_argument("--iterations", type=int, default=iterations,
-                        help="Training batches in total (the whole run).")
-    parser.add_argument("--steps-per-epoch", type=int, default=steps_per_epoch,
-                        help="Training batches per epoch: the run is evaluated and "
-                             "checkpointed, and one progress line printed, after each epoch.")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="stm",
+        help="The model to train: STM, or the LSTM baseline.",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="Folder of the results and checkpoints (default "
+        "runs/<task>-<model>, with -quick under --quick).",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=iterations,
+        help="Training batches in total (the whole run).",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=steps_per_epoch,
+        help="Training batches per epoch: the run is evaluated and "
+        "checkpointed, and one progress line printed, after each epoch.",
+    )
     parser.add_argument("--batch-size", type=int, default=batch_size, help="Examples per batch.")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer, help="Optimizer (the paper's for the task).")
-    parser.add_argument("--learning-rate", type=float, default=learning_rate,
-                        help="Learning rate (the paper's value for the task).")
-    parser.add_argument("--clip-value", type=float, default=clip_value,
-                        help="Clip each gradient element to [-v, v] (the authors' clip_grad_value_).")
-    parser.add_argument("--clip-norm", type=float, default=clip_norm,
-                        help="Scale the gradients down to this global norm (instead of "
-                             "--clip-value).")
-    parser.add_argument("--rmsprop-rho", type=float, default=rmsprop_rho,
-                        help="RMSprop: decay of the moving average of squared gradients.")
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=optimizer,
+        help="Optimizer (the paper's for the task).",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=learning_rate,
+        help="Learning rate (the paper's value for the task).",
+    )
+    parser.add_argument(
+        "--clip-value",
+        type=float,
+        default=clip_value,
+        help="Clip each gradient element to [-v, v] (the authors' clip_grad_value_).",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=clip_norm,
+        help="Scale the gradients down to this global norm (instead of --clip-value).",
+    )
+    parser.add_argument(
+        "--rmsprop-rho",
+        type=float,
+        default=rmsprop_rho,
+        help="RMSprop: decay of the moving average of squared gradients.",
+    )
     parser.add_argument("--momentum", type=float, default=momentum, help="RMSprop: momentum.")
-    parser.add_argument("--adam-beta-2", type=float, default=adam_beta_2,
-                        help="Adam: decay of the second-moment estimate.")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="Random seed of the weights and the training data.")
-    parser.add_argument("--hparams", default=None,
-                        help="JSON file of hyper-parameters (e.g. written by examples/tune.py); "
-                             "its keys override the flags of the same name.")
-    parser.add_argument("--stm-config", type=_json_object, default=None,
-                        help="JSON object of keras_stm.STM arguments that replace the task's "
-                             "(e.g. '{\"gated_write\": false, \"relational_carry\": 1.0}'), "
-                             "for arguments without a flag of their own, and the loop options "
-                             "unroll and loop; also an --hparams key "
-                             "(examples/tune.py writes it). The run stops before training if "
-                             "the model's STM does not carry these values.")
-    parser.add_argument("--speed-settings", default="auto", choices=("auto", "off"),
-                        help="auto: on a GPU under jax, train with the fastest settings that "
-                             "give the same numbers (docs/performance.md: STM unroll=True, XLA "
-                             "command buffers); off: Keras' defaults. Recorded in results.json.")
-    parser.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
-                        help="Compile the training step with XLA (Keras' jit_compile); auto: "
-                             "Keras decides for the backend.")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="Train in bfloat16 with float32 weights (Keras' mixed_bfloat16).")
-    parser.add_argument("--data-parallel", action="store_true",
-                        help="Data-parallel over all local accelerators via keras.distribution (jax).")
-    parser.add_argument("--evaluate", nargs="?", const="auto", default=None,
-                        metavar="NAME_OR_PATH",
-                        help="Train nothing: evaluate a pretrained model (a name under "
-                             "pretrained/, a folder, or no value for the task's own) on the "
-                             "script's test set and print its figures.")
-    parser.add_argument("--initial-weights", default=None, metavar="PATH",
-                        help="Start a new run from these weights (a .keras or .weights.h5 "
-                             "file, e.g. pretrained/<name>/model.keras) with a fresh optimizer; "
-                             "ignored when the output folder holds a checkpoint to resume.")
-    parser.add_argument("--fresh", action="store_true", help="Ignore an existing checkpoint and start over.")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="Stop at the first epoch end after this much training time; the run "
-                             "resumes from its checkpoint when started again.")
-    parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
-                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
-                             "terminal, 2 when the output goes to a file); 1 and 2 add a line "
-                             "per epoch on the whole run: iterations done, time, ETA.")
-    parser.add_argument("--quick", action="store_true",
-                        help="A tiny run of a few seconds on a CPU, to check the set-up (small "
-                             "model and data, few iterations).")
+    parser.add_argument(
+        "--adam-beta-2",
+        type=float,
+        default=adam_beta_2,
+        help="Adam: decay of the second-moment estimate.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Random seed of the weights and the training data."
+    )
+    parser.add_argument(
+        "--hparams",
+        default=None,
+        help="JSON file of hyper-parameters (e.g. written by examples/tune.py); "
+        "its keys override the flags of the same name.",
+    )
+    parser.add_argument(
+        "--stm-config",
+        type=_json_object,
+        default=None,
+        help="JSON object of keras_stm.STM arguments that replace the task's "
+        '(e.g. \'{"gated_write": false, "relational_carry": 1.0}\'), '
+        "for arguments without a flag of their own, and the loop options "
+        "unroll and loop; also an --hparams key "
+        "(examples/tune.py writes it). The run stops before training if "
+        "the model's STM does not carry these values.",
+    )
+    parser.add_argument(
+        "--speed-settings",
+        default="auto",
+        choices=("auto", "off"),
+        help="auto: on a GPU under jax, train with the fastest settings that "
+        "give the same numbers (docs/performance.md: STM unroll=True, XLA "
+        "command buffers); off: Keras' defaults. Recorded in results.json.",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="Compile the training step with XLA (Keras' jit_compile); auto: "
+        "Keras decides for the backend.",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="Train in bfloat16 with float32 weights (Keras' mixed_bfloat16).",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="Data-parallel over all local accelerators via keras.distribution (jax).",
+    )
+    parser.add_argument(
+        "--evaluate",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="Train nothing: evaluate a pretrained model (a name under "
+        "pretrained/, a folder, or no value for the task's own) on the "
+        "script's test set and print its figures.",
+    )
+    parser.add_argument(
+        "--initial-weights",
+        default=None,
+        metavar="PATH",
+        help="Start a new run from these weights (a .keras or .weights.h5 "
+        "file, e.g. pretrained/<name>/model.keras) with a fresh optimizer; "
+        "ignored when the output folder holds a checkpoint to resume.",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="Ignore an existing checkpoint and start over."
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="Stop at the first epoch end after this much training time; the run "
+        "resumes from its checkpoint when started again.",
+    )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=None,
+        choices=(0, 1, 2),
+        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
+        "terminal, 2 when the output goes to a file); 1 and 2 add a line "
+        "per epoch on the whole run: iterations done, time, ETA.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A tiny run of a few seconds on a CPU, to check the set-up (small "
+        "model and data, few iterations).",
+    )
     return parser
 
 
@@ -199,9 +304,13 @@ def add_test_size_argument(parser, default_batches=10, batch_size=128):
         batch_size: int, the task's batch size (the default test set is
             `default_batches * batch_size` examples).
     """
-    parser.add_argument("--test-size", type=int, default=default_batches * batch_size,
-                        help="Examples in the fixed-seed test set, drawn in batches of "
-                             "--batch-size (rounded up to whole batches).")
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        default=default_batches * batch_size,
+        help="Examples in the fixed-seed test set, drawn in batches of "
+        "--batch-size (rounded up to whole batches).",
+    )
     add_deprecated_alias(parser, "--test-batches", "--test-size", dest="test_batches", type=int)
 
 
@@ -254,10 +363,15 @@ def parse_args(parser, argv=None, quick_overrides=None):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             parser.error(f"--hparams file {args.hparams} is not valid JSON: {error}")
         if not isinstance(values, dict):
-            parser.error(f"--hparams file {args.hparams} must hold a JSON object, got "
-                         f"{type(values).__name__}")
-        actions = {action.dest: action for action in parser._actions
-                   if not isinstance(action, _DeprecatedAlias)}
+            parser.error(
+                f"--hparams file {args.hparams} must hold a JSON object, got "
+                f"{type(values).__name__}"
+            )
+        actions = {
+            action.dest: action
+            for action in parser._actions
+            if not isinstance(action, _DeprecatedAlias)
+        }
         for action in parser._actions:  # an old spelling's own destination (e.g. test_batches)
             actions.setdefault(action.dest, action)
         for key, value in values.items():
@@ -269,11 +383,14 @@ def parse_args(parser, argv=None, quick_overrides=None):
             setattr(args, key, value)
             explicit.add(key)
     if getattr(args, "stm_config", None) is not None and not isinstance(args.stm_config, dict):
-        parser.error(f"--stm-config must be a JSON object (from --hparams: a dict), got "
-                     f"{args.stm_config!r}")
+        parser.error(
+            f"--stm-config must be a JSON object (from --hparams: a dict), got {args.stm_config!r}"
+        )
     if {"clip_value", "clip_norm"} <= explicit and None not in (args.clip_value, args.clip_norm):
-        parser.error(f"--clip-value {args.clip_value} and --clip-norm {args.clip_norm} are both "
-                     "set: Keras applies only one gradient clipping, choose one")
+        parser.error(
+            f"--clip-value {args.clip_value} and --clip-norm {args.clip_norm} are both "
+            "set: Keras applies only one gradient clipping, choose one"
+        )
     if "clip_norm" in explicit and args.clip_norm is not None:
         args.clip_value = None  # the task's default value clipping gives way
     elif "clip_value" in explicit and args.clip_value is not None:
@@ -307,7 +424,8 @@ def parse_args(parser, argv=None, quick_overrides=None):
 
 COMMAND_BUFFER_XLA_FLAGS = (
     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL "
-    "--xla_gpu_graph_min_graph_size=1 --xla_gpu_command_buffer_scheduling_mode=CONCURRENT")
+    "--xla_gpu_graph_min_graph_size=1 --xla_gpu_command_buffer_scheduling_mode=CONCURRENT"
+)
 """str: XLA command buffers (CUDA graphs) with concurrent kernels, the fastest jax GPU
 setting measured (docs/performance.md); checked against float64 by
 `benchmarks/check_xla_flags.py`."""
@@ -322,8 +440,9 @@ def _jax_gpu_available():
         return False
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
-    plugin = any(importlib.util.find_spec(f"jax_cuda{version}_plugin") is not None
-                 for version in (12, 13))
+    plugin = any(
+        importlib.util.find_spec(f"jax_cuda{version}_plugin") is not None for version in (12, 13)
+    )
     return plugin and os.path.exists("/dev/nvidiactl")
 
 
@@ -355,8 +474,11 @@ def apply_speed_settings(args):
         if xla_bridge.backends_are_initialized():
             import warnings
 
-            warnings.warn("jax had already started; XLA command buffers not enabled (set "
-                          "XLA_FLAGS before the first jax computation).", stacklevel=2)
+            warnings.warn(
+                "jax had already started; XLA command buffers not enabled (set "
+                "XLA_FLAGS before the first jax computation).",
+                stacklevel=2,
+            )
         else:
             os.environ["XLA_FLAGS"] = COMMAND_BUFFER_XLA_FLAGS
             applied["xla_flags"] = COMMAND_BUFFER_XLA_FLAGS
@@ -395,11 +517,15 @@ def _checked_hparam(parser, action, value, source):
             try:
                 value = action.type(value)
             except ValueError:
-                parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}"
-                             f", got {value!r}")
+                parser.error(
+                    f"{where} must be {'an integer' if action.type is int else 'a number'}"
+                    f", got {value!r}"
+                )
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            parser.error(f"{where} must be {'an integer' if action.type is int else 'a number'}, "
-                         f"got {value!r}")
+            parser.error(
+                f"{where} must be {'an integer' if action.type is int else 'a number'}, "
+                f"got {value!r}"
+            )
         elif action.type is int and not float(value).is_integer():
             parser.error(f"{where} must be an integer, got {value!r}")
         else:
@@ -409,8 +535,11 @@ def _checked_hparam(parser, action, value, source):
             value = action.type(value)
         except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
             parser.error(f"{where}: {error}")
-    elif action.type is None and action.choices is None and not isinstance(
-            value, (str, int, float, dict, list)):
+    elif (
+        action.type is None
+        and action.choices is None
+        and not isinstance(value, (str, int, float, dict, list))
+    ):
         parser.error(f"{where} has an unusable value {value!r}")
     if action.choices is not None and value not in action.choices:
         parser.error(f"{where} must be one of {list(action.choices)}, got {value!r}")
@@ -473,15 +602,17 @@ def check_stm_config_applied(model, args):
             if key == "loop":  # how the loop runs: not saved in the config (like `use_cudnn`)
                 continue
             actual = config.get(key, "<not an STM argument>")
-            numbers = [isinstance(v, (int, float)) and not isinstance(v, bool)
-                       for v in (value, actual)]
+            numbers = [
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, actual)
+            ]
             same = float(actual) == float(value) if all(numbers) else actual == value
             if not same:
                 raise ValueError(
                     f"--stm-config sets {key}={value!r} but the model's STM layer "
                     f"{layer.name!r} has {key}={actual!r}: this script does not apply "
                     f"--stm-config (it must build its STM arguments with "
-                    f"keras_stm.experiments.models.task_configs.model_config_from_args).")
+                    f"keras_stm.experiments.models.task_configs.model_config_from_args)."
+                )
 
 
 def make_optimizer(args):
@@ -498,10 +629,16 @@ def make_optimizer(args):
         clip["global_clipnorm"] = args.clip_norm
     if args.optimizer == "rmsprop":
         # The authors' update (torch: epsilon after the square root), not Keras' RMSprop.
-        return TorchRMSprop(learning_rate=args.learning_rate, rho=args.rmsprop_rho,
-                            momentum=args.momentum, epsilon=1e-8, **clip)
-    return keras.optimizers.Adam(learning_rate=args.learning_rate, beta_2=args.adam_beta_2,
-                                 epsilon=1e-8, **clip)
+        return TorchRMSprop(
+            learning_rate=args.learning_rate,
+            rho=args.rmsprop_rho,
+            momentum=args.momentum,
+            epsilon=1e-8,
+            **clip,
+        )
+    return keras.optimizers.Adam(
+        learning_rate=args.learning_rate, beta_2=args.adam_beta_2, epsilon=1e-8, **clip
+    )
 
 
 def jit_compile(args):
@@ -521,8 +658,9 @@ def _git_commit():
     root = os.path.dirname(package)
 
     def git(*arguments):
-        done = subprocess.run(["git", "-C", root, *arguments], capture_output=True, text=True,
-                              timeout=10, check=True)
+        done = subprocess.run(
+            ["git", "-C", root, *arguments], capture_output=True, text=True, timeout=10, check=True
+        )
         return done.stdout.strip()
 
     try:
@@ -547,9 +685,15 @@ def environment():
     import keras_stm
 
     commit, dirty = _git_commit()
-    info = {"backend": keras.backend.backend(), "keras_stm": keras_stm.__version__,
-            "git_commit": commit, "git_dirty": dirty, "keras": keras.__version__,
-            "python": platform.python_version(), "numpy": np.__version__}
+    info = {
+        "backend": keras.backend.backend(),
+        "keras_stm": keras_stm.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
     backend = keras.backend.backend()
     try:
         if backend == "jax":
@@ -625,8 +769,9 @@ def plot_or_warn(plot, *args, **kwargs):
             raise
         import warnings
 
-        warnings.warn(f"{getattr(plot, '__name__', 'plot')} skipped: {error}", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{getattr(plot, '__name__', 'plot')} skipped: {error}", RuntimeWarning, stacklevel=2
+        )
         return None
 
 
@@ -649,8 +794,10 @@ class RunFolderError(RuntimeError):
     names the file and the way out (often `--fresh`, which starts the run over)."""
 
 
-_FRESH_HINT = ("restore it, or start the run over with --fresh (which deletes the checkpoints, "
-               "history.csv, timer.json and best.keras of {out})")
+_FRESH_HINT = (
+    "restore it, or start the run over with --fresh (which deletes the checkpoints, "
+    "history.csv, timer.json and best.keras of {out})"
+)
 
 
 def _write_atomically(path, write):
@@ -687,16 +834,22 @@ def _read_json(path, out, what):
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFolderError(f"The {what} {path} is unreadable ({error}): "
-                             + _FRESH_HINT.format(out=out) + ".") from None
+        raise RunFolderError(
+            f"The {what} {path} is unreadable ({error}): " + _FRESH_HINT.format(out=out) + "."
+        ) from None
     if not isinstance(value, dict):
-        raise RunFolderError(f"The {what} {path} is not a JSON object (got {value!r}): "
-                             + _FRESH_HINT.format(out=out) + ".")
+        raise RunFolderError(
+            f"The {what} {path} is not a JSON object (got {value!r}): "
+            + _FRESH_HINT.format(out=out)
+            + "."
+        )
     return value
 
 
-_OPTIMIZER_SKIPPED = re.compile(r"Skipping variable loading for optimizer .*has (\d+) variables "
-                                r"whereas the saved optimizer has (\d+) variables")
+_OPTIMIZER_SKIPPED = re.compile(
+    r"Skipping variable loading for optimizer .*has (\d+) variables "
+    r"whereas the saved optimizer has (\d+) variables"
+)
 """Keras' warning when a checkpoint's optimizer state does not fit the model's optimizer."""
 
 
@@ -736,10 +889,18 @@ class _Checkpoints(keras.callbacks.Callback):
         """The checkpoints the metadata lists, newest first."""
         if "checkpoints" in metadata:
             entries = metadata["checkpoints"]
-            valid = isinstance(entries, list) and entries and all(
-                isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] >= 0
-                and isinstance(e.get("weights"), str) and os.path.basename(e["weights"]) == e["weights"]
-                for e in entries)
+            valid = (
+                isinstance(entries, list)
+                and entries
+                and all(
+                    isinstance(e, dict)
+                    and isinstance(e.get("epoch"), int)
+                    and e["epoch"] >= 0
+                    and isinstance(e.get("weights"), str)
+                    and os.path.basename(e["weights"]) == e["weights"]
+                    for e in entries
+                )
+            )
         else:  # a Keras BackupAndRestore folder: latest.weights.h5 (+ latest.weights.h5.bkp)
             valid = isinstance(metadata.get("epoch"), int) and metadata["epoch"] >= 0
             entries = [{"epoch": metadata.get("epoch"), "weights": "latest.weights.h5"}]
@@ -754,7 +915,8 @@ class _Checkpoints(keras.callbacks.Callback):
         if not valid:
             raise RunFolderError(
                 f"The checkpoint metadata {self.metadata_path} does not list its checkpoints "
-                f"(got {metadata!r}): " + _FRESH_HINT.format(out=self.out) + ".")
+                f"(got {metadata!r}): " + _FRESH_HINT.format(out=self.out) + "."
+            )
         return entries
 
     def _problem(self, entry):
@@ -770,8 +932,9 @@ class _Checkpoints(keras.callbacks.Callback):
             return "is missing"
         size = os.path.getsize(path)
         if entry.get("bytes") is not None and size != entry["bytes"]:
-            return (f"has {size} bytes where {entry['bytes']} were written (truncated or "
-                    "changed since)")
+            return (
+                f"has {size} bytes where {entry['bytes']} were written (truncated or changed since)"
+            )
         if entry.get("sha256") is not None and file_sha256(path) != entry["sha256"]:
             return "does not match the SHA-256 recorded when it was written (changed since)"
         model = self.model
@@ -799,11 +962,16 @@ class _Checkpoints(keras.callbacks.Callback):
                 self._optimizer_mismatch = {
                     "optimizer": type(model.optimizer).__name__,
                     "optimizer_variables": int(mismatch.group(1)),
-                    "saved_variables": int(mismatch.group(2))}
+                    "saved_variables": int(mismatch.group(2)),
+                }
                 continue
-            warnings.warn_explicit(caught_warning.message, caught_warning.category,
-                                   caught_warning.filename, caught_warning.lineno,
-                                   source=caught_warning.source)
+            warnings.warn_explicit(
+                caught_warning.message,
+                caught_warning.category,
+                caught_warning.filename,
+                caught_warning.lineno,
+                source=caught_warning.source,
+            )
         return None
 
     def _record_optimizer_restart(self, path, epoch):
@@ -820,7 +988,9 @@ class _Checkpoints(keras.callbacks.Callback):
             "before unused STM weights were removed, or with another optimizer). The optimizer "
             "restarts from scratch: its moments and its iteration count (and any learning-rate "
             "schedule following it) are reset. Recorded in results.json (optimizer_restarts).",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def restore(self, model):
         """Load the newest usable checkpoint into `model`; returns the epoch to resume at.
@@ -842,7 +1012,8 @@ class _Checkpoints(keras.callbacks.Callback):
         if not getattr(model, "built", False):
             raise RunFolderError(
                 f"{self.metadata_path} records a checkpoint, but the model is not built: build "
-                "it (call it on a batch) before `run`, or start over with --fresh.")
+                "it (call it on a batch) before `run`, or start over with --fresh."
+            )
         problems = []
         for index, entry in enumerate(entries):
             problem = self._problem(entry)
@@ -852,7 +1023,9 @@ class _Checkpoints(keras.callbacks.Callback):
                     warnings.warn(
                         f"Checkpoint {problems[0]}; resuming from the previous checkpoint {path} "
                         f"(epoch {entry['epoch']}), so {entries[0]['epoch'] - entry['epoch']} "
-                        "epoch(s) are trained again.", stacklevel=2)
+                        "epoch(s) are trained again.",
+                        stacklevel=2,
+                    )
                 self.checkpoints = [e for e in entries[index:] if "bytes" in e][: self.keep]
                 earlier = metadata.get("optimizer_restarts")
                 self.optimizer_restarts = list(earlier) if isinstance(earlier, list) else []
@@ -862,9 +1035,11 @@ class _Checkpoints(keras.callbacks.Callback):
         raise RunFolderError(
             f"Cannot resume the run in {self.out}: {self.metadata_path} says "
             f"{entries[0]['epoch']} epoch(s) were trained, but no checkpoint is usable ("
-            + "; ".join(problems) + "). Training from fresh weights would silently restart it: "
+            + "; ".join(problems)
+            + "). Training from fresh weights would silently restart it: "
             "restore the checkpoint, or start over with --fresh (which deletes the checkpoints, "
-            "history.csv, timer.json and best.keras).")
+            "history.csv, timer.json and best.keras)."
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -874,14 +1049,26 @@ class _Checkpoints(keras.callbacks.Callback):
         self.model.save_weights(tmp, overwrite=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        entry = {"epoch": epoch + 1, "weights": name, "bytes": os.path.getsize(tmp),
-                 "sha256": file_sha256(tmp)}
+        entry = {
+            "epoch": epoch + 1,
+            "weights": name,
+            "bytes": os.path.getsize(tmp),
+            "sha256": file_sha256(tmp),
+        }
         os.replace(tmp, path)
-        self.checkpoints = [entry] + [e for e in self.checkpoints
-                                      if e["weights"] != name][: self.keep - 1]
-        _write_json(self.metadata_path, {"epoch": epoch + 1, "batch": 0, "format": 2,
-                                         "checkpoints": self.checkpoints,
-                                         "optimizer_restarts": self.optimizer_restarts})
+        self.checkpoints = [entry] + [e for e in self.checkpoints if e["weights"] != name][
+            : self.keep - 1
+        ]
+        _write_json(
+            self.metadata_path,
+            {
+                "epoch": epoch + 1,
+                "batch": 0,
+                "format": 2,
+                "checkpoints": self.checkpoints,
+                "optimizer_restarts": self.optimizer_restarts,
+            },
+        )
         kept = {e["weights"] for e in self.checkpoints}
         for stale in glob.glob(os.path.join(self.backup_dir, "*.weights.h5*")):
             if os.path.basename(stale) not in kept:
@@ -900,13 +1087,19 @@ def _check_keras_archive(path, out):
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
         reason = f"{type(error).__name__}: {error}"
     else:
-        reason = (f"member {bad} fails its CRC check" if bad is not None
-                  else None if "config.json" in names else "no config.json in the archive")
+        reason = (
+            f"member {bad} fails its CRC check"
+            if bad is not None
+            else None
+            if "config.json" in names
+            else "no config.json in the archive"
+        )
     if reason is not None:
         raise RunFolderError(
             f"The best model {path} is not a readable .keras archive ({reason}). Delete it (the "
             f"run keeps training from its checkpoint and writes {os.path.basename(path)} again at "
-            f"its next best epoch), or start over with --fresh.")
+            f"its next best epoch), or start over with --fresh."
+        )
 
 
 class _BestModel(keras.callbacks.ModelCheckpoint):
@@ -947,8 +1140,10 @@ def _repair_history(path, resume_epoch):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RunFolderError(f"The learning curve {path} is not UTF-8 text ({error}): repair or "
-                             "delete it, or start over with --fresh.") from None
+        raise RunFolderError(
+            f"The learning curve {path} is not UTF-8 text ({error}): repair or "
+            "delete it, or start over with --fresh."
+        ) from None
     lines = text.splitlines(keepends=True)
     repairs = []
     if lines and not lines[-1].endswith("\n"):
@@ -959,8 +1154,10 @@ def _repair_history(path, resume_epoch):
         return
     header = next(csv.reader([lines[0]]))
     if "epoch" not in header:
-        raise RunFolderError(f"The learning curve {path} has no 'epoch' column (header "
-                             f"{lines[0].strip()!r}): repair or delete it, or start over with --fresh.")
+        raise RunFolderError(
+            f"The learning curve {path} has no 'epoch' column (header "
+            f"{lines[0].strip()!r}): repair or delete it, or start over with --fresh."
+        )
     column = header.index("epoch")
     dropped = 0
     while len(lines) > 1:
@@ -974,8 +1171,10 @@ def _repair_history(path, resume_epoch):
         lines.pop()
         dropped += 1
     if dropped:
-        repairs.append(f"dropped {dropped} row(s) of epochs not in the checkpoint resumed at "
-                       f"epoch {resume_epoch}")
+        repairs.append(
+            f"dropped {dropped} row(s) of epochs not in the checkpoint resumed at "
+            f"epoch {resume_epoch}"
+        )
     if repairs:
         warnings.warn(f"Repaired {path}: " + "; ".join(repairs) + ".", stacklevel=2)
         _write_atomically(path, lambda f: f.write("".join(lines)))
@@ -1003,8 +1202,13 @@ def _lock_output_dir(out):
         RunFolderError: if another running process holds the lock.
     """
     path = os.path.join(out, LOCK_NAME)
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    record = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -1020,9 +1224,14 @@ def _lock_output_dir(out):
                     f"The output folder {out} is in use by process {pid} on "
                     f"{holder.get('host', '?')} (lock file {path}, since "
                     f"{holder.get('started', '?')}): wait for it to finish, or use another "
-                    f"--output-dir. If no such process runs there, delete {path}.") from None
-            warnings.warn(f"Taking over the stale lock {path} ({'of process ' + str(pid) if pid else 'unreadable'}, "
-                          "no longer running).", stacklevel=2)
+                    f"--output-dir. If no such process runs there, delete {path}."
+                ) from None
+            warnings.warn(
+                f"Taking over the stale lock {path} "
+                f"({'of process ' + str(pid) if pid else 'unreadable'}, "
+                "no longer running).",
+                stacklevel=2,
+            )
             try:
                 os.remove(path)
             except FileNotFoundError:
@@ -1087,8 +1296,10 @@ def progress_line(done, total, elapsed, seconds_per_step, unit="iterations", bud
     remaining = (total - done) * seconds_per_step
     line += f", ETA {format_duration(remaining)}"
     if budget_left is not None and budget_left < remaining:
-        line += (f" (--max-minutes stops this session in about "
-                 f"{format_duration(max(budget_left, 0.0))}; the same command resumes)")
+        line += (
+            f" (--max-minutes stops this session in about "
+            f"{format_duration(max(budget_left, 0.0))}; the same command resumes)"
+        )
     return line
 
 
@@ -1126,9 +1337,13 @@ class _RunProgress(keras.callbacks.Callback):
         session = time.perf_counter() - self._session_start
         per_step = session / (self._session_epochs * self.steps_per_epoch)
         budget_left = None if self.budget_seconds is None else self.budget_seconds - session
-        self._pending = progress_line((epoch + 1) * self.steps_per_epoch,
-                                      self.total_epochs * self.steps_per_epoch,
-                                      self.timer.elapsed, per_step, budget_left=budget_left)
+        self._pending = progress_line(
+            (epoch + 1) * self.steps_per_epoch,
+            self.total_epochs * self.steps_per_epoch,
+            self.timer.elapsed,
+            per_step,
+            budget_left=budget_left,
+        )
 
     def on_train_end(self, logs=None):
         self._flush()
@@ -1181,10 +1396,12 @@ class _Timer(keras.callbacks.Callback):
             state = _read_json(state_path, out or os.path.dirname(state_path), "training timer")
             self.elapsed = state.get("train_seconds", 0.0)
             if not isinstance(self.elapsed, (int, float)) or isinstance(self.elapsed, bool):
-                raise RunFolderError(f"The training timer {state_path} has train_seconds="
-                                     f"{self.elapsed!r}, not a number: "
-                                     + _FRESH_HINT.format(out=out or os.path.dirname(state_path))
-                                     + ".")
+                raise RunFolderError(
+                    f"The training timer {state_path} has train_seconds="
+                    f"{self.elapsed!r}, not a number: "
+                    + _FRESH_HINT.format(out=out or os.path.dirname(state_path))
+                    + "."
+                )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -1236,8 +1453,11 @@ def evaluate_pretrained(model, args, evaluate, name):
 
     folder = pretrained.resolve(name if args.evaluate == "auto" else args.evaluate)
     recorded = pretrained.read_results(folder)
-    _load_weights_only(model, os.path.join(folder, pretrained.MODEL_FILE),
-                       f"--evaluate: the pretrained model of {folder} (flags {recorded.get('flags')}),")
+    _load_weights_only(
+        model,
+        os.path.join(folder, pretrained.MODEL_FILE),
+        f"--evaluate: the pretrained model of {folder} (flags {recorded.get('flags')}),",
+    )
     args.output_dir = folder
     scores = {k: float(v) for k, v in evaluate(model).items()} if evaluate else {}
     report = {"pretrained": folder, "test": scores, "recorded": recorded.get("test")}
@@ -1245,8 +1465,18 @@ def evaluate_pretrained(model, args, evaluate, name):
     return report
 
 
-def run(model, train_data, args, validation_data=None, evaluate=None, monitor="val_loss",
-        mode="min", extra_results=None, extra_callbacks=(), pretrained_name=None):
+def run(
+    model,
+    train_data,
+    args,
+    validation_data=None,
+    evaluate=None,
+    monitor="val_loss",
+    mode="min",
+    extra_results=None,
+    extra_callbacks=(),
+    pretrained_name=None,
+):
     """Fit with resumable checkpoints, then evaluate and write results and the learning curve.
 
     Args:
@@ -1280,14 +1510,34 @@ def run(model, train_data, args, validation_data=None, evaluate=None, monitor="v
     os.makedirs(out, exist_ok=True)
     lock = _lock_output_dir(out)
     try:
-        return _run_locked(model, train_data, args, visualize, validation_data, evaluate, monitor,
-                           mode, extra_results, extra_callbacks)
+        return _run_locked(
+            model,
+            train_data,
+            args,
+            visualize,
+            validation_data,
+            evaluate,
+            monitor,
+            mode,
+            extra_results,
+            extra_callbacks,
+        )
     finally:
         _unlock_output_dir(lock)
 
 
-def _run_locked(model, train_data, args, visualize, validation_data, evaluate, monitor, mode,
-                extra_results, extra_callbacks):
+def _run_locked(
+    model,
+    train_data,
+    args,
+    visualize,
+    validation_data,
+    evaluate,
+    monitor,
+    mode,
+    extra_results,
+    extra_callbacks,
+):
     """`run`'s work, with the output folder locked."""
     out = args.output_dir
     backup_dir = os.path.join(out, "backup")
@@ -1314,14 +1564,20 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
     if initial_weights and initial_epoch == 0:
         _load_weights_only(model, initial_weights, "--initial-weights")
     elif initial_weights:
-        print(f"--initial-weights {initial_weights} ignored: resuming the checkpoint of {out} "
-              f"at epoch {initial_epoch}.")
+        print(
+            f"--initial-weights {initial_weights} ignored: resuming the checkpoint of {out} "
+            f"at epoch {initial_epoch}."
+        )
     _repair_history(history_path, initial_epoch)
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
-        _BestModel(best_path, monitor=monitor, mode=mode,
-                   initial_value_threshold=_best_so_far(history_path, monitor, mode)),
+        _BestModel(
+            best_path,
+            monitor=monitor,
+            mode=mode,
+            initial_value_threshold=_best_so_far(history_path, monitor, mode),
+        ),
         _DataEpoch(train_data),
         timer,  # before CSVLogger: it adds `epoch_seconds` to the logs
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -1329,11 +1585,18 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         *extra_callbacks,
     ]
     if args.verbose:
-        callbacks.append(_RunProgress(epochs, args.steps_per_epoch, timer,
-                                      budget.seconds if budget else None))
-    model.fit(train_data, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
-              validation_data=validation_data, callbacks=callbacks, verbose=args.verbose,
-              initial_epoch=min(initial_epoch, epochs))
+        callbacks.append(
+            _RunProgress(epochs, args.steps_per_epoch, timer, budget.seconds if budget else None)
+        )
+    model.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=args.verbose,
+        initial_epoch=min(initial_epoch, epochs),
+    )
     epochs_done = epochs
     if os.path.exists(timer_path):
         epochs_done = _read_json(timer_path, out, "training timer").get("epochs_done", epochs)
@@ -1346,7 +1609,11 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         "batch_size": args.batch_size,
         "train_seconds": round(timer.elapsed, 2),
         "parameters": int(model.count_params()),
-        "flags": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "flags": {
+            k: v
+            for k, v in vars(args).items()
+            if isinstance(v, (int, float, str, bool, type(None)))
+        },
         "environment": environment(),
         "speed_settings": getattr(args, "speed_settings_applied", None),
         # resumes from a checkpoint whose optimizer state did not fit (restarted): normally []
@@ -1358,8 +1625,12 @@ def _run_locked(model, train_data, args, visualize, validation_data, evaluate, m
         results.update(extra_results)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    plot_or_warn(visualize.plot_history, history_path, os.path.join(out, "learning_curve.png"),
-                 title=f"{args.task} ({args.model})")
+    plot_or_warn(
+        visualize.plot_history,
+        history_path,
+        os.path.join(out, "learning_curve.png"),
+        title=f"{args.task} ({args.model})",
+    )
     print(json.dumps({"task": args.task, "model": args.model, **results.get("test", {})}))
     return results
 
@@ -1414,23 +1685,48 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrai
     from keras_stm.experiments.tasks.metrics import BitErrorPerSequence
 
     stm_config = task_configs.model_config_from_args(args, task)
-    train_data = data_module.dataset(batch_size=args.batch_size, num_batches=args.steps_per_epoch,
-                                     seed=args.seed, **sizes)
-    test_data = data_module.dataset(batch_size=args.batch_size, num_batches=args.test_batches,
-                                    seed=task_configs.TEST_SEED, fixed=True, **sizes)
-    model = build_sequence_model(data_module.INPUT_SIZE, data_module.OUTPUT_SIZE, core=args.model,
-                                 return_sequences=True, stm_config=stm_config,
-                                 lstm_units=args.lstm_units)
+    train_data = data_module.dataset(
+        batch_size=args.batch_size, num_batches=args.steps_per_epoch, seed=args.seed, **sizes
+    )
+    test_data = data_module.dataset(
+        batch_size=args.batch_size,
+        num_batches=args.test_batches,
+        seed=task_configs.TEST_SEED,
+        fixed=True,
+        **sizes,
+    )
+    model = build_sequence_model(
+        data_module.INPUT_SIZE,
+        data_module.OUTPUT_SIZE,
+        core=args.model,
+        return_sequences=True,
+        stm_config=stm_config,
+        lstm_units=args.lstm_units,
+    )
     model.compile(
         optimizer=make_optimizer(args),
         loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
         weighted_metrics=[BitErrorPerSequence()],
         jit_compile=jit_compile(args),
     )
-    extra = {"paper_metric": "bit_error_per_sequence", "evaluated": "best.keras",
-             "test_protocol": {"batches": args.test_batches, "examples": args.test_size,
-                               "seed": task_configs.TEST_SEED},
-             "data": sizes if data_record is None else data_record,
-             "stm_config": stm_config if args.model == "stm" else None}
-    return run(model, train_data, args, evaluate=evaluate_best_checkpoint(args, test_data),
-               monitor="loss", mode="min", extra_results=extra, pretrained_name=pretrained_name)
+    extra = {
+        "paper_metric": "bit_error_per_sequence",
+        "evaluated": "best.keras",
+        "test_protocol": {
+            "batches": args.test_batches,
+            "examples": args.test_size,
+            "seed": task_configs.TEST_SEED,
+        },
+        "data": sizes if data_record is None else data_record,
+        "stm_config": stm_config if args.model == "stm" else None,
+    }
+    return run(
+        model,
+        train_data,
+        args,
+        evaluate=evaluate_best_checkpoint(args, test_data),
+        monitor="loss",
+        mode="min",
+        extra_results=extra,
+        pretrained_name=pretrained_name,
+    )

@@ -50,7 +50,9 @@ References:
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Optional
+from typing import Any
+from typing import Callable
+from typing import Optional
 
 import keras
 import numpy as np
@@ -145,22 +147,33 @@ class Param:
 
     def __post_init__(self):
         if self.kind not in ("choice", "float", "boolean", "fixed"):
-            raise ValueError(f"`kind` of {self.name!r} must be 'choice', 'float', 'boolean' or "
-                             f"'fixed', got {self.kind!r}.")
+            raise ValueError(
+                f"`kind` of {self.name!r} must be 'choice', 'float', 'boolean' or "
+                f"'fixed', got {self.kind!r}."
+            )
         if self.kind == "choice" and self.default not in self.values:
-            raise ValueError(f"`default` {self.default!r} of {self.name!r} is not among its "
-                             f"values {self.values}.")
+            raise ValueError(
+                f"`default` {self.default!r} of {self.name!r} is not among its "
+                f"values {self.values}."
+            )
         if self.kind == "float" and not (self.min_value <= self.default <= self.max_value):
-            raise ValueError(f"`default` {self.default!r} of {self.name!r} is outside "
-                             f"[{self.min_value}, {self.max_value}].")
+            raise ValueError(
+                f"`default` {self.default!r} of {self.name!r} is outside "
+                f"[{self.min_value}, {self.max_value}]."
+            )
 
     def declare(self, hp):
         """Registers the parameter on `hp` and returns its current value."""
         if self.kind == "choice":
             return hp.Choice(self.name, list(self.values), default=self.default)
         if self.kind == "float":
-            return hp.Float(self.name, self.min_value, self.max_value, sampling=self.sampling,
-                            default=self.default)
+            return hp.Float(
+                self.name,
+                self.min_value,
+                self.max_value,
+                sampling=self.sampling,
+                default=self.default,
+            )
         if self.kind == "boolean":
             return hp.Boolean(self.name, default=self.default)
         return hp.Fixed(self.name, self.default)
@@ -193,8 +206,9 @@ def coefficient_value(text):
     try:
         return float(text)
     except (TypeError, ValueError):
-        raise ValueError(f"A mixing coefficient must be 'learned' or a number, got "
-                         f"{text!r}.") from None
+        raise ValueError(
+            f"A mixing coefficient must be 'learned' or a number, got {text!r}."
+        ) from None
 
 
 def _scaled(value, factors, multiple=1):
@@ -206,14 +220,24 @@ def _scaled(value, factors, multiple=1):
 def _training_space(entry, tune_batch_size):
     lr = entry["learning_rate"]
     clip = entry.get("clip_value") or 10.0
-    params = [Param("learning_rate", "float", min_value=lr / 4, max_value=lr * 10,
-                    sampling="log", default=lr),
-              Param("clip_value", "choice", values=tuple(sorted({2.0, 5.0, 10.0, 20.0, clip})),
-                    default=clip)]
+    params = [
+        Param(
+            "learning_rate",
+            "float",
+            min_value=lr / 4,
+            max_value=lr * 10,
+            sampling="log",
+            default=lr,
+        ),
+        Param(
+            "clip_value", "choice", values=tuple(sorted({2.0, 5.0, 10.0, 20.0, clip})), default=clip
+        ),
+    ]
     batch = entry["batch_size"]
     if tune_batch_size:
-        params.append(Param("batch_size", "choice",
-                            values=tuple(sorted({32, 64, 128, batch})), default=batch))
+        params.append(
+            Param("batch_size", "choice", values=tuple(sorted({32, 64, 128, batch})), default=batch)
+        )
     else:
         params.append(Param("batch_size", "fixed", default=batch))
     return params
@@ -224,22 +248,43 @@ def _paper_space(task):
     entry = task_configs.get_task_config(task)
     stm = entry["stm"]
     params = [
-        Param("num_queries", "choice", values=_scaled(stm["num_queries"], (0.5, 1, 2)),
-              default=stm["num_queries"]),
-        Param("memory_size", "choice", values=_scaled(stm["memory_size"], (0.5, 1, 1.5), 4),
-              default=stm["memory_size"]),
-        Param("relation_size", "choice",
-              values=_scaled(stm["relation_size"], (0.5, 1, 1.5), 4),
-              default=stm["relation_size"]),
-        Param("readout_size", "choice", values=_scaled(stm["readout_size"], (0.5, 1, 1.5), 4),
-              default=stm["readout_size"]),
+        Param(
+            "num_queries",
+            "choice",
+            values=_scaled(stm["num_queries"], (0.5, 1, 2)),
+            default=stm["num_queries"],
+        ),
+        Param(
+            "memory_size",
+            "choice",
+            values=_scaled(stm["memory_size"], (0.5, 1, 1.5), 4),
+            default=stm["memory_size"],
+        ),
+        Param(
+            "relation_size",
+            "choice",
+            values=_scaled(stm["relation_size"], (0.5, 1, 1.5), 4),
+            default=stm["relation_size"],
+        ),
+        Param(
+            "readout_size",
+            "choice",
+            values=_scaled(stm["readout_size"], (0.5, 1, 1.5), 4),
+            default=stm["readout_size"],
+        ),
         Param("head_hidden_units", "fixed", default=stm["head_hidden_units"]),
         Param("gated_write", "boolean", default=stm["gated_write"]),
     ]
     for name in ("relational_carry", "relational_read", "relational_transfer"):
         paper = _coefficient_text(stm[name])
-        params.append(Param(name, "choice", values=tuple(dict.fromkeys(
-            (*COEFFICIENT_CHOICES, paper))), default=paper))
+        params.append(
+            Param(
+                name,
+                "choice",
+                values=tuple(dict.fromkeys((*COEFFICIENT_CHOICES, paper))),
+                default=paper,
+            )
+        )
     params += _training_space(entry, tune_batch_size=task == "associative_retrieval")
     return tuple(params)
 
@@ -247,8 +292,10 @@ def _paper_space(task):
 def _lstm_space(task):
     entry = task_configs.get_task_config(task)
     units = task_configs.LSTM_UNITS
-    return (Param("lstm_units", "choice", values=(units // 2, units, units * 2), default=units),
-            *_training_space(entry, tune_batch_size=task == "associative_retrieval"))
+    return (
+        Param("lstm_units", "choice", values=(units // 2, units, units * 2), default=units),
+        *_training_space(entry, tune_batch_size=task == "associative_retrieval"),
+    )
 
 
 SEARCH_SPACES = {task: _paper_space(task) for task in task_configs.TASK_CONFIGS}
@@ -267,8 +314,7 @@ QUICK_SEARCH_SPACE = (
     Param("relational_carry", "choice", values=COEFFICIENT_CHOICES, default="learned"),
     Param("relational_read", "choice", values=COEFFICIENT_CHOICES, default="learned"),
     Param("relational_transfer", "choice", values=COEFFICIENT_CHOICES, default="learned"),
-    Param("learning_rate", "float", min_value=1e-3, max_value=1e-2, sampling="log",
-          default=3e-3),
+    Param("learning_rate", "float", min_value=1e-3, max_value=1e-2, sampling="log", default=3e-3),
     Param("clip_value", "choice", values=(1.0, 10.0), default=10.0),
     Param("batch_size", "choice", values=(4, 8), default=8),
 )
@@ -348,10 +394,10 @@ def fix_params(space, names):
     names = set(names)
     unknown = sorted(names - {p.name for p in space})
     if unknown:
-        raise ValueError(f"Cannot fix {unknown}: not in the search space "
-                         f"{[p.name for p in space]}.")
-    return tuple(Param(p.name, "fixed", default=p.default) if p.name in names else p
-                 for p in space)
+        raise ValueError(
+            f"Cannot fix {unknown}: not in the search space {[p.name for p in space]}."
+        )
+    return tuple(Param(p.name, "fixed", default=p.default) if p.name in names else p for p in space)
 
 
 def _check_task(task):
@@ -406,15 +452,20 @@ _QUICK_SIZES = {
 def _fresh(module, task):
     def make(batch_size, num_batches, seed, fixed, quick, data_dir):
         sizes = _QUICK_SIZES.get(task, {}) if quick else {}
-        return module.dataset(batch_size=batch_size, num_batches=num_batches, seed=seed,
-                              fixed=fixed, **sizes)
+        return module.dataset(
+            batch_size=batch_size, num_batches=num_batches, seed=seed, fixed=fixed, **sizes
+        )
+
     return make
 
 
 def _associative_retrieval(batch_size, num_batches, seed, fixed, quick, data_dir):
-    sizes = {"num_train": ar_data.SPLIT_SIZES["train"],
-             "num_validation": ar_data.SPLIT_SIZES["validation"],
-             "num_test": ar_data.SPLIT_SIZES["test"], "num_pairs": ar_data.NUM_PAIRS}
+    sizes = {
+        "num_train": ar_data.SPLIT_SIZES["train"],
+        "num_validation": ar_data.SPLIT_SIZES["validation"],
+        "num_test": ar_data.SPLIT_SIZES["test"],
+        "num_pairs": ar_data.NUM_PAIRS,
+    }
     path = None
     if quick:  # generated in memory
         sizes = dict(_QUICK_SIZES["associative_retrieval"])
@@ -432,13 +483,18 @@ def _padded(make_batch, length):
     tasks differ in length). The models are causal and the losses and metrics weighted, so
     padding changes no output step, loss or metric.
     """
+
     def batch_fn(rng, batch_size):
         x, y, weight = make_batch(rng, batch_size)
         pad = length - x.shape[1]
         if pad < 0:
             raise ValueError(f"a batch has {x.shape[1]} steps, more than {length}.")
-        return (np.pad(x, ((0, 0), (0, pad), (0, 0))), np.pad(y, ((0, 0), (0, pad))),
-                np.pad(weight, ((0, 0), (0, pad))))
+        return (
+            np.pad(x, ((0, 0), (0, pad), (0, 0))),
+            np.pad(y, ((0, 0), (0, pad))),
+            np.pad(weight, ((0, 0), (0, pad))),
+        )
+
     return batch_fn
 
 
@@ -448,24 +504,36 @@ def _geometry(task):
         high = n_points if isinstance(n_points, int) else n_points[1]
 
         def batch(rng, size):
-            return geometry.make_batch(rng, size, task, n_points=n_points,
-                                       random_labels=not fixed)
-        return TaskDataset(_padded(batch, 2 * high + 2), batch_size, num_batches, seed=seed,
-                           fixed=fixed)
+            return geometry.make_batch(rng, size, task, n_points=n_points, random_labels=not fixed)
+
+        return TaskDataset(
+            _padded(batch, 2 * high + 2), batch_size, num_batches, seed=seed, fixed=fixed
+        )
+
     return make
 
 
 def _graph(task, data_task):
     def make(batch_size, num_batches, seed, fixed, quick, data_dir):
-        sizes = _QUICK_SIZES[task] if quick else dict(n_nodes=graphs.DEFAULT_N_NODES,
-                                                      n_edges=graphs.DEFAULT_N_EDGES)
+        sizes = (
+            _QUICK_SIZES[task]
+            if quick
+            else dict(n_nodes=graphs.DEFAULT_N_NODES, n_edges=graphs.DEFAULT_N_EDGES)
+        )
         nodes, edges = (np.max(sizes["n_nodes"]), np.max(sizes["n_edges"]))
         query = 1 if data_task == "shortest_path" else 0
 
         def batch(rng, size):
             return graphs.make_batch(rng, size, data_task, random_labels=not fixed, **sizes)
-        return TaskDataset(_padded(batch, int(edges + query + 1 + nodes)), batch_size,
-                           num_batches, seed=seed, fixed=fixed)
+
+        return TaskDataset(
+            _padded(batch, int(edges + query + 1 + nodes)),
+            batch_size,
+            num_batches,
+            seed=seed,
+            fixed=fixed,
+        )
+
     return make
 
 
@@ -475,39 +543,87 @@ _POINTER = ("val_loss", "min")
 
 TASK_DATA = {
     "associative_retrieval": TaskData(
-        _AR["embedding_size"], ar_data.OUTPUT_SIZE, False, "classes", ("val_accuracy", "max"),
-        _associative_retrieval, _AR["vocabulary_size"], _AR["embedding_size"]),
-    "copy": TaskData(copy_data.INPUT_SIZE, copy_data.OUTPUT_SIZE, True, "bits", _BITS,
-                     _fresh(copy_data, "copy")),
-    "priority_sort": TaskData(sort_data.INPUT_SIZE, sort_data.OUTPUT_SIZE, True, "bits", _BITS,
-                              _fresh(sort_data, "priority_sort")),
-    "rar": TaskData(rar_data.INPUT_SIZE, rar_data.OUTPUT_SIZE, True, "bits", _BITS,
-                    _fresh(rar_data, "rar")),
-    "nth_farthest": TaskData(nfar_data.INPUT_SIZE, nfar_data.OUTPUT_SIZE, False, "classes",
-                             ("val_accuracy", "max"), _fresh(nfar_data, "nth_farthest")),
-    "convex_hull": TaskData(geometry.INPUT_WIDTH, geometry.NUM_CLASSES, True, "pointer",
-                            _POINTER, _geometry("convex_hull")),
-    "tsp": TaskData(geometry.INPUT_WIDTH, geometry.NUM_CLASSES, True, "pointer", _POINTER,
-                    _geometry("tsp")),
-    "shortest_path": TaskData(graphs.INPUT_WIDTH, graphs.NUM_CLASSES, True, "pointer", _POINTER,
-                              _graph("shortest_path", "shortest_path")),
-    "minimum_spanning_tree": TaskData(graphs.INPUT_WIDTH, graphs.NUM_CLASSES, True, "pointer",
-                                      _POINTER, _graph("minimum_spanning_tree", "mst")),
+        _AR["embedding_size"],
+        ar_data.OUTPUT_SIZE,
+        False,
+        "classes",
+        ("val_accuracy", "max"),
+        _associative_retrieval,
+        _AR["vocabulary_size"],
+        _AR["embedding_size"],
+    ),
+    "copy": TaskData(
+        copy_data.INPUT_SIZE, copy_data.OUTPUT_SIZE, True, "bits", _BITS, _fresh(copy_data, "copy")
+    ),
+    "priority_sort": TaskData(
+        sort_data.INPUT_SIZE,
+        sort_data.OUTPUT_SIZE,
+        True,
+        "bits",
+        _BITS,
+        _fresh(sort_data, "priority_sort"),
+    ),
+    "rar": TaskData(
+        rar_data.INPUT_SIZE, rar_data.OUTPUT_SIZE, True, "bits", _BITS, _fresh(rar_data, "rar")
+    ),
+    "nth_farthest": TaskData(
+        nfar_data.INPUT_SIZE,
+        nfar_data.OUTPUT_SIZE,
+        False,
+        "classes",
+        ("val_accuracy", "max"),
+        _fresh(nfar_data, "nth_farthest"),
+    ),
+    "convex_hull": TaskData(
+        geometry.INPUT_WIDTH,
+        geometry.NUM_CLASSES,
+        True,
+        "pointer",
+        _POINTER,
+        _geometry("convex_hull"),
+    ),
+    "tsp": TaskData(
+        geometry.INPUT_WIDTH, geometry.NUM_CLASSES, True, "pointer", _POINTER, _geometry("tsp")
+    ),
+    "shortest_path": TaskData(
+        graphs.INPUT_WIDTH,
+        graphs.NUM_CLASSES,
+        True,
+        "pointer",
+        _POINTER,
+        _graph("shortest_path", "shortest_path"),
+    ),
+    "minimum_spanning_tree": TaskData(
+        graphs.INPUT_WIDTH,
+        graphs.NUM_CLASSES,
+        True,
+        "pointer",
+        _POINTER,
+        _graph("minimum_spanning_tree", "mst"),
+    ),
 }
 """dict: task -> `TaskData` (same keys as `TASK_CONFIGS`)."""
 
 
 def _compile_arguments(loss):
     if loss == "bits":
-        return dict(loss=keras.losses.BinaryCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"),
-            weighted_metrics=[BitErrorPerSequence()])
+        return dict(
+            loss=keras.losses.BinaryCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+            weighted_metrics=[BitErrorPerSequence()],
+        )
     if loss == "classes":
-        return dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return dict(loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=["sparse_categorical_accuracy"])
+        return dict(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    return dict(
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=["sparse_categorical_accuracy"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,9 +671,19 @@ class TaskHyperModel(keras_tuner.HyperModel):
     (None, None, 32)
     """
 
-    def __init__(self, task, model="stm", quick=False, space=None, steps_per_epoch=None,
-                 validation_batches=None, seed=0, data_dir=os.path.join("runs", "data"),
-                 data_parallel=False, jit_compile="auto"):
+    def __init__(
+        self,
+        task,
+        model="stm",
+        quick=False,
+        space=None,
+        steps_per_epoch=None,
+        validation_batches=None,
+        seed=0,
+        data_dir=os.path.join("runs", "data"),
+        data_parallel=False,
+        jit_compile="auto",
+    ):
         super().__init__(name=f"{task}_{model}")
         _check_task(task)
         self.task = task
@@ -570,8 +696,10 @@ class TaskHyperModel(keras_tuner.HyperModel):
             steps_per_epoch = 2 if quick else entry["steps_per_epoch"]
         if validation_batches is None:
             validation_batches = 1 if quick else 4
-        for name, value in (("steps_per_epoch", steps_per_epoch),
-                            ("validation_batches", validation_batches)):
+        for name, value in (
+            ("steps_per_epoch", steps_per_epoch),
+            ("validation_batches", validation_batches),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         self.steps_per_epoch = steps_per_epoch
@@ -623,11 +751,13 @@ class TaskHyperModel(keras_tuner.HyperModel):
 
     def stm_config(self, values):
         """The STM arguments of a trial: the registry's, with the tuned ones replaced."""
-        overrides = {k: v for k, v in values.items()
-                     if k in task_configs.MODEL_FLAGS or k in STM_ONLY_KEYS}
+        overrides = {
+            k: v for k, v in values.items() if k in task_configs.MODEL_FLAGS or k in STM_ONLY_KEYS
+        }
         if self.quick:  # sizes not in the space fall back to the tiny ones, not the paper's
-            tiny = {k: v for k, v in task_configs.QUICK_MODEL.items()
-                    if k in task_configs.MODEL_FLAGS}
+            tiny = {
+                k: v for k, v in task_configs.QUICK_MODEL.items() if k in task_configs.MODEL_FLAGS
+            }
             overrides = {**tiny, **overrides}
         return task_configs.stm_config(self.task, **overrides)
 
@@ -638,17 +768,25 @@ class TaskHyperModel(keras_tuner.HyperModel):
             training.enable_data_parallel()
         keras.utils.set_random_seed(self.seed)
         args = self.training_args(values)
-        default_units = (task_configs.QUICK_MODEL["lstm_units"] if self.quick
-                         else task_configs.LSTM_UNITS)
+        default_units = (
+            task_configs.QUICK_MODEL["lstm_units"] if self.quick else task_configs.LSTM_UNITS
+        )
         model = build_sequence_model(
-            self.data.input_size, self.data.output_size, core=self.model,
+            self.data.input_size,
+            self.data.output_size,
+            core=self.model,
             return_sequences=self.data.return_sequences,
             stm_config=self.stm_config(values) if self.model == "stm" else None,
             lstm_units=values.get("lstm_units", default_units),
             vocabulary_size=self.data.vocabulary_size,
-            embedding_size=self.data.embedding_size, name=f"{self.task}_{self.model}")
-        model.compile(optimizer=training.make_optimizer(args), jit_compile=self.jit_compile,
-                      **_compile_arguments(self.data.loss))
+            embedding_size=self.data.embedding_size,
+            name=f"{self.task}_{self.model}",
+        )
+        model.compile(
+            optimizer=training.make_optimizer(args),
+            jit_compile=self.jit_compile,
+            **_compile_arguments(self.data.loss),
+        )
         return model
 
     def training_data(self, batch_size):
@@ -657,13 +795,15 @@ class TaskHyperModel(keras_tuner.HyperModel):
         Associative retrieval: its training split, reshuffled every epoch (`fit` takes at most
         `steps_per_epoch` of its batches per epoch).
         """
-        return self.data.make(batch_size, self.steps_per_epoch, self.seed, False, self.quick,
-                              self.data_dir)
+        return self.data.make(
+            batch_size, self.steps_per_epoch, self.seed, False, self.quick, self.data_dir
+        )
 
     def validation_data(self, batch_size):
         """The fixed validation batches (seed `VALIDATION_SEED`, or the validation split)."""
-        return self.data.make(batch_size, self.validation_batches, VALIDATION_SEED, True,
-                              self.quick, self.data_dir)
+        return self.data.make(
+            batch_size, self.validation_batches, VALIDATION_SEED, True, self.quick, self.data_dir
+        )
 
     def fit(self, hp, model, *args, **kwargs):
         """Trains a trial's model on the task's batches; `kwargs` go to `model.fit`.
@@ -682,10 +822,11 @@ class TaskHyperModel(keras_tuner.HyperModel):
             ValueError: if data are passed.
         """
         if args or "x" in kwargs:
-            raise ValueError("TaskHyperModel makes its own training data: call "
-                             "`tuner.search(epochs=...)` without data.")
-        batch_size = hp.values.get("batch_size", task_configs.TASK_CONFIGS[self.task]
-                                   ["batch_size"])
+            raise ValueError(
+                "TaskHyperModel makes its own training data: call "
+                "`tuner.search(epochs=...)` without data."
+            )
+        batch_size = hp.values.get("batch_size", task_configs.TASK_CONFIGS[self.task]["batch_size"])
         train = self.training_data(batch_size)
         steps = min(self.steps_per_epoch, len(train))
         kwargs.setdefault("steps_per_epoch", steps)
@@ -708,10 +849,21 @@ def distributed_role():
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
-def make_tuner(kind, hypermodel, max_trials=None, directory=os.path.join("runs", "tune"),
-               project_name=None, overwrite=False, seed=0, objective=None,
-               executions_per_trial=1, max_epochs=None, factor=3, hyperband_iterations=1,
-               max_consecutive_failed_trials=3):
+def make_tuner(
+    kind,
+    hypermodel,
+    max_trials=None,
+    directory=os.path.join("runs", "tune"),
+    project_name=None,
+    overwrite=False,
+    seed=0,
+    objective=None,
+    executions_per_trial=1,
+    max_epochs=None,
+    factor=3,
+    hyperband_iterations=1,
+    max_consecutive_failed_trials=3,
+):
     """A KerasTuner tuner over a `TaskHyperModel`, resuming `directory/project_name` if there.
 
     Args:
@@ -740,27 +892,42 @@ def make_tuner(kind, hypermodel, max_trials=None, directory=os.path.join("runs",
     """
     if kind not in TUNERS:
         raise ValueError(f"`kind` must be one of {TUNERS}, got {kind!r}.")
-    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(
-            max_trials, int) or max_trials <= 0):
+    if max_trials is not None and (
+        isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials <= 0
+    ):
         raise ValueError(f"`max_trials` must be a positive integer or None, got {max_trials!r}.")
     objective = objective or hypermodel.objective
     if project_name is None:
         project_name = f"{hypermodel.task}-{hypermodel.model}-{kind}" + (
-            "-quick" if hypermodel.quick else "")
-    common = dict(hypermodel=hypermodel, objective=objective, directory=directory,
-                  project_name=project_name, overwrite=overwrite, seed=seed,
-                  max_consecutive_failed_trials=max_consecutive_failed_trials)
+            "-quick" if hypermodel.quick else ""
+        )
+    common = dict(
+        hypermodel=hypermodel,
+        objective=objective,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+    )
     if kind == "hyperband":
         if not isinstance(max_epochs, int) or max_epochs < 1:
             raise ValueError(f"Hyperband needs `max_epochs` >= 1, got {max_epochs!r}.")
-        tuner = keras_tuner.Hyperband(max_epochs=max_epochs, factor=factor,
-                                      hyperband_iterations=hyperband_iterations, **common)
+        tuner = keras_tuner.Hyperband(
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=hyperband_iterations,
+            **common,
+        )
         if max_trials is not None:
             _oracle(tuner).max_trials = max_trials
         return tuner
     cls = keras_tuner.RandomSearch if kind == "random" else keras_tuner.BayesianOptimization
-    return cls(max_trials=10 if max_trials is None else max_trials,
-               executions_per_trial=executions_per_trial, **common)
+    return cls(
+        max_trials=10 if max_trials is None else max_trials,
+        executions_per_trial=executions_per_trial,
+        **common,
+    )
 
 
 def _oracle(tuner):
@@ -811,9 +978,13 @@ def best_hparams(task, values, model="stm"):
 
 def trial_summary(trial):
     """A JSON-ready dict of a `keras_tuner` trial: id, status, score, best step, values."""
-    return {"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score,
-            "best_step": trial.best_step,
-            "hyperparameters": dict(trial.hyperparameters.values)}
+    return {
+        "trial_id": trial.trial_id,
+        "status": str(trial.status),
+        "score": trial.score,
+        "best_step": trial.best_step,
+        "hyperparameters": dict(trial.hyperparameters.values),
+    }
 
 
 def write_results(tuner, hypermodel, num_best=3):
@@ -842,9 +1013,12 @@ def write_results(tuner, hypermodel, num_best=3):
     hparams_path = os.path.join(folder, BEST_HPARAMS_FILE)
     trials_path = os.path.join(folder, BEST_TRIALS_FILE)
     summary = {
-        "task": hypermodel.task, "model": hypermodel.model, "quick": hypermodel.quick,
+        "task": hypermodel.task,
+        "model": hypermodel.model,
+        "quick": hypermodel.quick,
         "objective": {"name": oracle.objective.name, "direction": oracle.objective.direction},
-        "num_trials": len(trials), "num_completed": len(completed),
+        "num_trials": len(trials),
+        "num_completed": len(completed),
         "best_trials": [trial_summary(t) for t in best],
         "training_script": os.path.join("examples", TRAINING_SCRIPTS[hypermodel.task]),
     }
@@ -852,8 +1026,12 @@ def write_results(tuner, hypermodel, num_best=3):
         json.dump(hparams, f, indent=2)
     with open(trials_path, "w") as f:
         json.dump(summary, f, indent=2)
-    return {**summary, "best_hparams": hparams, "best_hparams_path": hparams_path,
-            "best_trials_path": trials_path}
+    return {
+        **summary,
+        "best_hparams": hparams,
+        "best_hparams_path": hparams_path,
+        "best_trials_path": trials_path,
+    }
 
 
 def training_command(task, hparams_path, model="stm"):
@@ -869,8 +1047,26 @@ def training_command(task, hparams_path, model="stm"):
     return command + (" --model lstm" if model == "lstm" else "")
 
 
-__all__ = ["COEFFICIENT_CHOICES", "LSTM_SEARCH_SPACES", "Param", "QUICK_SEARCH_SPACE",
-           "QUICK_SEARCH_SPACES", "SEARCH_SPACES", "TASK_DATA", "TRAINING_SCRIPTS", "TUNERS", "TaskData",
-           "TaskHyperModel", "VALIDATION_SEED", "best_hparams", "coefficient_value",
-           "distributed_role", "fix_params", "make_tuner", "search_space", "training_command",
-           "trial_summary", "write_results"]
+__all__ = [
+    "COEFFICIENT_CHOICES",
+    "LSTM_SEARCH_SPACES",
+    "Param",
+    "QUICK_SEARCH_SPACE",
+    "QUICK_SEARCH_SPACES",
+    "SEARCH_SPACES",
+    "TASK_DATA",
+    "TRAINING_SCRIPTS",
+    "TUNERS",
+    "TaskData",
+    "TaskHyperModel",
+    "VALIDATION_SEED",
+    "best_hparams",
+    "coefficient_value",
+    "distributed_role",
+    "fix_params",
+    "make_tuner",
+    "search_space",
+    "training_command",
+    "trial_summary",
+    "write_results",
+]

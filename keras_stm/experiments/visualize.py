@@ -117,8 +117,11 @@ def plot_history(history, path, title=None, metrics=None):
     True
     """
     columns = read_history(history) if isinstance(history, (str, os.PathLike)) else dict(history)
-    names = metrics or [k for k in columns if k not in ("epoch", "learning_rate", "epoch_seconds")
-                        and not k.startswith("val_")]
+    names = metrics or [
+        k
+        for k in columns
+        if k not in ("epoch", "learning_rate", "epoch_seconds") and not k.startswith("val_")
+    ]
     names = [n for n in names if n in columns] or ["loss"]
     fig = new_figure(figsize=(4.5 * len(names), 3.4))
     axes = fig.subplots(1, len(names), squeeze=False)
@@ -126,7 +129,9 @@ def plot_history(history, path, title=None, metrics=None):
     for ax, name in zip(axes[0], names):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
             if key in columns and columns[key]:
-                ax.plot(steps[: len(columns[key])], columns[key], marker="o", markersize=2, label=label)
+                ax.plot(
+                    steps[: len(columns[key])], columns[key], marker="o", markersize=2, label=label
+                )
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -149,7 +154,9 @@ def _load_results(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"Results file {path!r} is not valid JSON: {error}") from error
     if not isinstance(results, dict):
-        raise ValueError(f"Results file {path!r} must hold a JSON object, got {type(results).__name__}.")
+        raise ValueError(
+            f"Results file {path!r} must hold a JSON object, got {type(results).__name__}."
+        )
     return results
 
 
@@ -230,8 +237,10 @@ def read_results(results_json_paths, metric=None):
     else:
         for p, t in zip(paths, tests):
             if metric not in t:
-                raise ValueError(f"`metric` {metric!r} is not in the test results of {os.fspath(p)!r} "
-                                 f"(it has {sorted(t)}).")
+                raise ValueError(
+                    f"`metric` {metric!r} is not in the test results of {os.fspath(p)!r} "
+                    f"(it has {sorted(t)})."
+                )
     runs = []
     for p, results, test in zip(paths, loaded, tests):
         history_path = _history_beside(p)
@@ -243,9 +252,15 @@ def read_results(results_json_paths, metric=None):
             per_epoch = flags.get("steps_per_epoch") or 1
             iterations = [per_epoch * (i + 1) for i in range(len(loss))]
         value = test.get(metric) if metric is not None else None
-        runs.append({"path": os.fspath(p), "label": _run_label(results, p),
-                     "value": None if value is None else float(value),
-                     "iterations": iterations, "loss": loss})
+        runs.append(
+            {
+                "path": os.fspath(p),
+                "label": _run_label(results, p),
+                "value": None if value is None else float(value),
+                "iterations": iterations,
+                "loss": loss,
+            }
+        )
     return {"metric": metric, "runs": runs}
 
 
@@ -289,7 +304,9 @@ def plot_results(results_json_paths, path, metric=None, title=None):
     if any(run["loss"] for run in runs):
         curves.legend(fontsize=7)
     else:
-        curves.text(0.5, 0.5, "no history.csv", ha="center", va="center", transform=curves.transAxes)
+        curves.text(
+            0.5, 0.5, "no history.csv", ha="center", va="center", transform=curves.transAxes
+        )
     values = [np.nan if run["value"] is None else run["value"] for run in runs]
     positions = np.arange(len(runs))
     bars.bar(positions, values, color=[f"C{i % 10}" for i in range(len(runs))])
@@ -323,7 +340,9 @@ def _find_cell(model):
     if isinstance(model, keras.Model):
         found = stm_layers(model)
         if len(found) != 1:
-            raise ValueError(f"`model` must contain exactly one keras_stm.STM layer, found {len(found)}.")
+            raise ValueError(
+                f"`model` must contain exactly one keras_stm.STM layer, found {len(found)}."
+            )
         layer = found[0]
         inputs = model.inputs
         if len(inputs) == 1 and layer.input is inputs[0]:
@@ -397,16 +416,31 @@ def trace_memories(model, sequence):
     if len(sequence.shape) == 2:
         sequence = ops.expand_dims(sequence, 0)
     if len(sequence.shape) != 3:
-        raise ValueError(f"`sequence` must be (T, input_size) or (batch, T, input_size), got shape "
-                         f"{tuple(sequence.shape)}.")
+        raise ValueError(
+            f"`sequence` must be (T, input_size) or (batch, T, input_size), got shape "
+            f"{tuple(sequence.shape)}."
+        )
     if sequence.shape[-1] != cell.input_size:
-        raise ValueError(f"`sequence` has {sequence.shape[-1]} features per step; the cell expects "
-                         f"{cell.input_size}.")
+        raise ValueError(
+            f"`sequence` has {sequence.shape[-1]} features per step; the cell expects "
+            f"{cell.input_size}."
+        )
     batch, steps = int(sequence.shape[0]), int(sequence.shape[1])
     state = cell.get_initial_state(batch_size=batch)
     item, relational = cell.unflatten_memories(state[1], state[2])
-    record = {name: [] for name in ("item_memory", "relational_memory", "sam_input", "queries",
-                                    "keys", "values", "attention", "outputs")}
+    record = {
+        name: []
+        for name in (
+            "item_memory",
+            "relational_memory",
+            "sam_input",
+            "queries",
+            "keys",
+            "values",
+            "attention",
+            "outputs",
+        )
+    }
     initial_item, initial_relational = item, relational
     relational = cell.to_value_major(relational)
 
@@ -428,8 +462,10 @@ def trace_memories(model, sequence):
         record["keys"].append(key)
         record["values"].append(value)
         record["attention"].append(attention)
-    trace = {name: np.stack([np.asarray(ops.convert_to_numpy(v)) for v in values], axis=1)
-             for name, values in record.items()}
+    trace = {
+        name: np.stack([np.asarray(ops.convert_to_numpy(v)) for v in values], axis=1)
+        for name, values in record.items()
+    }
     trace["initial_item_memory"] = np.asarray(ops.convert_to_numpy(initial_item))
     trace["initial_relational_memory"] = np.asarray(ops.convert_to_numpy(initial_relational))
     return trace
@@ -437,10 +473,18 @@ def trace_memories(model, sequence):
 
 def _check_trace(trace, keys, example):
     if not isinstance(trace, dict) or any(k not in trace for k in keys):
-        raise ValueError(f"`trace` must be the dict returned by `trace_memories` (with keys {list(keys)}).")
+        raise ValueError(
+            f"`trace` must be the dict returned by `trace_memories` (with keys {list(keys)})."
+        )
     batch = trace[keys[0]].shape[0]
-    if isinstance(example, bool) or not isinstance(example, (int, np.integer)) or not -batch <= example < batch:
-        raise ValueError(f"`example` must be an index into the trace's batch of {batch}, got {example!r}.")
+    if (
+        isinstance(example, bool)
+        or not isinstance(example, (int, np.integer))
+        or not -batch <= example < batch
+    ):
+        raise ValueError(
+            f"`example` must be an index into the trace's batch of {batch}, got {example!r}."
+        )
     return int(example) % batch
 
 
@@ -448,9 +492,13 @@ def _check_steps(steps, total):
     if steps is None:
         return list(range(total))
     chosen = list(steps)
-    if not chosen or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not -total <= s < total
-                         for s in chosen):
-        raise ValueError(f"`steps` must be a non-empty list of step indices in [0, {total}), got {steps!r}.")
+    if not chosen or any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not -total <= s < total
+        for s in chosen
+    ):
+        raise ValueError(
+            f"`steps` must be a non-empty list of step indices in [0, {total}), got {steps!r}."
+        )
     return [int(s) % total for s in chosen]
 
 
@@ -493,7 +541,8 @@ def plot_item_memory(trace, path, example=0, steps=None, title=None):
     memories = trace["item_memory"][b]
     chosen = _check_steps(steps, memories.shape[0])
     panels = [("initial", trace["initial_item_memory"][b])] + [
-        (f"after step {t + 1}", memories[t]) for t in chosen]
+        (f"after step {t + 1}", memories[t]) for t in chosen
+    ]
     limit = _symmetric_limit(np.stack([p for _, p in panels]))
     cols = len(panels)
     fig = new_figure(figsize=(1.9 * cols + 0.8, 2.5), layout="constrained")

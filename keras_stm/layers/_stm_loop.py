@@ -93,7 +93,9 @@ def run(cell, projected, mask, initial_relational, item_memory, form, unroll, co
     """
     d, nq = cell.memory_size, cell.num_queries
     if form == "low_rank":
-        relational, item_memory = _low_rank_loop(cell, projected, mask, initial_relational, item_memory)
+        relational, item_memory = _low_rank_loop(
+            cell, projected, mask, initial_relational, item_memory
+        )
         return relational, item_memory, None
     batch = ops.shape(projected)[0]
     factored = form == "factored"
@@ -109,8 +111,9 @@ def run(cell, projected, mask, initial_relational, item_memory, form, unroll, co
             new = tuple(ops.where(keep, n, o) for n, o in zip(new, carry))
         return new, (new[0] if collect else None)
 
-    (relational, item_memory), sequence = _scan(step, (relational, item_memory), projected, mask,
-                                               collect, unroll)
+    (relational, item_memory), sequence = _scan(
+        step, (relational, item_memory), projected, mask, collect, unroll
+    )
     if factored:
         # A step writes Mr_t = its factors' product; before the first unmasked step the
         # memory is still the initial one.
@@ -162,7 +165,11 @@ def _backend_scan(step, carry, inputs, mask, collect):
             return (output if collect else new[0]), list(new)
 
         _, outputs, carry = keras.src.backend.rnn(
-            rnn_step, inputs, list(carry), mask=mask, input_length=inputs.shape[1],
+            rnn_step,
+            inputs,
+            list(carry),
+            mask=mask,
+            input_length=inputs.shape[1],
             return_all_outputs=collect,
         )
         return tuple(carry[:size]), outputs if collect else None
@@ -192,8 +199,9 @@ def _dense_step(cell, projected_t, relational_flat, item_flat):
     """One step on flat memories, `Mr` value-major: `(Mr_t flat, Mi_t flat)`."""
     d, nq = cell.memory_size, cell.num_queries
     relational = ops.reshape(relational_flat, (-1, d, nq * d))
-    item, relational = cell.update_memories(projected_t, ops.reshape(item_flat, (-1, d, d)),
-                                            relational)
+    item, relational = cell.update_memories(
+        projected_t, ops.reshape(item_flat, (-1, d, d)), relational
+    )
     return ops.reshape(relational, (-1, nq * d * d)), ops.reshape(item, (-1, d * d))
 
 
@@ -278,7 +286,9 @@ def _low_rank_step(cell, t, projected_t, reads, item_flat, keep, mixers):
         `(reads, item_flat, (values (batch, d, nq), scores (batch, nq, nq*d)))`.
     """
     if reads is None:
-        _, item, values, scores = _low_rank_write(cell, projected_t, None, None, item_flat, keep, None)
+        _, item, values, scores = _low_rank_write(
+            cell, projected_t, None, None, item_flat, keep, None
+        )
         return None, item, (values, scores)
     steps = mixers.shape[-1]
     first = t - t % _LOW_RANK_BLOCK

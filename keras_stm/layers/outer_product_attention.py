@@ -49,8 +49,10 @@ class OuterProductAttention(keras.layers.Layer):
 
     def build(self, query_shape, key_shape=None, value_shape=None):
         # Checked here too, so that symbolic calls (`keras.Input`) fail as eager ones do.
-        if key_shape is not None and None not in (query_shape[-1], key_shape[-1]) and (
-            query_shape[-1] != key_shape[-1]
+        if (
+            key_shape is not None
+            and None not in (query_shape[-1], key_shape[-1])
+            and (query_shape[-1] != key_shape[-1])
         ):
             raise ValueError(
                 "`query` and `key` must have the same feature size (last axis), got "

@@ -42,8 +42,11 @@ REGULARIZERS_AND_CONSTRAINTS = (
 def regularizers_and_constraints_config(layer):
     """`{name: serialized}` of a layer's kernel and bias regularizers and constraints."""
     return {
-        name: (keras.regularizers.serialize if name.endswith("regularizer")
-               else keras.constraints.serialize)(getattr(layer, name))
+        name: (
+            keras.regularizers.serialize
+            if name.endswith("regularizer")
+            else keras.constraints.serialize
+        )(getattr(layer, name))
         for name in REGULARIZERS_AND_CONSTRAINTS
     }
 
@@ -59,8 +62,12 @@ def check_positive_int(name, value):
 def check_epsilon(name, value):
     """Raise a ValueError naming `name` unless `value` is a finite positive number; returns it
     as a Python float."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value <= 0):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
     return float(value)
 
@@ -169,12 +176,18 @@ class SelfAttentiveMemory(keras.layers.Layer):
             cols, self.kernel_initializer, self.bias_initializer
         )
         self.kernel = self.add_weight(
-            name="kernel", shape=(cols, width), initializer=kernel_init,
-            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+            name="kernel",
+            shape=(cols, width),
+            initializer=kernel_init,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         self.bias = self.add_weight(
-            name="bias", shape=(width,), initializer=bias_init,
-            regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+            name="bias",
+            shape=(width,),
+            initializer=bias_init,
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint,
         )
         norm_shape = (rows, width) if self.normalization == "joint" else (width,)
         self.gamma = self.add_weight(name="gamma", shape=norm_shape, initializer="ones")

@@ -72,7 +72,9 @@ class SentenceEncoder(keras.layers.Layer):
             embeddings_initializer = keras.initializers.RandomUniform(-0.1, 0.1)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.position_initializer = (
-            keras.initializers.get(position_initializer) if position_initializer is not None else None
+            keras.initializers.get(position_initializer)
+            if position_initializer is not None
+            else None
         )
 
     def build(self, input_shape):
@@ -94,7 +96,9 @@ class SentenceEncoder(keras.layers.Layer):
 
     def _check_length(self, shape):
         if len(shape) < 1:
-            raise ValueError(f"SentenceEncoder expects inputs of shape (..., words), got {tuple(shape)}.")
+            raise ValueError(
+                f"SentenceEncoder expects inputs of shape (..., words), got {tuple(shape)}."
+            )
         length = shape[-1]
         if length is not None and length > self.max_sentence_length:
             raise ValueError(

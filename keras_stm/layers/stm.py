@@ -41,8 +41,13 @@ _CELL_ARGS = (
 
 # Keys that configs saved by older versions carry and that are dropped on loading: how the loop
 # ran is chosen by `loop` (not saved) now.
-_REMOVED_KEYS = ("torch_compile", "torch_compile_mode", "torch_compile_step",
-                 "relational_memory_loop", "loop_gradient")
+_REMOVED_KEYS = (
+    "torch_compile",
+    "torch_compile_mode",
+    "torch_compile_step",
+    "relational_memory_loop",
+    "loop_gradient",
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_stm")
@@ -254,7 +259,13 @@ class STM(keras.layers.RNN):
             cell, projected.shape[1], self._loop, self.unroll, self.return_sequences
         )
         relational_memory, item_memory, relational_sequence = _stm_loop.run(
-            cell, projected, mask, initial_relational, item_memory, form, unroll,
+            cell,
+            projected,
+            mask,
+            initial_relational,
+            item_memory,
+            form,
+            unroll,
             self.return_sequences,
         )
         relational_memory = cell.from_value_major(relational_memory)
@@ -264,7 +275,9 @@ class STM(keras.layers.RNN):
             # Until a sample's first unmasked step its output is the initial output state, as
             # in `keras.layers.RNN(STMCell)` (masked steps repeat the previous output).
             written = ops.any(mask, axis=1, keepdims=True)
-            last_output = ops.where(written, last_output, ops.cast(initial_output, last_output.dtype))
+            last_output = ops.where(
+                written, last_output, ops.cast(initial_output, last_output.dtype)
+            )
         if self.return_sequences:
             outputs = cell.output_from_memory(cell.from_value_major(relational_sequence))
             if mask is not None:
@@ -289,14 +302,18 @@ class STM(keras.layers.RNN):
     ) -> Any:
         steps = sequences.shape[1] if len(sequences.shape) == 3 else None
         if steps == 0:
-            raise ValueError(f"STM needs at least one timestep, got inputs of shape "
-                             f"{tuple(sequences.shape)}.")
+            raise ValueError(
+                f"STM needs at least one timestep, got inputs of shape {tuple(sequences.shape)}."
+            )
         if mask is not None:
             mask_shape = tuple(ops.convert_to_tensor(mask).shape)
             if len(mask_shape) != 2 or (
-                    steps is not None and mask_shape[1] is not None and mask_shape[1] != steps):
-                raise ValueError(f"`mask` must have shape (batch, timesteps) = (batch, {steps}) "
-                                 f"for inputs of shape {tuple(sequences.shape)}, got {mask_shape}.")
+                steps is not None and mask_shape[1] is not None and mask_shape[1] != steps
+            ):
+                raise ValueError(
+                    f"`mask` must have shape (batch, timesteps) = (batch, {steps}) "
+                    f"for inputs of shape {tuple(sequences.shape)}, got {mask_shape}."
+                )
         if initial_state is not None:
             if not tree.is_nested(initial_state):
                 initial_state = [initial_state]
@@ -326,7 +343,9 @@ class STM(keras.layers.RNN):
         if not self.return_state:
             return result
         output, last, item_memory, relational_memory = result
-        item_memory, relational_memory = self.cell.unflatten_memories(item_memory, relational_memory)
+        item_memory, relational_memory = self.cell.unflatten_memories(
+            item_memory, relational_memory
+        )
         return output, last, item_memory, relational_memory
 
     def reset_state(self):
@@ -385,5 +404,8 @@ def stm_layers(model):
     """Every `STM` layer of `model` (itself included), nested ones too, in Keras' order."""
     # Keras has no public recursive walk over a model's layers; this is the one place that
     # uses its private one.
-    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(layer, STM)]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, STM)
+    ]

@@ -37,24 +37,30 @@ def _check_coefficient(name, value):
     if not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite, got {value!r}.")
     if abs(value) > MAX_FIXED_COEFFICIENT:
-        raise ValueError(f"`{name}` must be within [-{MAX_FIXED_COEFFICIENT:g}, "
-                         f"{MAX_FIXED_COEFFICIENT:g}] (the authors fix coefficients to 0 or 1), "
-                         f"got {value!r}.")
+        raise ValueError(
+            f"`{name}` must be within [-{MAX_FIXED_COEFFICIENT:g}, "
+            f"{MAX_FIXED_COEFFICIENT:g}] (the authors fix coefficients to 0 or 1), "
+            f"got {value!r}."
+        )
     return float(value)
 
 
 def check_dropout(value):
     """Raise a ValueError unless `value` is a number in [0, 1); returns it as a float."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-            or not 0.0 <= value < 1.0):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= value < 1.0
+    ):
         raise ValueError(f"`dropout` must be a number in [0, 1), got {value!r}.")
     return float(value)
 
 
 def check_seed(value):
     """Raise a ValueError unless `value` is None or an integer; returns it."""
-    if value is not None and (isinstance(value, (bool, np.bool_))
-                              or not isinstance(value, numbers.Integral)):
+    if value is not None and (
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+    ):
         raise ValueError(f"`seed` must be None or an integer, got {value!r}.")
     return None if value is None else int(value)
 
@@ -72,7 +78,9 @@ def upgrade_cell_config(config):
     if not carry:
         config["relational_carry"] = 0.0
         config["relational_read"] = 0.0
-        message += "; `carry_relational_memory=False` is now `relational_carry=0, relational_read=0`"
+        message += (
+            "; `carry_relational_memory=False` is now `relational_carry=0, relational_read=0`"
+        )
     warnings.warn(f"{message}.", DeprecationWarning, stacklevel=3)
     return config
 
@@ -200,7 +208,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         self.memory_size = check_positive_int("memory_size", memory_size)
         self.relation_size = check_positive_int("relation_size", relation_size)
         self.readout_size = check_positive_int("readout_size", readout_size)
-        self.head_units = None if head_units is None else check_positive_int("head_units", head_units)
+        self.head_units = (
+            None if head_units is None else check_positive_int("head_units", head_units)
+        )
         self.head_hidden_units = check_positive_int("head_hidden_units", head_hidden_units)
         if not isinstance(gated_write, bool):
             raise ValueError(f"`gated_write` must be a bool, got {gated_write!r}.")
@@ -229,7 +239,8 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         self.sam_normalization = sam_normalization
         self.layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
         if not keras.backend.is_float_dtype(self.compute_dtype) or not keras.backend.is_float_dtype(
-                self.variable_dtype):
+            self.variable_dtype
+        ):
             raise ValueError(
                 f"STMCell computes in floating point: its dtype policy must be a float one (e.g. "
                 f"'float32', 'mixed_bfloat16'), got {self.dtype_policy.name!r}."
@@ -268,8 +279,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         )
 
     # ------------------------------------------------------------------ weights
-    def _add(self, name, shape, initializer, used, regularizer=None, constraint=None,
-             previous=False):
+    def _add(
+        self, name, shape, initializer, used, regularizer=None, constraint=None, previous=False
+    ):
         """`add_weight` for a weight of the full layout, or None (no weight) when `used` is False.
 
         Every name goes into `_full_layout`, the weights in order that files saved before
@@ -281,8 +293,13 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             self._previous_layout.append(name)
         if not used:
             return None
-        return self.add_weight(name=name, shape=shape, initializer=initializer,
-                               regularizer=regularizer, constraint=constraint)
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+        )
 
     def _dense(self, name, fan_in, units, used=True, previous=False):
         # The initializers are made even for an unused layer: each draws a seed, and the
@@ -290,10 +307,24 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         kernel_init, bias_init = pytorch_linear_initializers(
             fan_in, self.kernel_initializer, self.bias_initializer
         )
-        kernel = self._add(f"{name}_kernel", (fan_in, units), kernel_init, used,
-                           self.kernel_regularizer, self.kernel_constraint, previous)
-        bias = self._add(f"{name}_bias", (units,), bias_init, used,
-                         self.bias_regularizer, self.bias_constraint, previous)
+        kernel = self._add(
+            f"{name}_kernel",
+            (fan_in, units),
+            kernel_init,
+            used,
+            self.kernel_regularizer,
+            self.kernel_constraint,
+            previous,
+        )
+        bias = self._add(
+            f"{name}_bias",
+            (units,),
+            bias_init,
+            used,
+            self.bias_regularizer,
+            self.bias_constraint,
+            previous,
+        )
         return kernel, bias
 
     def _projector(self, name, fan_in, units, used=True):
@@ -322,7 +353,8 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             )
         if input_size <= 0:
             raise ValueError(
-                f"STMCell needs a positive input feature size (last axis), got {tuple(input_shape)}."
+                "STMCell needs a positive input feature size (last axis), got "
+                f"{tuple(input_shape)}."
             )
         self.input_size = int(input_size)
         d, nq, r, a, m = (
@@ -369,11 +401,14 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             item_limit = 1.0 / math.sqrt(2 * d)
             rel_limit = 1.0 / math.sqrt(2 * d + nq)
             self.initial_item_memory = self._add(
-                "initial_item_memory", (d, d),
-                keras.initializers.RandomUniform(-item_limit, item_limit), True,
+                "initial_item_memory",
+                (d, d),
+                keras.initializers.RandomUniform(-item_limit, item_limit),
+                True,
             )
             self.initial_relational_memory = self._add(
-                "initial_relational_memory", (nq, d, d),
+                "initial_relational_memory",
+                (nq, d, d),
                 keras.initializers.RandomUniform(-rel_limit, rel_limit),
                 self.uses_initial_relational_memory,
             )
@@ -480,8 +515,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         `(batch, d)`."""
         return stm_ops.matmul(relational_memory, ops.expand_dims(mixer, -1))[..., 0]
 
-    def update_memories(self, projected, item_memory, relational_memory, factored=False,
-                        return_sam_inputs=False):
+    def update_memories(
+        self, projected, item_memory, relational_memory, factored=False, return_sam_inputs=False
+    ):
         """One step of the memory dynamics.
 
         The relational memory is taken and returned **value-major**: shape
@@ -536,8 +572,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         """Whether a step reads `Mr_{t-1}` into SAM's input (a non-zero `relational_read`)."""
         return self._path_on("relational_read")
 
-    def write_memories(self, projected, item_memory, relational_value=None,
-                       return_sam_inputs=False):
+    def write_memories(
+        self, projected, item_memory, relational_value=None, return_sam_inputs=False
+    ):
         """The item-memory write, SAM and the transfer of one step, given the step's read.
 
         Computes `Mi' = I ⊙ tanh(u ⊗ u) + F ⊙ Mi_{t-1}` (or `Mi_{t-1} + u ⊗ u`), then for each
@@ -576,7 +613,9 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
         sam_input_shift = None
         if relational_value is not None:
-            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(relational_value, read)
+            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(
+                relational_value, read
+            )
 
         transfer_on = self._path_on("relational_transfer")
         factors, sam_inputs = [], []
@@ -612,7 +651,10 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         lead = ops.shape(relational_memory)[:-3]
         slots = ops.reshape(relational_memory, (-1, nq, d * d))
         relations = stm_ops.matmul(slots, self.slot_readout_kernel) + self.slot_readout_bias
-        readout = stm_ops.matmul(ops.reshape(relations, (-1, nq * r)), self.readout_kernel) + self.readout_bias
+        readout = (
+            stm_ops.matmul(ops.reshape(relations, (-1, nq * r)), self.readout_kernel)
+            + self.readout_bias
+        )
         if self.readout_normalization:
             readout = stm_ops.normalize(readout, -1, self.layer_norm_epsilon)
             readout = readout * self.readout_gamma + self.readout_beta
@@ -634,7 +676,8 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
     # ------------------------------------------------------------------ RNN API
     def unflatten_memories(self, item_memory, relational_memory):
-        """Reshape flat memories `(batch, d*d)`, `(batch, nq*d*d)` to `(batch, d, d)`, `(batch, nq, d, d)`."""
+        """Reshape flat memories `(batch, d*d)`, `(batch, nq*d*d)` to `(batch, d, d)`,
+        `(batch, nq, d, d)`."""
         d, nq = self.memory_size, self.num_queries
         return ops.reshape(item_memory, (-1, d, d)), ops.reshape(relational_memory, (-1, nq, d, d))
 

@@ -88,7 +88,9 @@ class TPRInference(keras.layers.Layer):
 
     def _mlp(self, name, fan_in, units):
         layers = []
-        for i, (n_in, n_out) in enumerate(((fan_in, self.hidden_units), (self.hidden_units, units)), 1):
+        for i, (n_in, n_out) in enumerate(
+            ((fan_in, self.hidden_units), (self.hidden_units, units)), 1
+        ):
             kernel = self.add_weight(
                 name=f"{name}_kernel_{i}", shape=(n_in, n_out), initializer=self.kernel_initializer
             )
@@ -104,11 +106,17 @@ class TPRInference(keras.layers.Layer):
                 f"TPRInference needs a known query size (last axis), got {tuple(query_shape)}."
             )
         self.entity_mlp = self._mlp("entity", int(features), self.entity_size)
-        self.role_mlps = [self._mlp(f"role_{k}", int(features), self.role_size) for k in range(1, self.hops + 1)]
+        self.role_mlps = [
+            self._mlp(f"role_{k}", int(features), self.role_size) for k in range(1, self.hops + 1)
+        ]
         self.norms = [
             (
-                self.add_weight(name=f"norm_{k}_gamma", shape=(self.entity_size,), initializer="ones"),
-                self.add_weight(name=f"norm_{k}_beta", shape=(self.entity_size,), initializer="zeros"),
+                self.add_weight(
+                    name=f"norm_{k}_gamma", shape=(self.entity_size,), initializer="ones"
+                ),
+                self.add_weight(
+                    name=f"norm_{k}_beta", shape=(self.entity_size,), initializer="zeros"
+                ),
             )
             for k in range(1, self.hops + 1)
         ]
@@ -121,8 +129,10 @@ class TPRInference(keras.layers.Layer):
         self.built = True
 
     def _split_shapes(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not all(
-            isinstance(s, (list, tuple)) for s in input_shape
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
         ):
             raise ValueError(
                 "TPRInference expects inputs [query (batch, features), relational_memory "
@@ -131,7 +141,9 @@ class TPRInference(keras.layers.Layer):
         query_shape, memory_shape = (tuple(s) for s in input_shape)
         expected = (self.role_size, self.entity_size, self.entity_size)
         if len(query_shape) != 2:
-            raise ValueError(f"TPRInference: `query` must have shape (batch, features), got {query_shape}.")
+            raise ValueError(
+                f"TPRInference: `query` must have shape (batch, features), got {query_shape}."
+            )
         if len(memory_shape) != 4 or any(
             got is not None and got != want for got, want in zip(memory_shape[1:], expected)
         ):

@@ -15,7 +15,8 @@ Recurrent state, carried by the caller as a list of flat float32 arrays (`state_
 `[lstm_h (N, 256), lstm_c (N, 256)]` plus, for the STM core, `[stm_output (N, 256),
 stm_item_memory (N, d*d)]`. That is the reference's state `(hx = previous STM output, cx = Mi,
 h2, c2)`. The relational memory `Mr` is not carried: the RL variant recomputes it every step
-from `Mi` (`relational_carry=0, relational_read=0`), and the previous STM output is never read by the
+from `Mi` (`relational_carry=0, relational_read=0`), and the previous STM output is never read by
+the
 next step (it is kept only to mirror the reference and `keras_stm.STMCell`'s state list).
 
 Episode ends: `resets[:, t] = 1` re-initialises an environment's state *before* step `t`:
@@ -90,8 +91,14 @@ which computes the same thing without creating weights that would get no gradien
 SMOKE_CONFIG = {
     "conv_filters": (2, 2, 2, 2),
     "lstm_units": 6,
-    "stm_config": {"num_queries": 2, "memory_size": 3, "relation_size": 3, "readout_size": 4,
-                   "head_units": 5, "head_hidden_units": 4},
+    "stm_config": {
+        "num_queries": 2,
+        "memory_size": 3,
+        "relation_size": 3,
+        "readout_size": 4,
+        "head_units": 5,
+        "head_hidden_units": 4,
+    },
 }
 """dict: tiny `ActorCritic` sizes for CPU smoke runs (`--quick`) and tests (all widths differ,
 so that a mixed-up axis shows)."""
@@ -146,8 +153,9 @@ class NormalizedColumns(keras.initializers.Initializer):
         return {"std": self.std, "seed": self.seed}
 
 
-def actor_critic_loss(logits, values, actions, advantages, returns, entropy_coef=0.01,
-                      value_coef=0.5):
+def actor_critic_loss(
+    logits, values, actions, advantages, returns, entropy_coef=0.01, value_coef=0.5
+):
     """The reference A3C loss of a batch of rollouts, with `keras.ops`.
 
     Per environment (summed over the rollout's `T` steps, as the authors' worker does):
@@ -189,17 +197,28 @@ def actor_critic_loss(logits, values, actions, advantages, returns, entropy_coef
     returns = ops.stop_gradient(ops.cast(returns, dtype))
     log_probs = ops.log_softmax(logits, axis=-1)
     entropy = -ops.sum(ops.exp(log_probs) * log_probs, axis=-1)
-    taken = ops.sum(ops.one_hot(ops.cast(actions, "int32"), logits.shape[-1], dtype=dtype)
-                    * log_probs, axis=-1)
+    taken = ops.sum(
+        ops.one_hot(ops.cast(actions, "int32"), logits.shape[-1], dtype=dtype) * log_probs, axis=-1
+    )
     policy = -ops.sum(taken * advantages, axis=1) - entropy_coef * ops.sum(entropy, axis=1)
     value = ops.sum(0.5 * ops.square(returns - values), axis=1)
     loss = ops.mean(policy + value_coef * value)
-    return loss, {"policy_loss": ops.mean(policy), "value_loss": ops.mean(value),
-                  "entropy": ops.mean(entropy)}
+    return loss, {
+        "policy_loss": ops.mean(policy),
+        "value_loss": ops.mean(value),
+        "entropy": ops.mean(entropy),
+    }
 
 
-def a2c_optimizer(learning_rate=1e-4, epsilon=1e-3, amsgrad=True, beta_1=0.9, beta_2=0.999,
-                  clipnorm=None, clipvalue=None):
+def a2c_optimizer(
+    learning_rate=1e-4,
+    epsilon=1e-3,
+    amsgrad=True,
+    beta_1=0.9,
+    beta_2=0.999,
+    clipnorm=None,
+    clipvalue=None,
+):
     """The reference's optimiser: Adam(lr 1e-4, amsgrad, eps 1e-3), no gradient clipping.
 
     Note: Keras' Adam adds `epsilon` to `sqrt(v)` before the bias correction and PyTorch after
@@ -226,8 +245,14 @@ def a2c_optimizer(learning_rate=1e-4, epsilon=1e-3, amsgrad=True, beta_1=0.9, be
         clip["global_clipnorm"] = clipnorm
     if clipvalue is not None:
         clip["clipvalue"] = clipvalue
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                                 epsilon=epsilon, amsgrad=amsgrad, **clip)
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        amsgrad=amsgrad,
+        **clip,
+    )
 
 
 def sample_actions(logits, rng):
@@ -306,27 +331,39 @@ class ActorCritic(keras.Model):
     ((3, 6), (3,), [(3, 8), (3, 8), (3, 8), (3, 16)])
     """
 
-    def __init__(self, num_actions, core="stm", observation_shape=OBSERVATION_SHAPE,
-                 conv_filters=CONV_FILTERS, lstm_units=LSTM_UNITS, stm_config=None,
-                 entropy_coef=0.01, value_coef=0.5, **kwargs):
+    def __init__(
+        self,
+        num_actions,
+        core="stm",
+        observation_shape=OBSERVATION_SHAPE,
+        conv_filters=CONV_FILTERS,
+        lstm_units=LSTM_UNITS,
+        stm_config=None,
+        entropy_coef=0.01,
+        value_coef=0.5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_actions = _check_int("num_actions", num_actions)
         if core not in CORES:
             raise ValueError(f"`core` must be one of {CORES}, got {core!r}.")
         self.core = core
         if not (isinstance(observation_shape, (tuple, list)) and len(observation_shape) == 3):
-            raise ValueError("`observation_shape` must be (height, width, channels), got "
-                             f"{observation_shape!r}.")
+            raise ValueError(
+                f"`observation_shape` must be (height, width, channels), got {observation_shape!r}."
+            )
         self.observation_shape = tuple(
-            _check_int("observation_shape", v) for v in observation_shape)
+            _check_int("observation_shape", v) for v in observation_shape
+        )
         if not (isinstance(conv_filters, (tuple, list)) and len(conv_filters) == 4):
             raise ValueError(f"`conv_filters` must be 4 integers, got {conv_filters!r}.")
         self.conv_filters = tuple(_check_int("conv_filters", v) for v in conv_filters)
         self.lstm_units = _check_int("lstm_units", lstm_units)
         unknown = sorted(set(stm_config or {}) - set(ATARI_STM_CONFIG))
         if unknown:
-            raise ValueError(f"`stm_config` has unknown keys {unknown}; allowed: "
-                             f"{sorted(ATARI_STM_CONFIG)}.")
+            raise ValueError(
+                f"`stm_config` has unknown keys {unknown}; allowed: {sorted(ATARI_STM_CONFIG)}."
+            )
         self.stm_config = {**ATARI_STM_CONFIG, **(stm_config or {})}
         for name, value in (("entropy_coef", entropy_coef), ("value_coef", value_coef)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -341,28 +378,46 @@ class ActorCritic(keras.Model):
         for i, (filters, (size, pad)) in enumerate(zip(self.conv_filters, geometry), start=1):
             self.encoder_layers += [
                 keras.layers.ZeroPadding2D(pad, name=f"pad{i}"),
-                keras.layers.Conv2D(filters, size, kernel_initializer=relu_glorot,
-                                    bias_initializer="zeros", name=f"conv{i}"),
+                keras.layers.Conv2D(
+                    filters,
+                    size,
+                    kernel_initializer=relu_glorot,
+                    bias_initializer="zeros",
+                    name=f"conv{i}",
+                ),
                 keras.layers.MaxPooling2D(2, name=f"pool{i}"),
                 keras.layers.ReLU(name=f"relu{i}"),
             ]
         self.encoder_layers.append(keras.layers.Flatten(name="flatten"))
-        lstm_init = keras.initializers.RandomUniform(-1.0 / math.sqrt(self.lstm_units),
-                                                     1.0 / math.sqrt(self.lstm_units))
+        lstm_init = keras.initializers.RandomUniform(
+            -1.0 / math.sqrt(self.lstm_units), 1.0 / math.sqrt(self.lstm_units)
+        )
         self.lstm_cell = keras.layers.LSTMCell(
-            self.lstm_units, kernel_initializer=lstm_init, recurrent_initializer=lstm_init,
-            bias_initializer="zeros", unit_forget_bias=False, name="lstm_cell")
+            self.lstm_units,
+            kernel_initializer=lstm_init,
+            recurrent_initializer=lstm_init,
+            bias_initializer="zeros",
+            unit_forget_bias=False,
+            name="lstm_cell",
+        )
         self.stm_cell = None
         if core == "stm":
-            self.stm_cell = STMCell(**self.stm_config, **RL_VARIANT,
-                                    kernel_initializer="glorot_uniform",
-                                    bias_initializer="zeros", name="stm_cell")
-        self.actor = keras.layers.Dense(self.num_actions, name="actor",
-                                        kernel_initializer=NormalizedColumns(0.01),
-                                        bias_initializer="zeros")
-        self.critic = keras.layers.Dense(1, name="critic",
-                                         kernel_initializer=NormalizedColumns(1.0),
-                                         bias_initializer="zeros")
+            self.stm_cell = STMCell(
+                **self.stm_config,
+                **RL_VARIANT,
+                kernel_initializer="glorot_uniform",
+                bias_initializer="zeros",
+                name="stm_cell",
+            )
+        self.actor = keras.layers.Dense(
+            self.num_actions,
+            name="actor",
+            kernel_initializer=NormalizedColumns(0.01),
+            bias_initializer="zeros",
+        )
+        self.critic = keras.layers.Dense(
+            1, name="critic", kernel_initializer=NormalizedColumns(1.0), bias_initializer="zeros"
+        )
         self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
         self.value_loss_tracker = keras.metrics.Mean(name="value_loss")
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
@@ -377,7 +432,8 @@ class ActorCritic(keras.Model):
         for layer in self.encoder_layers:
             too_small = ValueError(
                 f"`observation_shape` {self.observation_shape} is too small for the four "
-                "conv + max-pool blocks (needs at least 40 x 40 pixels).")
+                "conv + max-pool blocks (needs at least 40 x 40 pixels)."
+            )
             try:
                 layer.build(shape)
                 shape = layer.compute_output_shape(shape)
@@ -408,7 +464,7 @@ class ActorCritic(keras.Model):
         """list of int: width of each (flat) recurrent state."""
         sizes = [self.lstm_units, self.lstm_units]
         if self.stm_cell is not None:
-            sizes += [self.stm_cell.output_size, self.stm_cell.memory_size ** 2]
+            sizes += [self.stm_cell.output_size, self.stm_cell.memory_size**2]
         return sizes
 
     def _reset_values(self):
@@ -467,35 +523,49 @@ class ActorCritic(keras.Model):
 
         The features are `concat[stm_output, lstm_h]` (STM core) or `lstm_h` (LSTM core).
         """
-        features = states[0] if self.stm_cell is None else ops.concatenate(
-            [states[2], states[0]], axis=-1)
+        features = (
+            states[0] if self.stm_cell is None else ops.concatenate([states[2], states[0]], axis=-1)
+        )
         return self.actor(features), self.critic(features)[..., 0]
 
     def _unpack(self, inputs):
         if not isinstance(inputs, dict) or "observations" not in inputs or "states" not in inputs:
-            raise ValueError("ActorCritic inputs must be a dict with 'observations' "
-                             "(N, T, height, width, channels), 'states' (list) and optionally "
-                             f"'resets' (N, T); got {type(inputs).__name__}"
-                             f"{sorted(inputs) if isinstance(inputs, dict) else ''}.")
+            raise ValueError(
+                "ActorCritic inputs must be a dict with 'observations' "
+                "(N, T, height, width, channels), 'states' (list) and optionally "
+                f"'resets' (N, T); got {type(inputs).__name__}"
+                f"{sorted(inputs) if isinstance(inputs, dict) else ''}."
+            )
         observations = inputs["observations"]
         expected = self.observation_shape
         if len(observations.shape) != 5 or tuple(observations.shape[2:]) != expected:
-            raise ValueError(f"'observations' must have shape (N, T) + {expected}, got "
-                             f"{tuple(observations.shape)}.")
+            raise ValueError(
+                f"'observations' must have shape (N, T) + {expected}, got "
+                f"{tuple(observations.shape)}."
+            )
         states = list(inputs["states"])
         if len(states) != len(self.state_sizes):
-            raise ValueError(f"'states' must be {len(self.state_sizes)} arrays "
-                             f"{self.state_names}, got {len(states)}.")
+            raise ValueError(
+                f"'states' must be {len(self.state_sizes)} arrays "
+                f"{self.state_names}, got {len(states)}."
+            )
         for name, size, state in zip(self.state_names, self.state_sizes, states):
             if len(state.shape) != 2 or state.shape[-1] != size:
-                raise ValueError(f"state {name!r} must have shape (N, {size}), got "
-                                 f"{tuple(state.shape)}.")
+                raise ValueError(
+                    f"state {name!r} must have shape (N, {size}), got {tuple(state.shape)}."
+                )
         resets = inputs.get("resets")
-        if resets is not None and (len(resets.shape) != 2 or (
+        if resets is not None and (
+            len(resets.shape) != 2
+            or (
                 None not in (resets.shape[1], observations.shape[1])
-                and resets.shape[1] != observations.shape[1])):
-            raise ValueError(f"'resets' must have shape (N, T={observations.shape[1]}), got "
-                             f"{tuple(resets.shape)}.")
+                and resets.shape[1] != observations.shape[1]
+            )
+        ):
+            raise ValueError(
+                f"'resets' must have shape (N, T={observations.shape[1]}), got "
+                f"{tuple(resets.shape)}."
+            )
         return observations, resets, states
 
     def call(self, inputs, training=None):
@@ -509,14 +579,15 @@ class ActorCritic(keras.Model):
         if resets is None:
             resets = ops.zeros((shape[0], shape[1]), dtype=dtype)
         resets = ops.expand_dims(ops.cast(resets, dtype), -1)
-        reset_values = [None if s0 is None else ops.cast(s0, dtype)
-                        for s0 in self._reset_values()]
+        reset_values = [None if s0 is None else ops.cast(s0, dtype) for s0 in self._reset_values()]
 
         def step(carry, step_inputs):
             step_features, reset = step_inputs[:, :-1], step_inputs[:, -1:]
             keep = 1.0 - reset
-            carry = [c * keep if c0 is None else c * keep + reset * c0
-                     for c, c0 in zip(carry, reset_values)]
+            carry = [
+                c * keep if c0 is None else c * keep + reset * c0
+                for c, c0 in zip(carry, reset_values)
+            ]
             carry = self.recurrent_step(step_features, carry)
             return carry, carry  # (the tensorflow scan wants outputs shaped like the carry)
 
@@ -526,8 +597,11 @@ class ActorCritic(keras.Model):
         xs = ops.swapaxes(ops.concatenate([features, resets], axis=-1), 0, 1)
         final, per_step = ops.scan(step, states, xs)
         logits, values = self.heads(per_step)
-        return {"logits": ops.swapaxes(logits, 0, 1), "values": ops.swapaxes(values, 0, 1),
-                "states": list(final)}
+        return {
+            "logits": ops.swapaxes(logits, 0, 1),
+            "values": ops.swapaxes(values, 0, 1),
+            "states": list(final),
+        }
 
     def step(self, observations, states, resets=None):
         """One acting step for `N` environments (numpy in, numpy out; compiled by Keras).
@@ -543,29 +617,40 @@ class ActorCritic(keras.Model):
         """
         observations = np.asarray(observations, np.float32)
         if observations.ndim != 4:
-            raise ValueError("`observations` must have shape (N, height, width, channels), got "
-                             f"{observations.shape}.")
+            raise ValueError(
+                "`observations` must have shape (N, height, width, channels), got "
+                f"{observations.shape}."
+            )
         n = observations.shape[0]
         resets = np.zeros((n,), np.float32) if resets is None else np.asarray(resets, np.float32)
         if resets.shape != (n,):
             raise ValueError(f"`resets` must have shape ({n},), got {resets.shape}.")
-        out = self.predict_on_batch({
-            "observations": observations[:, None],
-            "resets": resets[:, None],
-            "states": [np.asarray(s, np.float32) for s in states],
-        })
+        out = self.predict_on_batch(
+            {
+                "observations": observations[:, None],
+                "resets": resets[:, None],
+                "states": [np.asarray(s, np.float32) for s in states],
+            }
+        )
         return out["logits"][:, 0], out["values"][:, 0], list(out["states"])
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The A3C loss (`actor_critic_loss`) of a rollout; `y` holds actions, advantages, returns."""
+        """The A3C loss (`actor_critic_loss`) of a rollout; `y`: actions, advantages, returns."""
         if not isinstance(y, dict) or not {"actions", "advantages", "returns"} <= set(y):
-            raise ValueError("ActorCritic targets must be a dict with 'actions', 'advantages' "
-                             f"and 'returns' (each (N, T)); got {type(y).__name__}.")
-        loss, parts = actor_critic_loss(y_pred["logits"], y_pred["values"], y["actions"],
-                                        y["advantages"], y["returns"],
-                                        entropy_coef=self.entropy_coef,
-                                        value_coef=self.value_coef)
+            raise ValueError(
+                "ActorCritic targets must be a dict with 'actions', 'advantages' "
+                f"and 'returns' (each (N, T)); got {type(y).__name__}."
+            )
+        loss, parts = actor_critic_loss(
+            y_pred["logits"],
+            y_pred["values"],
+            y["actions"],
+            y["advantages"],
+            y["returns"],
+            entropy_coef=self.entropy_coef,
+            value_coef=self.value_coef,
+        )
         self.policy_loss_tracker.update_state(parts["policy_loss"])
         self.value_loss_tracker.update_state(parts["value_loss"])
         self.entropy_tracker.update_state(parts["entropy"])
@@ -575,14 +660,16 @@ class ActorCritic(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_actions": self.num_actions,
-            "core": self.core,
-            "observation_shape": list(self.observation_shape),
-            "conv_filters": list(self.conv_filters),
-            "lstm_units": self.lstm_units,
-            "stm_config": dict(self.stm_config),
-            "entropy_coef": self.entropy_coef,
-            "value_coef": self.value_coef,
-        })
+        config.update(
+            {
+                "num_actions": self.num_actions,
+                "core": self.core,
+                "observation_shape": list(self.observation_shape),
+                "conv_filters": list(self.conv_filters),
+                "lstm_units": self.lstm_units,
+                "stm_config": dict(self.stm_config),
+                "entropy_coef": self.entropy_coef,
+                "value_coef": self.value_coef,
+            }
+        )
         return config

@@ -54,8 +54,17 @@ BABI_MODEL_CONFIG = {"embedding_size": 64, "inference_hidden_units": 80, "hops":
 FAILED_TASK_ERROR = 5.0
 
 
-def build_babi_model(vocabulary_size, max_sentence_length, embedding_size=64, stm_config=None,
-                     inference_hidden_units=80, hops=3, core="stm", lstm_units=256, name=None):
+def build_babi_model(
+    vocabulary_size,
+    max_sentence_length,
+    embedding_size=64,
+    stm_config=None,
+    inference_hidden_units=80,
+    hops=3,
+    core="stm",
+    lstm_units=256,
+    name=None,
+):
     """The STM bAbI model: sentence encoder, STM over sentences, TPR-style inference.
 
     Inputs are a dict `{"story": (batch, sentences, words), "question": (batch, words)}` of
@@ -106,12 +115,16 @@ def build_babi_model(vocabulary_size, max_sentence_length, embedding_size=64, st
     check_positive_int("embedding_size", embedding_size)
     config = dict(BABI_STM_CONFIG)
     if stm_config:
-        unknown = sorted(set(stm_config) - (set(inspect.signature(STM.__init__).parameters) - {"self", "kwargs"}))
+        unknown = sorted(
+            set(stm_config) - (set(inspect.signature(STM.__init__).parameters) - {"self", "kwargs"})
+        )
         if unknown:
             raise ValueError(f"`stm_config` has unknown STM argument(s) {unknown}.")
         if stm_config.get("head_units") is not None:
-            raise ValueError("`stm_config['head_units']` must be None: the bAbI model reads only "
-                             "the final relational memory.")
+            raise ValueError(
+                "`stm_config['head_units']` must be None: the bAbI model reads only "
+                "the final relational memory."
+            )
         for key in ("return_state", "return_sequences"):
             if key in stm_config:
                 raise ValueError(f"`stm_config[{key!r}]` is fixed by the bAbI model.")
@@ -119,8 +132,9 @@ def build_babi_model(vocabulary_size, max_sentence_length, embedding_size=64, st
 
     story = keras.Input((None, None), dtype="int32", name="story")
     question = keras.Input((None,), dtype="int32", name="question")
-    encoder = SentenceEncoder(vocabulary_size, max_sentence_length, embedding_size,
-                              name="sentence_encoder")
+    encoder = SentenceEncoder(
+        vocabulary_size, max_sentence_length, embedding_size, name="sentence_encoder"
+    )
     sentences = encoder(story)  # (B, S, E)
     query = encoder(question)  # (B, E)
     if core == "stm":
@@ -140,8 +154,7 @@ def build_babi_model(vocabulary_size, max_sentence_length, embedding_size=64, st
         features = keras.layers.Concatenate(name="features")([summary, query])
         logits = keras.layers.Dense(vocabulary_size, name="output")(features)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model({"story": story, "question": question}, logits,
-                       name=name or f"babi_{core}")
+    return keras.Model({"story": story, "question": question}, logits, name=name or f"babi_{core}")
 
 
 def _freeze_unused_stm_weights(stm):
@@ -154,8 +167,12 @@ def _freeze_unused_stm_weights(stm):
     their gradient is zero).
     """
     cell = stm.cell
-    unused = [cell.slot_readout_kernel, cell.slot_readout_bias, cell.readout_kernel,
-              cell.readout_bias]
+    unused = [
+        cell.slot_readout_kernel,
+        cell.slot_readout_bias,
+        cell.readout_kernel,
+        cell.readout_bias,
+    ]
     if cell.readout_normalization:
         unused += [cell.readout_gamma, cell.readout_beta]
     if cell.relational_transfer == 0.0:
@@ -190,8 +207,11 @@ class BabiEvalDataset(keras.utils.PyDataset):
 
     def __init__(self, arrays, batch_size=128, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size <= 0:
+        if (
+            not isinstance(batch_size, (int, np.integer))
+            or isinstance(batch_size, bool)
+            or batch_size <= 0
+        ):
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if not arrays:
             raise ValueError("`arrays` must hold at least one task.")
@@ -205,9 +225,11 @@ class BabiEvalDataset(keras.utils.PyDataset):
             for rows in np.array_split(np.arange(n), -(-n // int(batch_size))):
                 self.batches.append((task, int(rows[0]), int(rows[-1]) + 1))
         self.row_tasks = np.concatenate(
-            [np.full(stop - start, task, np.int32) for task, start, stop in self.batches])
+            [np.full(stop - start, task, np.int32) for task, start, stop in self.batches]
+        )
         self.answers = np.concatenate(
-            [arrays[task].answer[start:stop] for task, start, stop in self.batches]).astype(np.int32)
+            [arrays[task].answer[start:stop] for task, start, stop in self.batches]
+        ).astype(np.int32)
 
     def __len__(self):
         return len(self.batches)
@@ -217,8 +239,9 @@ class BabiEvalDataset(keras.utils.PyDataset):
             raise IndexError(f"batch index {index} out of range [0, {len(self.batches)}).")
         task, start, stop = self.batches[index]
         a = self.arrays[task]
-        return {"story": a.story[start:stop], "question": a.question[start:stop]}, \
-            a.answer[start:stop]
+        return {"story": a.story[start:stop], "question": a.question[start:stop]}, a.answer[
+            start:stop
+        ]
 
 
 def scores_from_logits(logits, answers, row_tasks):
@@ -246,8 +269,10 @@ def scores_from_logits(logits, answers, row_tasks):
     answers = np.asarray(answers)
     row_tasks = np.asarray(row_tasks)
     if logits.ndim != 2 or logits.shape[0] != answers.shape[0] or answers.shape != row_tasks.shape:
-        raise ValueError(f"`logits` (N, V), `answers` (N,) and `row_tasks` (N,) do not match: "
-                         f"{logits.shape}, {answers.shape}, {row_tasks.shape}.")
+        raise ValueError(
+            f"`logits` (N, V), `answers` (N,) and `row_tasks` (N,) do not match: "
+            f"{logits.shape}, {answers.shape}, {row_tasks.shape}."
+        )
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(axis=1))
     losses = log_norm - shifted[np.arange(len(answers)), answers]
@@ -256,8 +281,12 @@ def scores_from_logits(logits, answers, row_tasks):
     for task in np.unique(row_tasks):
         rows = row_tasks == task
         accuracy = float(correct[rows].mean())
-        tasks[int(task)] = {"accuracy": accuracy, "error": 100.0 * (1.0 - accuracy),
-                            "loss": float(losses[rows].mean()), "examples": int(rows.sum())}
+        tasks[int(task)] = {
+            "accuracy": accuracy,
+            "error": 100.0 * (1.0 - accuracy),
+            "loss": float(losses[rows].mean()),
+            "examples": int(rows.sum()),
+        }
     errors = [v["error"] for v in tasks.values()]
     return {
         "tasks": tasks,
@@ -288,8 +317,9 @@ def evaluate_babi(model, arrays, batch_size=128):
     dataset = BabiEvalDataset(arrays, batch_size=batch_size)
     logits = model.predict(dataset, verbose=0)
     if logits.shape[0] != dataset.answers.shape[0]:
-        raise ValueError(f"The model returned {logits.shape[0]} rows for "
-                         f"{dataset.answers.shape[0]} examples.")
+        raise ValueError(
+            f"The model returned {logits.shape[0]} rows for {dataset.answers.shape[0]} examples."
+        )
     return scores_from_logits(logits, dataset.answers, dataset.row_tasks)
 
 
@@ -317,8 +347,9 @@ class DecayLearningRateOnce(keras.callbacks.Callback):
     >>> model.fit(train, validation_data=valid, epochs=500, callbacks=[cb])  # doctest: +SKIP
     """
 
-    def __init__(self, learning_rate, threshold=0.1, factor=0.5, monitor="val_loss",
-                 state_path=None):
+    def __init__(
+        self, learning_rate, threshold=0.1, factor=0.5, monitor="val_loss", state_path=None
+    ):
         super().__init__()
         for arg, value in (("learning_rate", learning_rate), ("factor", factor)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -351,5 +382,11 @@ class DecayLearningRateOnce(keras.callbacks.Callback):
             if self.state_path:
                 os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
                 with open(self.state_path, "w") as f:
-                    json.dump({"decay_epoch": self.decay_epoch, "monitor": self.monitor,
-                               "value": float(value)}, f)
+                    json.dump(
+                        {
+                            "decay_epoch": self.decay_epoch,
+                            "monitor": self.monitor,
+                            "value": float(value),
+                        },
+                        f,
+                    )

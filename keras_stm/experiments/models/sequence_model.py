@@ -7,9 +7,17 @@ from keras_stm.layers.stm import STM
 CORES = ("stm", "lstm")
 
 
-def build_sequence_model(input_size, output_size, core="stm", return_sequences=False,
-                         stm_config=None, lstm_units=512, vocabulary_size=None,
-                         embedding_size=None, name=None):
+def build_sequence_model(
+    input_size,
+    output_size,
+    core="stm",
+    return_sequences=False,
+    stm_config=None,
+    lstm_units=512,
+    vocabulary_size=None,
+    embedding_size=None,
+    name=None,
+):
     """A sequence model whose recurrent core is STM or the LSTM baseline.
 
     STM: the cell's own output head produces `output_size` logits per step (as the authors'
@@ -47,7 +55,9 @@ def build_sequence_model(input_size, output_size, core="stm", return_sequences=F
             raise ValueError("`embedding_size` is needed with `vocabulary_size`.")
         inputs = keras.Input((None,), dtype="int32", name="tokens")
         x = keras.layers.Embedding(
-            vocabulary_size, embedding_size, name="embedding",
+            vocabulary_size,
+            embedding_size,
+            name="embedding",
             embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
         )(inputs)
     else:

@@ -41,8 +41,8 @@ References:
 import copy as _copy
 import inspect
 
-from keras_stm.layers import stm_cell as _stm_cell
 from keras_stm.experiments.tasks import associative_retrieval as _associative_retrieval
+from keras_stm.layers import stm_cell as _stm_cell
 
 LEARNED = _stm_cell.LEARNED
 """str: value of a mixing coefficient (`relational_carry/read/transfer`) that is learned."""
@@ -53,8 +53,18 @@ TEST_BATCHES = 10
 """int: number of test batches of the fresh-data tasks (the authors' `-num_eval`)."""
 
 # Flags of `keras_stm.experiments.training.argument_parser` that a registry entry may set.
-_TRAINING_KEYS = ("optimizer", "learning_rate", "batch_size", "iterations", "steps_per_epoch",
-                  "clip_value", "clip_norm", "rmsprop_rho", "momentum", "adam_beta_2")
+_TRAINING_KEYS = (
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "iterations",
+    "steps_per_epoch",
+    "clip_value",
+    "clip_norm",
+    "rmsprop_rho",
+    "momentum",
+    "adam_beta_2",
+)
 
 _BASE_STM = {
     "num_queries": 8,
@@ -78,18 +88,37 @@ def _stm(**changes):
     return config
 
 
-_TOY_RMSPROP = {"optimizer": "rmsprop", "learning_rate": 1e-4, "momentum": 0.9,
-                "rmsprop_rho": 0.95, "clip_value": 10.0, "batch_size": 128,
-                "iterations": 50_000, "steps_per_epoch": 200}
-_ADAM = {"optimizer": "adam", "learning_rate": 1e-4, "adam_beta_2": 0.999, "clip_value": 10.0,
-         "batch_size": 128, "iterations": 1_000_000, "steps_per_epoch": 200}
+_TOY_RMSPROP = {
+    "optimizer": "rmsprop",
+    "learning_rate": 1e-4,
+    "momentum": 0.9,
+    "rmsprop_rho": 0.95,
+    "clip_value": 10.0,
+    "batch_size": 128,
+    "iterations": 50_000,
+    "steps_per_epoch": 200,
+}
+_ADAM = {
+    "optimizer": "adam",
+    "learning_rate": 1e-4,
+    "adam_beta_2": 0.999,
+    "clip_value": 10.0,
+    "batch_size": 128,
+    "iterations": 1_000_000,
+    "steps_per_epoch": 200,
+}
 _GEOMETRY_STM = _stm(num_queries=8, memory_size=128, relation_size=96)
 
 TASK_CONFIGS = {
     "associative_retrieval": {
         "stm": _stm(num_queries=2, memory_size=96, relation_size=96),
-        "optimizer": "rmsprop", "learning_rate": 1e-4, "momentum": 0.9, "rmsprop_rho": 0.99,
-        "clip_value": 10.0, "batch_size": 128, "iterations": 100_000,
+        "optimizer": "rmsprop",
+        "learning_rate": 1e-4,
+        "momentum": 0.9,
+        "rmsprop_rho": 0.99,
+        "clip_value": 10.0,
+        "batch_size": 128,
+        "iterations": 100_000,
         # One epoch = one pass over the 100,000 training sequences: 100,000 // 128 batches.
         "steps_per_epoch": _associative_retrieval.SPLIT_SIZES["train"] // 128,
         "vocabulary_size": _associative_retrieval.VOCAB_SIZE,
@@ -107,8 +136,13 @@ TASK_CONFIGS = {
         "source": "tasks/prioritysort.json, run_toys.py (spec 4.0, 4.3)",
     },
     "rar": {
-        "stm": _stm(num_queries=16, memory_size=72, relation_size=72,
-                    relational_carry=0.0, relational_read=0.0),
+        "stm": _stm(
+            num_queries=16,
+            memory_size=72,
+            relation_size=72,
+            relational_carry=0.0,
+            relational_read=0.0,
+        ),
         **_TOY_RMSPROP,
         "source": "tasks/rar.json (last values of its repeated keys), run_toys.py (spec 4.0, 4.4)",
     },
@@ -121,35 +155,40 @@ TASK_CONFIGS = {
         "stm": dict(_GEOMETRY_STM),
         **_ADAM,
         "source": "tasks/convex_hull.json sizes and iterations; write, optimiser and clipping "
-                  "our choice (spec 4.6)",
+        "our choice (spec 4.6)",
     },
     "tsp": {
         "stm": dict(_GEOMETRY_STM),
         **_ADAM,
         "source": "tasks/tsp.json sizes and iterations; write, optimiser and clipping our "
-                  "choice (spec 4.7)",
+        "choice (spec 4.7)",
     },
     "shortest_path": {
         "stm": dict(_GEOMETRY_STM),
         **_ADAM,
         "source": "not in the authors' repository: convex hull / TSP settings (our choice, "
-                  "spec 4.8)",
+        "spec 4.8)",
     },
     "minimum_spanning_tree": {
         "stm": dict(_GEOMETRY_STM),
         **_ADAM,
         "source": "not in the authors' repository: convex hull / TSP settings (our choice, "
-                  "spec 4.8)",
+        "spec 4.8)",
     },
 }
 """dict: task name -> {"stm": STM arguments, training defaults, extras, "source"}."""
 
-QUICK_MODEL = {"num_queries": 2, "memory_size": 8, "relation_size": 8, "readout_size": 8,
-               "head_hidden_units": 8, "lstm_units": 8}
+QUICK_MODEL = {
+    "num_queries": 2,
+    "memory_size": 8,
+    "relation_size": 8,
+    "readout_size": 8,
+    "head_hidden_units": 8,
+    "lstm_units": 8,
+}
 """dict: tiny model sizes (flag names of `add_model_arguments`) for `--quick` smoke runs."""
 
-MODEL_FLAGS = ("num_queries", "memory_size", "relation_size", "readout_size",
-               "head_hidden_units")
+MODEL_FLAGS = ("num_queries", "memory_size", "relation_size", "readout_size", "head_hidden_units")
 """tuple: the STM arguments that `add_model_arguments` exposes as flags."""
 
 LSTM_UNITS = 512
@@ -207,8 +246,9 @@ def stm_config(task, **overrides):
     config = get_task_config(task)["stm"]
     unknown = sorted(set(overrides) - set(config))
     if unknown:
-        raise ValueError(f"Unknown STM arguments {unknown} for task {task!r}; expected some of "
-                         f"{sorted(config)}.")
+        raise ValueError(
+            f"Unknown STM arguments {unknown} for task {task!r}; expected some of {sorted(config)}."
+        )
     config.update(overrides)
     return config
 
@@ -266,16 +306,23 @@ def add_model_arguments(parser, task):
     32
     """
     config = stm_config(task)
-    help_text = {"num_queries": "STM: number of SAM queries / relational slots (nq).",
-                 "memory_size": "STM: item memory side d (memory d x d).",
-                 "relation_size": "STM: read-out size r of each relational slot.",
-                 "readout_size": "STM: read-out size a.",
-                 "head_hidden_units": "STM: width of the output head's hidden layers."}
+    help_text = {
+        "num_queries": "STM: number of SAM queries / relational slots (nq).",
+        "memory_size": "STM: item memory side d (memory d x d).",
+        "relation_size": "STM: read-out size r of each relational slot.",
+        "readout_size": "STM: read-out size a.",
+        "head_hidden_units": "STM: width of the output head's hidden layers.",
+    }
     for name in MODEL_FLAGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=config[name],
-                            help=help_text[name])
-    parser.add_argument("--lstm-units", type=int, default=LSTM_UNITS,
-                        help="Width of the LSTM baseline (--model lstm).")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=config[name], help=help_text[name]
+        )
+    parser.add_argument(
+        "--lstm-units",
+        type=int,
+        default=LSTM_UNITS,
+        help="Width of the LSTM baseline (--model lstm).",
+    )
     return parser
 
 
@@ -299,9 +346,11 @@ def stm_arguments():
     (True, False)
     """
     parameters = inspect.signature(_stm_cell.STMCell.__init__).parameters.values()
-    return tuple(p.name for p in parameters
-                 if p.name not in ("self", "head_units")
-                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tuple(
+        p.name
+        for p in parameters
+        if p.name not in ("self", "head_units") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )
 
 
 def model_config_from_args(args, task):
@@ -338,20 +387,22 @@ def model_config_from_args(args, task):
             continue
         value = getattr(args, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, "
-                             f"got {value!r}.")
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be a positive integer, got {value!r}."
+            )
         if name != "lstm_units":
             overrides[name] = value
     config = stm_config(task, **overrides)
     extra = getattr(args, "stm_config", None)
     if extra is not None:
         if not isinstance(extra, dict):
-            raise ValueError(f"--stm-config must be a JSON object of STM arguments, got "
-                             f"{extra!r}.")
+            raise ValueError(f"--stm-config must be a JSON object of STM arguments, got {extra!r}.")
         allowed = set(stm_arguments()) | set(LOOP_ARGUMENTS)
         unknown = sorted(set(extra) - allowed)
         if unknown:
-            raise ValueError(f"--stm-config has unknown STM arguments {unknown}; expected some "
-                             f"of {sorted(allowed)}.")
+            raise ValueError(
+                f"--stm-config has unknown STM arguments {unknown}; expected some "
+                f"of {sorted(allowed)}."
+            )
         config.update(extra)
     return config

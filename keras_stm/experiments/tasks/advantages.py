@@ -10,7 +10,8 @@ through a rollout that is bootstrapped with the critic's value of the state afte
 * policy weights: the GAE `A_t = delta_t + gamma * lam * A_{t+1}` with
   `delta_t = r_t + gamma * V_{t+1} - V_t`.
 
-Here a rollout is collected from `num_envs` environments at once, so an episode can end in the middle
+Here a rollout is collected from `num_envs` environments at once, so an episode can end in the
+middle
 of it. Arrays are laid out `(T, num_envs)` (time first); `dones[t, i]` is True when the transition
 taken at step `t` in environment `i` ended that environment's (training) episode. Nothing is
 propagated across such a step: both the bootstrap term `V_{t+1}` / `R_{t+1}` and the GAE recursion

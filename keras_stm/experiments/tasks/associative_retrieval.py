@@ -34,7 +34,8 @@ import os
 import numpy as np
 
 from keras_stm.experiments.tasks.base import TaskDataset
-from keras_stm.experiments.tasks.copy import _check_int, _check_rng
+from keras_stm.experiments.tasks.copy import _check_int
+from keras_stm.experiments.tasks.copy import _check_rng
 
 NUM_PAIRS = 24
 """int: the authors' number of key-value pairs (sequence length 51)."""
@@ -84,7 +85,8 @@ def _check_num_pairs(num_pairs):
     num_pairs = _check_int("num_pairs", num_pairs, 1)
     if num_pairs > NUM_LETTERS:
         raise ValueError(
-            f"`num_pairs` must be <= {NUM_LETTERS} (keys are distinct letters), got {num_pairs}.")
+            f"`num_pairs` must be <= {NUM_LETTERS} (keys are distinct letters), got {num_pairs}."
+        )
     return num_pairs
 
 
@@ -122,8 +124,8 @@ def generate(num_examples, rng, num_pairs=NUM_PAIRS):
     values = rng.integers(0, NUM_CLASSES, size=(num_examples, num_pairs), dtype=np.int32)
     query = rng.integers(0, num_pairs, size=num_examples)
     x = np.empty((num_examples, 2 * num_pairs + 3), dtype=np.int32)
-    x[:, 0:2 * num_pairs:2] = keys
-    x[:, 1:2 * num_pairs:2] = values
+    x[:, 0 : 2 * num_pairs : 2] = keys
+    x[:, 1 : 2 * num_pairs : 2] = values
     x[:, 2 * num_pairs] = QUERY_TOKEN
     x[:, 2 * num_pairs + 1] = QUERY_TOKEN
     x[:, 2 * num_pairs + 2] = keys[rows, query]
@@ -133,9 +135,11 @@ def generate(num_examples, rng, num_pairs=NUM_PAIRS):
 
 def _split_sizes(num_train, num_validation, num_test):
     """Validated split sizes as a dict."""
-    return {"train": _check_int("num_train", num_train, 1),
-            "validation": _check_int("num_validation", num_validation, 1),
-            "test": _check_int("num_test", num_test, 1)}
+    return {
+        "train": _check_int("num_train", num_train, 1),
+        "validation": _check_int("num_validation", num_validation, 1),
+        "test": _check_int("num_test", num_test, 1),
+    }
 
 
 def _check_split(split):
@@ -180,22 +184,29 @@ def _load(path, seed, num_pairs, sizes):
     except Exception as error:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
         raise ValueError(
             f"File {path!r} is not a readable associative-retrieval .npz ({error}). Delete it "
-            f"to regenerate the data set.") from error
+            f"to regenerate the data set."
+        ) from error
     expected_keys = {"format_version", "seed", "num_pairs"}
     for split in SPLITS:
         expected_keys |= {f"x_{split}", f"y_{split}"}
     missing = sorted(expected_keys - set(contents))
     if missing:
-        raise ValueError(f"File {path!r} is corrupt or not an associative-retrieval data set: "
-                         f"missing arrays {missing}.")
-    stored = {"format_version": int(contents["format_version"]), "seed": int(contents["seed"]),
-              "num_pairs": int(contents["num_pairs"])}
+        raise ValueError(
+            f"File {path!r} is corrupt or not an associative-retrieval data set: "
+            f"missing arrays {missing}."
+        )
+    stored = {
+        "format_version": int(contents["format_version"]),
+        "seed": int(contents["seed"]),
+        "num_pairs": int(contents["num_pairs"]),
+    }
     wanted = {"format_version": FORMAT_VERSION, "seed": int(seed), "num_pairs": num_pairs}
     for key in wanted:
         if stored[key] != wanted[key]:
             raise ValueError(
                 f"File {path!r} holds a data set with {key}={stored[key]}, but {key}="
-                f"{wanted[key]} was asked for; use another path or the stored settings.")
+                f"{wanted[key]} was asked for; use another path or the stored settings."
+            )
     length = 2 * num_pairs + 3
     splits = {}
     for split in SPLITS:
@@ -203,16 +214,27 @@ def _load(path, seed, num_pairs, sizes):
         if x.shape != (sizes[split], length) or y.shape != (sizes[split],):
             raise ValueError(
                 f"File {path!r}: split {split!r} has shapes {x.shape}, {y.shape}; expected "
-                f"({sizes[split]}, {length}) and ({sizes[split]},) (num_{split} differs?).")
-        if x.size and (x.min() < 0 or x.max() >= VOCAB_SIZE) or y.size and (
-                y.min() < 0 or y.max() >= NUM_CLASSES):
+                f"({sizes[split]}, {length}) and ({sizes[split]},) (num_{split} differs?)."
+            )
+        if (
+            x.size
+            and (x.min() < 0 or x.max() >= VOCAB_SIZE)
+            or y.size
+            and (y.min() < 0 or y.max() >= NUM_CLASSES)
+        ):
             raise ValueError(f"File {path!r} is corrupt: split {split!r} has ids out of range.")
         splits[split] = (x.astype(np.int32), y.astype(np.int32))
     return splits
 
 
-def load_or_create(path, seed=0, num_pairs=NUM_PAIRS, num_train=SPLIT_SIZES["train"],
-                   num_validation=SPLIT_SIZES["validation"], num_test=SPLIT_SIZES["test"]):
+def load_or_create(
+    path,
+    seed=0,
+    num_pairs=NUM_PAIRS,
+    num_train=SPLIT_SIZES["train"],
+    num_validation=SPLIT_SIZES["validation"],
+    num_test=SPLIT_SIZES["test"],
+):
     """Loads the fixed data set from `path`, creating and saving it first if the file is absent.
 
     The `.npz` holds `x_train, y_train, x_validation, y_validation, x_test, y_test` (uint8)
@@ -250,8 +272,11 @@ def load_or_create(path, seed=0, num_pairs=NUM_PAIRS, num_train=SPLIT_SIZES["tra
     if os.path.exists(path):
         return _load(path, seed, num_pairs, sizes)
     splits = {split: generate_split(split, seed, num_pairs, sizes[split]) for split in SPLITS}
-    arrays = {"format_version": np.int64(FORMAT_VERSION), "seed": np.int64(seed),
-              "num_pairs": np.int64(num_pairs)}
+    arrays = {
+        "format_version": np.int64(FORMAT_VERSION),
+        "seed": np.int64(seed),
+        "num_pairs": np.int64(num_pairs),
+    }
     for split, (x, y) in splits.items():
         arrays[f"x_{split}"] = x.astype(np.uint8)
         arrays[f"y_{split}"] = y.astype(np.uint8)
@@ -293,14 +318,14 @@ class SplitDataset(TaskDataset):
     (2, (4, 11))
     """
 
-    def __init__(self, x, y, batch_size=128, seed=0, shuffle=True, drop_remainder=True,
-                 **kwargs):
+    def __init__(self, x, y, batch_size=128, seed=0, shuffle=True, drop_remainder=True, **kwargs):
         x = np.asarray(x)
         y = np.asarray(y)
         if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
             raise ValueError(
                 f"`x` must be (N, T) and `y` (N,) with the same N >= 1, got {x.shape} and "
-                f"{y.shape}.")
+                f"{y.shape}."
+            )
         batch_size = _check_int("batch_size", batch_size, 1)
         if drop_remainder:
             num_batches = len(x) // batch_size
@@ -309,9 +334,16 @@ class SplitDataset(TaskDataset):
         if num_batches == 0:
             raise ValueError(
                 f"`batch_size` ({batch_size}) exceeds the {len(x)} examples of the split with "
-                f"drop_remainder=True.")
-        super().__init__(self.sample, batch_size=batch_size, num_batches=num_batches,
-                         seed=seed, fixed=not shuffle, **kwargs)
+                f"drop_remainder=True."
+            )
+        super().__init__(
+            self.sample,
+            batch_size=batch_size,
+            num_batches=num_batches,
+            seed=seed,
+            fixed=not shuffle,
+            **kwargs,
+        )
         self.x = x
         self.y = y
         self.shuffle = bool(shuffle)
@@ -345,13 +377,24 @@ class SplitDataset(TaskDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range [0, {len(self)}).")
         epoch = 0 if self.fixed else self.epoch
-        chosen = self._epoch_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        chosen = self._epoch_order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         return self.x[chosen].astype(np.int32), self.y[chosen].astype(np.int32)
 
 
-def dataset(split="train", batch_size=128, path=None, data_seed=0, num_pairs=NUM_PAIRS,
-            seed=0, shuffle=None, drop_remainder=True, num_train=SPLIT_SIZES["train"],
-            num_validation=SPLIT_SIZES["validation"], num_test=SPLIT_SIZES["test"], **kwargs):
+def dataset(
+    split="train",
+    batch_size=128,
+    path=None,
+    data_seed=0,
+    num_pairs=NUM_PAIRS,
+    seed=0,
+    shuffle=None,
+    drop_remainder=True,
+    num_train=SPLIT_SIZES["train"],
+    num_validation=SPLIT_SIZES["validation"],
+    num_test=SPLIT_SIZES["test"],
+    **kwargs,
+):
     """Minibatches of one split of the fixed data set, for `model.fit` / `model.evaluate`.
 
     Args:
@@ -384,13 +427,26 @@ def dataset(split="train", batch_size=128, path=None, data_seed=0, num_pairs=NUM
     _check_split(split)
     sizes = _split_sizes(num_train, num_validation, num_test)
     if path is not None:
-        x, y = load_or_create(path, seed=data_seed, num_pairs=num_pairs, **{
-            "num_train": sizes["train"], "num_validation": sizes["validation"],
-            "num_test": sizes["test"]})[split]
+        x, y = load_or_create(
+            path,
+            seed=data_seed,
+            num_pairs=num_pairs,
+            **{
+                "num_train": sizes["train"],
+                "num_validation": sizes["validation"],
+                "num_test": sizes["test"],
+            },
+        )[split]
     else:
-        x, y = generate_split(split, _check_int("data_seed", data_seed, 0), num_pairs,
-                              sizes[split])
+        x, y = generate_split(split, _check_int("data_seed", data_seed, 0), num_pairs, sizes[split])
     if shuffle is None:
         shuffle = split == "train"
-    return SplitDataset(x, y, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                        drop_remainder=drop_remainder, **kwargs)
+    return SplitDataset(
+        x,
+        y,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+        **kwargs,
+    )

@@ -153,8 +153,9 @@ def resize_bilinear(image, size):
     return rows[:, c0] * keep_c + rows[:, c1] * wc
 
 
-def preprocess_frame(frame, crop_top=34, crop_bottom=194, crop_width=160, size=(80, 80),
-                     intermediate_size=None):
+def preprocess_frame(
+    frame, crop_top=34, crop_bottom=194, crop_width=160, size=(80, 80), intermediate_size=None
+):
     """Turns one raw Atari RGB frame into a grey `(80, 80, 1)` float32 observation in [0, 1].
 
     Steps (reference `AtariRescale`): crop rows `crop_top:crop_bottom` and columns
@@ -288,9 +289,13 @@ class MaxAndSkipEnv(gym.Wrapper):
             if type(env).__name__ not in cls._TRANSPARENT_WRAPPERS:
                 return None
             env = env.env
-        if (hasattr(env, "ale") and hasattr(env, "_action_set") and hasattr(env, "_get_obs")
-                and getattr(env, "_frameskip", None) == 1
-                and not getattr(env, "continuous", False)):
+        if (
+            hasattr(env, "ale")
+            and hasattr(env, "_action_set")
+            and hasattr(env, "_get_obs")
+            and getattr(env, "_frameskip", None) == 1
+            and not getattr(env, "continuous", False)
+        ):
             return env
         return None
 
@@ -432,11 +437,15 @@ class AtariRescaleEnv(gym.ObservationWrapper):
     ((80, 80, 1), dtype('float32'))
     """
 
-    def __init__(self, env, crop_top=34, crop_bottom=194, crop_width=160,
-                 intermediate_size=None):
+    def __init__(self, env, crop_top=34, crop_bottom=194, crop_width=160, intermediate_size=None):
         super().__init__(env)
-        self._kwargs = dict(crop_top=crop_top, crop_bottom=crop_bottom, crop_width=crop_width,
-                            size=OBSERVATION_SHAPE[:2], intermediate_size=intermediate_size)
+        self._kwargs = dict(
+            crop_top=crop_top,
+            crop_bottom=crop_bottom,
+            crop_width=crop_width,
+            size=OBSERVATION_SHAPE[:2],
+            intermediate_size=intermediate_size,
+        )
         shape = env.observation_space.shape
         if shape is None or len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"AtariRescaleEnv needs RGB frames (H, W, 3), got {shape}.")
@@ -487,7 +496,7 @@ class NormalizedEnv(gym.ObservationWrapper):
         a = self.decay
         self.state_mean = a * self.state_mean + (1.0 - a) * float(observation.mean())
         self.state_std = a * self.state_std + (1.0 - a) * float(observation.std())
-        correction = 1.0 - a ** self.num_steps
+        correction = 1.0 - a**self.num_steps
         mean = self.state_mean / correction
         std = self.state_std / correction
         return ((observation - mean) / (std + self.epsilon)).astype(np.float32)
@@ -588,11 +597,13 @@ class TinyPongEnv(gym.Env):
                 self.PLAY_TOP <= ball_start[0] <= self.PLAY_BOTTOM - self.BALL_SIZE
                 and 0 < ball_start[1] < self.PADDLE_COL - self.BALL_SIZE
             ):
-                raise ValueError(f"`ball_start` must be (row, col) inside the court, got "
-                                 f"{ball_start!r}.")
+                raise ValueError(
+                    f"`ball_start` must be (row, col) inside the court, got {ball_start!r}."
+                )
         if ball_velocity is not None and (len(ball_velocity) != 2 or ball_velocity[1] == 0):
-            raise ValueError(f"`ball_velocity` must be (rows, cols) with cols != 0, got "
-                             f"{ball_velocity!r}.")
+            raise ValueError(
+                f"`ball_velocity` must be (rows, cols) with cols != 0, got {ball_velocity!r}."
+            )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"`render_mode` must be None or 'rgb_array', got {render_mode!r}.")
         self.render_mode = render_mode
@@ -602,8 +613,8 @@ class TinyPongEnv(gym.Env):
         self.action_space = spaces.Discrete(len(PONG_ACTION_MEANINGS))
         background = np.empty(self.FRAME_SHAPE, np.uint8)
         background[:] = self.BACKGROUND
-        background[24:self.PLAY_TOP] = self.WHITE
-        background[self.PLAY_BOTTOM:] = self.WHITE
+        background[24 : self.PLAY_TOP] = self.WHITE
+        background[self.PLAY_BOTTOM :] = self.WHITE
         self._background = background
         self._remaining = self.lives
         self._frame_number = 0
@@ -620,16 +631,19 @@ class TinyPongEnv(gym.Env):
         if self.ball_velocity is not None:
             self._velocity = list(self.ball_velocity)
         else:
-            self._velocity = [int(self.np_random.choice([-2, -1, 1, 2])),
-                              int(self.np_random.choice([-2, 2]))]
+            self._velocity = [
+                int(self.np_random.choice([-2, -1, 1, 2])),
+                int(self.np_random.choice([-2, 2])),
+            ]
 
     def _frame(self):
         frame = self._background.copy()
         r, c = self._ball
-        frame[r:r + self.BALL_SIZE, c:c + self.BALL_SIZE] = self.WHITE
+        frame[r : r + self.BALL_SIZE, c : c + self.BALL_SIZE] = self.WHITE
         p = self._paddle
-        frame[p:p + self.PADDLE_HEIGHT, self.PADDLE_COL:self.PADDLE_COL + self.PADDLE_WIDTH] = (
-            self.GREEN)
+        frame[p : p + self.PADDLE_HEIGHT, self.PADDLE_COL : self.PADDLE_COL + self.PADDLE_WIDTH] = (
+            self.GREEN
+        )
         return frame
 
     def _info(self):
@@ -653,8 +667,7 @@ class TinyPongEnv(gym.Env):
             self._paddle -= self.PADDLE_SPEED
         elif action in (3, 5):
             self._paddle += self.PADDLE_SPEED
-        self._paddle = min(max(self._paddle, self.PLAY_TOP),
-                           self.PLAY_BOTTOM - self.PADDLE_HEIGHT)
+        self._paddle = min(max(self._paddle, self.PLAY_TOP), self.PLAY_BOTTOM - self.PADDLE_HEIGHT)
         r = self._ball[0] + self._velocity[0]
         c = self._ball[1] + self._velocity[1]
         low, high = self.PLAY_TOP, self.PLAY_BOTTOM - self.BALL_SIZE
@@ -709,10 +722,22 @@ def _make_base_env(env_id, env_kwargs):
         raise ValueError(f"`env_id`={env_id!r} cannot be made: {error}") from error
 
 
-def make_env(env_id="PongNoFrameskip-v4", frame_skip=4, seed=None, max_episode_steps=10000,
-             clip_rewards=True, noop_max=30, pool_frames=3, episodic_life=True, crop_top=34,
-             crop_bottom=194, crop_width=160, intermediate_size=None, normalize=True,
-             **env_kwargs):
+def make_env(
+    env_id="PongNoFrameskip-v4",
+    frame_skip=4,
+    seed=None,
+    max_episode_steps=10000,
+    clip_rewards=True,
+    noop_max=30,
+    pool_frames=3,
+    episodic_life=True,
+    crop_top=34,
+    crop_bottom=194,
+    crop_width=160,
+    intermediate_size=None,
+    normalize=True,
+    **env_kwargs,
+):
     """Makes one Atari environment preprocessed as in the reference A3C (spec section 4.9).
 
     Wrapper chain, inside out: `gym.make(env_id)` -> `NoopResetEnv(noop_max)` ->
@@ -779,8 +804,13 @@ def make_env(env_id="PongNoFrameskip-v4", frame_skip=4, seed=None, max_episode_s
         env = EpisodicLifeEnv(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
-    env = AtariRescaleEnv(env, crop_top=crop_top, crop_bottom=crop_bottom,
-                          crop_width=crop_width, intermediate_size=intermediate_size)
+    env = AtariRescaleEnv(
+        env,
+        crop_top=crop_top,
+        crop_bottom=crop_bottom,
+        crop_width=crop_width,
+        intermediate_size=intermediate_size,
+    )
     if normalize:
         env = NormalizedEnv(env)
     if clip_rewards:
@@ -791,8 +821,14 @@ def make_env(env_id="PongNoFrameskip-v4", frame_skip=4, seed=None, max_episode_s
     return env
 
 
-def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchronous=False,
-                    context=None, **make_env_kwargs):
+def make_vector_env(
+    num_envs,
+    env_id="PongNoFrameskip-v4",
+    seed=None,
+    asynchronous=False,
+    context=None,
+    **make_env_kwargs,
+):
     """Makes `num_envs` copies of `make_env(...)` behind gymnasium's vector API.
 
     Observations come batched as float32 `(num_envs, 80, 80, 1)`; rewards, `terminated` and
@@ -828,8 +864,9 @@ def make_vector_env(num_envs, env_id="PongNoFrameskip-v4", seed=None, asynchrono
     if seed is not None:
         seed = _check_int("seed", seed, 0)
     env_fns = [
-        functools.partial(make_env, env_id=env_id,
-                          seed=None if seed is None else seed + i, **make_env_kwargs)
+        functools.partial(
+            make_env, env_id=env_id, seed=None if seed is None else seed + i, **make_env_kwargs
+        )
         for i in range(num_envs)
     ]
     mode = gym.vector.AutoresetMode.SAME_STEP

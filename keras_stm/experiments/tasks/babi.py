@@ -51,8 +51,8 @@ import tarfile
 import warnings
 from typing import NamedTuple
 
-import numpy as np
 import keras
+import numpy as np
 
 from keras_stm.experiments.tasks.base import file_sha256
 
@@ -67,21 +67,39 @@ NUM_TASKS = 20
 CACHE_VERSION = 1
 
 TASK_NAMES = {
-    1: "single-supporting-fact", 2: "two-supporting-facts", 3: "three-supporting-facts",
-    4: "two-arg-relations", 5: "three-arg-relations", 6: "yes-no-questions", 7: "counting",
-    8: "lists-sets", 9: "simple-negation", 10: "indefinite-knowledge", 11: "basic-coreference",
-    12: "conjunction", 13: "compound-coreference", 14: "time-reasoning", 15: "basic-deduction",
-    16: "basic-induction", 17: "positional-reasoning", 18: "size-reasoning", 19: "path-finding",
+    1: "single-supporting-fact",
+    2: "two-supporting-facts",
+    3: "three-supporting-facts",
+    4: "two-arg-relations",
+    5: "three-arg-relations",
+    6: "yes-no-questions",
+    7: "counting",
+    8: "lists-sets",
+    9: "simple-negation",
+    10: "indefinite-knowledge",
+    11: "basic-coreference",
+    12: "conjunction",
+    13: "compound-coreference",
+    14: "time-reasoning",
+    15: "basic-deduction",
+    16: "basic-induction",
+    17: "positional-reasoning",
+    18: "size-reasoning",
+    19: "path-finding",
     20: "agents-motivations",
 }
 
 _SPLIT_RE = re.compile(r"(\W+)")
 _PARTIAL_NOTE = {
-    "en-10k": ("partial: {n} questions ({s} distinct stories) from en/qa3 train + "
-               "en-valid-10k/qa3_valid instead of 10,000 (file missing from the source)"),
-    "en-valid-10k": ("partial: {n} questions ({s} stories) = en/qa3 train stories not in "
-                     "en-valid-10k/qa3_valid, instead of 9,000 (file missing from the source; "
-                     "validation stories kept out of training)"),
+    "en-10k": (
+        "partial: {n} questions ({s} distinct stories) from en/qa3 train + "
+        "en-valid-10k/qa3_valid instead of 10,000 (file missing from the source)"
+    ),
+    "en-valid-10k": (
+        "partial: {n} questions ({s} stories) = en/qa3 train stories not in "
+        "en-valid-10k/qa3_valid, instead of 9,000 (file missing from the source; "
+        "validation stories kept out of training)"
+    ),
 }
 
 
@@ -108,12 +126,12 @@ def tokenize(text):
 
 
 class _Parsed(NamedTuple):
-    texts: list            # distinct token lists (statements and questions) of the file
+    texts: list  # distinct token lists (statements and questions) of the file
     sentences: np.ndarray  # (S,) row in `texts` of every statement, in file order
-    starts: np.ndarray     # (Q,) index in `sentences` of the first statement of the story
-    ends: np.ndarray       # (Q,) one past the last statement before the question
+    starts: np.ndarray  # (Q,) index in `sentences` of the first statement of the story
+    ends: np.ndarray  # (Q,) one past the last statement before the question
     questions: np.ndarray  # (Q,) row in `texts` of each question
-    answers: list          # (Q,) lower-cased answer strings
+    answers: list  # (Q,) lower-cased answer strings
 
 
 def _to_lines(lines):
@@ -157,8 +175,9 @@ def _parse(lines, name="<lines>"):
         else:
             sentences.append(row)
     as_int = lambda v: np.asarray(v, np.int64)  # noqa: E731
-    return _Parsed(texts, as_int(sentences), as_int(starts), as_int(ends), as_int(questions),
-                   answers)
+    return _Parsed(
+        texts, as_int(sentences), as_int(starts), as_int(ends), as_int(questions), answers
+    )
 
 
 def parse_stories(lines):
@@ -182,8 +201,10 @@ def parse_stories(lines):
     [([['mary', 'went', 'home', '.']], ['where', 'is', 'mary', '?'], 'home')]
     """
     p = _parse(lines)
-    return [([list(p.texts[r]) for r in p.sentences[s:e]], list(p.texts[q]), a)
-            for s, e, q, a in zip(p.starts, p.ends, p.questions, p.answers)]
+    return [
+        ([list(p.texts[r]) for r in p.sentences[s:e]], list(p.texts[q]), a)
+        for s, e, q, a in zip(p.starts, p.ends, p.questions, p.answers)
+    ]
 
 
 def _story_blocks(text):
@@ -220,8 +241,9 @@ def babi_filename(subset, task, split):
     if task not in TASK_NAMES:
         raise ValueError(f"`task` must be an integer in 1..20, got {task!r}.")
     if split not in _splits(subset):
-        raise ValueError(f"`split` must be one of {_splits(subset)} for subset {subset!r}, "
-                         f"got {split!r}.")
+        raise ValueError(
+            f"`split` must be one of {_splits(subset)} for subset {subset!r}, got {split!r}."
+        )
     if subset.startswith("en-valid"):
         return f"{subset}/qa{task}_{split}.txt"
     return f"{subset}/qa{task}_{TASK_NAMES[task]}_{split}.txt"
@@ -251,8 +273,10 @@ def _checksum_ok(content, expected):
         return hashlib.sha256(content).hexdigest() == expected
     if len(expected) == 40:  # git blob SHA-1 (`git hash-object`)
         return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest() == expected
-    raise ValueError(f"checksum {expected!r} is neither a SHA-256 (64 hex digits) nor a git "
-                     f"blob SHA-1 (40 hex digits).")
+    raise ValueError(
+        f"checksum {expected!r} is neither a SHA-256 (64 hex digits) nor a git "
+        f"blob SHA-1 (40 hex digits)."
+    )
 
 
 def _normalise_member(name):
@@ -260,7 +284,7 @@ def _normalise_member(name):
     while name.startswith("./"):
         name = name[2:]
     if name.startswith(ARCHIVE_ROOT + "/"):
-        name = name[len(ARCHIVE_ROOT) + 1:]
+        name = name[len(ARCHIVE_ROOT) + 1 :]
     return name
 
 
@@ -279,11 +303,14 @@ def _resolve_source(data):
                 return "dir", root
         raise FileNotFoundError(
             f"`data` folder {path!r} holds none of the bAbI subset folders {SUBSETS} (looked in "
-            f"it and in {ARCHIVE_ROOT}/ inside it).")
+            f"it and in {ARCHIVE_ROOT}/ inside it)."
+        )
     if os.path.isfile(path):
         if not tarfile.is_tarfile(path):
-            raise ValueError(f"`data` file {path!r} is not a (gzip'd) tar archive; pass the bAbI "
-                             f"archive {BABI_ARCHIVE} or an extracted folder.")
+            raise ValueError(
+                f"`data` file {path!r} is not a (gzip'd) tar archive; pass the bAbI "
+                f"archive {BABI_ARCHIVE} or an extracted folder."
+            )
         return "tar", path
     raise FileNotFoundError(f"`data` path {path!r} does not exist.")
 
@@ -315,22 +342,31 @@ def _read_members(kind, path, names):
 def _verify(found, checksums, source):
     unknown = sorted(n for n in found if n not in checksums)
     if unknown:
-        raise ValueError(f"No checksum known for bAbI file(s) {unknown} (from {source}); pass "
-                         f"`checksums` with entries for them, or `verify=False`.")
+        raise ValueError(
+            f"No checksum known for bAbI file(s) {unknown} (from {source}); pass "
+            f"`checksums` with entries for them, or `verify=False`."
+        )
     bad = [n for n in sorted(found) if not _checksum_ok(found[n], checksums[n])]
     if bad:
         raise ValueError(
             f"bAbI file(s) {', '.join(repr(n) for n in bad)} in {source} are corrupt: their "
             f"checksums do not match the expected values ("
-            + ", ".join(f"{n}: {checksums[n]}" for n in bad) + "). Re-download the archive "
-            "(delete it so `keras.utils.get_file` fetches it again) or re-extract the folder.")
+            + ", ".join(f"{n}: {checksums[n]}" for n in bad)
+            + "). Re-download the archive "
+            "(delete it so `keras.utils.get_file` fetches it again) or re-extract the folder."
+        )
 
 
 def _missing_message(missing, subset, tasks, source):
     lines = [f"bAbI file(s) missing from {source}: " + ", ".join(repr(m) for m in missing) + "."]
-    gap = [m for m in missing if any(
-        m == babi_filename(subset, t, "train") and _has_known_gap(subset, t, "train")
-        for t in tasks)]
+    gap = [
+        m
+        for m in missing
+        if any(
+            m == babi_filename(subset, t, "train") and _has_known_gap(subset, t, "train")
+            for t in tasks
+        )
+    ]
     if gap:
         rest = [t for t in tasks if t != 3]
         skip = f"`tasks={rest}`" if rest else "`tasks=` without 3"
@@ -340,10 +376,13 @@ def _missing_message(missing, subset, tasks, source):
             "'Missing files'); the official download " + BABI_URL + " has it. Options: "
             f"(1) {skip} to leave task 3 out; (2) `allow_partial=True` to build a smaller "
             "task-3 training set from en/qa3 train and en-valid-10k/qa3_valid (reported as "
-            "partial in `metadata['partial_tasks']`); (3) `data=` the official archive.")
+            "partial in `metadata['partial_tasks']`); (3) `data=` the official archive."
+        )
     else:
-        lines.append("Pass `tasks=[...]` to load only tasks whose files exist, or point `data=` "
-                     "at a complete archive or folder.")
+        lines.append(
+            "Pass `tasks=[...]` to load only tasks whose files exist, or point `data=` "
+            "at a complete archive or folder."
+        )
     return " ".join(lines)
 
 
@@ -379,7 +418,7 @@ def _encode_rows(token_lists, word_to_id, width):
     """Encodes token lists as an int32 matrix with a leading all-PAD row (row i+1 = list i)."""
     out = np.zeros((len(token_lists) + 1, width), np.int32)
     for i, tokens in enumerate(token_lists):  # distinct texts only: a few thousand rows
-        out[i + 1, :len(tokens)] = [word_to_id[w] for w in tokens]
+        out[i + 1, : len(tokens)] = [word_to_id[w] for w in tokens]
     return out
 
 
@@ -392,8 +431,11 @@ def _vectorise(parsed, word_to_id, story_max, sentence_max, story_cap):
     j = np.arange(story_max)
     valid = j[None, :] < length[:, None]
     position = np.where(valid, starts[:, None] + j[None, :], 0)
-    rows = np.where(valid, parsed.sentences[position] + 1, 0) if parsed.sentences.size else \
-        np.zeros(position.shape, np.int64)
+    rows = (
+        np.where(valid, parsed.sentences[position] + 1, 0)
+        if parsed.sentences.size
+        else np.zeros(position.shape, np.int64)
+    )
     return BabiArrays(
         story=table[rows],
         question=table[parsed.questions + 1],
@@ -405,8 +447,10 @@ def _vectorise(parsed, word_to_id, story_max, sentence_max, story_cap):
 def _pad_to(a, story_max, sentence_max):
     n, s, w = a.story.shape
     if s > story_max or w > sentence_max:
-        raise ValueError(f"`padding` shape ({story_max}, {sentence_max}) is smaller than the "
-                         f"task's own shape ({s}, {w}).")
+        raise ValueError(
+            f"`padding` shape ({story_max}, {sentence_max}) is smaller than the "
+            f"task's own shape ({s}, {w})."
+        )
     if (s, w) == (story_max, sentence_max):
         return a
     story = np.zeros((n, story_max, sentence_max), np.int32)
@@ -475,8 +519,10 @@ class BabiData:
 
     def _split(self, split):
         if split not in self.metadata["splits"]:
-            raise ValueError(f"`split` must be one of {self.metadata['splits']} for subset "
-                             f"{self.metadata['subset']!r}, got {split!r}.")
+            raise ValueError(
+                f"`split` must be one of {self.metadata['splits']} for subset "
+                f"{self.metadata['subset']!r}, got {split!r}."
+            )
         return getattr(self, split)
 
     def _shape(self, padding):
@@ -485,11 +531,15 @@ class BabiData:
                 return self.common_shape
             if padding == "task":
                 return None
-        elif (isinstance(padding, (tuple, list)) and len(padding) == 2
-              and all(isinstance(v, (int, np.integer)) and v > 0 for v in padding)):
+        elif (
+            isinstance(padding, (tuple, list))
+            and len(padding) == 2
+            and all(isinstance(v, (int, np.integer)) and v > 0 for v in padding)
+        ):
             return int(padding[0]), int(padding[1])
-        raise ValueError(f"`padding` must be 'task', 'common' or (story_max, sentence_max), got "
-                         f"{padding!r}.")
+        raise ValueError(
+            f"`padding` must be 'task', 'common' or (story_max, sentence_max), got {padding!r}."
+        )
 
     def arrays(self, split, task, padding="task"):
         """Arrays of one task and split, optionally re-padded to a larger common shape.
@@ -540,8 +590,16 @@ class BabiData:
         task_ids = np.full(a.answer.shape, task, np.int32)
         return _pack_inputs(a.story, a.question, task_ids, input_format, include_task), a.answer
 
-    def train_dataset(self, batch_size=128, seed=0, sampling="uniform", padding="task",
-                      input_format="dict", include_task=True, **kwargs):
+    def train_dataset(
+        self,
+        batch_size=128,
+        seed=0,
+        sampling="uniform",
+        padding="task",
+        input_format="dict",
+        include_task=True,
+        **kwargs,
+    ):
         """The joint training stream over all loaded tasks (reference spec 5.4).
 
         Args:
@@ -564,9 +622,16 @@ class BabiData:
         >>> x, y = ds[0]  # doctest: +SKIP
         """
         shape = self._shape(padding)
-        return BabiTrainDataset(self.train, batch_size=batch_size, seed=seed, sampling=sampling,
-                                shape=shape, input_format=input_format,
-                                include_task=include_task, **kwargs)
+        return BabiTrainDataset(
+            self.train,
+            batch_size=batch_size,
+            seed=seed,
+            sampling=sampling,
+            shape=shape,
+            input_format=input_format,
+            include_task=include_task,
+            **kwargs,
+        )
 
     def decode(self, ids):
         """Maps word ids back to tokens, dropping padding.
@@ -625,8 +690,18 @@ class BabiTrainDataset(keras.utils.PyDataset):
     ((128, 20, 10), (128,))
     """
 
-    def __init__(self, arrays, batch_size=128, seed=0, sampling="uniform", shape=None,
-                 input_format="dict", include_task=True, pad_batches=False, **kwargs):
+    def __init__(
+        self,
+        arrays,
+        batch_size=128,
+        seed=0,
+        sampling="uniform",
+        shape=None,
+        input_format="dict",
+        include_task=True,
+        pad_batches=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -638,8 +713,9 @@ class BabiTrainDataset(keras.utils.PyDataset):
         if not arrays or any(a.answer.shape[0] == 0 for a in arrays.values()):
             raise ValueError("`arrays` must hold at least one task, each with examples.")
         self.tasks = tuple(sorted(arrays))
-        self.arrays = {t: arrays[t] if shape is None else _pad_to(arrays[t], *shape)
-                       for t in self.tasks}
+        self.arrays = {
+            t: arrays[t] if shape is None else _pad_to(arrays[t], *shape) for t in self.tasks
+        }
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.sampling = sampling
@@ -652,9 +728,9 @@ class BabiTrainDataset(keras.utils.PyDataset):
         self.batches_per_task = -(-self.sizes // self.batch_size)
         self._num_batches = int(self.batches_per_task.sum())
         self.epoch = 0
-        self._counts = []             # per epoch: (K,) batches of each task
-        self._schedule_cache = None   # (epoch, (choices, stream position))
-        self._perms = {}              # task position -> (pass, permutation)
+        self._counts = []  # per epoch: (K,) batches of each task
+        self._schedule_cache = None  # (epoch, (choices, stream position))
+        self._perms = {}  # task position -> (pass, permutation)
 
     def __len__(self):
         return self._num_batches
@@ -674,8 +750,9 @@ class BabiTrainDataset(keras.utils.PyDataset):
         k = len(self.tasks)
         counts = self._counts  # per earlier epoch: batches of each task (grown, never mutated)
         if len(counts) < epoch:
-            counts = counts + [np.bincount(self._choices(e), minlength=k)
-                               for e in range(len(counts), epoch)]
+            counts = counts + [
+                np.bincount(self._choices(e), minlength=k) for e in range(len(counts), epoch)
+            ]
             self._counts = counts
         offset = np.sum(counts[:epoch], axis=0, dtype=np.int64) if epoch else np.zeros(k, np.int64)
         choices = self._choices(epoch)
@@ -725,9 +802,10 @@ class BabiTrainDataset(keras.utils.PyDataset):
         cached = self._perms.get(k)
         if cached is None or cached[0] != p:
             perm = np.random.default_rng([self.seed, 1, self.tasks[k], p]).permutation(
-                int(self.sizes[k]))
+                int(self.sizes[k])
+            )
             self._perms[k] = cached = (p, perm)
-        return self.tasks[k], cached[1][j * self.batch_size:(j + 1) * self.batch_size]
+        return self.tasks[k], cached[1][j * self.batch_size : (j + 1) * self.batch_size]
 
     def _check_index(self, index):
         if not 0 <= index < self._num_batches:
@@ -741,8 +819,9 @@ class BabiTrainDataset(keras.utils.PyDataset):
             rows = np.resize(rows, self.batch_size)  # fillers: copies of the batch's own rows
             weights = (np.arange(self.batch_size) < real).astype(np.float32)
         task_ids = np.full(rows.shape, task, np.int32)
-        x = _pack_inputs(a.story[rows], a.question[rows], task_ids, self.input_format,
-                         self.include_task)
+        x = _pack_inputs(
+            a.story[rows], a.question[rows], task_ids, self.input_format, self.include_task
+        )
         if self.pad_batches:
             return x, a.answer[rows], weights
         return x, a.answer[rows]
@@ -781,16 +860,20 @@ def _cache_files(cache_dir, subset, story_cap, key):
 
 def _save_cache(npz_path, json_path, data):
     os.makedirs(os.path.dirname(npz_path), exist_ok=True)
-    small = np.uint8 if len(data.vocab) <= 256 else np.uint16 if len(data.vocab) <= 65536 \
-        else np.int32  # stored compactly (ids, lengths <= cap), read back as int32
-    arrays = {f"{split}/{t}/{field}": getattr(a, field).astype(
-                  small if field != "story_length" else np.int32)
-              for split in data.metadata["splits"] for t, a in getattr(data, split).items()
-              for field in BabiArrays._fields}
+    small = (
+        np.uint8 if len(data.vocab) <= 256 else np.uint16 if len(data.vocab) <= 65536 else np.int32
+    )  # stored compactly (ids, lengths <= cap), read back as int32
+    arrays = {
+        f"{split}/{t}/{field}": getattr(a, field).astype(
+            small if field != "story_length" else np.int32
+        )
+        for split in data.metadata["splits"]
+        for t, a in getattr(data, split).items()
+        for field in BabiArrays._fields
+    }
     tmp_npz, tmp_json = npz_path + f".tmp{os.getpid()}.npz", json_path + f".tmp{os.getpid()}"
     np.savez_compressed(tmp_npz, **arrays)
-    meta = dict(data.metadata, task_info={str(k): v for k, v in
-                                          data.metadata["task_info"].items()})
+    meta = dict(data.metadata, task_info={str(k): v for k, v in data.metadata["task_info"].items()})
     with open(tmp_json, "w") as f:
         json.dump({"vocab": data.vocab, "metadata": meta}, f, indent=1)
     os.replace(tmp_npz, npz_path)
@@ -815,19 +898,32 @@ def _load_cache(npz_path, json_path):
         with np.load(npz_path) as z:
             for s in meta["splits"]:
                 for t in meta["tasks"]:
-                    splits[s][t] = BabiArrays(*(z[f"{s}/{t}/{f}"].astype(np.int32)
-                                                for f in BabiArrays._fields))
-        return BabiData(saved["vocab"], splits["train"], splits["valid"], splits["test"], meta,
-                        from_cache=True)
+                    splits[s][t] = BabiArrays(
+                        *(z[f"{s}/{t}/{f}"].astype(np.int32) for f in BabiArrays._fields)
+                    )
+        return BabiData(
+            saved["vocab"], splits["train"], splits["valid"], splits["test"], meta, from_cache=True
+        )
     except Exception as error:  # zip, zlib, EOF, OS, JSON, key and type errors alike
-        warnings.warn(f"The bAbI cache {npz_path} (with {json_path}) is unreadable "
-                      f"({type(error).__name__}: {error}); rebuilding it from the source data.",
-                      stacklevel=3)
+        warnings.warn(
+            f"The bAbI cache {npz_path} (with {json_path}) is unreadable "
+            f"({type(error).__name__}: {error}); rebuilding it from the source data.",
+            stacklevel=3,
+        )
         return None
 
 
-def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DEFAULT_STORY_CAP,
-              allow_partial=False, cache_dir=None, use_cache=True, verify=True, checksums=None):
+def load_babi(
+    data=None,
+    subset="en-valid-10k",
+    tasks=range(1, 21),
+    story_cap=DEFAULT_STORY_CAP,
+    allow_partial=False,
+    cache_dir=None,
+    use_cache=True,
+    verify=True,
+    checksums=None,
+):
     """Loads, verifies and vectorises bAbI v1.2 tasks with one joint vocabulary.
 
     Args:
@@ -889,8 +985,9 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
     wanted = {babi_filename(subset, t, s) for t in tasks for s in splits}
     fallback = set()
     if allow_partial:
-        fallback = {n for t in tasks if _has_known_gap(subset, t, "train")
-                    for n in _partial_sources(subset)}
+        fallback = {
+            n for t in tasks if _has_known_gap(subset, t, "train") for n in _partial_sources(subset)
+        }
 
     found = None
     if kind == "tar":
@@ -901,13 +998,25 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
         for name in sorted(found):
             h.update(f"{name}\0{hashlib.sha256(found[name]).hexdigest()}\n".encode())
         source_sha = h.hexdigest()
-    key_payload = json.dumps({
-        "version": CACHE_VERSION, "subset": subset, "tasks": tasks, "story_cap": story_cap,
-        "allow_partial": bool(allow_partial), "verify": bool(verify), "source": source_sha,
-        "checksums": hashlib.sha256(json.dumps(
-            sorted((k, checksums[k]) for k in wanted | fallback if k in checksums)).encode()
-        ).hexdigest() if verify else None,
-    }, sort_keys=True)
+    key_payload = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "subset": subset,
+            "tasks": tasks,
+            "story_cap": story_cap,
+            "allow_partial": bool(allow_partial),
+            "verify": bool(verify),
+            "source": source_sha,
+            "checksums": hashlib.sha256(
+                json.dumps(
+                    sorted((k, checksums[k]) for k in wanted | fallback if k in checksums)
+                ).encode()
+            ).hexdigest()
+            if verify
+            else None,
+        },
+        sort_keys=True,
+    )
     key = hashlib.sha256(key_payload.encode()).hexdigest()
     npz_path, json_path = _cache_files(cache_dir, subset, story_cap, key)
     if use_cache:
@@ -930,7 +1039,8 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
                 raise FileNotFoundError(
                     f"bAbI file {name!r} is missing from {path} and `allow_partial=True` cannot "
                     f"build a partial task-{t} training set: its source file(s) "
-                    f"{lacking} are missing too.")
+                    f"{lacking} are missing too."
+                )
             missing.remove(name)
             partial[t] = name
     if missing:
@@ -938,16 +1048,21 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
 
     parsed, task_info = {}, {}
     for t in tasks:
-        info = {"name": TASK_NAMES[t], "partial": t in partial, "note": "",
-                "train_files": [babi_filename(subset, t, "train")]}
+        info = {
+            "name": TASK_NAMES[t],
+            "partial": t in partial,
+            "note": "",
+            "train_files": [babi_filename(subset, t, "train")],
+        }
         for s in splits:
             name = babi_filename(subset, t, s)
             if s == "train" and t in partial:
                 text, n_stories = _partial_task3_text(subset, found)
                 parsed[s, t] = _parse(text, f"partial {name}")
                 info["train_files"] = list(_partial_sources(subset))
-                info["note"] = _PARTIAL_NOTE[subset].format(n=len(parsed[s, t].answers),
-                                                           s=n_stories)
+                info["note"] = _PARTIAL_NOTE[subset].format(
+                    n=len(parsed[s, t].answers), s=n_stories
+                )
             else:
                 parsed[s, t] = _parse(_utf8(found[name], name, path), name)
         task_info[t] = info
@@ -970,14 +1085,24 @@ def load_babi(data=None, subset="en-valid-10k", tasks=range(1, 21), story_cap=DE
         sentence_max = max(1, max(max((len(x) for x in p.texts), default=0) for p in ps))
         for s, p in zip(splits, ps):
             out[s][t] = _vectorise(p, word_to_id, story_max, sentence_max, story_cap)
-        task_info[t].update(story_max=story_max, sentence_max=sentence_max,
-                            longest_story=longest_story,
-                            **{f"n_{s}": int(out[s][t].answer.shape[0]) for s in splits})
+        task_info[t].update(
+            story_max=story_max,
+            sentence_max=sentence_max,
+            longest_story=longest_story,
+            **{f"n_{s}": int(out[s][t].answer.shape[0]) for s in splits},
+        )
     metadata = {
-        "subset": subset, "tasks": tasks, "splits": list(splits), "story_cap": story_cap,
-        "vocab_size": len(vocab), "vocab_order": "sorted (id 0 = padding)",
-        "source": os.path.abspath(path), "source_sha256": source_sha, "verified": bool(verify),
-        "partial_tasks": sorted(partial), "task_info": task_info,
+        "subset": subset,
+        "tasks": tasks,
+        "splits": list(splits),
+        "story_cap": story_cap,
+        "vocab_size": len(vocab),
+        "vocab_order": "sorted (id 0 = padding)",
+        "source": os.path.abspath(path),
+        "source_sha256": source_sha,
+        "verified": bool(verify),
+        "partial_tasks": sorted(partial),
+        "task_info": task_info,
         "common_story_max": max(i["story_max"] for i in task_info.values()),
         "common_sentence_max": max(i["sentence_max"] for i in task_info.values()),
         "cache_file": npz_path if use_cache else None,
@@ -998,8 +1123,10 @@ def _utf8(content, name, source=None):
     except UnicodeDecodeError as error:
         line = content.count(b"\n", 0, error.start) + 1
         where = f" in {source!r}" if source else ""
-        raise ValueError(f"bAbI file {name}{where}, line {line}: not UTF-8 text ({error.reason} "
-                         f"at byte {error.start}).") from None
+        raise ValueError(
+            f"bAbI file {name}{where}, line {line}: not UTF-8 text ({error.reason} "
+            f"at byte {error.start})."
+        ) from None
 
 
 def _partial_task3_text(subset, found):
@@ -1227,9 +1354,12 @@ dca03bd91876951c49f1c971c83c9dd55404de60201b7b6435451cf7ddb4751c  en/qa7_countin
 0c3b89921af0caea1c4059ee3f7b7f2a88869f924195a428da37820446b8c49f  en/qa9_simple-negation_train.txt
 """
 
-BABI_CHECKSUMS = {path: digest for digest, path in
-                  (line.split() for line in _SHA256SUMS.strip().splitlines())}
-BABI_CHECKSUMS.update({
-    "en-10k/qa3_three-supporting-facts_train.txt": "9b2b35ca4357ea8ee44692c71ec71892edf51399",
-    "en-valid-10k/qa3_train.txt": "458387a5aeb1aa11fd075d6a2f1c2bb13a1b08b4",
-})
+BABI_CHECKSUMS = {
+    path: digest for digest, path in (line.split() for line in _SHA256SUMS.strip().splitlines())
+}
+BABI_CHECKSUMS.update(
+    {
+        "en-10k/qa3_three-supporting-facts_train.txt": "9b2b35ca4357ea8ee44692c71ec71892edf51399",
+        "en-valid-10k/qa3_train.txt": "458387a5aeb1aa11fd075d6a2f1c2bb13a1b08b4",
+    }
+)

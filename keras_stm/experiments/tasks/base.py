@@ -2,8 +2,8 @@
 
 import hashlib
 
-import numpy as np
 import keras
+import numpy as np
 
 
 def file_sha256(path):

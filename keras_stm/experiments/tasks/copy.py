@@ -60,7 +60,8 @@ def _check_rng(rng):
     if not isinstance(rng, np.random.Generator):
         raise ValueError(
             f"`rng` must be a numpy.random.Generator (np.random.default_rng(seed)), got "
-            f"{type(rng).__name__}.")
+            f"{type(rng).__name__}."
+        )
 
 
 def _check_int(name, value, minimum=1):
@@ -100,7 +101,8 @@ def with_decoding_phase(inputs, targets):
     if targets.ndim != 3 or targets.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"`targets` must be 3-D (B, T_out, W) with B = {inputs.shape[0]}, got shape "
-            f"{targets.shape}.")
+            f"{targets.shape}."
+        )
     batch, t_in, d_in = inputs.shape
     t_out, width = targets.shape[1], targets.shape[2]
     x = np.zeros((batch, t_in + t_out, d_in), dtype=np.float32)
@@ -144,21 +146,29 @@ class VaryingLengthDataset(TaskDataset):
     True
     """
 
-    def __init__(self, make_batch, choices, lengths, batch_size, num_batches, seed=0,
-                 fixed=False, **kwargs):
+    def __init__(
+        self, make_batch, choices, lengths, batch_size, num_batches, seed=0, fixed=False, **kwargs
+    ):
         choices = [dict(c) for c in choices]
         lengths = [int(t) for t in lengths]
         if not choices or len(choices) != len(lengths):
             raise ValueError(
                 f"`choices` must be a non-empty list with one entry per `lengths` entry, got "
-                f"{len(choices)} choices and {len(lengths)} lengths.")
+                f"{len(choices)} choices and {len(lengths)} lengths."
+            )
         if not callable(make_batch):
             raise ValueError(f"`make_batch` must be callable, got {make_batch!r}.")
         self.make_batch = make_batch
         self.choices = choices
         self.lengths = lengths
-        super().__init__(self._independent_batch, batch_size=batch_size,
-                         num_batches=num_batches, seed=seed, fixed=fixed, **kwargs)
+        super().__init__(
+            self._independent_batch,
+            batch_size=batch_size,
+            num_batches=num_batches,
+            seed=seed,
+            fixed=fixed,
+            **kwargs,
+        )
 
     def _independent_batch(self, rng, batch_size):
         """`batch_fn` of the base class: a batch with a uniformly drawn choice."""
@@ -188,8 +198,7 @@ def _check_sizes(min_seq_len, max_seq_len):
     min_seq_len = _check_int("min_seq_len", min_seq_len, 1)
     max_seq_len = _check_int("max_seq_len", max_seq_len, 1)
     if max_seq_len < min_seq_len:
-        raise ValueError(
-            f"`max_seq_len` ({max_seq_len}) must be >= `min_seq_len` ({min_seq_len}).")
+        raise ValueError(f"`max_seq_len` ({max_seq_len}) must be >= `min_seq_len` ({min_seq_len}).")
     return min_seq_len, max_seq_len
 
 
@@ -227,13 +236,20 @@ def make_batch(rng, batch_size, min_seq_len=MIN_SEQ_LEN, max_seq_len=MAX_SEQ_LEN
     bits = rng.integers(0, 2, size=(batch_size, length, NUM_BITS), dtype=np.uint8)
     inputs = np.zeros((batch_size, length + 2, INPUT_SIZE), dtype=np.float32)
     inputs[:, 0, START_CHANNEL] = 1.0
-    inputs[:, 1:length + 1, :NUM_BITS] = bits
+    inputs[:, 1 : length + 1, :NUM_BITS] = bits
     inputs[:, length + 1, END_CHANNEL] = 1.0
     return with_decoding_phase(inputs, bits)
 
 
-def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
-            min_seq_len=MIN_SEQ_LEN, max_seq_len=MAX_SEQ_LEN, **kwargs):
+def dataset(
+    batch_size=128,
+    num_batches=NUM_BATCHES,
+    seed=0,
+    fixed=False,
+    min_seq_len=MIN_SEQ_LEN,
+    max_seq_len=MAX_SEQ_LEN,
+    **kwargs,
+):
     """A seeded stream of copy batches for `model.fit` / `model.evaluate`.
 
     Args:
@@ -264,6 +280,12 @@ def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
     min_seq_len, max_seq_len = _check_sizes(min_seq_len, max_seq_len)
     lengths = range(min_seq_len, max_seq_len + 1)
     return VaryingLengthDataset(
-        make_batch, [dict(min_seq_len=n, max_seq_len=n) for n in lengths],
-        [2 * n + 2 for n in lengths], batch_size=batch_size, num_batches=num_batches,
-        seed=seed, fixed=fixed, **kwargs)
+        make_batch,
+        [dict(min_seq_len=n, max_seq_len=n) for n in lengths],
+        [2 * n + 2 for n in lengths],
+        batch_size=batch_size,
+        num_batches=num_batches,
+        seed=seed,
+        fixed=fixed,
+        **kwargs,
+    )

@@ -61,8 +61,8 @@ import math
 import os
 from typing import NamedTuple
 
-import numpy as np
 import keras
+import numpy as np
 
 from keras_stm.experiments.tasks.base import TaskDataset
 
@@ -79,10 +79,31 @@ EXACT_TSP_MAX = 10
 TSP_METHODS = ("auto", "exact", "two_opt")
 
 __all__ = [
-    "N_MAX", "NUM_CLASSES", "PAD", "END", "INPUT_WIDTH", "TASKS", "Example",
-    "convex_hull", "convex_hull_batch", "held_karp", "two_opt", "solve_tsp", "tour_length",
-    "solve", "encode", "make_batch", "dataset", "read_file", "write_file", "generate",
-    "file_dataset", "GroupedFileDataset", "point_labels", "decode_predictions", "hull_metrics",
+    "N_MAX",
+    "NUM_CLASSES",
+    "PAD",
+    "END",
+    "INPUT_WIDTH",
+    "TASKS",
+    "Example",
+    "convex_hull",
+    "convex_hull_batch",
+    "held_karp",
+    "two_opt",
+    "solve_tsp",
+    "tour_length",
+    "solve",
+    "encode",
+    "make_batch",
+    "dataset",
+    "read_file",
+    "write_file",
+    "generate",
+    "file_dataset",
+    "GroupedFileDataset",
+    "point_labels",
+    "decode_predictions",
+    "hull_metrics",
     "tsp_metrics",
 ]
 
@@ -135,10 +156,12 @@ def _draw_size(rng, value, name, low_limit, high_limit):
             low, high = (int(v) for v in value)
         except (TypeError, ValueError):
             raise ValueError(
-                f"`{name}` must be an int or a (low, high) pair, got {value!r}.") from None
+                f"`{name}` must be an int or a (low, high) pair, got {value!r}."
+            ) from None
     if not low_limit <= low <= high <= high_limit:
         raise ValueError(
-            f"`{name}` must lie in [{low_limit}, {high_limit}] with low <= high, got {value!r}.")
+            f"`{name}` must lie in [{low_limit}, {high_limit}] with low <= high, got {value!r}."
+        )
     return low if low == high else int(rng.integers(low, high + 1))
 
 
@@ -168,7 +191,8 @@ def random_label_permutation(rng, batch_size, n):
 
 def _cross(o, a, b):
     return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) - (a[..., 1] - o[..., 1]) * (
-        b[..., 0] - o[..., 0])
+        b[..., 0] - o[..., 0]
+    )
 
 
 def _chain(sorted_points, order):
@@ -257,7 +281,7 @@ def convex_hull(points):
 
 def _distances(points):
     diff = points[:, :, None, :] - points[:, None, :, :]
-    return np.sqrt((diff ** 2).sum(-1))
+    return np.sqrt((diff**2).sum(-1))
 
 
 def tour_length(points, tour):
@@ -283,7 +307,8 @@ def tour_length(points, tour):
     if points.ndim != 3 or tour.ndim != 2 or tour.shape[0] != points.shape[0]:
         raise ValueError(
             f"`points` {points.shape} and `tour` {tour.shape} must be (N, 2) and (k,), or "
-            f"(B, N, 2) and (B, k).")
+            f"(B, N, 2) and (B, k)."
+        )
     if tour.size and (tour.min() < 0 or tour.max() >= points.shape[1]):
         raise ValueError(f"`tour` indices must lie in [0, {points.shape[1]}).")
     seq = np.take_along_axis(points, tour[..., None], axis=1)
@@ -633,7 +658,8 @@ def decode_predictions(logits_or_labels, labels_of_points, skip=0, end_token=END
     if pred.ndim not in (2, 3) or pred.shape[0] != labels.shape[0]:
         raise ValueError(
             f"`logits_or_labels` must be (B, K, C) scores or (B, K) labels with B="
-            f"{labels.shape[0]}, got shape {pred.shape}.")
+            f"{labels.shape[0]}, got shape {pred.shape}."
+        )
     if not isinstance(skip, (int, np.integer)) or not 0 <= skip < pred.shape[1]:
         raise ValueError(f"`skip` must be an int in [0, {pred.shape[1]}), got {skip!r}.")
     pred = pred[:, skip:]
@@ -652,8 +678,9 @@ def decode_predictions(logits_or_labels, labels_of_points, skip=0, end_token=END
     else:
         chosen = pred.astype(np.int64)
     in_range = (chosen >= 0) & (chosen < classes)
-    index = np.where(in_range, inverse[np.arange(batch)[:, None], np.clip(chosen, 0, classes - 1)],
-                     -1)
+    index = np.where(
+        in_range, inverse[np.arange(batch)[:, None], np.clip(chosen, 0, classes - 1)], -1
+    )
     is_end = chosen == end_token
     results = []
     for b in range(batch):
@@ -669,8 +696,16 @@ def decode_predictions(logits_or_labels, labels_of_points, skip=0, end_token=END
 # batches
 
 
-def make_batch(rng, batch_size, task, n_points=None, random_labels=True, return_info=False,
-               method="auto", num_starts=8):
+def make_batch(
+    rng,
+    batch_size,
+    task,
+    n_points=None,
+    random_labels=True,
+    return_info=False,
+    method="auto",
+    num_starts=8,
+):
     """Makes one batch of fresh random examples (points uniform in the unit square).
 
     Args:
@@ -709,8 +744,18 @@ def make_batch(rng, batch_size, task, n_points=None, random_labels=True, return_
     return x, y, sample_weight
 
 
-def dataset(batch_size, num_batches, seed=0, fixed=False, task="convex_hull", n_points=None,
-            random_labels=None, method="auto", num_starts=8, **kwargs):
+def dataset(
+    batch_size,
+    num_batches,
+    seed=0,
+    fixed=False,
+    task="convex_hull",
+    n_points=None,
+    random_labels=None,
+    method="auto",
+    num_starts=8,
+    **kwargs,
+):
     """A seeded stream of random convex-hull or TSP batches for `model.fit`.
 
     Args:
@@ -740,8 +785,15 @@ def dataset(batch_size, num_batches, seed=0, fixed=False, task="convex_hull", n_
     random_labels = (not fixed) if random_labels is None else bool(random_labels)
 
     def batch_fn(rng, size):
-        return make_batch(rng, size, task, n_points=n_points, random_labels=random_labels,
-                          method=method, num_starts=num_starts)
+        return make_batch(
+            rng,
+            size,
+            task,
+            n_points=n_points,
+            random_labels=random_labels,
+            method=method,
+            num_starts=num_starts,
+        )
 
     return TaskDataset(batch_fn, batch_size, num_batches, seed=seed, fixed=fixed, **kwargs)
 
@@ -759,8 +811,10 @@ def _open_lines(path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not UTF-8 text ({error.reason} at "
-                                 f"byte {error.start} of the line).") from None
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 text ({error.reason} at "
+                    f"byte {error.start} of the line)."
+                ) from None
             yield path, number, line
 
 
@@ -793,8 +847,10 @@ def _parse_line(path, number, line, task=None):
     if ids[0] != ids[-1]:
         fail(f"the output cycle must end with its first index {ids[0]}, got {ids[-1]}.")
     if task == "tsp" and (ids.size - 1 != n or len(set(ids[:-1].tolist())) != n):
-        fail(f"a TSP tour must visit each of the {n} cities exactly once, got "
-             f"{ids.size - 1} indices ({len(set(ids[:-1].tolist()))} distinct).")
+        fail(
+            f"a TSP tour must visit each of the {n} cities exactly once, got "
+            f"{ids.size - 1} indices ({len(set(ids[:-1].tolist()))} distinct)."
+        )
     return Example(values.reshape(n, 2), ids[:-1] - 1)
 
 
@@ -876,8 +932,17 @@ def write_file(path, examples):
         handle.writelines(lines)
 
 
-def generate(path, task, num_examples, n_points, seed=0, decimals=6, method="auto",
-             num_starts=8, chunk_size=512):
+def generate(
+    path,
+    task,
+    num_examples,
+    n_points,
+    seed=0,
+    decimals=6,
+    method="auto",
+    num_starts=8,
+    chunk_size=512,
+):
     """Generates new examples with the solvers of this module and writes them to a file.
 
     Points are uniform in the unit square, rounded to `decimals` places **before** solving, so the
@@ -910,8 +975,7 @@ def generate(path, task, num_examples, n_points, seed=0, decimals=6, method="aut
         if not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     rng = np.random.default_rng(seed)
-    sizes = np.array([_draw_size(rng, n_points, "n_points", 1, 10 ** 6)
-                      for _ in range(num_examples)])
+    sizes = np.array([_draw_size(rng, n_points, "n_points", 1, 10**6) for _ in range(num_examples)])
     examples = [None] * num_examples
     for n in np.unique(sizes):
         where = np.flatnonzero(sizes == n)
@@ -957,8 +1021,18 @@ class GroupedFileDataset(keras.utils.PyDataset):
     10
     """
 
-    def __init__(self, examples, encode_fn, key_fn, batch_size, num_batches=None, seed=0,
-                 shuffle=True, random_labels=True, **kwargs):
+    def __init__(
+        self,
+        examples,
+        encode_fn,
+        key_fn,
+        batch_size,
+        num_batches=None,
+        seed=0,
+        shuffle=True,
+        random_labels=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -983,8 +1057,11 @@ class GroupedFileDataset(keras.utils.PyDataset):
             sizes = np.array([g.size for g in self.groups], dtype=np.float64)
             self._probs = sizes / sizes.sum()
         else:
-            self._ordered = [g[s : s + self.batch_size] for g in self.groups
-                             for s in range(0, g.size, self.batch_size)]
+            self._ordered = [
+                g[s : s + self.batch_size]
+                for g in self.groups
+                for s in range(0, g.size, self.batch_size)
+            ]
             self._num_batches = len(self._ordered)
 
     def __len__(self):
@@ -1022,13 +1099,23 @@ class GroupedFileDataset(keras.utils.PyDataset):
 
 def _encode_examples(examples, rng, random_labels):
     points = np.stack([np.asarray(e.points, dtype=np.float64) for e in examples])
-    x, y, sample_weight, _ = encode(points, [e.output for e in examples], rng=rng,
-                                    random_labels=random_labels)
+    x, y, sample_weight, _ = encode(
+        points, [e.output for e in examples], rng=rng, random_labels=random_labels
+    )
     return x, y, sample_weight
 
 
-def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, random_labels=None,
-                 max_points=N_MAX, task=None, **kwargs):
+def file_dataset(
+    path,
+    batch_size,
+    num_batches=None,
+    seed=0,
+    shuffle=True,
+    random_labels=None,
+    max_points=N_MAX,
+    task=None,
+    **kwargs,
+):
     """Batches of a Pointer Networks file, one number of points per batch.
 
     Examples with more than `max_points` points are dropped (the reference keeps N <= 20).
@@ -1064,15 +1151,24 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
         raise ValueError(f"`max_points` must be an int in [1, {N_MAX}], got {max_points!r}.")
     examples = read_file(path, task)
     if not examples:
-        raise ValueError(f"{os.fspath(path)}: the file holds no example (empty, or blank lines "
-                         "only).")
+        raise ValueError(
+            f"{os.fspath(path)}: the file holds no example (empty, or blank lines only)."
+        )
     examples = [e for e in examples if len(e.points) <= max_points]
     if not examples:
         raise ValueError(f"{os.fspath(path)}: no example has at most {max_points} points.")
     random_labels = shuffle if random_labels is None else bool(random_labels)
-    return GroupedFileDataset(examples, _encode_examples, lambda e: len(e.points), batch_size,
-                              num_batches=num_batches, seed=seed, shuffle=shuffle,
-                              random_labels=random_labels, **kwargs)
+    return GroupedFileDataset(
+        examples,
+        _encode_examples,
+        lambda e: len(e.points),
+        batch_size,
+        num_batches=num_batches,
+        seed=seed,
+        shuffle=shuffle,
+        random_labels=random_labels,
+        **kwargs,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1082,7 +1178,8 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
 def _check_pairs(predictions, targets, name="targets"):
     if len(predictions) != len(targets):
         raise ValueError(
-            f"`predictions` ({len(predictions)}) and `{name}` ({len(targets)}) differ in length.")
+            f"`predictions` ({len(predictions)}) and `{name}` ({len(targets)}) differ in length."
+        )
     if not len(predictions):
         raise ValueError("`predictions` is empty.")
 
@@ -1120,8 +1217,11 @@ def hull_metrics(predictions, targets):
         correct += int((pred[:k] == target[:k]).sum()) + int(same_length)
         total += target.size + 1
     count = len(targets)
-    return {"sequence_accuracy": exact / count, "cyclic_accuracy": cyclic / count,
-            "point_accuracy": correct / total}
+    return {
+        "sequence_accuracy": exact / count,
+        "cyclic_accuracy": cyclic / count,
+        "point_accuracy": correct / total,
+    }
 
 
 def tsp_metrics(points, predictions, targets):
@@ -1169,10 +1269,16 @@ def tsp_metrics(points, predictions, targets):
 
     gaps = [a / b - 1.0 for a, b in zip(valid_len, valid_ref)]
     count = len(predictions)
-    return {"valid_fraction": len(valid_len) / count, "num_valid": len(valid_len),
-            "num_invalid": count - len(valid_len), "mean_length": mean(valid_len),
-            "mean_target_length": mean(valid_ref), "mean_target_length_all": mean(all_ref),
-            "optimality_gap": mean(gaps), "mean_invalid_length": mean(invalid_len)}
+    return {
+        "valid_fraction": len(valid_len) / count,
+        "num_valid": len(valid_len),
+        "num_invalid": count - len(valid_len),
+        "mean_length": mean(valid_len),
+        "mean_target_length": mean(valid_ref),
+        "mean_target_length_all": mean(all_ref),
+        "optimality_gap": mean(gaps),
+        "mean_invalid_length": mean(invalid_len),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1257,8 +1363,9 @@ def pad_batch(arrays, lengths, batch_size=None):
     batch, steps = arrays[0].shape[:2]
     fits = [v for v in lengths if v >= steps]
     if not fits:
-        raise ValueError(f"a batch has {steps} steps, more than the longest padded length "
-                         f"{max(lengths)}.")
+        raise ValueError(
+            f"a batch has {steps} steps, more than the longest padded length {max(lengths)}."
+        )
     size = batch if batch_size is None else int(batch_size)
     if batch > size:
         raise ValueError(f"a batch has {batch} examples, more than `batch_size`={size}.")
@@ -1301,8 +1408,7 @@ def _log_softmax(scores):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def constrained_decode(scores, labels_of_items, constraints, skip=0, beam_width=1,
-                       end_token=END):
+def constrained_decode(scores, labels_of_items, constraints, skip=0, beam_width=1, end_token=END):
     """Decodes output steps so that every answer obeys its task's rules (masked or beam search).
 
     The decoding steps of these models read all-zero inputs, so their scores do not depend on
@@ -1382,8 +1488,7 @@ def hull_rule(n):
         first = prefix[0] if prefix else None
         # free points above the first one, after choosing each candidate
         above = index if first is None else np.full(n, first)
-        left = np.array([np.count_nonzero(free[a + 1:]) for a in above]) - (
-            (index > above) & free)
+        left = np.array([np.count_nonzero(free[a + 1 :]) for a in above]) - ((index > above) & free)
         allowed = free & (left >= least - len(prefix) - 1)
         if first is not None:
             allowed &= index > first
@@ -1394,6 +1499,7 @@ def hull_rule(n):
 
 def tour_rule(n):
     """Rule of a tour over `n` cities: starts at city 1 (index 0), every city once, then ends."""
+
     def rule(prefix):
         allowed = np.zeros(n, dtype=bool) if not prefix else np.ones(n, dtype=bool)
         if not prefix:
@@ -1409,8 +1515,9 @@ DECODINGS = ("greedy", "masked", "beam")
 masked (greedy under the task's rule) and beam (beam search under the rule)."""
 
 
-def decode_all(scores, labels_of_items, skip, rules, decoding="masked", beam_width=5,
-               end_token=END):
+def decode_all(
+    scores, labels_of_items, skip, rules, decoding="masked", beam_width=5, end_token=END
+):
     """`{prefix: answers}` of the plain greedy decoding and, unless `decoding` is greedy, of the
     rule-respecting one (`prefix` "" for greedy, "masked_" or "beam_")."""
     if decoding not in DECODINGS:
@@ -1418,8 +1525,9 @@ def decode_all(scores, labels_of_items, skip, rules, decoding="masked", beam_wid
     out = {"": decode_predictions(scores, labels_of_items, skip=skip, end_token=end_token)}
     if decoding != "greedy":
         width = 1 if decoding == "masked" else int(beam_width)
-        out[f"{decoding}_"] = constrained_decode(scores, labels_of_items, rules, skip=skip,
-                                                 beam_width=width, end_token=end_token)
+        out[f"{decoding}_"] = constrained_decode(
+            scores, labels_of_items, rules, skip=skip, beam_width=width, end_token=end_token
+        )
     return out
 
 
@@ -1480,19 +1588,27 @@ def hull_answer_metrics(points, predictions, targets):
         pts = np.asarray(pts, dtype=np.float64)
         pred = np.asarray(pred, dtype=np.int64)
         hull_area = _polygon_area(pts[np.asarray(target, dtype=np.int64)])
-        ok = (pred.size >= 3 and pred.min() >= 0 and pred.max() < len(pts)
-              and np.unique(pred).size == pred.size and is_simple_polygon(pts[pred]))
+        ok = (
+            pred.size >= 3
+            and pred.min() >= 0
+            and pred.max() < len(pts)
+            and np.unique(pred).size == pred.size
+            and is_simple_polygon(pts[pred])
+        )
         if ok:
             valid_lengths.append(pred.size)
             coverage.append(_polygon_area(pts[pred]) / hull_area if hull_area > 0 else 1.0)
         else:
             coverage.append(0.0)
     count = len(predictions)
-    return {"valid_fraction": len(valid_lengths) / count, "num_valid": len(valid_lengths),
-            "num_invalid": count - len(valid_lengths),
-            "area_coverage": float(np.mean(coverage)),
-            "mean_answer_length": float(np.mean(valid_lengths)) if valid_lengths else float("nan"),
-            "mean_target_length": float(np.mean([len(t) for t in targets]))}
+    return {
+        "valid_fraction": len(valid_lengths) / count,
+        "num_valid": len(valid_lengths),
+        "num_invalid": count - len(valid_lengths),
+        "area_coverage": float(np.mean(coverage)),
+        "mean_answer_length": float(np.mean(valid_lengths)) if valid_lengths else float("nan"),
+        "mean_target_length": float(np.mean([len(t) for t in targets])),
+    }
 
 
 def same_tour(a, b):
@@ -1504,8 +1620,18 @@ def same_tour(a, b):
     return np.array_equal(rolled, b) or np.array_equal(np.roll(rolled[::-1], 1), b)
 
 
-def predict_and_decode(predict, data, num_inputs, answer_steps, rule, decoding="greedy",
-                       beam_width=5, lengths=None, batch_size=None, end_token=END):
+def predict_and_decode(
+    predict,
+    data,
+    num_inputs,
+    answer_steps,
+    rule,
+    decoding="greedy",
+    beam_width=5,
+    lengths=None,
+    batch_size=None,
+    end_token=END,
+):
     """Decoded answers of a model for every example of an ordered file dataset.
 
     Every batch is first given enough all-zero decoding steps for the longest valid answer
@@ -1542,8 +1668,15 @@ def predict_and_decode(predict, data, num_inputs, answer_steps, rule, decoding="
             (x,) = pad_batch((x,), lengths, batch_size)
         labels = edge_labels(x) if x.shape[-1] == GRAPH_WIDTH else point_labels(x)
         logits = np.asarray(keras.ops.convert_to_numpy(predict(x)))[: len(index), :steps]
-        decoded = decode_all(logits, labels[: len(index)], skip, [rule(e) for e in batch],
-                             decoding, beam_width, end_token)
+        decoded = decode_all(
+            logits,
+            labels[: len(index)],
+            skip,
+            [rule(e) for e in batch],
+            decoding,
+            beam_width,
+            end_token,
+        )
         for prefix, values in decoded.items():
             out = answers.setdefault(prefix, [None] * len(data.examples))
             for k, answer in zip(index, values):
@@ -1557,8 +1690,10 @@ def hull_scores(answers, examples):
     points = [e.points for e in examples]
     scores = {}
     for prefix, predicted in answers.items():
-        values = {**hull_metrics(predicted, targets),
-                  **hull_answer_metrics(points, predicted, targets)}
+        values = {
+            **hull_metrics(predicted, targets),
+            **hull_answer_metrics(points, predicted, targets),
+        }
         scores.update({prefix + key: value for key, value in values.items()})
     return scores
 
@@ -1571,7 +1706,8 @@ def tsp_scores(answers, examples):
     scores = {}
     for prefix, predicted in answers.items():
         values = tsp_metrics(points, predicted, targets)
-        values["sequence_accuracy"] = float(np.mean([same_tour(p, t)
-                                                     for p, t in zip(predicted, targets)]))
+        values["sequence_accuracy"] = float(
+            np.mean([same_tour(p, t) for p, t in zip(predicted, targets)])
+        )
         scores.update({prefix + key: value for key, value in values.items()})
     return scores

@@ -49,7 +49,8 @@ invalid answer never counts as cheap).
 """
 
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
+from typing import Optional
 
 import numpy as np
 
@@ -72,10 +73,31 @@ DEFAULT_N_NODES = (8, 10)
 DEFAULT_N_EDGES = (15, 20)
 
 __all__ = [
-    "NODE_MAX", "EDGE_MAX", "NUM_CLASSES", "PAD", "END", "INPUT_WIDTH", "TASKS", "GraphExample",
-    "random_graphs", "shortest_paths", "minimum_spanning_trees", "path_cost", "is_valid_path",
-    "is_spanning_tree", "encode", "make_batch", "dataset", "read_file", "write_file", "generate",
-    "file_dataset", "edge_labels", "decode_predictions", "shortest_path_metrics", "mst_metrics",
+    "NODE_MAX",
+    "EDGE_MAX",
+    "NUM_CLASSES",
+    "PAD",
+    "END",
+    "INPUT_WIDTH",
+    "TASKS",
+    "GraphExample",
+    "random_graphs",
+    "shortest_paths",
+    "minimum_spanning_trees",
+    "path_cost",
+    "is_valid_path",
+    "is_spanning_tree",
+    "encode",
+    "make_batch",
+    "dataset",
+    "read_file",
+    "write_file",
+    "generate",
+    "file_dataset",
+    "edge_labels",
+    "decode_predictions",
+    "shortest_path_metrics",
+    "mst_metrics",
 ]
 
 
@@ -109,7 +131,8 @@ def _check_graphs(num_nodes, edges, weights):
     if edges.ndim != 3 or edges.shape[-1] != 2 or weights.shape != edges.shape[:2]:
         raise ValueError(
             f"`edges` must be (B, E, 2) and `weights` (B, E), got {edges.shape} and "
-            f"{weights.shape}.")
+            f"{weights.shape}."
+        )
     num_nodes = np.broadcast_to(np.asarray(num_nodes, dtype=np.int64), edges.shape[:1])
     if edges.size and (edges.min() < 0 or np.any(edges.max(axis=(1, 2)) >= num_nodes)):
         raise ValueError("`edges` endpoints must lie in [0, num_nodes).")
@@ -148,7 +171,8 @@ def random_graphs(rng, batch_size, n_nodes, n_edges):
     if n < 2 or not n - 1 <= e <= n * (n - 1) // 2:
         raise ValueError(
             f"need n_nodes >= 2 and n_nodes - 1 <= n_edges <= n_nodes (n_nodes - 1) / 2, got "
-            f"n_nodes={n_nodes}, n_edges={n_edges}.")
+            f"n_nodes={n_nodes}, n_edges={n_edges}."
+        )
     batch = int(batch_size)
     rows = np.arange(batch)
     order = np.argsort(rng.random((batch, n)), axis=1)
@@ -216,8 +240,13 @@ def shortest_paths(num_nodes, edges, weights, source, target):
     batch = weights.shape[0]
     if source.shape != (batch,) or target.shape != (batch,):
         raise ValueError(f"`source` and `target` must have shape ({batch},).")
-    if (np.any(source < 0) or np.any(source >= num_nodes) or np.any(target < 0)
-            or np.any(target >= num_nodes) or np.any(source == target)):
+    if (
+        np.any(source < 0)
+        or np.any(source >= num_nodes)
+        or np.any(target < 0)
+        or np.any(target >= num_nodes)
+        or np.any(source == target)
+    ):
         raise ValueError("`source`/`target` must be distinct nodes in [0, num_nodes).")
     weight, index = _dense(num_nodes, edges, weights)
     size = weight.shape[1]
@@ -425,7 +454,8 @@ def encode(edges, weights, queries, outputs, rng=None, random_labels=False):
     weights = np.asarray(weights, dtype=np.float64)
     if edges.ndim != 3 or edges.shape[-1] != 2 or weights.shape != edges.shape[:2]:
         raise ValueError(
-            f"`edges` must be (B, E, 2) and `weights` (B, E), got {edges.shape}, {weights.shape}.")
+            f"`edges` must be (B, E, 2) and `weights` (B, E), got {edges.shape}, {weights.shape}."
+        )
     batch, count = weights.shape
     if not 1 <= count <= EDGE_MAX:
         raise ValueError(f"the number of edges must lie in [1, EDGE_MAX={EDGE_MAX}], got {count}.")
@@ -520,8 +550,7 @@ def decode_predictions(logits_or_labels, labels_of_edges, skip=0):
     >>> [a.tolist() for a in decode_predictions(np.array([[2, 3, END]]), labels)]
     [[2, 0]]
     """
-    return geometry.decode_predictions(logits_or_labels, labels_of_edges, skip=skip,
-                                       end_token=END)
+    return geometry.decode_predictions(logits_or_labels, labels_of_edges, skip=skip, end_token=END)
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,8 +561,15 @@ def _draw(rng, value, name, low, high):
     return geometry._draw_size(rng, value, name, low, high)
 
 
-def make_batch(rng, batch_size, task, n_nodes=DEFAULT_N_NODES, n_edges=DEFAULT_N_EDGES,
-               random_labels=True, return_info=False):
+def make_batch(
+    rng,
+    batch_size,
+    task,
+    n_nodes=DEFAULT_N_NODES,
+    n_edges=DEFAULT_N_EDGES,
+    random_labels=True,
+    return_info=False,
+):
     """Makes one batch of fresh random graphs with exact answers.
 
     Args:
@@ -571,20 +607,40 @@ def make_batch(rng, batch_size, task, n_nodes=DEFAULT_N_NODES, n_edges=DEFAULT_N
         source = rng.integers(0, n, batch)
         queries = np.stack([source, (source + rng.integers(1, n, batch)) % n], axis=1)
     outputs = _solve(task, n, edges, weights, queries)
-    x, y, sample_weight, labels = encode(edges, weights, queries, outputs, rng=rng,
-                                         random_labels=random_labels)
+    x, y, sample_weight, labels = encode(
+        edges, weights, queries, outputs, rng=rng, random_labels=random_labels
+    )
     if return_info:
-        examples = [GraphExample(n, edges[b], weights[b],
-                                 None if queries is None else tuple(queries[b].tolist()),
-                                 outputs[b]) for b in range(batch)]
-        info = {"examples": examples, "labels": labels,
-                "num_inputs": e + (2 if queries is not None else 1)}
+        examples = [
+            GraphExample(
+                n,
+                edges[b],
+                weights[b],
+                None if queries is None else tuple(queries[b].tolist()),
+                outputs[b],
+            )
+            for b in range(batch)
+        ]
+        info = {
+            "examples": examples,
+            "labels": labels,
+            "num_inputs": e + (2 if queries is not None else 1),
+        }
         return x, y, sample_weight, info
     return x, y, sample_weight
 
 
-def dataset(batch_size, num_batches, seed=0, fixed=False, task="shortest_path",
-            n_nodes=DEFAULT_N_NODES, n_edges=DEFAULT_N_EDGES, random_labels=None, **kwargs):
+def dataset(
+    batch_size,
+    num_batches,
+    seed=0,
+    fixed=False,
+    task="shortest_path",
+    n_nodes=DEFAULT_N_NODES,
+    n_edges=DEFAULT_N_EDGES,
+    random_labels=None,
+    **kwargs,
+):
     """A seeded stream of random shortest-path or spanning-tree batches for `model.fit`.
 
     Args:
@@ -611,8 +667,9 @@ def dataset(batch_size, num_batches, seed=0, fixed=False, task="shortest_path",
     random_labels = (not fixed) if random_labels is None else bool(random_labels)
 
     def batch_fn(rng, size):
-        return make_batch(rng, size, task, n_nodes=n_nodes, n_edges=n_edges,
-                          random_labels=random_labels)
+        return make_batch(
+            rng, size, task, n_nodes=n_nodes, n_edges=n_edges, random_labels=random_labels
+        )
 
     return TaskDataset(batch_fn, batch_size, num_batches, seed=seed, fixed=fixed, **kwargs)
 
@@ -628,8 +685,10 @@ def _parse_line(path, number, line):
     tokens = line.split()
     keys = [t for t in tokens if t in ("nodes", "edges", "query", "output")]
     if keys not in (["nodes", "edges", "output"], ["nodes", "edges", "query", "output"]):
-        fail("expected 'nodes N edges u v w ... [query s t] output e1 ... ek', each keyword once "
-             "and in that order.")
+        fail(
+            "expected 'nodes N edges u v w ... [query s t] output e1 ... ek', each keyword once "
+            "and in that order."
+        )
     if tokens[0] != "nodes":
         fail("a line must start with 'nodes'.")
     at = {key: tokens.index(key) for key in keys}
@@ -640,10 +699,13 @@ def _parse_line(path, number, line):
         stop = at.get("query", at["output"])
         triples = tokens[at["edges"] + 1 : stop]
         if not triples or len(triples) % 3:
-            raise ValueError(f"expected whole 'u v w' triples after 'edges', got {len(triples)} "
-                             "values")
-        edges = np.array([[int(triples[i]), int(triples[i + 1])]
-                          for i in range(0, len(triples), 3)], dtype=np.int64)
+            raise ValueError(
+                f"expected whole 'u v w' triples after 'edges', got {len(triples)} values"
+            )
+        edges = np.array(
+            [[int(triples[i]), int(triples[i + 1])] for i in range(0, len(triples), 3)],
+            dtype=np.int64,
+        )
         weights = np.array([float(triples[i + 2]) for i in range(0, len(triples), 3)])
         query = None
         if "query" in at:
@@ -751,8 +813,16 @@ def write_file(path, examples):
         handle.writelines(lines)
 
 
-def generate(path, task, num_examples, n_nodes=DEFAULT_N_NODES, n_edges=DEFAULT_N_EDGES, seed=0,
-             decimals=4, chunk_size=512):
+def generate(
+    path,
+    task,
+    num_examples,
+    n_nodes=DEFAULT_N_NODES,
+    n_edges=DEFAULT_N_EDGES,
+    seed=0,
+    decimals=4,
+    chunk_size=512,
+):
     """Generates random graphs with exact answers (Dijkstra or Kruskal) and writes them.
 
     N and E are drawn per example. Weights are rounded to `decimals` places before solving, and an
@@ -823,13 +893,15 @@ def _encode_examples(examples, rng, random_labels):
     queries = None
     if examples[0].query is not None:
         queries = np.array([e.query for e in examples], dtype=np.int64)
-    x, y, sample_weight, _ = encode(edges, weights, queries, [e.output for e in examples],
-                                    rng=rng, random_labels=random_labels)
+    x, y, sample_weight, _ = encode(
+        edges, weights, queries, [e.output for e in examples], rng=rng, random_labels=random_labels
+    )
     return x, y, sample_weight
 
 
-def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, random_labels=None,
-                 **kwargs):
+def file_dataset(
+    path, batch_size, num_batches=None, seed=0, shuffle=True, random_labels=None, **kwargs
+):
     """Batches of a graph-task file, one number of edges per batch.
 
     Examples with more than `NODE_MAX` nodes or `EDGE_MAX` edges are dropped. All examples of the
@@ -858,17 +930,25 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
     >>> file_dataset(path, 4, shuffle=False)[0][0].shape[-1]
     44
     """
-    examples = [e for e in read_file(path)
-                if e.num_nodes <= NODE_MAX and len(e.edges) <= EDGE_MAX]
+    examples = [e for e in read_file(path) if e.num_nodes <= NODE_MAX and len(e.edges) <= EDGE_MAX]
     if not examples:
-        raise ValueError(f"{os.fspath(path)}: no example fits NODE_MAX={NODE_MAX}, "
-                         f"EDGE_MAX={EDGE_MAX}.")
+        raise ValueError(
+            f"{os.fspath(path)}: no example fits NODE_MAX={NODE_MAX}, EDGE_MAX={EDGE_MAX}."
+        )
     if len({e.query is None for e in examples}) != 1:
         raise ValueError(f"{os.fspath(path)}: mixes shortest-path (query) and spanning-tree lines.")
     random_labels = shuffle if random_labels is None else bool(random_labels)
-    return geometry.GroupedFileDataset(examples, _encode_examples, lambda e: len(e.edges),
-                                       batch_size, num_batches=num_batches, seed=seed,
-                                       shuffle=shuffle, random_labels=random_labels, **kwargs)
+    return geometry.GroupedFileDataset(
+        examples,
+        _encode_examples,
+        lambda e: len(e.edges),
+        batch_size,
+        num_batches=num_batches,
+        seed=seed,
+        shuffle=shuffle,
+        random_labels=random_labels,
+        **kwargs,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -876,10 +956,14 @@ def file_dataset(path, batch_size, num_batches=None, seed=0, shuffle=True, rando
 
 
 def _summary(exact, optimal, ratios, count):
-    return {"exact_match": exact / count, "optimal_fraction": optimal / count,
-            "valid_fraction": len(ratios) / count, "num_valid": len(ratios),
-            "num_invalid": count - len(ratios),
-            "mean_cost_ratio": float(np.mean(ratios)) if ratios else float("nan")}
+    return {
+        "exact_match": exact / count,
+        "optimal_fraction": optimal / count,
+        "valid_fraction": len(ratios) / count,
+        "num_valid": len(ratios),
+        "num_invalid": count - len(ratios),
+        "mean_cost_ratio": float(np.mean(ratios)) if ratios else float("nan"),
+    }
 
 
 def _cost_ratio(weights, answer, reference):
@@ -987,8 +1071,9 @@ def sequence_lengths(task, n_nodes, n_edges):
     ((10, 11, 12, 13), (12, 13))
     """
     _check_task(task)
-    (n_lo, n_hi), (e_lo, e_hi) = (np.broadcast_to(np.asarray(v, dtype=np.int64), 2).tolist()
-                                  for v in (n_nodes, n_edges))
+    (n_lo, n_hi), (e_lo, e_hi) = (
+        np.broadcast_to(np.asarray(v, dtype=np.int64), 2).tolist() for v in (n_nodes, n_edges)
+    )
     out = set()
     for n in range(n_lo, n_hi + 1):
         for e in range(e_lo, e_hi + 1):

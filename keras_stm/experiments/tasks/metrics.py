@@ -16,8 +16,8 @@ References:
     `thaihungle/SAM`, `run_toys.py`).
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -36,18 +36,21 @@ def _check_shapes(y_true_shape, y_pred_shape, sample_weight_shape):
     if not _same(y_true_shape, y_pred_shape):
         raise ValueError(
             f"`y_true` and `y_pred` must have the same shape, got {y_true_shape} "
-            f"and {y_pred_shape}.")
+            f"and {y_pred_shape}."
+        )
     if len(y_true_shape) < 2:
         raise ValueError(
-            f"`y_true` must have a batch axis and a bit axis (B, ..., W), got shape "
-            f"{y_true_shape}.")
+            f"`y_true` must have a batch axis and a bit axis (B, ..., W), got shape {y_true_shape}."
+        )
     if sample_weight_shape is not None:
         expected = y_true_shape[:-1]
-        if not (_same(sample_weight_shape, expected)
-                or _same(sample_weight_shape, expected + (1,))):
+        if not (
+            _same(sample_weight_shape, expected) or _same(sample_weight_shape, expected + (1,))
+        ):
             raise ValueError(
                 f"`sample_weight` must have shape {expected} (one weight per step), got "
-                f"{sample_weight_shape}.")
+                f"{sample_weight_shape}."
+            )
 
 
 def bit_error_per_sequence(y_true, y_pred, sample_weight=None, from_logits=True):
@@ -130,9 +133,11 @@ class BitErrorPerSequence(keras.metrics.Metric):
             raise ValueError(f"`from_logits` must be a bool, got {from_logits!r}.")
         self.from_logits = bool(from_logits)
         self.total = self.add_variable(
-            shape=(), initializer="zeros", dtype=self.dtype, name="total")
+            shape=(), initializer="zeros", dtype=self.dtype, name="total"
+        )
         self.count = self.add_variable(
-            shape=(), initializer="zeros", dtype=self.dtype, name="count")
+            shape=(), initializer="zeros", dtype=self.dtype, name="count"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch.

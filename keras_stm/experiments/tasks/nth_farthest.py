@@ -26,7 +26,8 @@ import functools
 import numpy as np
 
 from keras_stm.experiments.tasks.base import TaskDataset
-from keras_stm.experiments.tasks.copy import _check_int, _check_rng
+from keras_stm.experiments.tasks.copy import _check_int
+from keras_stm.experiments.tasks.copy import _check_rng
 
 NUM_VECTORS = 8
 """int: the authors' number of vectors (= number of classes, = time steps)."""
@@ -131,8 +132,15 @@ def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS):
     return x, y
 
 
-def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
-            num_vectors=NUM_VECTORS, num_dims=NUM_DIMS, **kwargs):
+def dataset(
+    batch_size=128,
+    num_batches=NUM_BATCHES,
+    seed=0,
+    fixed=False,
+    num_vectors=NUM_VECTORS,
+    num_dims=NUM_DIMS,
+    **kwargs,
+):
     """A seeded stream of Nth-farthest batches for `model.fit` / `model.evaluate`.
 
     Args:
@@ -159,5 +167,6 @@ def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
     """
     num_vectors, num_dims = _check_sizes(num_vectors, num_dims)
     batch_fn = functools.partial(make_batch, num_vectors=num_vectors, num_dims=num_dims)
-    return TaskDataset(batch_fn, batch_size=batch_size, num_batches=num_batches, seed=seed,
-                       fixed=fixed, **kwargs)
+    return TaskDataset(
+        batch_fn, batch_size=batch_size, num_batches=num_batches, seed=seed, fixed=fixed, **kwargs
+    )

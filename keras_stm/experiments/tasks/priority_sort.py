@@ -25,7 +25,9 @@ import functools
 import numpy as np
 
 from keras_stm.experiments.tasks.base import TaskDataset
-from keras_stm.experiments.tasks.copy import _check_int, _check_rng, with_decoding_phase
+from keras_stm.experiments.tasks.copy import _check_int
+from keras_stm.experiments.tasks.copy import _check_rng
+from keras_stm.experiments.tasks.copy import with_decoding_phase
 
 NUM_BITS = 32
 """int: width of the bit vectors."""
@@ -49,8 +51,8 @@ def _check_sizes(input_seq_len, target_seq_len):
     target_seq_len = _check_int("target_seq_len", target_seq_len, 1)
     if target_seq_len > input_seq_len:
         raise ValueError(
-            f"`target_seq_len` ({target_seq_len}) must be <= `input_seq_len` "
-            f"({input_seq_len}).")
+            f"`target_seq_len` ({target_seq_len}) must be <= `input_seq_len` ({input_seq_len})."
+        )
     return input_seq_len, target_seq_len
 
 
@@ -94,8 +96,15 @@ def make_batch(rng, batch_size, input_seq_len=INPUT_SEQ_LEN, target_seq_len=TARG
     return with_decoding_phase(inputs, targets)
 
 
-def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
-            input_seq_len=INPUT_SEQ_LEN, target_seq_len=TARGET_SEQ_LEN, **kwargs):
+def dataset(
+    batch_size=128,
+    num_batches=NUM_BATCHES,
+    seed=0,
+    fixed=False,
+    input_seq_len=INPUT_SEQ_LEN,
+    target_seq_len=TARGET_SEQ_LEN,
+    **kwargs,
+):
     """A seeded stream of priority-sort batches for `model.fit` / `model.evaluate`.
 
     Args:
@@ -120,7 +129,9 @@ def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False,
     (4, 36, 34)
     """
     input_seq_len, target_seq_len = _check_sizes(input_seq_len, target_seq_len)
-    batch_fn = functools.partial(make_batch, input_seq_len=input_seq_len,
-                                 target_seq_len=target_seq_len)
-    return TaskDataset(batch_fn, batch_size=batch_size, num_batches=num_batches, seed=seed,
-                       fixed=fixed, **kwargs)
+    batch_fn = functools.partial(
+        make_batch, input_seq_len=input_seq_len, target_seq_len=target_seq_len
+    )
+    return TaskDataset(
+        batch_fn, batch_size=batch_size, num_batches=num_batches, seed=seed, fixed=fixed, **kwargs
+    )

@@ -176,24 +176,33 @@ def make_batch(rng, batch_size, reading="executed", num_items=None, item_length=
     closest_dist[:, query_index] = np.iinfo(np.int32).max
     choose_far = query[:, -1, -1] == 1
     # argmax / argmin return the first (lowest) index among ties.
-    target_index = np.where(choose_far, np.argmax(farthest_dist, axis=1),
-                            np.argmin(closest_dist, axis=1))
+    target_index = np.where(
+        choose_far, np.argmax(farthest_dist, axis=1), np.argmin(closest_dist, axis=1)
+    )
     targets = items[np.arange(batch_size), target_index]  # (B, n, 32)
 
     block = length + 1
     inputs = np.zeros((batch_size, input_length(n_items, length), INPUT_SIZE), dtype=np.float32)
-    item_rows = inputs[:, :block * n_items].reshape(batch_size, n_items, block, INPUT_SIZE)
+    item_rows = inputs[:, : block * n_items].reshape(batch_size, n_items, block, INPUT_SIZE)
     item_rows[:, :, 0, ITEM_CHANNEL] = 1.0
     item_rows[:, :, 1:, :NUM_BITS] = items
     start = block * n_items
     inputs[:, start, QUERY_CHANNEL] = 1.0
-    inputs[:, start + 1:start + block, :NUM_BITS] = query
+    inputs[:, start + 1 : start + block, :NUM_BITS] = query
     inputs[:, start + block, QUERY_CHANNEL] = 1.0
     return with_decoding_phase(inputs, targets)
 
 
-def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False, reading="executed",
-            num_items=None, item_length=None, **kwargs):
+def dataset(
+    batch_size=128,
+    num_batches=NUM_BATCHES,
+    seed=0,
+    fixed=False,
+    reading="executed",
+    num_items=None,
+    item_length=None,
+    **kwargs,
+):
     """A seeded stream of RAR batches for `model.fit` / `model.evaluate`.
 
     Args:
@@ -228,5 +237,13 @@ def dataset(batch_size=128, num_batches=NUM_BATCHES, seed=0, fixed=False, readin
         for length in range(length_range[0], length_range[1] + 1):
             choices.append(dict(reading=reading, num_items=n_items, item_length=length))
             lengths.append(input_length(n_items, length) + length)
-    return VaryingLengthDataset(make_batch, choices, lengths, batch_size=batch_size,
-                                num_batches=num_batches, seed=seed, fixed=fixed, **kwargs)
+    return VaryingLengthDataset(
+        make_batch,
+        choices,
+        lengths,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        seed=seed,
+        fixed=fixed,
+        **kwargs,
+    )
