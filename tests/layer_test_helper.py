@@ -1,11 +1,13 @@
 """Shared checks run on every keras-stm layer, and a numpy reference of the STM recurrence.
 
-`check_layer(layer_factory, inputs, ...)` runs, for one layer configuration: the config round
-trip, a functional model (symbolic output shapes == `compute_output_shape` == the shapes the
-test expects), an eager call (finite, equal to the model's compiled `predict`), `.keras`
-save and load (same predictions), one `fit` step (finite loss, every trainable weight moves;
-`jit_compile=True` on jax and tensorflow, eager on torch) and the `mixed_bfloat16` policy
-(finite outputs of the expected dtype, float32 variables, one fit step with
+`run_layer_test(layer_cls, init_kwargs, input_data=..., expected_output_shape=..., ...)`, named
+and shaped like Keras' `TestCase.run_layer_test`, runs for one layer configuration: the config
+round trip, a functional model (symbolic output shapes == `compute_output_shape` == the shapes
+the test expects; the expected numbers of trainable and non-trainable weights), an eager call
+(finite, equal to `expected_output` when given and to the model's compiled `predict`),
+`.keras` save and load (same predictions), one `fit` step (finite loss, every trainable weight
+moves; `jit_compile=True` on jax and tensorflow, eager on torch) and the `mixed_bfloat16`
+policy (finite outputs of the expected dtype, float32 variables, one fit step with
 `jit_compile="auto"`).
 
 `check_cross_backend(cases, directory)` saves one model per case and loads them all in ONE
@@ -139,7 +141,7 @@ def set_random_weights(layer, rng, scale=0.5):
 
 def check_config_round_trip(layer_factory):
     """`from_config(get_config())` of a new layer gives an equal, JSON-serialisable config, and
-    `keras.layers.serialize`/`deserialize` round-trips it (`check_layer` repeats the round trip
+    `keras.layers.serialize`/`deserialize` round-trips it (`run_layer_test` repeats the round trip
     on the built layer)."""
     layer = layer_factory()
     config = layer.get_config()
@@ -181,39 +183,71 @@ def _training_model(layer, inputs, call_kwargs):
     return keras.Model(tensors if len(tensors) > 1 else tensors[0], out), fronts
 
 
-def check_layer(
-    layer_factory,
-    inputs,
+def _factory(layer_cls, init_kwargs):
+    """A callable with no argument returning a new layer: `layer_cls(**init_kwargs)`, or
+    `layer_cls()` itself when `init_kwargs` is None (a class, or a zero-argument factory such as
+    `lambda: keras.layers.RNN(STMCell(...))`)."""
+    if init_kwargs is None:
+        return layer_cls
+    return lambda: layer_cls(**copy.deepcopy(init_kwargs))
+
+
+def run_layer_test(
+    layer_cls,
+    init_kwargs=None,
     *,
+    input_data,
     expected_output_shape,
-    tmp_path,
+    expected_output=None,
+    expected_num_trainable_weights=None,
+    expected_num_non_trainable_weights=None,
     call_kwargs=None,
+    run_training_check=True,
+    run_mixed_precision_check=True,
+    tmp_path,
     static_weights=(),
     mixed_precision_dtypes="bfloat16",
     rtol=1e-5,
+    expected_output_rtol=1e-5,
 ):
-    """Run the shared layer checks on one layer configuration.
+    """Run the shared layer checks on one layer configuration, after Keras'
+    `keras.src.testing.TestCase.run_layer_test`.
 
     Args:
-        layer_factory: callable with no argument returning a new, unbuilt layer. It is called
-            several times (fresh layers for each check, one under the `mixed_bfloat16` policy).
-        inputs: numpy array, or list of arrays for a layer taking several positional inputs
-            (`OuterProductAttention`); the first axis is the batch.
+        layer_cls: the layer class, built as `layer_cls(**init_kwargs)`; or, with `init_kwargs`
+            None, any callable with no argument returning a new, unbuilt layer (e.g.
+            `lambda: keras.layers.RNN(STMCell(...))`). It is called several times (fresh
+            layers for each check, one under the `mixed_bfloat16` policy).
+        init_kwargs: dict of constructor arguments, or None (see `layer_cls`).
+        input_data: numpy array, or list of arrays for a layer taking several positional
+            inputs (`OuterProductAttention`); the first axis is the batch.
         expected_output_shape: the hand-computed output shape(s) with batch `None`: a tuple, or
             a list of tuples for a layer returning several tensors.
-        tmp_path: `pathlib.Path` of a directory where the `.keras` file is written.
+        expected_output: array (or list of arrays, one per output) the eager call on
+            `input_data` must give, to `expected_output_rtol`; None skips the comparison.
+        expected_num_trainable_weights: number of trainable weights of the built layer, or
+            None (not checked).
+        expected_num_non_trainable_weights: number of non-trainable weights of the built layer,
+            or None (not checked).
         call_kwargs: dict of extra keyword arguments for the layer call.
+        run_training_check: bool, run one `fit` step (finite loss, every trainable weight
+            moves; `jit_compile=True` on jax and tensorflow, eager on torch).
+        run_mixed_precision_check: bool, run the `mixed_bfloat16` checks.
+        tmp_path: `pathlib.Path` of a directory where the `.keras` file is written.
         static_weights: substrings of variable paths allowed NOT to change during the fit step
             (weights whose gradient is legitimately zero in that configuration).
         mixed_precision_dtypes: the documented dtype of every output under `mixed_bfloat16`:
             one name for all outputs, or a list with one name per output.
         rtol: tolerance of the comparisons between two evaluations of the same weights.
+        expected_output_rtol: tolerance of the comparison with `expected_output`, relative to
+            each output's largest entry.
 
     Returns:
-        dict with the float32 `model` (functional, trained one step), its `layer`, and the
-        eager `outputs` (list of numpy arrays) before training.
+        dict with the float32 `model` (functional; trained one step if `run_training_check`),
+        its `layer`, and the eager `outputs` (list of numpy arrays) before training.
     """
-    inputs = as_list(inputs)
+    layer_factory = _factory(layer_cls, init_kwargs)
+    inputs = as_list(input_data)
     call_kwargs = call_kwargs or {}
     expected = shape_list(expected_output_shape)
     batch = inputs[0].shape[0]
@@ -221,18 +255,27 @@ def check_layer(
     # 1. config round trip
     check_config_round_trip(layer_factory)
 
-    # 2. symbolic call: shapes == compute_output_shape == the hand-computed ones
+    # 2. symbolic call: shapes == compute_output_shape == the hand-computed ones; weight counts
     layer = layer_factory()
     tensors = symbolic_inputs(inputs)
     symbolic = layer(*tensors, **call_kwargs)
     input_shapes = [tuple(t.shape) for t in tensors]
     assert tensor_shapes(symbolic) == expected, (tensor_shapes(symbolic), expected)
     assert shape_list(layer.compute_output_shape(*input_shapes)) == expected
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights, [
+            w.path for w in layer.trainable_weights
+        ]
+    if expected_num_non_trainable_weights is not None:
+        assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights, [
+            w.path for w in layer.non_trainable_weights
+        ]
     model = keras.Model(tensors if len(tensors) > 1 else tensors[0], symbolic)
     config = layer.get_config()
     assert layer.__class__.from_config(copy.deepcopy(config)).get_config() == config  # built too
 
-    # 3. eager call: finite, concrete shapes, equal to the model's call and compiled predict
+    # 3. eager call: finite, concrete shapes, equal to the model's call and compiled predict,
+    #    and to `expected_output` when given
     eager = layer(*[ops.convert_to_tensor(x) for x in inputs], **call_kwargs)
     concrete = [(batch,) + s[1:] for s in expected]
     assert tensor_shapes(eager) == concrete
@@ -240,6 +283,8 @@ def check_layer(
     outputs = to_numpy(eager)
     for out in outputs:
         assert np.all(np.isfinite(out))
+    if expected_output is not None:
+        assert_close(outputs, expected_output, expected_output_rtol, "expected_output")
     assert_close(to_numpy(model(model_inputs(inputs))), outputs, rtol, "model call")
     assert_close(
         to_numpy(model.predict(model_inputs(inputs), batch_size=batch, verbose=0)),
@@ -258,12 +303,31 @@ def check_layer(
     assert_close(to_numpy(loaded(model_inputs(inputs))), outputs, rtol, "after load")
 
     # 5. one fit step: finite loss, every trainable weight moves
+    if run_training_check:
+        check_training(layer, inputs, call_kwargs, static_weights, outputs[0].shape)
+
+    # 6. mixed_bfloat16: finite outputs of the documented dtype, a fit step runs
+    if run_mixed_precision_check:
+        check_mixed_precision(
+            layer_factory,
+            inputs,
+            call_kwargs,
+            mixed_precision_dtypes,
+            len(expected),
+            outputs[0].shape,
+        )
+    return {"model": model, "layer": layer, "outputs": outputs}
+
+
+def check_training(layer, inputs, call_kwargs, static_weights, target_shape):
+    """One `fit` step of a model around the built `layer` (jit on jax and tensorflow, eager on
+    torch): finite loss, every trainable weight moves (but those matching `static_weights`)."""
     jit = keras.backend.backend() in JIT_BACKENDS
     train_model, fronts = _training_model(layer, inputs, call_kwargs)
     watched = fronts if fronts else [layer]
     before = {k: v for w in watched for k, v in weight_values(w).items()}
     assert before, "nothing to train"
-    target = np.random.default_rng(0).normal(size=outputs[0].shape).astype("float32")
+    target = np.random.default_rng(0).normal(size=target_shape).astype("float32")
     _fit_once(train_model, inputs, target, jit_compile=jit)
     after = {k: v for w in watched for k, v in weight_values(w).items()}
     unchanged = [
@@ -274,12 +338,6 @@ def check_layer(
     assert not unchanged, f"weights not updated by the fit step: {unchanged}"
     for value in after.values():
         assert np.all(np.isfinite(value))
-
-    # 6. mixed_bfloat16: finite outputs of the documented dtype, a fit step runs
-    check_mixed_precision(
-        layer_factory, inputs, call_kwargs, mixed_precision_dtypes, len(expected), outputs[0].shape
-    )
-    return {"model": model, "layer": layer, "outputs": outputs}
 
 
 def check_mixed_precision(layer_factory, inputs, call_kwargs, dtypes, num_outputs, target_shape):
@@ -316,7 +374,8 @@ def check_cross_backend(cases, directory, rtol=1e-5, timeout=300):
     """Save one functional model per case; load them all in one subprocess under another backend.
 
     Args:
-        cases: dict `{name: (layer_factory, inputs)}` (inputs as in `check_layer`).
+        cases: dict `{name: (layer_factory, inputs)}` (inputs as `run_layer_test`'s
+            `input_data`).
         directory: `pathlib.Path`, an empty directory for the `.keras` files and numbers.
         rtol: tolerance of the loaded predictions, relative to each output's largest entry.
         timeout: seconds allowed to the subprocess.
@@ -445,6 +504,41 @@ def reference_sam(params, memory, num_queries, normalization="joint", eps=1e-5):
         for j in range(nq):  # A_i += tanh(q_i * k_j) (outer) v_j
             out[:, i] += np.tanh(q[:, :, i] * k[:, :, j])[:, :, None] * v[:, None, :, j]
     return out
+
+
+def reference_opa(q, k, v):
+    """OPA in float64 numpy: `A[..., i, p, c] = sum_j tanh(q[..., i, p] k[..., j, p]) v[..., j, c]`
+    (one product, where `tests/test_layers.brute_force_opa` loops)."""
+    q, k, v = (np.asarray(t, dtype="float64") for t in (q, k, v))
+    scores = np.tanh(q[..., :, None, :] * k[..., None, :, :])  # [..., i, j, p]
+    return np.einsum("...ijp,...jc->...ipc", scores, v)
+
+
+def reference_sentence_encoder(embeddings, positions, ids):
+    """`SentenceEncoder` in float64 numpy: `s = sum_w P[w] E[ids[w]]` over the last axis."""
+    embeddings, positions = (np.asarray(t, dtype="float64") for t in (embeddings, positions))
+    ids = np.asarray(ids)
+    return np.sum(embeddings[ids] * positions[: ids.shape[-1]], axis=-2)
+
+
+def reference_tpr_inference(weights, query, memory, hops, eps=1e-12):
+    """`TPRInference` in float64 numpy, from `{weight name: array}` (the layer's own names):
+    `i_k = LN_k(sum_{e,r} i_{k-1}[e] r_k[r] M[r, e, :])` (`i_0` = the entity MLP), logits
+    `(i_1 + ... + i_hops) Z`."""
+    w = {name: np.asarray(value, dtype="float64") for name, value in weights.items()}
+
+    def mlp(name, x):
+        x = np.tanh(x @ w[f"{name}_kernel_1"] + w[f"{name}_bias_1"])
+        return np.tanh(x @ w[f"{name}_kernel_2"] + w[f"{name}_bias_2"])
+
+    query = np.asarray(query, dtype="float64")
+    memory = np.asarray(memory, dtype="float64")  # [b, r, e, f]
+    entity, total = mlp("entity", query), 0.0
+    for k in range(1, hops + 1):
+        hop = np.einsum("be,br,bref->bf", entity, mlp(f"role_{k}", query), memory)
+        hop = _layer_norm(hop, (-1,), w[f"norm_{k}_gamma"], w[f"norm_{k}_beta"], eps)
+        total, entity = total + hop, hop
+    return total @ w["output_embedding"]
 
 
 def reference_stm(params, config, inputs, item_memory=None, relational_memory=None, mask=None):

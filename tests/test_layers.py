@@ -1,5 +1,5 @@
 """The layers of keras-stm: numbers against brute-force numpy, and the shared layer checks
-(`tests/layer_test_helper.check_layer`) on every layer, plus cross-backend `.keras` loading."""
+(`tests/layer_test_helper.run_layer_test`) on every layer, plus cross-backend `.keras` loading."""
 
 import keras
 import numpy as np
@@ -59,10 +59,16 @@ def test_outer_product_attention_layer_checks(tmp_path):
     q = rng.normal(size=(2, 3, 4)).astype("float32")
     k = rng.normal(size=(2, 2, 4)).astype("float32")
     v = rng.normal(size=(2, 2, 5)).astype("float32")
-    result = helper.check_layer(
-        OuterProductAttention, [q, k, v], expected_output_shape=(None, 3, 4, 5), tmp_path=tmp_path
+    helper.run_layer_test(
+        OuterProductAttention,
+        {},
+        input_data=[q, k, v],
+        expected_output_shape=(None, 3, 4, 5),
+        expected_output=brute_force_opa(q, k, v),
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
     )
-    helper.assert_close(result["outputs"], brute_force_opa(q, k, v), 1e-5)
 
 
 # ------------------------------------------------------------------------------------------
@@ -120,10 +126,13 @@ def test_self_attentive_memory_initialisation():
 @pytest.mark.parametrize("normalization,shape", [("joint", (2, 4, 4)), ("row", (2, 5, 3))])
 def test_self_attentive_memory_layer_checks(tmp_path, normalization, shape):
     memory = np.random.default_rng(4).normal(size=shape).astype("float32")
-    helper.check_layer(
-        lambda: SelfAttentiveMemory(num_queries=3, normalization=normalization, epsilon=1e-4),
-        memory,
+    helper.run_layer_test(
+        SelfAttentiveMemory,
+        dict(num_queries=3, normalization=normalization, epsilon=1e-4),
+        input_data=memory,
         expected_output_shape=(None, 3, shape[1], shape[1]),
+        expected_num_trainable_weights=4,  # kernel, bias, gamma, beta
+        expected_num_non_trainable_weights=0,
         tmp_path=tmp_path,
     )
 
@@ -152,7 +161,7 @@ VARIANTS = {
 
 def reference_config(cell):
     alphas = [
-        float(ops.convert_to_numpy(cell.coefficient(name)))
+        float(ops.convert_to_numpy(cell._coefficient(name)))
         for name in ("relational_carry", "relational_read", "relational_transfer")
     ]
     return dict(
@@ -259,7 +268,7 @@ def test_initial_memories_and_coefficients_initialisation():
     assert np.abs(item).max() <= 1 / np.sqrt(2 * d) and item.std() > 0
     assert np.abs(relational).max() <= 1 / np.sqrt(2 * d + nq) and relational.std() > 0
     for name in ("relational_carry", "relational_read", "relational_transfer"):
-        assert float(ops.convert_to_numpy(cell.coefficient(name))) == 0.0
+        assert float(ops.convert_to_numpy(cell._coefficient(name))) == 0.0
     assert float(ops.convert_to_numpy(cell.forget_gate_offset)) == 1.0
     assert float(ops.convert_to_numpy(cell.input_gate_offset)) == 0.0
     states = cell.get_initial_state(batch_size=3)
@@ -276,6 +285,13 @@ def test_initial_memories_and_coefficients_initialisation():
 # The shared checks on the recurrent layers
 
 
+# Weights of a cell with fixed non-zero coefficients (every path on) and no head: kernel and
+# bias of the write, read and slot projectors (6), of the two gates (4), the two gate offsets,
+# the transfer (2), the slot read-out (2) and the read-out (2), the two initial memories and
+# SAM's kernel, bias, gamma and beta (4). The head adds 3 kernels and 3 biases.
+CELL_WEIGHTS, HEAD_WEIGHTS = 24, 6
+
+
 def rnn_of_cell():
     return keras.layers.RNN(
         keras_stm.STMCell(**SMALL, **FIXED, head_units=3), return_sequences=True
@@ -288,8 +304,13 @@ def stm_with_states():
 
 def test_stm_cell_in_rnn_layer_checks(tmp_path):
     x = sequences(seed=7)
-    result = helper.check_layer(
-        rnn_of_cell, x, expected_output_shape=(None, STEPS, 3), tmp_path=tmp_path
+    result = helper.run_layer_test(
+        rnn_of_cell,
+        input_data=x,
+        expected_output_shape=(None, STEPS, 3),
+        expected_num_trainable_weights=CELL_WEIGHTS + HEAD_WEIGHTS,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
     )
     assert result["layer"].cell.__class__ is keras_stm.STMCell
 
@@ -297,10 +318,13 @@ def test_stm_cell_in_rnn_layer_checks(tmp_path):
 def test_stm_layer_checks(tmp_path):
     x = sequences(seed=8)
     d, nq, a = 4, 2, 5
-    result = helper.check_layer(
-        stm_with_states,
-        x,
+    result = helper.run_layer_test(
+        keras_stm.STM,
+        dict(**SMALL, **FIXED, return_state=True),
+        input_data=x,
         expected_output_shape=[(None, a), (None, a), (None, d, d), (None, nq, d, d)],
+        expected_num_trainable_weights=CELL_WEIGHTS,
+        expected_num_non_trainable_weights=0,
         tmp_path=tmp_path,
     )
     output, last, _, _ = result["outputs"]

@@ -112,7 +112,7 @@ def test_last_step_loops_match_reference(path):
         loops = ["dense"]
         if (
             config.get("sam_steps", 1) == 1
-            and build_cell(meta, state, "float64").uses_previous_relational_memory
+            and build_cell(meta, state, "float64")._uses_previous_relational_memory
         ):
             loops.append("low_rank")
         for loop in loops:
@@ -134,5 +134,5 @@ def test_low_rank_loop_applies_to_fixtures():
         _, meta, state = load_fixture(path)
         config = keras_stm.cell_config_from_official(meta["config"])
         cell = build_cell(meta, state, "float32")
-        applicable += config.get("sam_steps", 1) == 1 and cell.uses_previous_relational_memory
+        applicable += config.get("sam_steps", 1) == 1 and cell._uses_previous_relational_memory
     assert applicable >= 3

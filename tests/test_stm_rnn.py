@@ -90,11 +90,11 @@ def unused_weights(cell):
             "input_gate_offset",
             "forget_gate_offset",
         ]
-    if not cell.reads_relational_memory:
+    if not cell._reads_relational_memory:
         unused += ["read_kernel", "read_bias", "slot_kernel", "slot_bias"]
     if cell.relational_transfer == 0.0:
         unused += ["transfer_kernel", "transfer_bias"]
-    if not cell.uses_previous_relational_memory:
+    if not cell._uses_previous_relational_memory:
         unused.append("initial_relational_memory")
     return unused
 
@@ -123,7 +123,7 @@ def reference(layer, x, item=None, relational=None, mask=None):
     config = dict(
         num_queries=NQ,
         memory_size=D,
-        alphas=[float(ops.convert_to_numpy(cell.coefficient(n))) for n in COEFFICIENTS],
+        alphas=[float(ops.convert_to_numpy(cell._coefficient(n))) for n in COEFFICIENTS],
     )
     return helper.reference_stm(
         helper.official_parameters(cell), config, np.asarray(x, "float64"), item, relational, mask
@@ -402,7 +402,7 @@ def test_stm_matches_cell_with_mask(options, coefficients):
     values = random_weights(seed=7, **coefficients)
     flags = dict(return_sequences=True, return_state=True, **options)
     layer = with_weights(keras_stm.STM(**CELL, **coefficients, **flags), values)
-    assert layer.cell.uses_previous_relational_memory == (not coefficients)
+    assert layer.cell._uses_previous_relational_memory == (not coefficients)
     plain = with_weights(
         keras.layers.RNN(keras_stm.STMCell(**CELL, **coefficients), **flags), values
     )

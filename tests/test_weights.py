@@ -185,7 +185,7 @@ def test_alpha_scalars_accept_official_and_scalar_shapes():
     state = random_state(official_shapes())
     state["alpha10"] = np.float32(0.25)  # () instead of (1,)
     keras_stm.load_official_weights(cell, state)
-    assert float(ops.convert_to_numpy(cell.coefficient("relational_carry"))) == 0.25
+    assert float(ops.convert_to_numpy(cell._coefficient("relational_carry"))) == 0.25
     state["alpha10"] = np.zeros((2,), "float32")
     with pytest.raises(ValueError, match="'alpha10' has shape"):
         keras_stm.load_official_weights(cell, state)

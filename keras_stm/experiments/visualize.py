@@ -364,10 +364,10 @@ def _find_cell(model):
 def trace_memories(model, sequence):
     """Run a trained STM over a sequence one step at a time and record its memories and OPA.
 
-    The step is the cell's own (`project_inputs`, then `update_memories` on the value-major
-    relational memory, `from_value_major`, `output_from_memory`), from the cell's initial state
-    (the learned initial memories when it has them). For every step the input `S` of the SAM
-    operator (`STMCell.update_memories(..., return_sam_inputs=True)`), its queries, keys and
+    The step is the cell's own (`STMCell.update_memories`, then `read_out` and `head`), from the
+    cell's initial state (the learned initial memories when it has them). For every step the
+    input `S` of the SAM operator (`STMCell.update_memories(..., return_sam_inputs=True)`), its
+    queries, keys and
     values (`SelfAttentiveMemory.queries_keys_values`) and the OPA scores
     (`SelfAttentiveMemory(S, return_attention_scores=True)`) are recorded: `tanh(q_i ⊙ k_j)`
     (the weights of `v_j` in `SAM(S)_i = sum_j tanh(q_i ⊙ k_j) ⊗ v_j`). With `sam_steps > 1`
@@ -442,18 +442,14 @@ def trace_memories(model, sequence):
         )
     }
     initial_item, initial_relational = item, relational
-    relational = cell.to_value_major(relational)
-
     sam = cell.self_attentive_memory
     for t in range(steps):
-        projected = cell.project_inputs(sequence[:, t])
         item, relational, sam_inputs = cell.update_memories(
-            projected, item, relational, return_sam_inputs=True
+            sequence[:, t], item, relational, return_sam_inputs=True
         )
-        slots = cell.from_value_major(relational)
         record["item_memory"].append(item)
-        record["relational_memory"].append(slots)
-        record["outputs"].append(cell.output_from_memory(slots))
+        record["relational_memory"].append(relational)
+        record["outputs"].append(cell.head(cell.read_out(relational)))
         sam_input = sam_inputs[-1]  # the last SAM iteration of the step
         query, key, value = sam.queries_keys_values(sam_input)
         _, attention = sam(sam_input, return_attention_scores=True)  # [b, i, j, p]

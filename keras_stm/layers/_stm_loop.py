@@ -1,6 +1,7 @@
 """How `keras_stm.STM` runs its time loop: plain functions, private to the layer.
 
-The maths of a step lives in `STMCell` (`write_memories`, `update_memories`, ...); this module
+The maths of a step lives in `STMCell` (`_write_memories`, `_update_memories`, ...: methods
+private to the `keras_stm.layers` package, used here and by `STM`); this module
 only decides in which order and with which carried tensors the steps run, as Haiku's
 `dynamic_unroll` runs a core. Two loop forms remain, both tested against
 `keras.layers.RNN(STMCell)`:
@@ -51,7 +52,7 @@ def _plan(cell, steps, loop, unroll, return_sequences):
     runs as asked (`unroll`): no measurement on a GPU shows the low-rank form paying there.
     """
     low_rank_applies = (
-        cell.uses_previous_relational_memory and not return_sequences and cell.sam_steps == 1
+        cell._uses_previous_relational_memory and not return_sequences and cell.sam_steps == 1
     )
     if loop == "low_rank":
         if not low_rank_applies:
@@ -65,7 +66,7 @@ def _plan(cell, steps, loop, unroll, return_sequences):
                 "undefined time axis. Give the Input a fixed length or use `loop='auto'`."
             )
         return "low_rank", True
-    if not cell.uses_previous_relational_memory:
+    if not cell._uses_previous_relational_memory:
         form = "factored"
     else:
         form = "dense"
@@ -199,7 +200,7 @@ def _dense_step(cell, projected_t, relational_flat, item_flat):
     """One step on flat memories, `Mr` value-major: `(Mr_t flat, Mi_t flat)`."""
     d, nq = cell.memory_size, cell.num_queries
     relational = ops.reshape(relational_flat, (-1, d, nq * d))
-    item, relational = cell.update_memories(
+    item, relational = cell._update_memories(
         projected_t, ops.reshape(item_flat, (-1, d, d)), relational
     )
     return ops.reshape(relational, (-1, nq * d * d)), ops.reshape(item, (-1, d * d))
@@ -208,7 +209,7 @@ def _dense_step(cell, projected_t, relational_flat, item_flat):
 def _factored_step(cell, projected_t, factors_flat, item_flat):
     """One step when no step reads `Mr_{t-1}`: `(flat factors of Mr_t, Mi_t flat)`."""
     d = cell.memory_size
-    item, (values, scores) = cell.update_memories(
+    item, (values, scores) = cell._update_memories(
         projected_t, ops.reshape(item_flat, (-1, d, d)), None, factored=True
     )
     return _flatten_factors(cell, values, scores), ops.reshape(item, (-1, d * d))
@@ -237,7 +238,7 @@ def _low_rank_loop(cell, projected, mask, initial_relational, item_memory):
 
     `Mr_t = α1 Mr_{t-1} + R_t` with `R_t = values_t @ scores_t`, and every read
     `v_t = Mr_{t-1} @ m_t` with a mixing vector `m_t` of the input alone
-    (`STMCell.read_mixer`): the loop carries the pending reads `Mr_t @ [m_1 .. m_T]` and
+    (`STMCell._read_mixer`): the loop carries the pending reads `Mr_t @ [m_1 .. m_T]` and
     updates them with each step's factors; after the loop
     `Mr_T = c_0 Mr_0 + sum_t c_t R_t` (`_carried_factors`).
 
@@ -245,8 +246,8 @@ def _low_rank_loop(cell, projected, mask, initial_relational, item_memory):
         `(Mr_T value-major (batch, d, nq*d), Mi_T flat (batch, d*d))`.
     """
     mixers = pending = None
-    if cell.reads_relational_memory:
-        mixers = ops.moveaxis(cell.read_mixer(projected), 1, 2)  # (B, nq*d, T)
+    if cell._reads_relational_memory:
+        mixers = ops.moveaxis(cell._read_mixer(projected), 1, 2)  # (B, nq*d, T)
         pending = stm_ops.matmul(initial_relational, mixers)  # (B, d, T)
     reads = None if pending is None else (pending, None, None, ())
 
@@ -321,18 +322,18 @@ def _block_update(cell, pending, block, mixers):
 
 
 def _low_rank_write(cell, projected_t, value, pending, item_flat, keep, mixers, update=True):
-    """`STMCell.write_memories`, then `pending <- α1 pending + values @ (scores @ mixers)`
+    """`STMCell._write_memories`, then `pending <- α1 pending + values @ (scores @ mixers)`
     (when `update` and `pending` is not None); masked samples keep `Mi` and `pending`.
 
     Returns `(pending, item_flat, values, scores)`."""
     d = cell.memory_size
-    item, factors = cell.write_memories(projected_t, ops.reshape(item_flat, (-1, d, d)), value)
+    item, factors = cell._write_memories(projected_t, ops.reshape(item_flat, (-1, d, d)), value)
     values, scores = factors[0]
     item = ops.reshape(item, (-1, d * d))
     if keep is not None:
         item = ops.where(keep, item, item_flat)
     if pending is not None and update:
-        updated = cell.coefficient("relational_carry") * pending
+        updated = cell._coefficient("relational_carry") * pending
         updated = updated + stm_ops.matmul(values, stm_ops.matmul(scores, mixers))
         if keep is not None:
             updated = ops.where(ops.expand_dims(keep, -1), updated, pending)
@@ -357,7 +358,7 @@ def _carried_factors(cell, values, scores, mask):
     dtype = values.dtype
     batch = ops.shape(values)[0]
     decay = ops.zeros((batch, steps), dtype=dtype) + ops.cast(
-        cell.coefficient("relational_carry"), dtype
+        cell._coefficient("relational_carry"), dtype
     )
     written = ops.ones((batch, steps), dtype=dtype)
     if mask is not None:

@@ -231,7 +231,8 @@ class STM(keras.layers.RNN):
         """The layer's computation from its input sequences and flat initial states (Keras'
         `RNN.inner_loop`): input projections for all steps at once, the time loop
         (`keras_stm.layers._stm_loop`), read-out and head. Returns `(last_output, outputs,
-        final_states)`."""
+        final_states)`. Calls the cell's package-private step methods (`_project_inputs`,
+        `_to_value_major`, ...)."""
         cell = self.cell
         if training and cell.dropout > 0.0:
             # The cell's mask (made by `keras.layers.RNN.call` before the loop), for all steps.
@@ -246,8 +247,8 @@ class STM(keras.layers.RNN):
             )
         d, nq = cell.memory_size, cell.num_queries
         item_memory = ops.reshape(initial_state[1], (-1, d * d))
-        initial_relational = cell.to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
-        projected = cell.project_inputs(sequences)  # (B, T, projected_size), all steps at once
+        initial_relational = cell._to_value_major(ops.reshape(initial_state[2], (-1, nq, d, d)))
+        projected = cell._project_inputs(sequences)  # (B, T, projected_size), all steps at once
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if self.go_backwards:
@@ -268,8 +269,8 @@ class STM(keras.layers.RNN):
             unroll,
             self.return_sequences,
         )
-        relational_memory = cell.from_value_major(relational_memory)
-        last_output = cell.output_from_memory(relational_memory)
+        relational_memory = cell._from_value_major(relational_memory)
+        last_output = cell._output_from_memory(relational_memory)
         initial_output = initial_state[0]
         if mask is not None:
             # Until a sample's first unmasked step its output is the initial output state, as
@@ -279,7 +280,7 @@ class STM(keras.layers.RNN):
                 written, last_output, ops.cast(initial_output, last_output.dtype)
             )
         if self.return_sequences:
-            outputs = cell.output_from_memory(cell.from_value_major(relational_sequence))
+            outputs = cell._output_from_memory(cell._from_value_major(relational_sequence))
             if mask is not None:
                 written = ops.expand_dims(ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0, -1)
                 outputs = ops.where(

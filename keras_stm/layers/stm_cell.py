@@ -113,6 +113,10 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
     masking on every backend). The initial memories are learned weights (when
     `learn_initial_memory`), tiled over the batch, and receive gradients.
 
+    Beyond Keras' cell API the public methods are `unflatten_memories`, `update_memories` (one
+    step of the memories, optionally with SAM's inputs), `read_out` and `head`. Methods with a
+    leading underscore belong to the `keras_stm.layers` package (`STM`'s loop calls them).
+
     Args:
         num_queries: int, number `nq` of SAM queries, i.e. of relational slots. Defaults to 8.
         memory_size: int, side `d` of the item memory (d x d) and of each slot. Defaults to 96.
@@ -338,12 +342,12 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         ]
 
     @property
-    def uses_initial_relational_memory(self):
+    def _uses_initial_relational_memory(self):
         """Whether `Mr_0` is used: a step reads or carries `Mr_{t-1}`. When none does, `Mr_t`
         is SAM's latest result alone and `Mr_0` is never seen (a sample whose steps are all
         masked keeps the initial output), so no `initial_relational_memory` is learned and
         the initial state's `Mr` is zeros."""
-        return self.uses_previous_relational_memory
+        return self._uses_previous_relational_memory
 
     def build(self, input_shape):
         input_size = input_shape[-1]
@@ -369,7 +373,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         # when no step reads `Mr_{t-1}`, `α1` and `Mr_0` when `Mr` is not carried.
         self._full_layout = []
         self._previous_layout = []
-        gated, reads = self.gated_write, self.reads_relational_memory
+        gated, reads = self.gated_write, self._reads_relational_memory
         # Input projectors: u (item to write), w (read/bind vector), s (slot logits).
         self.write_projector = self._projector("write", self.input_size, d)
         self.read_projector = self._projector("read", self.input_size, d, reads)
@@ -410,7 +414,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
                 "initial_relational_memory",
                 (nq, d, d),
                 keras.initializers.RandomUniform(-rel_limit, rel_limit),
-                self.uses_initial_relational_memory,
+                self._uses_initial_relational_memory,
             )
         self.self_attentive_memory.build((None, d, d))
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: self.input_size})
@@ -430,7 +434,8 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             variable.assign(store[f"{index[variable.name]}"])
 
     # ------------------------------------------------------------------ maths
-    def coefficient(self, name):
+    # (private to the `keras_stm.layers` package: `STM` and `_stm_loop` call these)
+    def _coefficient(self, name):
         """The value of mixing coefficient `name`: a tensor if learned, else a float."""
         value = getattr(self, name)
         if value != LEARNED:
@@ -442,19 +447,19 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         return getattr(self, name) != 0.0
 
     @property
-    def projected_size(self):
-        """Width of `project_inputs`' result: `[u (d), w (d), s (nq), gate terms (2d)]`, without
+    def _projected_size(self):
+        """Width of `_project_inputs`' result: `[u (d), w (d), s (nq), gate terms (2d)]`, without
         `w` and `s` when no step reads `Mr_{t-1}` and without the gate terms when the write is
         not gated."""
         d = self.memory_size
-        reads = d + self.num_queries if self.reads_relational_memory else 0
+        reads = d + self.num_queries if self._reads_relational_memory else 0
         return d + reads + (2 * d if self.gated_write else 0)
 
-    def project_inputs(self, inputs):
+    def _project_inputs(self, inputs):
         """Everything a step needs from its input alone, for any leading axes.
 
-        Returns `concat([u, w, s, u W_gate_in + b_gate_in], -1)` of width `projected_size`
-        (the parts a configuration uses, see `projected_size`), so that `keras_stm.STM` can
+        Returns `concat([u, w, s, u W_gate_in + b_gate_in], -1)` of width `_projected_size`
+        (the parts a configuration uses, see `_projected_size`), so that `keras_stm.STM` can
         compute it for all time steps at once.
         """
 
@@ -465,25 +470,25 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
         write = apply(self.write_projector, inputs)
         parts = [write]
-        if self.reads_relational_memory:
+        if self._reads_relational_memory:
             parts += [apply(self.read_projector, inputs), apply(self.slot_projector, inputs)]
         if self.gated_write:
             parts.append(stm_ops.matmul(write, self.gate_input_kernel) + self.gate_input_bias)
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
-    def split_projected(self, projected):
-        """`(u, w, s, gate terms)` of `project_inputs`' result; None for a part the
+    def _split_projected(self, projected):
+        """`(u, w, s, gate terms)` of `_project_inputs`' result; None for a part the
         configuration does not compute."""
         d, nq = self.memory_size, self.num_queries
         write, read, slots, gate = projected[..., :d], None, None, None
-        if self.reads_relational_memory:
+        if self._reads_relational_memory:
             read, slots = projected[..., d : 2 * d], projected[..., 2 * d : 2 * d + nq]
         if self.gated_write:
-            gate = projected[..., self.projected_size - 2 * d :]
+            gate = projected[..., self._projected_size - 2 * d :]
         return write, read, slots, gate
 
     @property
-    def uses_previous_relational_memory(self):
+    def _uses_previous_relational_memory(self):
         """Whether a step reads `Mr_{t-1}` (a carry or a read path is on).
 
         When it does not (RAR's fixed zero carry and read, the RL variant), `Mr_t` is SAM's
@@ -491,7 +496,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         """
         return self._path_on("relational_read") or self._path_on("relational_carry")
 
-    def read_mixer(self, projected):
+    def _read_mixer(self, projected):
         """The read's mixing vector `m = vec(pi ⊗ w)` of a step (or of all steps).
 
         `pi = softmax(s)` (slot weights) and `w` (read vector) are projections of the input
@@ -499,64 +504,64 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         is `Mr @ m` with `Mr` value-major.
 
         Args:
-            projected: `(..., projected_size)` from `project_inputs`.
+            projected: `(..., projected_size)` from `_project_inputs`.
 
         Returns:
             `(..., nq * d)`, slot-major (`[i * d + p] = pi[i] * w[p]`).
         """
         d, nq = self.memory_size, self.num_queries
-        _, read, slots, _ = self.split_projected(projected)
+        _, read, slots, _ = self._split_projected(projected)
         weights = stm_ops.softmax(slots, axis=-1)
         mixer = ops.expand_dims(weights, -1) * ops.expand_dims(read, -2)
         return ops.reshape(mixer, tuple(ops.shape(projected)[:-1]) + (nq * d,))
 
-    def read_relational_memory(self, relational_memory, mixer):
+    def _read_relational_memory(self, relational_memory, mixer):
         """The read `v = Mr_{t-1} @ m`: `(batch, d, nq * d)` value-major, `(batch, nq * d)` ->
         `(batch, d)`."""
         return stm_ops.matmul(relational_memory, ops.expand_dims(mixer, -1))[..., 0]
 
-    def update_memories(
+    def _update_memories(
         self, projected, item_memory, relational_memory, factored=False, return_sam_inputs=False
     ):
         """One step of the memory dynamics.
 
         The relational memory is taken and returned **value-major**: shape
-        `(batch, d, nq * d)` with `[b, c, i * d + p] = Mr[b, i, p, c]` (see `to_value_major`).
+        `(batch, d, nq * d)` with `[b, c, i * d + p] = Mr[b, i, p, c]` (see `_to_value_major`).
         In that layout OPA's product and the transfer's product need no transpose.
 
-        The step is the read (`read_relational_memory`), then `write_memories`, then the
+        The step is the read (`_read_relational_memory`), then `_write_memories`, then the
         carry `Mr_t = α1 Mr_{t-1} + R` with `R = values @ scores`, SAM's result from its
         factors (`SelfAttentiveMemory.factors`).
 
         Args:
-            projected: `(batch, projected_size)` from `project_inputs`.
+            projected: `(batch, projected_size)` from `_project_inputs`.
             item_memory: `(batch, d, d)`, `Mi_{t-1}`.
             relational_memory: `(batch, d, nq * d)`, `Mr_{t-1}` value-major; unused (may be
-                None) when `uses_previous_relational_memory` is False.
+                None) when `_uses_previous_relational_memory` is False.
             factored: bool. True returns `Mr_t` as its factors `(values (batch, d, nq),
                 scores (batch, nq, nq * d))`, `Mr_t = values @ scores`; only allowed when
-                `uses_previous_relational_memory` is False.
+                `_uses_previous_relational_memory` is False.
             return_sam_inputs: bool, also return the input `S` of each SAM iteration (see
-                `write_memories`).
+                `_write_memories`).
 
         Returns:
             `(Mi_t, Mr_t)`, the latter value-major, or factored; with `return_sam_inputs`,
             `(Mi_t, Mr_t, sam_inputs)`.
         """
-        if factored and self.uses_previous_relational_memory:
+        if factored and self._uses_previous_relational_memory:
             raise ValueError(
                 "`factored=True` needs a step that does not read the previous relational "
                 "memory (a fixed zero `relational_carry` and `relational_read`)."
             )
         value = None
-        if self.reads_relational_memory:
-            value = self.read_relational_memory(relational_memory, self.read_mixer(projected))
-        new_item, factors, sam_inputs = self.write_memories(
+        if self._reads_relational_memory:
+            value = self._read_relational_memory(relational_memory, self._read_mixer(projected))
+        new_item, factors, sam_inputs = self._write_memories(
             projected, item_memory, value, return_sam_inputs=True
         )
         if factored:
             return (new_item, factors[-1]) + ((sam_inputs,) if return_sam_inputs else ())
-        carry = self.coefficient("relational_carry")
+        carry = self._coefficient("relational_carry")
         for values, scores in factors:
             relation = stm_ops.matmul(values, scores)  # (B, d, nq*d), value-major
             if isinstance(carry, float) and carry == 0.0:
@@ -568,11 +573,11 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         return (new_item, relational_memory) + ((sam_inputs,) if return_sam_inputs else ())
 
     @property
-    def reads_relational_memory(self):
+    def _reads_relational_memory(self):
         """Whether a step reads `Mr_{t-1}` into SAM's input (a non-zero `relational_read`)."""
         return self._path_on("relational_read")
 
-    def write_memories(
+    def _write_memories(
         self, projected, item_memory, relational_value=None, return_sam_inputs=False
     ):
         """The item-memory write, SAM and the transfer of one step, given the step's read.
@@ -582,13 +587,13 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         The transfer `G1(R)` is computed on the factors, `R = values @ scores`:
         `R W1 = values @ (scores W1)`, the same sum in another order, with `nq` rows in the
         large product instead of `d`. The relational memory itself is not touched: the caller
-        combines `Mr_t = α1 Mr_{t-1} + R` (`update_memories`, or `keras_stm.STM`'s loops).
+        combines `Mr_t = α1 Mr_{t-1} + R` (`_update_memories`, or `keras_stm.STM`'s loops).
 
         Args:
-            projected: `(batch, projected_size)` from `project_inputs`.
+            projected: `(batch, projected_size)` from `_project_inputs`.
             item_memory: `(batch, d, d)`, `Mi_{t-1}`.
             relational_value: `(batch, d)`, the read `v` of `Mr_{t-1}`
-                (`read_relational_memory`), or None when `reads_relational_memory` is False.
+                (`_read_relational_memory`), or None when `_reads_relational_memory` is False.
 
             return_sam_inputs: bool, also return the list of SAM's inputs `S` (one
                 `(batch, d, d)` per SAM iteration), e.g. for `keras_stm.visualize`.
@@ -599,7 +604,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
             `(Mi_t, factors, sam_inputs)`.
         """
         d = self.memory_size
-        write, read, _, gate_input = self.split_projected(projected)
+        write, read, _, gate_input = self._split_projected(projected)
 
         item = stm_ops.outer(write, write)  # u ⊗ u
         if self.gated_write:
@@ -613,7 +618,7 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
 
         sam_input_shift = None
         if relational_value is not None:
-            sam_input_shift = self.coefficient("relational_read") * stm_ops.outer(
+            sam_input_shift = self._coefficient("relational_read") * stm_ops.outer(
                 relational_value, read
             )
 
@@ -627,18 +632,18 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
                 # Tr[c, e] = sum_{i, p} R[c, (i, p)] W1[(i, p), e] + b1[e], as values @ (scores W1)
                 transfer = stm_ops.matmul(values, stm_ops.matmul(scores, self.transfer_kernel))
                 transfer = transfer + self.transfer_bias
-                new_item = new_item + self.coefficient("relational_transfer") * transfer
+                new_item = new_item + self._coefficient("relational_transfer") * transfer
             factors.append((values, scores))
         return (new_item, factors) + ((sam_inputs,) if return_sam_inputs else ())
 
-    def to_value_major(self, relational_memory):
+    def _to_value_major(self, relational_memory):
         """`(..., nq, d, d)` [i, p, c] -> value-major `(..., d, nq * d)` [c, (i, p)]."""
         d, nq = self.memory_size, self.num_queries
         lead = tuple(ops.shape(relational_memory)[:-3])
         moved = ops.moveaxis(relational_memory, -1, -3)
         return ops.reshape(moved, lead + (d, nq * d))
 
-    def from_value_major(self, relational_memory):
+    def _from_value_major(self, relational_memory):
         """Value-major `(..., d, nq * d)` -> `(..., nq, d, d)` [i, p, c]."""
         d, nq = self.memory_size, self.num_queries
         lead = tuple(ops.shape(relational_memory)[:-2])
@@ -670,14 +675,63 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         kernel, bias = self.head_output
         return stm_ops.matmul(x, kernel) + bias
 
-    def output_from_memory(self, relational_memory):
+    def _output_from_memory(self, relational_memory):
         """The per-step output (`y_t` or `o_t`) computed from `Mr_t`."""
         return self.head(self.read_out(relational_memory))
 
+    # ------------------------------------------------------------------ one step, public
+    def update_memories(
+        self,
+        inputs: Any,
+        item_memory: Any,
+        relational_memory: Any,
+        return_sam_inputs: bool = False,
+    ) -> tuple:
+        """One step of the memory dynamics, on the memories as the layers return them.
+
+        From a step's input `x_t` and the memories `Mi_{t-1}`, `Mr_{t-1}`: the input
+        projections, the gated (or additive) item write, the read of `Mr_{t-1}`, SAM, the
+        transfer and the carry (sections 1-5 of `docs/model.md`). `call` is this step between
+        the flat states, plus `read_out` and `head`; `keras_stm.experiments.visualize` records
+        the memories and SAM's inputs with it.
+
+        Args:
+            inputs: `(batch, input_size)`, the step's input (no dropout is applied).
+            item_memory: `(batch, d, d)`, `Mi_{t-1}`.
+            relational_memory: `(batch, nq, d, d)`, `Mr_{t-1}` (`[i, p, c]`: slot `i`).
+            return_sam_inputs: bool, also return the input `S = Mi' + α2 v ⊗ w` of each SAM
+                iteration (one `(batch, d, d)` tensor per iteration, `sam_steps` in all).
+
+        Returns:
+            `(Mi_t, Mr_t)` of shapes `(batch, d, d)`, `(batch, nq, d, d)`; with
+            `return_sam_inputs`, `(Mi_t, Mr_t, sam_inputs)`.
+
+        Example:
+
+        >>> import numpy as np, keras_stm
+        >>> cell = keras_stm.STMCell(num_queries=2, memory_size=4, relation_size=4,
+        ...                          readout_size=4)
+        >>> cell.build((None, 3))
+        >>> _, item, relational = cell.get_initial_state(batch_size=1)
+        >>> item, relational = cell.unflatten_memories(item, relational)
+        >>> item, relational = cell.update_memories(np.ones((1, 3), "float32"), item, relational)
+        >>> tuple(item.shape), tuple(relational.shape), tuple(cell.read_out(relational).shape)
+        ((1, 4, 4), (1, 2, 4, 4), (1, 4))
+        """
+        if not (ops.is_tensor(inputs) or isinstance(inputs, keras.KerasTensor)):
+            inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        result = self._update_memories(
+            self._project_inputs(inputs),
+            item_memory,
+            self._to_value_major(relational_memory),
+            return_sam_inputs=return_sam_inputs,
+        )
+        return (result[0], self._from_value_major(result[1])) + tuple(result[2:])
+
     # ------------------------------------------------------------------ RNN API
-    def unflatten_memories(self, item_memory, relational_memory):
-        """Reshape flat memories `(batch, d*d)`, `(batch, nq*d*d)` to `(batch, d, d)`,
-        `(batch, nq, d, d)`."""
+    def unflatten_memories(self, item_memory: Any, relational_memory: Any) -> tuple:
+        """Reshape flat memories `(batch, d*d)`, `(batch, nq*d*d)` (the cell's states 1 and 2)
+        to `(batch, d, d)`, `(batch, nq, d, d)`."""
         d, nq = self.memory_size, self.num_queries
         return ops.reshape(item_memory, (-1, d, d)), ops.reshape(relational_memory, (-1, nq, d, d))
 
@@ -690,12 +744,10 @@ class STMCell(DropoutRNNCell, keras.layers.Layer):
         item_memory, relational_memory = self.unflatten_memories(states[1], states[2])
         if training and self.dropout > 0.0:
             inputs = inputs * ops.cast(self.get_dropout_mask(inputs), inputs.dtype)
-        projected = self.project_inputs(inputs)
         item_memory, relational_memory = self.update_memories(
-            projected, item_memory, self.to_value_major(relational_memory)
+            inputs, item_memory, relational_memory
         )
-        relational_memory = self.from_value_major(relational_memory)
-        output = self.output_from_memory(relational_memory)
+        output = self._output_from_memory(relational_memory)
         d, nq = self.memory_size, self.num_queries
         new_states = [
             output,
