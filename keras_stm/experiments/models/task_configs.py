@@ -287,7 +287,7 @@ def add_model_arguments(parser, task):
 
     Args:
         parser: an `argparse.ArgumentParser` (from
-        `keras_stm.experiments.training.argument_parser`).
+            `keras_stm.experiments.training.argument_parser`).
         task: str, a key of `TASK_CONFIGS`.
 
     Returns:
