@@ -639,9 +639,9 @@ def main(argv=None):
         if model is None:
             model = build_model(args, num_actions)
             if continued is not None:
-                training._load_weights_only(model, model_path, "--continue-from")
+                training.load_weights_only(model, model_path, "--continue-from")
             elif args.initial_weights:
-                training._load_weights_only(model, args.initial_weights, "--initial-weights")
+                training.load_weights_only(model, args.initial_weights, "--initial-weights")
         elif model.num_actions != num_actions:
             raise ValueError(
                 f"the checkpoint's model has {model.num_actions} actions, "

@@ -493,8 +493,8 @@ def main(argv=None):
             print(error_table(scores, data)[0])
             return flat_test_metrics(scores)
         best = os.path.join(args.output_dir, "best.keras")
-        if os.path.exists(best):
-            trained.load_weights(best)
+        if os.path.exists(best):  # its weights; its optimizer state plays no part in a test
+            training.load_weights_only(trained, best, "The best model")
         scores = score(trained, data, args.eval_batch_size)
         write_error_table(scores, data, args.output_dir, f"bAbI errors ({args.model}, best.keras)")
         extra["scores"] = scores

@@ -185,15 +185,15 @@ def test_model_uses_only_the_final_relational_memory():
     y = dict(x, story=x["story"].copy())
     y["story"][:, 0] = (y["story"][:, 0] + 1) % 13
     assert not np.allclose(keras.ops.convert_to_numpy(model(y)), logits)
-    # The read-out (G2, G3) and the transfer (G1) play no part, and are frozen.
+    # The read-out (G2, G3) plays no part and is frozen; the transfer (G1, alpha3 = 0) has
+    # no weights at all.
     cell = stm.cell
+    assert cell.transfer_kernel is None and cell.transfer_bias is None
     unused = [
         cell.slot_readout_kernel,
         cell.slot_readout_bias,
         cell.readout_kernel,
         cell.readout_bias,
-        cell.transfer_kernel,
-        cell.transfer_bias,
     ]
     for v in unused:
         assert not v.trainable
@@ -225,8 +225,8 @@ def test_training_step_leaves_z_and_unused_weights_unchanged():
         "inference/output_embedding",
         "stm/stm_cell/slot_readout_kernel",
         "stm/stm_cell/readout_kernel",
-        "stm/stm_cell/transfer_kernel",
     }
+    assert "stm/stm_cell/transfer_kernel" not in before  # alpha3 = 0: no transfer weights
     for path in frozen:
         np.testing.assert_array_equal(after[path], before[path])
     for path in (
@@ -482,6 +482,7 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
     with open(out / "results.json") as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(results))
+    assert saved["optimizer_restarts"] == []  # the resumed run kept its Adam state
     test = saved["test"]
     assert {"mean_error", "mean_accuracy", "failed_tasks", "task_1_error", "task_3_error"} <= set(
         test

@@ -1414,8 +1414,16 @@ class _Timer(keras.callbacks.Callback):
         _write_json(self.state_path, {"train_seconds": self.elapsed, "epochs_done": epoch + 1})
 
 
-def _load_weights_only(model, path, what):
-    """Load a model's weights from `path` (a pretrained model carries no optimizer state).
+def load_weights_only(model, path, what):
+    """Load a model's weights from `path`, leaving its optimizer out of it.
+
+    A pretrained model carries no optimizer state, and a run's `best.keras` carries one that
+    plays no part in a test: Keras' warning about skipped optimizer variables is silenced.
+
+    Args:
+        model: a built `keras.Model` of the same architecture.
+        path: a `.keras` or `.weights.h5` file.
+        what: how error messages name the file (e.g. `"--initial-weights"`).
 
     Raises:
         FileNotFoundError: if `path` does not exist.
@@ -1453,7 +1461,7 @@ def evaluate_pretrained(model, args, evaluate, name):
 
     folder = pretrained.resolve(name if args.evaluate == "auto" else args.evaluate)
     recorded = pretrained.read_results(folder)
-    _load_weights_only(
+    load_weights_only(
         model,
         os.path.join(folder, pretrained.MODEL_FILE),
         f"--evaluate: the pretrained model of {folder} (flags {recorded.get('flags')}),",
@@ -1562,7 +1570,7 @@ def _run_locked(
     initial_epoch = checkpoints.restore(model)
     initial_weights = getattr(args, "initial_weights", None)
     if initial_weights and initial_epoch == 0:
-        _load_weights_only(model, initial_weights, "--initial-weights")
+        load_weights_only(model, initial_weights, "--initial-weights")
     elif initial_weights:
         print(
             f"--initial-weights {initial_weights} ignored: resuming the checkpoint of {out} "

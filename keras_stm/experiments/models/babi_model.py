@@ -175,10 +175,9 @@ def _freeze_unused_stm_weights(stm):
     ]
     if cell.readout_normalization:
         unused += [cell.readout_gamma, cell.readout_beta]
-    if cell.relational_transfer == 0.0:
-        unused += [cell.transfer_kernel, cell.transfer_bias]
     for variable in unused:
-        variable.trainable = False
+        if variable is not None:  # a path fixed off creates no weight (e.g. the transfer)
+            variable.trainable = False
 
 
 class BabiEvalDataset(keras.utils.PyDataset):
