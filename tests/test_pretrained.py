@@ -14,6 +14,7 @@ import pytest
 
 from keras_stm.experiments import pretrained
 from tests.example_loader import load_example as _load_example
+from tests.test_babi_data import REAL_ARCHIVE
 
 ACCURACY_MARGIN = 0.03
 """float: absolute accuracy margin (1,024 or 512 test examples against the recorded 20,000
@@ -21,17 +22,6 @@ or 1,280: a 99% model's sampling spread is about 0.3 points, a 90% model's about
 BABI_ERROR_MARGIN = 3.0
 """float: margin of the bAbI mean error, in points (the first 50 test questions of each task,
 1,000 in all, against the recorded 20,000: a 10%-error model's spread is about 1 point)."""
-BABI_ARCHIVE = os.path.abspath(
-    os.path.join(
-        os.path.dirname(__file__),
-        "..",
-        "..",
-        "shared",
-        "data",
-        "babi",
-        "babi_tasks_1-20_v1-2.tar.gz",
-    )
-)
 BIT_ERROR_MARGIN = 0.25
 """float: relative bit-error margin (2 test batches against 10), at least 0.5 bits."""
 
@@ -67,11 +57,11 @@ def _evaluation(folder, results, tmp_path):
             argv += ["--reading", flags.get("reading", "executed")]
         return script, argv, "bit_error_per_sequence", "bit_error"
     if task == "babi":
-        if not os.path.exists(BABI_ARCHIVE):
-            pytest.skip(f"the bAbI archive {BABI_ARCHIVE} is not present")
+        if not os.path.exists(REAL_ARCHIVE):
+            pytest.skip(f"the bAbI archive {REAL_ARCHIVE} is not present")
         argv = base + [
             "--data",
-            BABI_ARCHIVE,
+            REAL_ARCHIVE,
             "--test-size",
             "50",
             "--cache-dir",
