@@ -52,6 +52,7 @@ import os
 import sys
 
 import keras
+import numpy as np
 
 from keras_stm.experiments import training
 from keras_stm.experiments.models import babi_model
@@ -265,16 +266,25 @@ def build_model(args, data):
     )
 
 
-def score(model, data, batch_size):
-    """Per-task scores of `model` on every loaded split but train (partial tasks marked)."""
+def score(model, data, batch_size, splits=None):
+    """Per-task scores of `model` on `splits` (default: every loaded split but train), partial
+    tasks marked."""
+    if splits is None:
+        splits = [s for s in data.metadata["splits"] if s != "train"]
     scores = {
-        split: babi_model.evaluate_babi(model, getattr(data, split), batch_size)
-        for split in data.metadata["splits"]
-        if split != "train"
+        split: babi_model.evaluate_babi(model, getattr(data, split), batch_size) for split in splits
     }
+    partial = data.metadata["partial_tasks"]
     for split_scores in scores.values():
         for t, task_scores in split_scores["tasks"].items():
-            task_scores["partial"] = t in data.metadata["partial_tasks"]
+            task_scores["partial"] = t in partial
+        if partial:
+            # The mean over the tasks trained on their full data, beside the all-task mean.
+            full = [v["error"] for t, v in split_scores["tasks"].items() if t not in partial]
+            split_scores["mean_error_full_tasks"] = float(np.mean(full)) if full else None
+            split_scores["failed_full_tasks"] = int(
+                sum(e > babi_model.FAILED_TASK_ERROR for e in full)
+            )
     return scores
 
 
@@ -298,6 +308,14 @@ def error_table(scores, data):
         + [f"{scores[s]['mean_error']:.2f}" for s in splits]
         + ["", f"failed tasks (test error > {babi_model.FAILED_TASK_ERROR:g}%): {failed}"]
     )
+    if all(scores[s].get("mean_error_full_tasks") is not None for s in splits):
+        full = len(data.tasks) - len(data.metadata["partial_tasks"])
+        failed_full = scores["test"]["failed_full_tasks"] if "test" in scores else ""
+        rows.append(
+            ["mean", f"{full} task{'s' if full != 1 else ''} (partial left out)"]
+            + [f"{scores[s]['mean_error_full_tasks']:.2f}" for s in splits]
+            + ["", f"failed tasks: {failed_full}"]
+        )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n", [header] + rows
@@ -330,6 +348,9 @@ def flat_test_metrics(scores):
         "accuracy": test["accuracy"],
         "loss": test["loss"],
     }
+    if test.get("mean_error_full_tasks") is not None:
+        flat["mean_error_full_tasks"] = test["mean_error_full_tasks"]
+        flat["failed_full_tasks"] = test["failed_full_tasks"]
     for t, v in test["tasks"].items():
         flat[f"task_{t}_error"] = v["error"]
     return flat
@@ -489,7 +510,7 @@ def main(argv=None):
     def evaluate(trained):
         if args.evaluate:  # a pretrained model (already loaded): print, write nothing
             check_vocabulary(os.path.join(args.output_dir, "model.keras"), trained, data)
-            scores = score(trained, data, args.eval_batch_size)
+            scores = score(trained, data, args.eval_batch_size, splits=["test"])
             print(error_table(scores, data)[0])
             return flat_test_metrics(scores)
         best = os.path.join(args.output_dir, "best.keras")

@@ -2,8 +2,9 @@
 # Train the runs listed in a spec file side by side on one GPU for MINUTES, then pack what the
 # device tool brings back (at most 4 parts of 15 MiB) into DEST.
 # Usage: bash scripts/gpu_session.sh SPEC MINUTES DEST
-#   SPEC: one run a line, `NAME SCRIPT ARGS...` (e.g. `rar-stm rar.py --model stm`); `#` starts
-#   a comment. Each run writes to $RUNS/NAME (default runs/gpu/NAME) and its log to NAME.log;
+#   SPEC: one run a line, `NAME [VAR=VALUE...] SCRIPT ARGS...` (e.g. `rar-stm rar.py --model
+#   stm`; `copy-stm XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 copy_task.py` gives that run its own
+#   environment); `#` starts a comment. Each run writes to $RUNS/NAME (default runs/gpu/NAME) and its log to NAME.log;
 #   the same command later resumes every run from its checkpoint. A run still going
 #   HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its last finished
 #   epoch's checkpoint is kept (checkpoints are written atomically).
@@ -17,15 +18,24 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false KERAS_BACKEND=${KERAS_BACKEND:-jax} P
 # The scripts import the installed keras_stm; on a machine without `pip install -e .` (the GPU
 # machine) the checkout itself, from the repository root.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Each process's jax allocator gets a share of the card (default 0.8 / number of runs, at most
+# 0.75), so that XLA's command buffers (CUDA graphs) still find driver memory: without a cap,
+# three of four runs stopped at their first step with CUDA_ERROR_OUT_OF_MEMORY (session 11).
+runs=$(grep -cvE '^[[:space:]]*(#|$)' "$spec")
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-$(python3 -c \
+  "print(f'{min(0.75, 0.8 / max(1, $runs)):.2f}')")}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 hard=${HARD_SECONDS:-$(python3 -c "print(int(60 * $minutes + 120))")}
 names=(); pids=()
 while read -r name script args; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   names+=("$name")
+  # Leading VAR=VALUE words set that run's environment (e.g. its XLA_PYTHON_CLIENT_MEM_FRACTION).
+  envs=()
+  while [[ "$script" == *=* ]]; do envs+=("$script"); read -r script args <<< "$args"; done
   # shellcheck disable=SC2086  # ARGS is a word list on purpose
-  timeout -k 10 "$hard" python3 "examples/$script" --output-dir "$root/$name" --max-minutes "$minutes" --verbose 2 \
-    $args > "$root/$name.log" 2>&1 &
+  env "${envs[@]}" timeout -k 10 "$hard" python3 "examples/$script" --output-dir "$root/$name" \
+    --max-minutes "$minutes" --verbose 2 $args > "$root/$name.log" 2>&1 &
   pids+=($!)
 done < "$spec"
 for pid in "${pids[@]}"; do wait "$pid"; done

@@ -508,7 +508,12 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
     with open(out / "task_errors.csv") as f:
         table = list(csv.reader(f))
     assert table[0][:4] == ["task", "name", "valid error (%)", "test error (%)"]
-    assert [row[0] for row in table[1:]] == ["1", "3 (partial)", "mean"]
+    assert [row[0] for row in table[1:]] == ["1", "3 (partial)", "mean", "mean"]
+    # Beside the all-task mean, the mean over the tasks trained on their full data.
+    assert table[4][1] == "1 task (partial left out)"
+    assert float(table[4][3]) == pytest.approx(test["task_1_error"], abs=0.01)
+    assert test["mean_error_full_tasks"] == pytest.approx(test["task_1_error"])
+    assert test["failed_full_tasks"] == int(test["task_1_error"] > 5)
     assert table[2][-1].startswith("partial: 16 questions")
     assert float(table[2][3]) == pytest.approx(test["task_3_error"], abs=0.01)
     assert "3 (partial)" in (out / "task_errors.md").read_text()
