@@ -86,3 +86,38 @@ def test_quick_keeps_explicit_flags():
     assert (args.iterations, args.batch_size, args.steps_per_epoch) == (6, 4, 3)
     args = training.parse_args(parser, ["--quick"])
     assert (args.iterations, args.batch_size, args.steps_per_epoch) == (4, 8, 2)
+
+
+def test_speed_settings_on_a_jax_gpu(monkeypatch, tmp_path):
+    """`--speed-settings auto` on a jax GPU (simulated): the unrolled loop and jax's persistent
+    compilation cache (under XDG_CACHE_HOME unless one is set); `off`, or any other machine,
+    changes nothing."""
+    import keras
+
+    args = training.parse_args(_parser(), ["--speed-settings", "off"])
+    assert args.speed_settings_applied == {}
+    if keras.backend.backend() != "jax":
+        args = training.parse_args(_parser(), [])
+        assert args.speed_settings_applied == {}  # torch and tensorflow: nothing changes
+        return
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setattr(training, "_jax_gpu_available", lambda: True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XLA_FLAGS", "")  # set: the script leaves XLA_FLAGS alone
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        args = training.parse_args(_parser(), ["--model", "stm"])
+        applied = args.speed_settings_applied
+        assert applied["unroll"] is True and args.stm_config["unroll"] is True
+        assert "xla_flags" not in applied
+        assert applied["compilation_cache_dir"] == str(tmp_path / "keras_stm" / "jax")
+        assert jax.config.jax_compilation_cache_dir == applied["compilation_cache_dir"]
+        # A cache folder already chosen (JAX_COMPILATION_CACHE_DIR) is kept.
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+        args = training.parse_args(_parser(), ["--stm-config", '{"unroll": false}'])
+        assert args.speed_settings_applied["compilation_cache_dir"] == str(tmp_path / "mine")
+        assert "unroll" not in args.speed_settings_applied and not args.stm_config["unroll"]
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

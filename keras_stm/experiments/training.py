@@ -450,9 +450,11 @@ def apply_speed_settings(args):
     """Apply `--speed-settings auto`: the fastest correct training settings for this machine.
 
     Under jax on a GPU: the unrolled STM loop (`unroll=True` in `args.stm_config`, unless
-    `--stm-config` sets `unroll`) and XLA command buffers with concurrent kernels
-    (`COMMAND_BUFFER_XLA_FLAGS`, unless `XLA_FLAGS` is already set). Both leave the numbers
-    unchanged (tests and `benchmarks/check_xla_flags.py`). `XLA_FLAGS` is read when jax
+    `--stm-config` sets `unroll`), XLA command buffers with concurrent kernels
+    (`COMMAND_BUFFER_XLA_FLAGS`, unless `XLA_FLAGS` is already set), and jax's persistent
+    compilation cache (`compilation_cache_dir`), so that a resumed or repeated run on the same
+    machine reads its compiled programs from disk. These leave the numbers unchanged (tests
+    and `benchmarks/check_xla_flags.py`). `XLA_FLAGS` is read when jax
     starts its backend, so the scripts call this from `parse_args`, before any computation;
     importing the library sets nothing. Elsewhere (CPU, torch, tensorflow) nothing changes.
 
@@ -461,7 +463,8 @@ def apply_speed_settings(args):
 
     Returns:
         dict of what was applied (recorded in `results.json`), e.g.
-        `{"unroll": True, "xla_flags": "..."}`; empty when nothing was.
+        `{"unroll": True, "xla_flags": "...", "compilation_cache_dir": "..."}`; empty when
+        nothing was.
     """
     applied = {}
     if getattr(args, "speed_settings", "auto") != "auto" or keras.backend.backend() != "jax":
@@ -482,6 +485,7 @@ def apply_speed_settings(args):
         else:
             os.environ["XLA_FLAGS"] = COMMAND_BUFFER_XLA_FLAGS
             applied["xla_flags"] = COMMAND_BUFFER_XLA_FLAGS
+    applied["compilation_cache_dir"] = compilation_cache_dir()
     if getattr(args, "model", "stm") == "stm":
         config = dict(getattr(args, "stm_config", None) or {})
         if "unroll" not in config:
@@ -489,6 +493,26 @@ def apply_speed_settings(args):
             args.stm_config = config
             applied["unroll"] = True
     return applied
+
+
+def compilation_cache_dir():
+    """Turns on jax's persistent compilation cache; returns its folder.
+
+    The folder is `JAX_COMPILATION_CACHE_DIR` (or jax's `jax_compilation_cache_dir` option) when
+    set, else `$XDG_CACHE_HOME/keras_stm/jax` (`~/.cache/keras_stm/jax`). Called by
+    `apply_speed_settings` for jax GPU runs; the cache only saves compilation time.
+
+    Returns:
+        str: the cache folder.
+    """
+    import jax
+
+    path = jax.config.jax_compilation_cache_dir
+    if not path:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(home, "keras_stm", "jax")
+        jax.config.update("jax_compilation_cache_dir", path)
+    return path
 
 
 def _explicit_flags(parser, argv):
