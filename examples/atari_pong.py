@@ -568,6 +568,7 @@ def main(argv=None):
     }
 
     model = None
+    warmup = None
     state, model_path = load_checkpoint_state(out)
     continued = None
     if state is None and args.continue_from:
@@ -642,6 +643,9 @@ def main(argv=None):
                 training.load_weights_only(model, model_path, "--continue-from")
             elif args.initial_weights:
                 training.load_weights_only(model, args.initial_weights, "--initial-weights")
+            if (continued is not None or args.initial_weights) and args.warmup_steps:
+                # trained weights, empty optimizer moments: ramp the learning rate up
+                warmup = training.LearningRateWarmup(args.warmup_steps)
         elif model.num_actions != num_actions:
             raise ValueError(
                 f"the checkpoint's model has {model.num_actions} actions, "
@@ -670,6 +674,7 @@ def main(argv=None):
             frames_per_update,
             out,
             history_path,
+            warmup,
         )
     finally:
         envs.close()
@@ -720,6 +725,8 @@ def main(argv=None):
         },
         "environment": training.environment(),
     }
+    if warmup is not None:
+        results["learning_rate_warmup_steps"] = warmup.steps
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     training.plot_or_warn(
@@ -759,8 +766,10 @@ def _train(
     frames_per_update,
     out,
     history_path,
+    warmup=None,
 ):
-    """The A2C loop: rollouts of all environments, one `train_on_batch` per rollout."""
+    """The A2C loop: rollouts of all environments, one `train_on_batch` per rollout (the
+    learning rate ramped up by `warmup`, a `training.LearningRateWarmup`, if given)."""
     num_envs, steps = args.num_envs, args.rollout_length
     obs_shape = model.observation_shape
     observations, _ = envs.reset()
@@ -768,6 +777,9 @@ def _train(
     resets = np.ones((num_envs,), np.float32)  # the first step starts every episode
     session_start, session_frames = time.perf_counter(), 0
     last_saved = state["updates"]
+    if warmup is not None:
+        warmup.set_model(model)
+        warmup.on_train_begin()
     while state["updates"] < max_updates:
         update_start = time.perf_counter()
         start_states = states
@@ -802,6 +814,8 @@ def _train(
         advantages, returns = advantages_lib.generalized_advantage_estimates(
             reward_buf.T, value_buf.T, done_buf.T, bootstrap, gamma=args.gamma, lam=args.gae_lambda
         )
+        if warmup is not None:
+            warmup.on_train_batch_begin(0)
         logs = model.train_on_batch(
             {"observations": obs_buf, "resets": reset_buf, "states": start_states},
             {

@@ -405,6 +405,7 @@ def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
     assert more["episodes"] >= results["episodes"]
     assert more["sessions"][-1]["continued_from"] == str(dest)
     assert more["sessions"][-1]["optimizer"] == "fresh"
+    assert more["learning_rate_warmup_steps"] == 100  # fresh moments on trained weights
     with open(tmp_path / "more" / "history.csv", newline="") as f:
         assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="continue-from"):  # another core: refused

@@ -223,6 +223,7 @@ def test_initial_weights_start_a_run_from_a_pretrained_model(tmp_path):
         ]
     )
     assert results["flags"]["initial_weights"] == path
+    assert results["learning_rate_warmup_steps"] == 100  # fresh moments on trained weights
     after = keras.saving.load_model(str(tmp_path / "b" / "best.keras"), compile=False)
     for expected, actual in zip(start.weights, after.weights):
         np.testing.assert_allclose(

@@ -121,3 +121,40 @@ def test_speed_settings_on_a_jax_gpu(monkeypatch, tmp_path):
         assert "unroll" not in args.speed_settings_applied and not args.stm_config["unroll"]
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_learning_rate_warmup_ramps_then_holds():
+    """LearningRateWarmup: step k of the first `steps` trains at (k + 1) / steps of the rate,
+    then the rate itself; a schedule is refused."""
+    import keras
+    import numpy as np
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            rate = self.model.optimizer.learning_rate
+            seen.append(float(keras.ops.convert_to_numpy(rate)))
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = np.ones((6, 3), "float32"), np.ones((6, 1), "float32")
+    model.fit(
+        x,
+        y,
+        batch_size=1,
+        epochs=1,
+        verbose=0,
+        callbacks=[training.LearningRateWarmup(4), Record()],
+    )
+    np.testing.assert_allclose(seen, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01], rtol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        training.LearningRateWarmup(0)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+    with pytest.raises(ValueError, match="schedule"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[training.LearningRateWarmup(2)])
+    args = training.parse_args(_parser(), ["--warmup-steps", "0"])
+    assert args.warmup_steps == 0
+    with pytest.raises(SystemExit):
+        training.parse_args(_parser(), ["--warmup-steps", "-1"])

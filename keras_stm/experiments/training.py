@@ -265,6 +265,14 @@ def argument_parser(
         "ignored when the output folder holds a checkpoint to resume.",
     )
     parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=100,
+        help="Linear learning-rate warm-up over this many steps whenever the optimizer "
+        "starts fresh on trained weights (--initial-weights, or a checkpoint whose "
+        "optimizer state could not be restored); 0 turns it off.",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="Ignore an existing checkpoint and start over."
     )
     parser.add_argument(
@@ -406,6 +414,8 @@ def parse_args(parser, argv=None, quick_overrides=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if getattr(args, "warmup_steps", 0) < 0:
+        parser.error(f"--warmup-steps must be 0 or more, got {args.warmup_steps}")
     if getattr(args, "max_minutes", None) is not None and not args.max_minutes > 0:
         parser.error(f"--max-minutes must be positive, got {args.max_minutes}")
     if args.output_dir is None:
@@ -907,6 +917,7 @@ class _Checkpoints(keras.callbacks.Callback):
         self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
         self.checkpoints = []  # newest first: {"epoch", "weights", "bytes", "sha256"}
         self.optimizer_restarts = []  # resumes whose optimizer state was not restored
+        self.optimizer_restarted = False  # this process's resume restarted the optimizer
         self._optimizer_mismatch = None  # set by `_problem` for the checkpoint it loaded
 
     def _entries(self, metadata):
@@ -1003,6 +1014,7 @@ class _Checkpoints(keras.callbacks.Callback):
         mismatch = self._optimizer_mismatch
         if mismatch is None:
             return
+        self.optimizer_restarted = True
         self.optimizer_restarts.append({"checkpoint": path, "epoch": int(epoch), **mismatch})
         warnings.warn(
             f"Resumed {path} (epoch {epoch}) with its model weights but without its optimizer "
@@ -1391,6 +1403,51 @@ class _DataEpoch(keras.callbacks.Callback):
             self.data.epoch = epoch
 
 
+class LearningRateWarmup(keras.callbacks.Callback):
+    """Ramps the optimizer's learning rate linearly from `1 / steps` of its value to its value
+    over the first `steps` training steps of `fit`.
+
+    `run` adds it when the optimizer starts with empty moments on trained weights
+    (`--initial-weights`, or a checkpoint whose optimizer state could not be restored): the
+    first steps of RMSprop (and, less so, Adam) from an empty state are the largest, and would
+    shake weights that were already trained.
+
+    Args:
+        steps: int, the number of warm-up steps (positive).
+
+    Example:
+
+    >>> model.fit(data, callbacks=[LearningRateWarmup(100)])  # doctest: +SKIP
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        if not isinstance(steps, int) or steps <= 0:
+            raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+        self.steps = steps
+        self.target = None
+        self.step = 0
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        self.target = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        try:
+            optimizer.learning_rate = self.target  # a schedule's rate cannot be set
+        except TypeError as error:
+            raise ValueError(
+                "LearningRateWarmup needs a constant learning rate, not a schedule (pass "
+                f"--warmup-steps 0): {error}"
+            ) from None
+        self.step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step < self.steps:
+            self.model.optimizer.learning_rate = self.target * (self.step + 1) / self.steps
+        elif self.step == self.steps:
+            self.model.optimizer.learning_rate = self.target
+        self.step += 1
+
+
 class _TimeBudget(keras.callbacks.Callback):
     """Stops training at the end of the first epoch after `seconds` of training (this session)."""
 
@@ -1601,6 +1658,14 @@ def _run_locked(
             f"at epoch {initial_epoch}."
         )
     _repair_history(history_path, initial_epoch)
+    # Trained weights with fresh optimizer moments: ramp the learning rate up (the first
+    # RMSprop/Adam steps of an empty state are the largest).
+    warmup = None
+    fresh_moments = bool(initial_weights and initial_epoch == 0) or (
+        checkpoints.optimizer_restarted
+    )
+    if fresh_moments and getattr(args, "warmup_steps", 0) > 0:
+        warmup = LearningRateWarmup(args.warmup_steps)
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
@@ -1614,6 +1679,7 @@ def _run_locked(
         timer,  # before CSVLogger: it adds `epoch_seconds` to the logs
         keras.callbacks.CSVLogger(history_path, append=True),
         *([budget] if budget else []),
+        *([warmup] if warmup else []),
         *extra_callbacks,
     ]
     if args.verbose:
@@ -1651,6 +1717,8 @@ def _run_locked(
         # resumes from a checkpoint whose optimizer state did not fit (restarted): normally []
         "optimizer_restarts": checkpoints.optimizer_restarts,
     }
+    if warmup is not None:
+        results["learning_rate_warmup_steps"] = warmup.steps
     if evaluate is not None:
         results["test"] = {k: float(v) for k, v in evaluate(model).items()}
     if extra_results:
