@@ -19,10 +19,24 @@ dispatches the next step while the device runs this one). `end` needs `--train-s
 Training step (`--train-step`):
   keras      `model.train_on_batch` (default): Keras' own step, with its per-call host work
              (input conversion, state sync, logs).
+  fit        `model.fit`, the way users train: arrays of `--repeats` batches (one random batch
+             repeated), one warm-up `fit` call over `max(1, --warmup)` batches (compilation;
+             its time is `compile_s`), then `--fit-calls` timed calls
+             `fit(x, y, batch_size=--batch, epochs=1, verbose=0, shuffle=False)` of `--repeats`
+             steps each; `ms` = the median call's time / `--repeats` (`min_ms` the fastest
+             call's). The host may run ahead of the device inside a call; the loss is fetched
+             at its end. Rows record `"sync": "fit"`.
   stateless  jax only: Keras' stateless API in one `jax.jit` function (the pattern of Keras'
              "training loop from scratch in JAX" guide): `model.stateless_call`, `jax.grad`,
              `optimizer.stateless_apply`; the same model, loss and Adam update, inputs already
              on the device, state donated between steps.
+
+Library version: every row records which `keras_stm` ran (`keras_stm_version`, `keras_stm_path`,
+`keras_stm_commit`: `$KERAS_STM_COMMIT` if set, else the commit of a git checkout whose root holds
+the package) and `--code-version LABEL` as `code_version`, so rows of two versions of the library
+timed in one run can be told apart (`run_before_after.sh`). `--loop` reaches the STM only where
+its constructor takes `loop` (since issue 22); an older library runs with its own loop defaults
+(the row records `"loop": "n/a (library without loop=)"`).
 
 Precision: `highest` = true float32 matmuls; `tf32` = TF32 allowed; `bf16` = mixed_bfloat16 policy.
 
@@ -35,13 +49,17 @@ Example:
   KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --impl stm \
       --precision highest
   KERAS_BACKEND=jax python benchmarks/cell_throughput.py --configs copy --batch 1024 --devices 2
+  KERAS_BACKEND=torch python benchmarks/cell_throughput.py --configs copy --train-step fit \
+      --repeats 20
 """
 
 import argparse
+import inspect
 import json
 import os
 import platform
 import resource
+import subprocess
 import time
 
 PRECISIONS = ("highest", "tf32", "bf16")
@@ -136,6 +154,14 @@ def peak_memory_gib():
 IMPLS = ("stm", "rnn")
 
 
+def stm_takes_loop():
+    """Whether this `keras_stm.STM` takes `loop` (the library since issue 22; before it, the
+    loop had several options of its own, left at their defaults here)."""
+    import keras_stm
+
+    return "loop" in inspect.signature(keras_stm.STM.__init__).parameters
+
+
 def build_model(name, impl, batch, unroll=False, loop="auto"):
     import keras
     from configs import CONFIGS
@@ -147,13 +173,55 @@ def build_model(name, impl, batch, unroll=False, loop="auto"):
     steps = CONFIGS[name][5]
     inputs = keras.Input(batch_shape=(batch, steps, d_in))
     if impl == "stm":
-        outputs = keras_stm.STM(**stm_arguments(name), unroll=unroll, loop=loop, name="stm")(inputs)
+        arguments = dict(stm_arguments(name), unroll=unroll, name="stm")
+        if stm_takes_loop():
+            arguments["loop"] = loop
+        elif loop != "auto":
+            raise ValueError(
+                f"loop={loop!r}: the STM of {keras_stm.__file__} takes no `loop` argument."
+            )
+        outputs = keras_stm.STM(**arguments)(inputs)
     else:
         outputs = keras.layers.RNN(
             keras_stm.STMCell(**stm_arguments(name)), unroll=unroll, name="rnn"
         )(inputs)
     outputs = keras.layers.Activation("linear", dtype="float32")(outputs)
     return keras.Model(inputs, outputs)
+
+
+def library_info():
+    """Which `keras_stm` was imported: version, source folder and commit where known."""
+    import keras_stm
+
+    package = os.path.dirname(os.path.abspath(keras_stm.__file__))
+    commit = os.environ.get("KERAS_STM_COMMIT") or git_commit(os.path.dirname(package))
+    return {
+        "keras_stm_version": keras_stm.__version__,
+        "keras_stm_path": package,
+        "keras_stm_commit": commit,
+    }
+
+
+def git_commit(root):
+    """The HEAD commit of the git checkout rooted at `root` (with `+uncommitted` when its
+    `keras_stm/` differs from it), or None: not a checkout's root (an extracted copy inside
+    another checkout must not take that checkout's commit), or no git."""
+
+    def git(*args):
+        result = subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=30
+        )
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or os.path.realpath(top) != os.path.realpath(root):
+            return None
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--", "keras_stm")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+uncommitted" if commit and changed else commit
 
 
 def set_devices(devices):
@@ -216,6 +284,40 @@ def stateless_trainer(model, x, y, fetch=True):
     return step
 
 
+def time_fit(model, x, y, batch, repeats, warmup, calls):
+    """`model.fit` over arrays of `repeats` copies of the batch `(x, y)`: one warm-up call over
+    `max(1, warmup)` batches (compilation), then `calls` timed calls of `repeats` steps.
+
+    Returns `(compile_s, [seconds per step of each timed call], the last loss)`.
+    """
+    import numpy as np
+
+    copies = max(repeats, warmup, 1)
+    xs, ys = np.concatenate([x] * copies), np.concatenate([y] * copies)
+
+    def fit(steps):  # returns once the last loss is on the host: the device has finished
+        history = model.fit(
+            xs[: steps * batch],
+            ys[: steps * batch],
+            batch_size=batch,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        )
+        return history.history["loss"][-1]
+
+    start = time.perf_counter()
+    fit(max(1, warmup))
+    compile_s = time.perf_counter() - start
+    reset_peak()
+    times, loss = [], None
+    for _ in range(calls):
+        start = time.perf_counter()
+        loss = fit(repeats)
+        times.append((time.perf_counter() - start) / repeats)
+    return compile_s, times, loss
+
+
 def time_config(
     name,
     impl,
@@ -229,6 +331,8 @@ def time_config(
     loop="auto",
     train_step="keras",
     sync="iteration",
+    fit_calls=3,
+    code_version=None,
 ):
     import keras
     import numpy as np
@@ -252,14 +356,18 @@ def time_config(
         def step():
             return model.train_on_batch(x, y)  # returns a host float: the device is synchronised
 
-    start = time.perf_counter()
-    step()
-    compile_s = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    reset_peak()
     times = []
     loss = None
+    if train_step == "fit":
+        sync = "fit"  # one synchronisation per fit call, at its end
+        compile_s, times, loss = time_fit(model, x, y, batch, repeats, warmup, fit_calls)
+    else:
+        start = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - start
+        for _ in range(warmup):
+            step()
+        reset_peak()
     if sync == "end":  # pipelined: back to back, one wait at the end (stateless step only)
         import jax
 
@@ -273,6 +381,13 @@ def time_config(
         loss = step()
         times.append(time.perf_counter() - start)
     times.sort()
+    if impl != "stm":
+        loop = "cell"
+    elif not stm_takes_loop():
+        loop = "n/a (library without loop=)"
+    extra = {"fit_calls": fit_calls, "steps_per_fit_call": repeats} if train_step == "fit" else {}
+    if code_version is not None:
+        extra["code_version"] = code_version
     return {
         "impl": impl,
         "config": name,
@@ -289,15 +404,18 @@ def time_config(
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "data_parallel_devices": devices,
         "unroll": unroll,
-        "loop": loop if impl == "stm" else "cell",
+        "loop": loop,
         "train_step": train_step,
         "sync": sync,
         "keras": keras.__version__,
+        **extra,
+        **library_info(),
         **device_info(),
     }
 
 
 def main(argv=None):
+    import keras
     from configs import CONFIGS
     from configs import SYNC_HELP
     from configs import SYNC_MODES
@@ -323,9 +441,21 @@ def main(argv=None):
     parser.add_argument(
         "--train-step",
         default="keras",
-        choices=("keras", "stateless"),
+        choices=("keras", "stateless", "fit"),
         help="keras: model.train_on_batch; stateless: a jitted jax step on "
-        "Keras' stateless API (jax only).",
+        "Keras' stateless API (jax only); fit: model.fit calls of --repeats steps "
+        "(ms = call time / --repeats).",
+    )
+    parser.add_argument(
+        "--fit-calls",
+        type=int,
+        default=3,
+        help="--train-step fit: timed fit calls after the warm-up call (median taken).",
+    )
+    parser.add_argument(
+        "--code-version",
+        default=None,
+        help="A label recorded in each row as code_version (e.g. before, after).",
     )
     parser.add_argument(
         "--sync",
@@ -355,8 +485,6 @@ def main(argv=None):
         if precision not in PRECISIONS:
             parser.error(f"unknown --precision {precision!r}")
     if args.train_step == "stateless":
-        import keras
-
         if keras.backend.backend() != "jax":
             parser.error(
                 f"--train-step stateless needs the jax backend, not {keras.backend.backend()!r}"
@@ -365,8 +493,8 @@ def main(argv=None):
             parser.error("--train-step stateless does not combine with --devices")
     if args.sync == "end" and args.train_step != "stateless":
         parser.error("--sync end needs --train-step stateless (train_on_batch fetches the loss)")
-    if args.batch <= 0 or args.repeats <= 0:
-        parser.error("--batch and --repeats must be positive")
+    if args.batch <= 0 or args.repeats <= 0 or args.fit_calls <= 0:
+        parser.error("--batch, --repeats and --fit-calls must be positive")
     if args.devices is not None and (args.devices <= 0 or args.batch % args.devices):
         parser.error(
             f"--devices must be positive and divide --batch {args.batch}, got {args.devices}"
@@ -388,14 +516,20 @@ def main(argv=None):
                         args.loop,
                         args.train_step,
                         args.sync,
+                        args.fit_calls,
+                        args.code_version,
                     )
                 except Exception as error:  # record and go on: one config must not lose the others
                     result = {
                         "impl": impl,
                         "config": name,
                         "precision": precision,
+                        "train_step": args.train_step,
+                        "backend": keras.backend.backend(),
                         "error": repr(error)[:500],
                     }
+                    if args.code_version is not None:
+                        result["code_version"] = args.code_version
                 line = json.dumps(result)
                 print(line, flush=True)
                 if args.output:

@@ -4,6 +4,11 @@ Each row is a ratio against the baseline measured in the same run (the file's
 `official_style_torch` rows) and against the authors' published H200 figures.
 
 Usage: python benchmarks/summarize.py docs/benchmarks/h200_run2.jsonl [more.jsonl ...]
+       python benchmarks/summarize.py --before-after runs/ba/fit_before_after.jsonl [more ...]
+
+`--before-after` pairs the rows labelled `code_version` before and after
+(`run_before_after.sh`) of each backend, configuration and precision, from all the files given:
+ms before, ms after and their ratio (below 1: the current code is faster).
 """
 
 import json
@@ -51,6 +56,8 @@ def label(row):
         )
     if row.get("train_step") == "stateless":
         parts.append("stateless jit step")
+    if row.get("train_step") == "fit":
+        parts.append("Model.fit")
     if row.get("sync") == "end":
         parts.append("pipelined")
     if row.get("hand_written_backward"):
@@ -89,7 +96,7 @@ def table(rows, title):
         vs_authors = f"{authors / r['ms']:.1f}x" if authors else "n/a"
         if r.get("device") == "cpu" or r.get("batch", 128) != 128:
             vs_authors = "n/a (their figure: H200, batch 128)"
-        if r.get("sync") == "end":
+        if r.get("sync") in ("end", "fit"):
             vs_authors = "n/a (pipelined)"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else "n/a"
         if r.get("torch_compile_mode") in CUDA_GRAPH_MODES:
@@ -102,13 +109,66 @@ def table(rows, title):
     return "\n".join(lines) + "\n"
 
 
+VERSIONS = ("before", "after")
+
+
+def before_after_table(rows):
+    """The rows of `code_version` before and after side by side, per backend, configuration,
+    precision and training step (the last row of each wins where a run was repeated)."""
+    cells = {}
+    for r in rows:
+        if r.get("code_version") in VERSIONS:
+            key = (r.get("backend"), r.get("config"), r.get("precision"), r.get("train_step"))
+            cells.setdefault(key, {})[r["code_version"]] = r
+    lines = [
+        "### Before and after",
+        "",
+        "| backend | config | T | precision | step | ms before | ms after | after / before "
+        "| compile s before / after | library before / after | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(row):
+        if row is None:
+            return "missing"
+        if "ms" not in row:
+            return f"error: {row.get('error', '')[:60]}"
+        return f"{row['ms']:.2f}"
+
+    def compile_s(row):
+        return f"{row['compile_s']:.0f}" if row and "compile_s" in row else "-"
+
+    def library(row):  # the keras_stm commit that ran (a short hash; + when uncommitted)
+        commit = (row or {}).get("keras_stm_commit") or "?"
+        return commit[:7] + ("+" if "+" in commit else "")
+
+    for (backend, config, precision, step), pair in sorted(cells.items(), key=lambda c: str(c[0])):
+        before, after = pair.get("before"), pair.get("after")
+        both = before and after and "ms" in before and "ms" in after
+        ratio = f"{after['ms'] / before['ms']:.2f}" if both else "n/a"
+        devices = sorted({r["device"] for r in pair.values() if r.get("device")})
+        steps = CONFIGS[config][5] if config in CONFIGS else ""
+        lines.append(
+            f"| {backend} | {config} | {steps} | {precision} | {step} | {ms(before)} | "
+            f"{ms(after)} | {ratio} | {compile_s(before)} / {compile_s(after)} | "
+            f"{library(before)} / {library(after)} | {', '.join(devices) or 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
-    paths = argv if argv is not None else sys.argv[1:]
+    paths = list(argv if argv is not None else sys.argv[1:])
+    before_after = paths[:1] == ["--before-after"]
+    paths = paths[1:] if before_after else paths
     if not paths:
-        raise SystemExit("usage: summarize.py RESULTS.jsonl [...]")
+        raise SystemExit("usage: summarize.py [--before-after] RESULTS.jsonl [...]")
     for path in paths:
         if not os.path.exists(path):
             raise SystemExit(f"no such file: {path}")
+    if before_after:
+        print(before_after_table([row for path in paths for row in load(path)]))
+        return
+    for path in paths:
         print(table(load(path), os.path.basename(path)))
 
 

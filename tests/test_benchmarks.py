@@ -1,5 +1,5 @@
 """Tests of the benchmark script's options (`benchmarks/cell_throughput.py`: `--devices`,
-`--unroll`, the torch.compile implementations) and of `benchmarks/summarize.py`.
+`--unroll`, `--train-step fit`, libraries without `loop`) and of `benchmarks/summarize.py`.
 
 The timings themselves are never asserted (speed targets live in `benchmarks/`, not in tests);
 these check that a measurement runs, records its device count, and that bad flags are refused.
@@ -151,6 +151,44 @@ def test_loop_and_train_step_options_are_recorded(bench, tmp_path):
     assert row["sync"] == "end" and math.isfinite(row["ms"]) and row["loss_finite"]
 
 
+def test_fit_train_step_records_the_library(bench, tmp_path, monkeypatch):
+    """`--train-step fit` times `model.fit` calls of `--repeats` steps; the row says which
+    keras_stm ran (`$KERAS_STM_COMMIT` where given) and under which label."""
+    import keras_stm
+
+    monkeypatch.setenv("KERAS_STM_COMMIT", "abc1234")
+    out = tmp_path / "rows.jsonl"
+    flags = ["--configs", "nth_farthest", "--batch", "2", "--repeats", "2", "--warmup", "1"]
+    flags += ["--train-step", "fit", "--fit-calls", "2", "--code-version", "after"]
+    bench.main(flags + ["--output", str(out)])
+    row = json.loads(out.read_text().strip())
+    assert row["train_step"] == "fit" and row["sync"] == "fit" and row["loop"] == "auto"
+    assert row["fit_calls"] == 2 and row["steps_per_fit_call"] == 2
+    assert math.isfinite(row["ms"]) and row["min_ms"] <= row["ms"] and row["loss_finite"]
+    assert row["code_version"] == "after" and row["keras_stm_commit"] == "abc1234"
+    assert row["keras_stm_path"] == os.path.dirname(os.path.abspath(keras_stm.__file__))
+    with pytest.raises(SystemExit):
+        bench.main(flags[:-4] + ["--train-step", "fit", "--fit-calls", "0"])
+
+
+def test_a_library_without_loop_keeps_its_defaults(bench, monkeypatch):
+    """An STM without `loop` (keras-stm before issue 22) is built with its own loop defaults;
+    asking it for another loop is an error; a copy inside a checkout takes no commit of it."""
+    import keras_stm
+
+    class OldSTM(keras_stm.STM):
+        def __init__(self, **kwargs):
+            assert "loop" not in kwargs
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(keras_stm, "STM", OldSTM)
+    assert not bench.stm_takes_loop()
+    assert bench.build_model("nth_farthest", "stm", 2).get_layer("stm").__class__ is OldSTM
+    with pytest.raises(ValueError, match="no `loop`"):
+        bench.build_model("nth_farthest", "stm", 2, loop="dense")
+    assert bench.git_commit(os.path.join(ROOT, "benchmarks")) is None
+
+
 def test_baseline_times_both_sync_modes(tmp_path):
     """The authors'-style baseline (torch, CPU here) records how it synchronised."""
     pytest.importorskip("torch")
@@ -182,13 +220,18 @@ def test_baseline_times_both_sync_modes(tmp_path):
     assert all(math.isfinite(r["ms"]) and r["ms"] > 0 for r in rows)
 
 
-def test_summarize_labels_options_and_ratios(tmp_path, capsys):
+def _load_summarize():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "summarize", os.path.join(ROOT, "benchmarks", "summarize.py")
     )
     summarize = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summarize)
+    return summarize
+
+
+def test_summarize_labels_options_and_ratios(tmp_path, capsys):
+    summarize = _load_summarize()
     rows = [
         {"impl": "official_style_torch", "config": "copy", "ms": 200.0, "precision": "float32"},
         {
@@ -327,6 +370,36 @@ def test_profile_script_refuses_bad_flags(capsys):
             module.parse(flags)
         assert "error" in capsys.readouterr().err
     assert module.parse(["--configs", "copy", "--unroll"]).unroll is True
+
+
+def test_summarize_before_after_pairs_versions(tmp_path, capsys):
+    summarize = _load_summarize()
+    common = {"impl": "stm", "precision": "highest", "train_step": "fit", "device": "H100"}
+    rows = [
+        dict(common, config="copy", backend="jax", code_version="before", ms=20.0, compile_s=40),
+        dict(
+            common,
+            config="copy",
+            backend="jax",
+            code_version="after",
+            ms=18.0,
+            compile_s=30,
+            keras_stm_commit="8489fd0ec+uncommitted",
+        ),
+        dict(common, config="babi", backend="torch", code_version="after", error="timeout"),
+        dict(common, config="copy", backend="jax", ms=5.0),  # no version: left out
+    ]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(json.dumps(r) for r in rows[:2]))
+    second.write_text("\n".join(json.dumps(r) for r in rows[2:]))
+    summarize.main(["--before-after", str(first), str(second)])
+    text = capsys.readouterr().out
+    assert (
+        "| jax | copy | 42 | highest | fit | 20.00 | 18.00 | 0.90 | 40 / 30 | ? / 8489fd0+ |"
+        in text
+    )
+    assert "| torch | babi | 70 | highest | fit | missing | error: timeout | n/a |" in text
+    assert text.count("| copy |") == 1
 
 
 def _load_check_xla_flags():
