@@ -27,9 +27,15 @@ def _load():
     return module
 
 
+TINY = (6, 3, 2, 8, 8, 4, False, ("learned",) * 3, None)
+"""A configuration shaped like Nth-farthest (ungated write, every path learned, the output of
+the last step: the low-rank loop applies) at a size that times in a blink."""
+
+
 @pytest.fixture
-def bench():
+def bench(monkeypatch):
     module = _load()
+    monkeypatch.setitem(importlib.import_module("configs").CONFIGS, "tiny", TINY)
     yield module
     if keras.backend.backend() == "jax":
         keras.distribution.set_distribution(None)
@@ -60,7 +66,7 @@ def test_devices_measurement_records_the_device_count(bench, tmp_path):
     bench.main(
         [
             "--configs",
-            "nth_farthest",
+            "tiny",
             "--batch",
             "2",
             "--repeats",
@@ -99,7 +105,7 @@ def test_unrolled_measurement_records_its_options(bench, tmp_path):
     bench.main(
         [
             "--configs",
-            "nth_farthest",
+            "tiny",
             "--batch",
             "2",
             "--repeats",
@@ -124,7 +130,7 @@ def test_loop_and_train_step_options_are_recorded(bench, tmp_path):
     out = tmp_path / "rows.jsonl"
     common = [
         "--configs",
-        "nth_farthest",
+        "tiny",
         "--batch",
         "2",
         "--repeats",
@@ -158,7 +164,7 @@ def test_fit_train_step_records_the_library(bench, tmp_path, monkeypatch):
 
     monkeypatch.setenv("KERAS_STM_COMMIT", "abc1234")
     out = tmp_path / "rows.jsonl"
-    flags = ["--configs", "nth_farthest", "--batch", "2", "--repeats", "2", "--warmup", "1"]
+    flags = ["--configs", "tiny", "--batch", "2", "--repeats", "2", "--warmup", "1"]
     flags += ["--train-step", "fit", "--fit-calls", "2", "--code-version", "after"]
     bench.main(flags + ["--output", str(out)])
     row = json.loads(out.read_text().strip())
@@ -189,7 +195,7 @@ def test_a_library_without_loop_keeps_its_defaults(bench, monkeypatch):
     assert bench.git_commit(os.path.join(ROOT, "benchmarks")) is None
 
 
-def test_baseline_times_both_sync_modes(tmp_path):
+def test_baseline_times_both_sync_modes(tmp_path, monkeypatch):
     """The authors'-style baseline (torch, CPU here) records how it synchronised."""
     pytest.importorskip("torch")
     spec = importlib.util.spec_from_file_location(
@@ -197,12 +203,13 @@ def test_baseline_times_both_sync_modes(tmp_path):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    monkeypatch.setitem(module.CONFIGS, "tiny", TINY)
     out = tmp_path / "rows.jsonl"
     for sync in ("iteration", "end"):
         module.main(
             [
                 "--configs",
-                "nth_farthest",
+                "tiny",
                 "--batch",
                 "2",
                 "--repeats",

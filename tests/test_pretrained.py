@@ -23,7 +23,9 @@ BABI_ERROR_MARGIN = 3.0
 """float: margin of the bAbI mean error, in points (the first 50 test questions of each task,
 1,000 in all, against the recorded 20,000: a 10%-error model's spread is about 1 point)."""
 BIT_ERROR_MARGIN = 0.25
-"""float: relative bit-error margin (2 test batches against 10), at least 0.5 bits."""
+"""float: relative bit-error margin (2 test batches against 10), at least 0.5 bits. Not fewer
+batches: each batch draws its own sequence length, so one batch can be far from the mean
+(RAR's first batch alone: 39 bits against 25.9)."""
 
 
 def _evaluation(folder, results, tmp_path):
