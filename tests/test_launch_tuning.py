@@ -101,6 +101,9 @@ def test_launcher_restarts_a_killed_worker_and_completes_the_search(tmp_path):
             trials[name[len("trial_") :]] = _read_json(path)
     assert len(trials) == TRIALS and trial_id in trials
     assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"]) for t in trials.values())
+    # Trials ran in the workers (the chief runs none): each saved its trial's weights.
+    for i in trials:
+        assert os.path.exists(os.path.join(output_dir, f"trial_{i}", "checkpoint.weights.h5")), i
     best = _read_json(os.path.join(output_dir, tuning.BEST_TRIALS_FILE))
     assert best["num_completed"] == TRIALS
     assert summary["exit_status"] == 0 and summary["num_completed"] == TRIALS

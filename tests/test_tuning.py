@@ -3,9 +3,9 @@
 Checked: the search spaces are centred on the paper's configuration; every task's hypermodel
 builds a model whose logits and loss fit the task's batches; a two-trial search completes,
 survives an interruption mid-trial and resumes; the best trial's file is read by a training
-script, which then trains exactly that model; one chief and two workers over loopback finish
-a search; `--data-parallel` splits batches over 2 simulated CPU devices under jax and is
-refused clearly under torch and tensorflow.
+script, which then trains exactly that model (the distributed search, a chief and two workers
+over loopback: tests/test_launch_tuning.py); `--data-parallel` splits batches over 2
+simulated CPU devices under jax and is refused clearly under torch and tensorflow.
 """
 
 import contextlib
@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -30,7 +29,6 @@ from keras_stm.experiments.tasks import graphs
 from tests.example_loader import load_example as _load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(REPO, "examples")
 BACKEND = keras.backend.backend()
 
 
@@ -357,76 +355,8 @@ def test_best_hparams_round_trip_into_the_training_script(searched, tmp_path):
     assert results["parameters"] == hypermodel.build(hp).count_params()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_chief_and_two_workers_over_loopback(tmp_path):
-    directory = str(tmp_path / "tune")
-    command = [
-        sys.executable,
-        os.path.join(EXAMPLES, "tune.py"),
-        "--task",
-        "copy",
-        "--quick",
-        "--max-trials",
-        "2",
-        "--epochs",
-        "1",
-        "--output-dir",
-        os.path.join(directory, "copy-stm-random-quick"),
-        "--verbose",
-        "0",
-    ]
-    port = str(_free_port())
-    processes = {}
-    logs = {}
-    for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = dict(
-            os.environ,
-            KERAS_BACKEND=BACKEND,
-            KERASTUNER_TUNER_ID=tuner_id,
-            KERASTUNER_ORACLE_IP="127.0.0.1",
-            KERASTUNER_ORACLE_PORT=port,
-            TF_CPP_MIN_LOG_LEVEL="3",
-            CUDA_VISIBLE_DEVICES="",
-            PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
-        )
-        logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w+")
-        processes[tuner_id] = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=logs[tuner_id], stderr=subprocess.STDOUT
-        )
-    try:
-        codes = {name: p.wait(timeout=420) for name, p in processes.items()}
-    finally:
-        for p in processes.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    text = {}
-    for name, log in logs.items():
-        log.seek(0)
-        text[name] = log.read()
-        log.close()
-    for name, code in codes.items():
-        assert code == 0, f"{name} exited {code}:\n{text[name][-3000:]}"
-    for worker in ("tuner0", "tuner1"):
-        assert f"worker {worker}: no trial left" in text[worker]
-    project = os.path.join(directory, "copy-stm-random-quick")
-    trials = _trials(project)
-    assert sorted(trials) == ["0", "1"]
-    assert all(t["status"] == "COMPLETED" and math.isfinite(t["score"]) for t in trials.values())
-    # Trials ran in the workers (the chief runs none): each saved its trial's weights.
-    assert all(
-        os.path.exists(os.path.join(project, f"trial_{i}", "checkpoint.weights.h5")) for i in trials
-    )
-    with open(os.path.join(project, tuning.BEST_TRIALS_FILE)) as f:
-        summary = json.load(f)
-    assert summary["num_completed"] == 2
-    assert summary["objective"]["name"] == "val_bit_error_per_sequence"
-    assert "Results summary" in text["chief"] and "Best hyper-parameters" in text["chief"]
+# The chief-and-two-workers search over loopback is tests/test_launch_tuning.py's (through
+# scripts/launch_tuning.py, with a worker killed and restarted).
 
 
 # ------------------------------------------------------------------------- data parallel
