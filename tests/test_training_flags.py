@@ -158,3 +158,39 @@ def test_learning_rate_warmup_ramps_then_holds():
     assert args.warmup_steps == 0
     with pytest.raises(SystemExit):
         training.parse_args(_parser(), ["--warmup-steps", "-1"])
+
+
+def test_backend_dataset_serves_batches_of_every_shape():
+    """A PyDataset whose batches differ in shape (`varying_shapes`, bAbI's) reaches tensorflow
+    as a tf.data.Dataset with open dimensions (Keras would fix the shapes of its first two
+    batches); with `repeat`, pass after pass with its epoch advanced. jax and torch take it as
+    it is."""
+    import keras
+    import numpy as np
+
+    class Varying(keras.utils.PyDataset):
+        varying_shapes = True
+
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            width = 3 + index + self.epoch
+            return np.zeros((2, width), "float32"), np.zeros((2,), "int32")
+
+    data = Varying()
+    served = training.backend_dataset(data)
+    if keras.backend.backend() != "tensorflow":
+        assert served is data and training.backend_dataset(data, repeat=True) is data
+        return
+    assert [tuple(x.shape) for x, _ in served] == [(2, 3), (2, 4)]
+    batches = iter(training.backend_dataset(data, repeat=True))
+    assert [tuple(next(batches)[0].shape) for _ in range(4)] == [(2, 3), (2, 4), (2, 4), (2, 5)]
+    assert data.epoch >= 1  # tf.data may have read ahead into the next passes
+    inputs = keras.Input((None,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: keras.ops.sum(x, axis=-1))(inputs))
+    assert model.predict(training.backend_dataset(Varying()), verbose=0).shape == (4,)

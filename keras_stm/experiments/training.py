@@ -675,6 +675,48 @@ def make_optimizer(args):
     )
 
 
+def backend_dataset(dataset, repeat=False):
+    """`dataset` in the form this backend's `fit` and `predict` take it.
+
+    A `keras.utils.PyDataset` whose batches differ in shape beyond the batch axis declares it
+    with a true `varying_shapes` attribute (bAbI's tasks differ in story and sentence length).
+    Under jax and torch it is returned as is. Under tensorflow, Keras fixes a PyDataset's
+    signature from its first two batches and stops at a later batch of another shape; there
+    the batches are served by a `tf.data.Dataset` whose signature leaves every dimension open.
+    Any other dataset is returned as is.
+
+    Args:
+        dataset: the dataset.
+        repeat: bool. True: `len(dataset)` batches a pass, passes without end, `dataset.epoch`
+            advanced after each (for `fit` with `steps_per_epoch=len(dataset)`, whose
+            callbacks keep `epoch` in step); False: one pass (for `evaluate`, `predict` and
+            validation data).
+
+    Returns:
+        `dataset`, or a `tf.data.Dataset` of its batches.
+    """
+    if keras.backend.backend() != "tensorflow" or not getattr(dataset, "varying_shapes", False):
+        return dataset
+    import tensorflow as tf
+
+    signature = keras.tree.map_structure(
+        lambda a: tf.TensorSpec((None,) * np.ndim(a), tf.as_dtype(np.asarray(a).dtype)),
+        dataset[0],
+    )
+
+    def batches():
+        while True:
+            epoch = getattr(dataset, "epoch", None)
+            for index in range(len(dataset)):
+                yield dataset[index]
+            if not repeat:
+                return
+            if epoch is not None:
+                dataset.epoch = epoch + 1
+
+    return tf.data.Dataset.from_generator(batches, output_signature=signature)
+
+
 def jit_compile(args):
     return {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
@@ -1686,11 +1728,13 @@ def _run_locked(
         callbacks.append(
             _RunProgress(epochs, args.steps_per_epoch, timer, budget.seconds if budget else None)
         )
+    if hasattr(train_data, "epoch"):
+        train_data.epoch = initial_epoch  # before any read-ahead of tensorflow's pipeline
     model.fit(
-        train_data,
+        backend_dataset(train_data, repeat=True),
         epochs=epochs,
         steps_per_epoch=args.steps_per_epoch,
-        validation_data=validation_data,
+        validation_data=backend_dataset(validation_data),
         callbacks=callbacks,
         verbose=args.verbose,
         initial_epoch=min(initial_epoch, epochs),

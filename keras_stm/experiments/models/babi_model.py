@@ -23,6 +23,7 @@ import os
 import keras
 import numpy as np
 
+from keras_stm.experiments import training
 from keras_stm.layers.self_attentive_memory import check_positive_int
 from keras_stm.layers.sentence_encoder import SentenceEncoder
 from keras_stm.layers.stm import STM
@@ -204,6 +205,10 @@ class BabiEvalDataset(keras.utils.PyDataset):
     >>> x, y = ds[0]  # doctest: +SKIP
     """
 
+    varying_shapes = True
+    """bool: batches of different tasks differ in story and sentence length (see
+    `keras_stm.experiments.training.backend_dataset`)."""
+
     def __init__(self, arrays, batch_size=128, **kwargs):
         super().__init__(**kwargs)
         if (
@@ -314,7 +319,7 @@ def evaluate_babi(model, arrays, batch_size=128):
     >>> scores["mean_error"], scores["tasks"][1]["error"]  # doctest: +SKIP
     """
     dataset = BabiEvalDataset(arrays, batch_size=batch_size)
-    logits = model.predict(dataset, verbose=0)
+    logits = model.predict(training.backend_dataset(dataset), verbose=0)
     if logits.shape[0] != dataset.answers.shape[0]:
         raise ValueError(
             f"The model returned {logits.shape[0]} rows for {dataset.answers.shape[0]} examples."

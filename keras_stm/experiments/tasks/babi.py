@@ -690,6 +690,10 @@ class BabiTrainDataset(keras.utils.PyDataset):
     ((128, 20, 10), (128,))
     """
 
+    varying_shapes = True
+    """bool: batches of different tasks differ in story and sentence length (see
+    `keras_stm.experiments.training.backend_dataset`)."""
+
     def __init__(
         self,
         arrays,
