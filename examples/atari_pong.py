@@ -643,9 +643,9 @@ def main(argv=None):
                 training.load_weights_only(model, model_path, "--continue-from")
             elif args.initial_weights:
                 training.load_weights_only(model, args.initial_weights, "--initial-weights")
-            if (continued is not None or args.initial_weights) and args.warmup_steps:
-                # trained weights, empty optimizer moments: ramp the learning rate up
-                warmup = training.LearningRateWarmup(args.warmup_steps)
+            warmup = training.learning_rate_warmup(
+                args, continued is not None or bool(args.initial_weights)
+            )
         elif model.num_actions != num_actions:
             raise ValueError(
                 f"the checkpoint's model has {model.num_actions} actions, "

@@ -426,17 +426,6 @@ def evaluate_only(args, data):
     return results
 
 
-class _DatasetEpoch(keras.callbacks.Callback):
-    """Keeps the training stream's epoch equal to fit's, so a resumed run continues its data."""
-
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.dataset.epoch = epoch
-
-
 def main(argv=None):
     """Train and test the STM on bAbI (or only evaluate); returns the results dict."""
     parser = build_parser()
@@ -531,7 +520,7 @@ def main(argv=None):
         monitor="val_accuracy",
         mode="max",
         extra_results=extra,
-        extra_callbacks=[_DatasetEpoch(train_data), decay],
+        extra_callbacks=[decay],  # run() keeps train_data.epoch equal to fit's
         pretrained_name=TASK,
     )
 

@@ -148,6 +148,15 @@ def test_learning_rate_warmup_ramps_then_holds():
         callbacks=[training.LearningRateWarmup(4), Record()],
     )
     np.testing.assert_allclose(seen, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01], rtol=1e-6)
+
+    class EpochRate(keras.callbacks.Callback):  # like bAbI's decay: sets the epoch's rate
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = 0.004
+
+    seen.clear()
+    callbacks = [training.LearningRateWarmup(2), EpochRate(), Record()]
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=callbacks)
+    np.testing.assert_allclose(seen, [0.002, 0.004, 0.004], rtol=1e-6)  # ramps to the epoch's
     with pytest.raises(ValueError, match="positive"):
         training.LearningRateWarmup(0)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5)

@@ -1472,9 +1472,8 @@ class LearningRateWarmup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
-        self.target = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        try:
-            optimizer.learning_rate = self.target  # a schedule's rate cannot be set
+        try:  # a schedule's rate cannot be set
+            optimizer.learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         except TypeError as error:
             raise ValueError(
                 "LearningRateWarmup needs a constant learning rate, not a schedule (pass "
@@ -1483,11 +1482,20 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self.step = 0
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self.step == 0:  # the rate in force once every callback has begun its epoch
+            self.target = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if self.step < self.steps:
             self.model.optimizer.learning_rate = self.target * (self.step + 1) / self.steps
         elif self.step == self.steps:
             self.model.optimizer.learning_rate = self.target
         self.step += 1
+
+
+def learning_rate_warmup(args, fresh_moments):
+    """The `LearningRateWarmup` of `--warmup-steps` when the optimizer starts with empty
+    moments on trained weights (`fresh_moments`), else None."""
+    steps = getattr(args, "warmup_steps", 0)
+    return LearningRateWarmup(steps) if fresh_moments and steps > 0 else None
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -1700,14 +1708,9 @@ def _run_locked(
             f"at epoch {initial_epoch}."
         )
     _repair_history(history_path, initial_epoch)
-    # Trained weights with fresh optimizer moments: ramp the learning rate up (the first
-    # RMSprop/Adam steps of an empty state are the largest).
-    warmup = None
-    fresh_moments = bool(initial_weights and initial_epoch == 0) or (
-        checkpoints.optimizer_restarted
+    warmup = learning_rate_warmup(
+        args, bool(initial_weights and initial_epoch == 0) or checkpoints.optimizer_restarted
     )
-    if fresh_moments and getattr(args, "warmup_steps", 0) > 0:
-        warmup = LearningRateWarmup(args.warmup_steps)
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
     callbacks = [
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
