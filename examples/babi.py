@@ -522,6 +522,12 @@ def main(argv=None):
         extra_results=extra,
         extra_callbacks=[decay],  # run() keeps train_data.epoch equal to fit's
         pretrained_name=TASK,
+        # score()'s model.predict inputs, compiled ahead with the training programs
+        evaluation_data=[
+            ("predict", babi_model.BabiEvalDataset(getattr(data, s), args.eval_batch_size))
+            for s in data.metadata["splits"]
+            if s != "train"
+        ],
     )
 
 

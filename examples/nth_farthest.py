@@ -96,6 +96,7 @@ def main(argv=None):
         evaluate=training.evaluate_best_checkpoint(
             args, test_data, lambda scores: {"error": 1.0 - scores["accuracy"]}
         ),
+        evaluation_data=[("test", test_data)],
         monitor="loss",
         mode="min",
         extra_results=extra,

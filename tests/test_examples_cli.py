@@ -42,6 +42,7 @@ SHARED = {
     "jit_compile": "--jit-compile",
     "data_parallel": "--data-parallel",
     "initial_weights": "--initial-weights",
+    "compile_threads": "--compile-threads",
 }
 """dict: destination -> the one spelling of the flags every training script has."""
 CANONICAL = {

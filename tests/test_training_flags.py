@@ -114,6 +114,14 @@ def test_speed_settings_on_a_jax_gpu(monkeypatch, tmp_path):
         assert "xla_flags" not in applied
         assert applied["compilation_cache_dir"] == str(tmp_path / "keras_stm" / "jax")
         assert jax.config.jax_compilation_cache_dir == applied["compilation_cache_dir"]
+        # --compile-threads auto: half the cores, at most 8; a count given is kept.
+        assert applied["compile_threads"] == args.compile_threads
+        monkeypatch.setattr(training.os, "cpu_count", lambda: 16)
+        assert training.parse_args(_parser(), []).compile_threads == 8
+        monkeypatch.setattr(training.os, "cpu_count", lambda: 6)
+        assert training.parse_args(_parser(), []).compile_threads == 3
+        args = training.parse_args(_parser(), ["--compile-threads", "0"])
+        assert args.compile_threads == 0 and "compile_threads" not in args.speed_settings_applied
         # A cache folder already chosen (JAX_COMPILATION_CACHE_DIR) is kept.
         jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
         args = training.parse_args(_parser(), ["--stm-config", '{"unroll": false}'])

@@ -230,6 +230,17 @@ def argument_parser(
         "command buffers); off: Keras' defaults. Recorded in results.json.",
     )
     parser.add_argument(
+        "--compile-threads",
+        default="auto",
+        type=_compile_threads,
+        help="jax: threads that compile the training, validation and test programs of every "
+        "input shape (sequence length, bAbI task) before the first step, into jax's "
+        "persistent compilation cache, so that fit reads them instead of compiling one "
+        "after another. auto: with --speed-settings auto on a jax GPU, half the CPU cores "
+        "(at most 8); 0: each program is compiled when its shape first comes. Ignored "
+        "under torch and tensorflow, and by atari_pong.py (no fit). Recorded in results.json.",
+    )
+    parser.add_argument(
         "--jit-compile",
         default="auto",
         choices=("auto", "true", "false"),
@@ -424,6 +435,12 @@ def parse_args(parser, argv=None, quick_overrides=None):
     if getattr(args, "verbose", 0) is None:
         args.verbose = progress_verbosity()
     args.speed_settings_applied = apply_speed_settings(args)
+    if getattr(args, "compile_threads", 0) == "auto":  # not a jax GPU with --speed-settings auto
+        args.compile_threads = 0
+    elif getattr(args, "compile_threads", 0) and keras.backend.backend() == "jax":
+        # explicit threads: the cache must be on before the first compilation
+        args.speed_settings_applied["compilation_cache_dir"] = compilation_cache_dir()
+        args.speed_settings_applied["compile_threads"] = args.compile_threads
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -496,6 +513,9 @@ def apply_speed_settings(args):
             os.environ["XLA_FLAGS"] = COMMAND_BUFFER_XLA_FLAGS
             applied["xla_flags"] = COMMAND_BUFFER_XLA_FLAGS
     applied["compilation_cache_dir"] = compilation_cache_dir()
+    if getattr(args, "compile_threads", 0) == "auto":
+        args.compile_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
+        applied["compile_threads"] = args.compile_threads
     if getattr(args, "model", "stm") == "stm":
         config = dict(getattr(args, "stm_config", None) or {})
         if "unroll" not in config:
@@ -503,6 +523,19 @@ def apply_speed_settings(args):
             args.stm_config = config
             applied["unroll"] = True
     return applied
+
+
+def _compile_threads(value):
+    """`--compile-threads`: "auto" or an integer >= 0."""
+    if value == "auto":
+        return value
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = -1
+    if threads < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 0, got {value!r}")
+    return threads
 
 
 def compilation_cache_dir():
@@ -1498,6 +1531,119 @@ def learning_rate_warmup(args, fresh_moments):
     return LearningRateWarmup(steps) if fresh_moments and steps > 0 else None
 
 
+def _distinct_batches(datasets, limit=5000):
+    """The first batch of each distinct shape among `datasets` (`PyDataset`s), in order.
+
+    Batches are read by index (the task datasets make batch `i` of an epoch the same whatever
+    the order of reading, so reading them here changes nothing in training); at most `limit`
+    of each dataset. Anything that is not an indexable dataset (arrays, generators, None) is
+    skipped.
+    """
+    seen = {}
+    for dataset in datasets:
+        if not isinstance(dataset, keras.utils.PyDataset):
+            continue
+        for index in range(min(len(dataset), limit)):
+            batch = dataset[index]
+            key = (
+                str(keras.tree.map_structure(lambda a: None, batch)),
+                tuple((np.shape(a), np.asarray(a).dtype.str) for a in keras.tree.flatten(batch)),
+            )
+            seen.setdefault(key, batch)
+    return list(seen.values())
+
+
+class _Precompile(keras.callbacks.Callback):
+    """Compiles every input shape's training, validation and test program before the first
+    step, `threads` at a time, into jax's persistent compilation cache (`--compile-threads`).
+
+    Keras compiles the program of a new input shape when the first batch of that shape comes,
+    one after another; bAbI (one shape per task, and per partial batch) has about a hundred
+    programs of several seconds each on a GPU. Here, when training begins (Keras has built the
+    optimizer and metrics), each distinct batch of the training data is lowered with the
+    model's own `train_step`, of the validation and test data with `test_step` and of the data
+    for `model.predict` with the prediction step, as Keras' jax trainer lowers them, and the
+    lowered programs are compiled by a thread pool (XLA compiles without holding Python's
+    lock). Keras' own first
+    call of each shape then finds its executable in the cache: same numbers, less waiting.
+    jax only; any failure here is a warning, and Keras compiles what is missing as usual.
+    """
+
+    def __init__(self, threads, train_data, validation_data=None, evaluation_data=(), verbose=1):
+        super().__init__()
+        self.threads = threads
+        self.datasets = {"train": [train_data], "test": [validation_data], "predict": []}
+        for kind, dataset in evaluation_data:
+            self.datasets[kind].append(dataset)
+        self.verbose = verbose
+        self.report = None
+
+    def on_train_begin(self, logs=None):
+        if self.report is not None or keras.backend.backend() != "jax" or self.threads < 1:
+            return
+        start = time.perf_counter()
+        try:
+            count = self._compile_all()
+        except Exception as error:  # an optimisation only: training goes on without it
+            warnings.warn(
+                f"--compile-threads: compiling ahead failed ({error!r}); Keras "
+                "compiles each program when its shape first comes.",
+                stacklevel=2,
+            )
+            self.report = {"threads": self.threads, "error": repr(error)}
+            return
+        seconds = time.perf_counter() - start
+        self.report = {
+            "threads": self.threads,
+            "programs": count,
+            "seconds": round(seconds, 1),
+            "lowering_seconds": round(self.lower_seconds, 1),
+        }
+        if self.verbose and count:
+            print(
+                f"Compiled {count} programs ahead in {seconds:.1f} s ({self.threads} threads; "
+                f"{self.lower_seconds:.1f} s of it tracing them)."
+            )
+
+    def _compile_all(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import jax
+
+        compilation_cache_dir()  # the executables must outlive this callback
+        model = self.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        optimizer = [v.value for v in model.optimizer.variables]
+        metrics = [v.value for v in model.metrics_variables]
+
+        def predict_step(state, data):  # the wrapper of Keras' make_predict_function
+            outputs, non_trainable_variables = model.predict_step(state, data)
+            return outputs, (state[0], non_trainable_variables)
+
+        steps = {
+            "train": (
+                jax.jit(model.train_step, donate_argnums=0),
+                (trainable, non_trainable, optimizer, metrics),
+            ),
+            "test": (
+                jax.jit(model.test_step, donate_argnums=0),
+                (trainable, non_trainable, metrics),
+            ),
+            "predict": (jax.jit(predict_step, donate_argnums=0), (trainable, non_trainable)),
+        }
+        lowered = []
+        start = time.perf_counter()
+        for kind, datasets in self.datasets.items():
+            step, state = steps[kind]
+            # Lowering traces the model in Python: one at a time, in this thread.
+            lowered += [step.lower(state, batch) for batch in _distinct_batches(datasets)]
+        self.lower_seconds = time.perf_counter() - start
+        with ThreadPoolExecutor(self.threads) as pool:
+            list(pool.map(lambda program: program.compile(), lowered))
+        return len(lowered)
+
+
 class _TimeBudget(keras.callbacks.Callback):
     """Stops training at the end of the first epoch after `seconds` of training (this session)."""
 
@@ -1615,6 +1761,7 @@ def run(
     extra_results=None,
     extra_callbacks=(),
     pretrained_name=None,
+    evaluation_data=(),
 ):
     """Fit with resumable checkpoints, then evaluate and write results and the learning curve.
 
@@ -1630,6 +1777,9 @@ def run(
         extra_callbacks: more Keras callbacks.
         pretrained_name: the name under `pretrained/` of this task's model, evaluated by
             `--evaluate` without a value (default `args.task`).
+        evaluation_data: `(kind, dataset)` pairs of the data that `evaluate` passes to
+            `model.evaluate` (kind "test") or `model.predict` ("predict"), whose programs
+            `--compile-threads` compiles ahead with the training and validation ones.
 
     Returns:
         The results dict (also written to `<output_dir>/results.json`); with `--evaluate`,
@@ -1660,6 +1810,7 @@ def run(
             mode,
             extra_results,
             extra_callbacks,
+            evaluation_data,
         )
     finally:
         _unlock_output_dir(lock)
@@ -1676,6 +1827,7 @@ def _run_locked(
     mode,
     extra_results,
     extra_callbacks,
+    evaluation_data=(),
 ):
     """`run`'s work, with the output folder locked."""
     out = args.output_dir
@@ -1712,7 +1864,15 @@ def _run_locked(
         args, bool(initial_weights and initial_epoch == 0) or checkpoints.optimizer_restarted
     )
     budget = _TimeBudget(60.0 * args.max_minutes) if getattr(args, "max_minutes", None) else None
+    precompile = _Precompile(
+        getattr(args, "compile_threads", 0) or 0,
+        train_data,
+        validation_data,
+        evaluation_data,
+        verbose=args.verbose,
+    )
     callbacks = [
+        precompile,  # first: on_train_begin, before any step
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
         _BestModel(
             best_path,
@@ -1766,6 +1926,8 @@ def _run_locked(
     }
     if warmup is not None:
         results["learning_rate_warmup_steps"] = warmup.steps
+    if precompile.report is not None:
+        results["compile_ahead"] = precompile.report
     if evaluate is not None:
         results["test"] = {k: float(v) for k, v in evaluate(model).items()}
     if extra_results:
@@ -1872,6 +2034,7 @@ def run_bit_error_task(args, task, data_module, sizes, data_record=None, pretrai
         train_data,
         args,
         evaluate=evaluate_best_checkpoint(args, test_data),
+        evaluation_data=[("test", test_data)],
         monitor="loss",
         mode="min",
         extra_results=extra,
