@@ -1872,7 +1872,6 @@ def _run_locked(
         verbose=args.verbose,
     )
     callbacks = [
-        precompile,  # first: on_train_begin, before any step
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
         _BestModel(
             best_path,
@@ -1891,6 +1890,9 @@ def _run_locked(
         callbacks.append(
             _RunProgress(epochs, args.steps_per_epoch, timer, budget.seconds if budget else None)
         )
+    # Last: its on_train_begin compiles ahead after --max-minutes and the progress line have
+    # started their clocks, so the compilation counts against the session's time budget.
+    callbacks.append(precompile)
     if hasattr(train_data, "epoch"):
         train_data.epoch = initial_epoch  # before any read-ahead of tensorflow's pipeline
     model.fit(
