@@ -99,3 +99,18 @@ def test_compile_ahead_fills_the_cache_fit_reads(tmp_path):
     assert out["hits"] >= report["programs"]  # fit read every program compiled ahead
     assert "compile_ahead" not in out["plain"]
     assert out["ahead"]["test"] == out["plain"]["test"]
+
+
+def test_compile_ahead_steps_aside_under_a_distribution(monkeypatch):
+    """Under a `keras.distribution` (`--data-parallel`) Keras compiles with its shardings:
+    nothing is compiled ahead, and the report says why (jax; elsewhere nothing happens)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    callback = training._Precompile(2, None)
+    callback.set_model(model)
+    monkeypatch.setattr(keras.distribution, "distribution", lambda: object())
+    callback.on_train_begin()
+    if keras.backend.backend() == "jax":
+        assert callback.report == {"threads": 2, "skipped": "a keras.distribution is set"}
+    else:
+        assert callback.report is None

@@ -1566,7 +1566,8 @@ class _Precompile(keras.callbacks.Callback):
     lowered programs are compiled by a thread pool (XLA compiles without holding Python's
     lock). Keras' own first
     call of each shape then finds its executable in the cache: same numbers, less waiting.
-    jax only; any failure here is a warning, and Keras compiles what is missing as usual.
+    jax only, and not under a `keras.distribution` (`--data-parallel`); any failure here is a
+    warning, and Keras compiles what is missing as usual.
     """
 
     def __init__(self, threads, train_data, validation_data=None, evaluation_data=(), verbose=1):
@@ -1580,6 +1581,10 @@ class _Precompile(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.report is not None or keras.backend.backend() != "jax" or self.threads < 1:
+            return
+        if keras.distribution.distribution() is not None:
+            # Keras compiles with the distribution's shardings, which these programs lack.
+            self.report = {"threads": self.threads, "skipped": "a keras.distribution is set"}
             return
         start = time.perf_counter()
         try:
