@@ -5,9 +5,9 @@
 #   SPEC: one run a line, `NAME [VAR=VALUE...] SCRIPT ARGS...` (e.g. `rar-stm rar.py --model
 #   stm`; `copy-stm XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 copy_task.py` gives that run its own
 #   environment); `#` starts a comment. Each run writes to $RUNS/NAME (default runs/gpu/NAME)
-#   and its log to NAME.log; the same command later resumes every run from its checkpoint. A run still going
-#   HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its last finished
-#   epoch's checkpoint is kept (checkpoints are written atomically).
+#   and its log to NAME.log; the same command later resumes every run from its checkpoint. A
+#   run still going HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its
+#   last finished epoch's checkpoint is kept (checkpoints are written atomically).
 #   DEST gets, in the SPEC's order while they fit in BUDGET_MB (default 58): every run's records
 #   (json, csv, png, md, log), then its newest checkpoint and its best.keras. Unpack here with
 #   `cat DEST/runs.tgz.part* | tar -xz -C $RUNS`.

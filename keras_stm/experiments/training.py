@@ -435,12 +435,8 @@ def parse_args(parser, argv=None, quick_overrides=None):
     if getattr(args, "verbose", 0) is None:
         args.verbose = progress_verbosity()
     args.speed_settings_applied = apply_speed_settings(args)
-    if getattr(args, "compile_threads", 0) == "auto":  # not a jax GPU with --speed-settings auto
-        args.compile_threads = 0
-    elif getattr(args, "compile_threads", 0) and keras.backend.backend() == "jax":
-        # explicit threads: the cache must be on before the first compilation
-        args.speed_settings_applied["compilation_cache_dir"] = compilation_cache_dir()
-        args.speed_settings_applied["compile_threads"] = args.compile_threads
+    if hasattr(args, "compile_threads"):
+        args.compile_threads = _resolve_compile_threads(args, args.speed_settings_applied)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -513,9 +509,6 @@ def apply_speed_settings(args):
             os.environ["XLA_FLAGS"] = COMMAND_BUFFER_XLA_FLAGS
             applied["xla_flags"] = COMMAND_BUFFER_XLA_FLAGS
     applied["compilation_cache_dir"] = compilation_cache_dir()
-    if getattr(args, "compile_threads", 0) == "auto":
-        args.compile_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
-        applied["compile_threads"] = args.compile_threads
     if getattr(args, "model", "stm") == "stm":
         config = dict(getattr(args, "stm_config", None) or {})
         if "unroll" not in config:
@@ -535,6 +528,20 @@ def _compile_threads(value):
         threads = -1
     if threads < 0:
         raise argparse.ArgumentTypeError(f"expected auto or an integer >= 0, got {value!r}")
+    return threads
+
+
+def _resolve_compile_threads(args, applied):
+    """`--compile-threads` as a count: "auto" is half the cores (at most 8) where
+    `--speed-settings auto` applied something (a jax GPU), else 0. Under jax, a count above 0
+    turns the persistent compilation cache on now, before the first compilation, and is
+    recorded in `applied`."""
+    threads = args.compile_threads
+    if threads == "auto":
+        threads = max(1, min(8, (os.cpu_count() or 2) // 2)) if applied else 0
+    if threads and keras.backend.backend() == "jax":
+        applied["compilation_cache_dir"] = compilation_cache_dir()
+        applied["compile_threads"] = threads
     return threads
 
 
@@ -1564,10 +1571,10 @@ class _Precompile(keras.callbacks.Callback):
     model's own `train_step`, of the validation and test data with `test_step` and of the data
     for `model.predict` with the prediction step, as Keras' jax trainer lowers them, and the
     lowered programs are compiled by a thread pool (XLA compiles without holding Python's
-    lock). Keras' own first
-    call of each shape then finds its executable in the cache: same numbers, less waiting.
-    jax only, and not under a `keras.distribution` (`--data-parallel`); any failure here is a
-    warning, and Keras compiles what is missing as usual.
+    lock). Keras' own first call of each shape then finds its executable in the cache (turned
+    on by `parse_args`): same numbers, less waiting. jax only, and not under a
+    `keras.distribution` (`--data-parallel`) or without a compilation cache; any failure
+    here is a warning, and Keras compiles what is missing as usual.
     """
 
     def __init__(self, threads, train_data, validation_data=None, evaluation_data=(), verbose=1):
@@ -1585,6 +1592,11 @@ class _Precompile(keras.callbacks.Callback):
         if keras.distribution.distribution() is not None:
             # Keras compiles with the distribution's shardings, which these programs lack.
             self.report = {"threads": self.threads, "skipped": "a keras.distribution is set"}
+            return
+        import jax
+
+        if not jax.config.jax_compilation_cache_dir:  # nowhere for fit to find them
+            self.report = {"threads": self.threads, "skipped": "no compilation cache"}
             return
         start = time.perf_counter()
         try:
@@ -1615,7 +1627,6 @@ class _Precompile(keras.callbacks.Callback):
 
         import jax
 
-        compilation_cache_dir()  # the executables must outlive this callback
         model = self.model
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
