@@ -19,6 +19,11 @@
 # keras_stm_path, keras_stm_commit), writes each process's stderr to OUT_DIR/logs/, and prints
 # `summarize.py --before-after` (ms before, ms after, after / before) at the end.
 #
+# After the pairs, with STATELESS=1 (default), each configuration's jax row of this tree with
+# `--train-step stateless --sync end` (Keras' stateless API in one jitted function, the steps
+# back to back as fit runs them, otherwise the same flags), for
+# issue 18's "fit within 1.5x of the stateless step, same card"; summarize.py prints that ratio.
+#
 # Environment: CONFIGS (comma list; default the five of configs.py, shortest T first), BACKENDS
 # ("torch jax"), BATCH (128), REPEATS_JAX (50) and REPEATS_TORCH (20): steps per timed fit call
 # (3 timed calls after a warm-up call of 2 steps), JAX_UNROLL (1: both versions with
@@ -35,7 +40,8 @@
 # compilation + 10 x ~10 s of process start + ~30 s timed; torch about 10 x ~6 s + 20-110 s;
 # in all about 10-12 minutes for the five configurations, more than one 10-minute call. Run it
 # as two calls on the same machine, CONFIGS=nth_farthest,rar,copy (about 6 min) and
-# CONFIGS=associative_retrieval,babi (about 6 min), and summarise both files together.
+# CONFIGS=associative_retrieval,babi (about 6 min), each plus 1-3 minutes for the stateless rows
+# (cut by DEADLINE first: they run last), and summarise both files together.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=${PYTHON:-python3}
@@ -92,16 +98,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"
 echo "configs $configs; backends $backends; before $before_commit; after $after_commit"
 echo "jax XLA_FLAGS: $xla_flags"
 
-record() {  # backend version config commit error: a row for a run that wrote none
-  local row='{"impl": "stm", "config": "%s", "precision": "highest", "train_step": "fit", '
+record() {  # backend version config commit error step: a row for a run that wrote none
+  local row='{"impl": "stm", "config": "%s", "precision": "highest", "train_step": "%s", '
   row+='"backend": "%s", "code_version": "%s", "keras_stm_commit": "%s", "error": "%s"}\n'
   # shellcheck disable=SC2059
-  printf "$row" "$3" "$1" "$2" "$4" "$5" | tee -a "$log"
+  printf "$row" "$3" "${6:-fit}" "$1" "$2" "$4" "$5" | tee -a "$log"
 }
 
-run_one() {  # backend version config
-  local backend=$1 version=$2 config=$3 root commit repeats limit rc lines why
-  local flags=(--train-step fit --configs "$config" --batch "${BATCH:-128}" --code-version "$version")
+run_one() {  # backend version config [train step: fit (default) or stateless]
+  local backend=$1 version=$2 config=$3 step=${4:-fit} root commit repeats limit rc lines why
+  local flags=(--train-step "$step" --configs "$config" --batch "${BATCH:-128}" --code-version "$version")
+  # The stateless step timed back to back, synchronised once at the end: as fit runs its steps.
+  [ "$step" = stateless ] && flags+=(--sync end)
   if [ "$version" = before ]; then root=$prep commit=$before_commit; else root=$PWD commit=$after_commit; fi
   if [ "$backend" = jax ]; then
     repeats=${REPEATS_JAX:-50}
@@ -111,7 +119,7 @@ run_one() {  # backend version config
   fi
   limit=$((deadline - SECONDS))
   if ((limit < 20)); then
-    record "$backend" "$version" "$config" "$commit" "not run: the ${deadline} s deadline"
+    record "$backend" "$version" "$config" "$commit" "not run: the ${deadline} s deadline" "$step"
     return
   fi
   ((limit > ${CONFIG_TIMEOUT:-300})) && limit=${CONFIG_TIMEOUT:-300}
@@ -121,15 +129,15 @@ run_one() {  # backend version config
   env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND="$backend" \
     KERAS_STM_COMMIT="$commit" ${xla[@]+"${xla[@]}"} timeout -k 10 "$limit" \
     "$PYTHON" benchmarks/cell_throughput.py "${flags[@]}" --repeats "$repeats" --output "$log" \
-    >/dev/null 2>"$out/logs/${backend}_${version}_${config}.err"
+    >/dev/null 2>"$out/logs/${backend}_${version}_${config}_$step.err"
   rc=$?
   if (($(cat "$log" 2>/dev/null | wc -l) == lines)); then
     why="exit status $rc"
     ((rc == 124 || rc == 137)) && why="timeout after $limit s"
-    record "$backend" "$version" "$config" "$commit" "$why"
-    tail -n 3 "$out/logs/${backend}_${version}_${config}.err"
+    record "$backend" "$version" "$config" "$commit" "$why" "$step"
+    tail -n 3 "$out/logs/${backend}_${version}_${config}_$step.err"
   fi
-  echo "[${SECONDS} s] $backend $version $config: $(tail -n 1 "$log" |
+  echo "[${SECONDS} s] $backend $version $config $step: $(tail -n 1 "$log" |
     grep -o '"ms": [0-9.]*\|"compile_s": [0-9.]*\|"error": .\{0,100\}' | tr '\n' ' ')"
 }
 
@@ -141,6 +149,9 @@ for config in ${configs//,/ }; do
     for version in $order; do run_one "$backend" "$version" "$config"; done
   done
 done
+if [ "${STATELESS:-1}" = 1 ] && [[ " $backends " == *" jax "* ]]; then
+  for config in ${configs//,/ }; do run_one jax after "$config" stateless; done
+fi
 echo "total ${SECONDS} s"
 (cd benchmarks && "$PYTHON" summarize.py --before-after "$log")
 exit 0

@@ -8,7 +8,10 @@ Usage: python benchmarks/summarize.py docs/benchmarks/h200_run2.jsonl [more.json
 
 `--before-after` pairs the rows labelled `code_version` before and after
 (`run_before_after.sh`) of each backend, configuration and precision, from all the files given:
-ms before, ms after and their ratio (below 1: the current code is faster).
+ms before, ms after and their ratio (below 1: the current code is faster); then, where the
+files hold `--train-step stateless` rows of the current code (`run_before_after.sh`'s
+STATELESS=1), each `fit` row of the current code against the stateless step of the same
+backend, configuration and precision (issue 18: `fit` within 1.5x of the stateless step).
 """
 
 import json
@@ -117,7 +120,7 @@ def before_after_table(rows):
     precision and training step (the last row of each wins where a run was repeated)."""
     cells = {}
     for r in rows:
-        if r.get("code_version") in VERSIONS:
+        if r.get("code_version") in VERSIONS and r.get("train_step") != "stateless":
             key = (r.get("backend"), r.get("config"), r.get("precision"), r.get("train_step"))
             cells.setdefault(key, {})[r["code_version"]] = r
     lines = [
@@ -156,6 +159,43 @@ def before_after_table(rows):
     return "\n".join(lines) + "\n"
 
 
+def fit_vs_stateless_table(rows):
+    """`fit` rows of the current code (`code_version` after) against its stateless-step rows of
+    the same backend, configuration and precision; empty where the files hold no stateless row."""
+    cells = {}
+    for r in rows:
+        if r.get("code_version") == "after" and r.get("train_step") in ("fit", "stateless"):
+            key = (r.get("backend"), r.get("config"), r.get("precision"))
+            cells.setdefault(key, {})[r["train_step"]] = r
+    if not any("stateless" in pair for pair in cells.values()):
+        return ""
+    lines = [
+        "### Through fit against the stateless step (same card, same run)",
+        "",
+        "| backend | config | T | precision | ms fit | ms stateless | fit / stateless | device |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (backend, config, precision), pair in sorted(cells.items(), key=lambda c: str(c[0])):
+        fit, stateless = pair.get("fit"), pair.get("stateless")
+        if stateless is None:
+            continue
+        both = fit and "ms" in fit and "ms" in stateless
+        ratio = f"{fit['ms'] / stateless['ms']:.2f}" if both else "n/a"
+
+        def ms(row):
+            if row is None:
+                return "missing"
+            return f"{row['ms']:.2f}" if "ms" in row else f"error: {row.get('error', '')[:60]}"
+
+        devices = sorted({r["device"] for r in pair.values() if r.get("device")})
+        steps = CONFIGS[config][5] if config in CONFIGS else ""
+        lines.append(
+            f"| {backend} | {config} | {steps} | {precision} | {ms(fit)} | {ms(stateless)} | "
+            f"{ratio} | {', '.join(devices) or 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     paths = list(argv if argv is not None else sys.argv[1:])
     before_after = paths[:1] == ["--before-after"]
@@ -166,7 +206,11 @@ def main(argv=None):
         if not os.path.exists(path):
             raise SystemExit(f"no such file: {path}")
     if before_after:
-        print(before_after_table([row for path in paths for row in load(path)]))
+        rows = [row for path in paths for row in load(path)]
+        print(before_after_table(rows))
+        extra = fit_vs_stateless_table(rows)
+        if extra:
+            print(extra)
         return
     for path in paths:
         print(table(load(path), os.path.basename(path)))

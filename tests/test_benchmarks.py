@@ -409,6 +409,33 @@ def test_summarize_before_after_pairs_versions(tmp_path, capsys):
     assert text.count("| copy |") == 1
 
 
+def test_summarize_fit_against_the_stateless_step(tmp_path, capsys):
+    summarize = _load_summarize()
+    common = {"impl": "stm", "precision": "highest", "backend": "jax", "device": "H100"}
+    rows = [
+        dict(common, config="copy", train_step="fit", code_version="before", ms=20.0),
+        dict(common, config="copy", train_step="fit", code_version="after", ms=18.0),
+        dict(common, config="copy", train_step="stateless", code_version="after", ms=12.0),
+        dict(common, config="rar", train_step="fit", code_version="after", ms=9.0),
+        dict(common, config="rar", train_step="stateless", code_version="after", error="timeout"),
+        dict(common, config="babi", train_step="fit", code_version="after", ms=30.0),  # no pair
+    ]
+    path = tmp_path / "ba.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    summarize.main(["--before-after", str(path)])
+    before_after, _, against = capsys.readouterr().out.partition("### Through fit against")
+    # The stateless rows stay out of the before / after table ...
+    assert "stateless" not in before_after and before_after.count("| copy |") == 1
+    # ... and fill their own, fit / stateless, where a stateless row exists.
+    assert "| jax | copy | 42 | highest | 18.00 | 12.00 | 1.50 | H100 |" in against
+    assert "| jax | rar | 25 | highest | 9.00 | error: timeout | n/a | H100 |" in against
+    assert "| babi |" not in against
+    # Files without stateless rows print no second table.
+    path.write_text("\n".join(json.dumps(r) for r in rows[:2]))
+    summarize.main(["--before-after", str(path)])
+    assert "Through fit against" not in capsys.readouterr().out
+
+
 def _load_check_xla_flags():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     spec = importlib.util.spec_from_file_location(

@@ -261,6 +261,10 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
         assert test["error"] == pytest.approx(1.0 - test["accuracy"])
         # 2 test batches of 8 examples: accuracy is a multiple of 1/16.
         assert test["accuracy"] * 16 == pytest.approx(round(test["accuracy"] * 16))
+        # The accuracy for each n present in the test set, read back from its inputs.
+        by_n = {k: v for k, v in test.items() if k.startswith("accuracy_n")}
+        assert by_n and set(by_n) <= {f"accuracy_n{k}" for k in range(8)}
+        assert all(0.0 <= v <= 1.0 for v in by_n.values())
     assert results["stm_config"] is None and results["parameters"] == (
         4 * 8 * (40 + 8 + 1) + 8 * 8 + 8
     )  # LSTM(8) + Dense(8)

@@ -221,6 +221,30 @@ def _brute_force_ar(sequence, num_pairs):
     return pairs[int(sequence[2 * num_pairs + 2])]
 
 
+def test_nth_farthest_accuracy_by_n_tells_the_plateau_from_distances():
+    x, y = nth_farthest.make_batch(np.random.default_rng(3), 4096)
+    n = x[:, 0, 24:32].argmax(-1)
+    labels = x[:, :, 16:24].argmax(-1)
+    reference = x[:, 0, 32:40].argmax(-1)
+    assert set(nth_farthest.accuracy_by_n(x, y, y).values()) == {1.0}
+    # The plateau's answer: the reference's label when n = 7, else another label at random.
+    rng = np.random.default_rng(4)
+    others = np.array([rng.choice(row[row != m]) for row, m in zip(labels, reference)])
+    plateau = np.where(n == 7, reference, others)
+    scores = nth_farthest.accuracy_by_n(x, y, plateau)
+    assert sorted(scores) == [f"accuracy_n{k}" for k in range(8)]
+    assert scores["accuracy_n7"] == 1.0
+    for k in range(7):  # 1/7 each, within about 3.5 standard errors of ~512 examples
+        assert abs(scores[f"accuracy_n{k}"] - 1 / 7) < 0.055, (k, scores)
+    assert np.mean(plateau == y) == pytest.approx(0.25, abs=0.02)
+    # Only the n present are reported.
+    assert list(nth_farthest.accuracy_by_n(x[n == 2], y[n == 2], y[n == 2])) == ["accuracy_n2"]
+    with pytest.raises(ValueError, match="accuracy_by_n needs x of shape"):
+        nth_farthest.accuracy_by_n(x[:, :4], y, y)
+    with pytest.raises(ValueError, match="predicted"):
+        nth_farthest.accuracy_by_n(x, y, y[:-1])
+
+
 def test_associative_retrieval_against_brute_force():
     for num_pairs in [ar.NUM_PAIRS, ar.NUM_PAIRS_LENGTH_30, 26, 1]:
         _check_ar(num_pairs)

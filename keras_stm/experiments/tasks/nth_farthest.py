@@ -132,6 +132,46 @@ def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS):
     return x, y
 
 
+def accuracy_by_n(x, y, predicted, num_vectors=NUM_VECTORS):
+    """The accuracy for each n (which farthest is asked), read back from the inputs.
+
+    The 25% plateau of LSTM and DNC (and of a stuck STM) is the answer that ignores the
+    vectors: n = V-1 asks for the reference itself, whose label is in the input, and any other
+    n is answered by one of the V-1 other labels at random, 1/V + (V-1)/V * 1/(V-1) = 2/V.
+    These figures tell that plateau from a model that has begun to compare distances.
+
+    Args:
+        x: float array (B, V, D_in), batches of `make_batch` (n is read from its columns).
+        y: int array (B,), the targets.
+        predicted: int array (B,), the predicted labels.
+        num_vectors: int, V. Defaults to 8.
+
+    Returns:
+        Dict `{"accuracy_n0": float, ..., "accuracy_n<V-1>": float}` over the n present in `x`.
+
+    Raises:
+        ValueError: when the shapes do not agree.
+
+    Example:
+
+    >>> x, y = make_batch(np.random.default_rng(0), 64)
+    >>> scores = accuracy_by_n(x, y, y)
+    >>> sorted(set(scores.values()))
+    [1.0]
+    """
+    x, y, predicted = np.asarray(x), np.asarray(y).reshape(-1), np.asarray(predicted).reshape(-1)
+    num_vectors = _check_int("num_vectors", num_vectors, 2)
+    num_dims = x.shape[-1] - 3 * num_vectors if x.ndim == 3 else -1
+    if num_dims < 1 or x.shape[1] != num_vectors or not len(x) == len(y) == len(predicted):
+        raise ValueError(
+            f"accuracy_by_n needs x of shape (B, {num_vectors}, D_in), y and predicted of "
+            f"shape (B,); got x {x.shape}, y {y.shape}, predicted {predicted.shape}"
+        )
+    n = np.argmax(x[:, 0, num_dims + num_vectors : num_dims + 2 * num_vectors], axis=-1)
+    correct = predicted == y
+    return {f"accuracy_n{k}": float(np.mean(correct[n == k])) for k in np.unique(n).tolist()}
+
+
 def dataset(
     batch_size=128,
     num_batches=NUM_BATCHES,
