@@ -15,20 +15,28 @@ def float64_mode():
     return contextlib.nullcontext()
 
 
-def gradients(loss_fn, variables, inputs):
+def gradients(loss_fn, variables, inputs, traced=False):
     """Gradients of `loss_fn(x)` w.r.t. `variables` and `x`, evaluated at `x = inputs`.
 
-    Returns `(loss, [grad per variable], grad_inputs)` as numpy arrays.
+    Returns `(loss, [grad per variable], grad_inputs)` as numpy arrays. `traced=True` runs
+    TensorFlow's forward and backward passes as one `tf.function` graph (as `fit` does) rather
+    than op by op: the same computation, far cheaper for long sequences (the other backends
+    compute as without it).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
+        def loss_and_grads(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = loss_fn(x)
+            return loss, tape.gradient(loss, [v.value for v in variables] + [x])
+
+        if traced:
+            loss_and_grads = tf.function(loss_and_grads)
         x = tf.constant(inputs)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = loss_fn(x)
-        grads = tape.gradient(loss, [v.value for v in variables] + [x])
+        loss, grads = loss_and_grads(x)
         grads = [
             np.zeros(v.shape) if g is None else g.numpy() for g, v in zip(grads, variables + [x])
         ]

@@ -8,7 +8,10 @@ to the scripts the tests run in subprocesses, which inherit the environment):
   machine, where several threads per process only fight over the cores;
 - XLA's cheaper CPU code generation (`--xla_backend_optimization_level=0`): the tests' models are
   tiny and compiling them dominates; the programs compute the same thing (the parity tests still
-  hold to their float64 references).
+  hold to their float64 references). `JAX_DISABLE_MOST_OPTIMIZATIONS` asks jax for the same
+  cheaper compilation in the subprocesses that set `XLA_FLAGS` themselves (the XLA-flags check
+  runs its plain, flagged and float64 children with `XLA_FLAGS` of their own; all three get it
+  alike, so their comparison is unchanged).
 
 Any of these already set in the environment is left as it is.
 """
@@ -30,6 +33,7 @@ os.environ.setdefault(
     "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0 "
     "--xla_llvm_disable_expensive_passes=true",
 )
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

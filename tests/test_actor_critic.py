@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -291,24 +292,35 @@ def load_example():
     return module
 
 
-def test_quick_run_writes_results_and_resumes(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The example's quick run in three sessions (one update; one more under --max-minutes;
+    the rest), trained once for the tests of this module that check a finished run folder.
+    Returns the folder and each session's results."""
     example = load_example()
-    out = str(tmp_path / "run")
-    quick = example.QUICK
-    per_update = quick["num_envs"] * quick["rollout_length"] * 4
+    out = str(tmp_path_factory.mktemp("pong_run") / "run")
+    per_update = example.QUICK["num_envs"] * example.QUICK["rollout_length"] * 4
     first = example.main(
         ["--quick", "--output-dir", out, "--frames", str(per_update), "--verbose", "0"]
     )
-    assert first["updates"] == 1 and first["frames"] == per_update
-    assert first["updates_planned"] == 1 and first["stopped_by_time_budget"] is False
     # --max-minutes: resumes, stops after its first update, says so, and keeps the checkpoint
     timed = example.main(
         ["--quick", "--output-dir", out, "--max-minutes", "1e-9", "--verbose", "0"]
     )
+    second = example.main(["--quick", "--output-dir", out, "--verbose", "0"])
+    return out, (first, timed, second)
+
+
+def test_quick_run_writes_results_and_resumes(quick_run):
+    example = load_example()
+    out, (first, timed, second) = quick_run
+    quick = example.QUICK
+    per_update = quick["num_envs"] * quick["rollout_length"] * 4
+    assert first["updates"] == 1 and first["frames"] == per_update
+    assert first["updates_planned"] == 1 and first["stopped_by_time_budget"] is False
     assert timed["updates"] == 2 and timed["frames"] == 2 * per_update
     assert timed["updates_planned"] == quick["iterations"] > 2
     assert timed["stopped_by_time_budget"] is True
-    second = example.main(["--quick", "--output-dir", out, "--verbose", "0"])
     assert second["stopped_by_time_budget"] is False
     assert second["updates"] == quick["iterations"]
     assert second["frames"] == quick["iterations"] * per_update
@@ -344,12 +356,13 @@ def _export(run_dir, dest):
     )
 
 
-def test_export_of_a_run_folder_then_evaluate_writes_nothing(tmp_path):
+def test_export_of_a_run_folder_then_evaluate_writes_nothing(quick_run, tmp_path):
     """A quick run exports (newest checkpoint, reward curve, episodes.csv, results.json) and
     `--evaluate` plays it: same scores from the export and from the run folder itself."""
     example = load_example()
     run_dir = tmp_path / "run"
-    results = example.main(["--quick", "--output-dir", str(run_dir), "--verbose", "0"])
+    shutil.copytree(quick_run[0], run_dir)  # the module's finished quick run (trained once)
+    results = quick_run[1][-1]
     assert results["seed"] == 0 and results["sessions"][0]["env_seeds"] == [0, 1]
     assert set(results["seconds_split"]) == {"environment", "acting", "learning"}
     with open(run_dir / "episodes.csv", newline="") as f:

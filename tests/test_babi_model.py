@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tarfile
 
 import keras
@@ -460,8 +461,12 @@ class _Interrupt(Exception):
     pass
 
 
-def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def resumed_run(tiny_archive, tmp_path_factory):
+    """A quick run interrupted after its first epoch, then resumed to the end: trained once for
+    the tests of this module that check a finished run folder. Returns the folder, what it held
+    after the interruption, and the resumed run's results."""
+    out = tmp_path_factory.mktemp("babi_run") / "run"
     original = babi_model.DecayLearningRateOnce.on_epoch_end
 
     def crash_after_first_epoch(self, epoch, logs=None):
@@ -469,13 +474,21 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
         if epoch == 0:
             raise _Interrupt()
 
-    monkeypatch.setattr(babi_model.DecayLearningRateOnce, "on_epoch_end", crash_after_first_epoch)
-    with pytest.raises(_Interrupt):
-        babi_example.main(_argv(tiny_archive, out))
-    assert len(_history(out)) == 1 and (out / "backup").exists()
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(
+            babi_model.DecayLearningRateOnce, "on_epoch_end", crash_after_first_epoch
+        )
+        with pytest.raises(_Interrupt):
+            babi_example.main(_argv(tiny_archive, out))
+        interrupted = {"epochs": len(_history(out)), "backup": (out / "backup").exists()}
 
     results = babi_example.main(_argv(tiny_archive, out))  # resumes: only the second epoch
+    return out, interrupted, results
+
+
+def test_example_quick_resume_and_eval_only(tiny_archive, resumed_run):
+    out, interrupted, results = resumed_run
+    assert interrupted["epochs"] == 1 and interrupted["backup"]
     rows = _history(out)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
@@ -525,14 +538,15 @@ def test_example_quick_resume_and_eval_only(tiny_archive, tmp_path, monkeypatch)
         babi_example.main(_argv(tiny_archive, out, "--eval-only", str(out / "missing.keras")))
 
 
-def test_example_pretrained_export_and_evaluate(tiny_archive, tmp_path):
+def test_example_pretrained_export_and_evaluate(tiny_archive, resumed_run, tmp_path):
     """A finished run, exported as a pretrained folder, gives its test figures back through
     `--evaluate FOLDER` (vocabulary checked, nothing written); `--test-size` keeps the first
     questions of each task."""
     from keras_stm.experiments import pretrained
 
     out = tmp_path / "run"
-    results = babi_example.main(_argv(tiny_archive, out))
+    shutil.copytree(resumed_run[0], out)  # the module's finished quick run (trained once)
+    results = resumed_run[2]
     dest = tmp_path / "pretrained" / "babi"
     pretrained.export(
         str(out), str(dest), {"commit": "test", "gpu_minutes": 0.0, "command": "--quick"}

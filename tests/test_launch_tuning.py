@@ -21,7 +21,7 @@ from keras_stm.experiments import tuning
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "scripts", "launch_tuning.py")
 BACKEND = keras.backend.backend()
-TRIALS = 3
+TRIALS = 2
 
 
 def _read_json(path):
