@@ -93,7 +93,7 @@ def test_low_rank_loop_with_mask(blocks_of_two):
 
 
 def built_cell(**overrides):
-    cell = keras_stm.STMCell(**CELL, **overrides)
+    cell = keras_stm.STMCell(**{**CELL, **overrides})
     cell.build((None, FEATURES))
     return cell
 
@@ -102,6 +102,7 @@ def test_plan(monkeypatch):
     """`_plan(cell, steps, loop, unroll, return_sequences) -> (form, unroll)`."""
     cell, factored = built_cell(), built_cell(relational_carry=0.0, relational_read=0.0)
     monkeypatch.setattr(_stm_loop, "_on_jax_gpu", lambda: False)
+    monkeypatch.setattr(_stm_loop, "_on_torch", lambda: False)
     assert _stm_loop._plan(cell, STEPS, "auto", False, False) == ("dense", False)
     assert _stm_loop._plan(cell, STEPS, "auto", True, False) == ("dense", True)
     assert _stm_loop._plan(factored, STEPS, "auto", False, False) == ("factored", False)
@@ -124,6 +125,17 @@ def test_plan(monkeypatch):
     assert _stm_loop._plan(factored, STEPS, "auto", False, False) == ("factored", True)
     assert _stm_loop._plan(cell, None, "auto", False, False) == ("dense", False)
     assert _stm_loop._plan(cell, STEPS, "dense", False, False) == ("dense", False)
+    # Under torch `auto` takes the low-rank loop for a last output up to T = d/4 (unrolled: it
+    # is a Python loop), the dense loop as asked above that.
+    monkeypatch.setattr(_stm_loop, "_on_jax_gpu", lambda: False)
+    monkeypatch.setattr(_stm_loop, "_on_torch", lambda: True)
+    wide = built_cell(memory_size=4 * STEPS)
+    assert _stm_loop._plan(wide, STEPS, "auto", False, False) == ("low_rank", True)
+    assert _stm_loop._plan(wide, STEPS + 1, "auto", False, False) == ("dense", False)
+    assert _stm_loop._plan(wide, STEPS, "auto", False, True) == ("dense", False)
+    assert _stm_loop._plan(wide, None, "auto", False, False) == ("dense", False)
+    assert _stm_loop._plan(wide, STEPS, "dense", False, False) == ("dense", False)
+    assert _stm_loop._plan(cell, STEPS, "auto", False, False) == ("dense", False)  # T > d/4
 
 
 def test_loop_is_one_choice_not_saved():

@@ -41,6 +41,10 @@ def _on_jax_gpu():
     return jax.default_backend() == "gpu"
 
 
+def _on_torch():
+    return keras.backend.backend() == "torch"
+
+
 def _plan(cell, steps, loop, unroll, return_sequences):
     """`(form, unroll)` for a sequence of `steps` steps: the one choice of how the loop runs.
 
@@ -48,8 +52,10 @@ def _plan(cell, steps, loop, unroll, return_sequences):
     `loop="auto"`: on a jax GPU, with a known number of steps, the loop is unrolled (1.2-1.4x
     faster at the paper's sizes, docs/performance.md) and, where a step reads or carries `Mr`,
     runs the low-rank form (copy 26.3 -> 21.5 ms, Nth-farthest 7.6 -> 5.1 ms through
-    `train_on_batch`, docs/performance_archive.md, sessions 3 and 4). Elsewhere the dense form
-    runs as asked (`unroll`): no measurement on a GPU shows the low-rank form paying there.
+    `train_on_batch`, docs/performance_archive.md, sessions 3 and 4). Under torch the low-rank
+    form runs for a last output up to T = d/4 (Nth-farthest through `fit`: 32.37 -> 27.83 ms on
+    an H100, 93 -> 59 ms on the 2-core CPU, docs/performance.md, session 13; at T ~ d/2 it
+    measured slower). Elsewhere the dense form runs as asked (`unroll`).
     """
     low_rank_applies = (
         cell._uses_previous_relational_memory and not return_sequences and cell.sam_steps == 1
@@ -74,6 +80,9 @@ def _plan(cell, steps, loop, unroll, return_sequences):
         unroll = True
         if low_rank_applies and steps <= 2 * cell.memory_size:
             form = "low_rank"
+    elif loop == "auto" and steps is not None and _on_torch():
+        if low_rank_applies and steps <= cell.memory_size // 4:
+            form, unroll = "low_rank", True
     return form, unroll
 
 
