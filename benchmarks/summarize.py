@@ -115,6 +115,15 @@ def table(rows, title):
 VERSIONS = ("before", "after")
 
 
+def _ms_cell(row):
+    """A row's ms for a table cell: "missing" without a row, its error where it has no ms."""
+    if row is None:
+        return "missing"
+    if "ms" not in row:
+        return f"error: {row.get('error', '')[:60]}"
+    return f"{row['ms']:.2f}"
+
+
 def before_after_table(rows):
     """The rows of `code_version` before and after side by side, per backend, configuration,
     precision and training step (the last row of each wins where a run was repeated)."""
@@ -131,13 +140,6 @@ def before_after_table(rows):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def ms(row):
-        if row is None:
-            return "missing"
-        if "ms" not in row:
-            return f"error: {row.get('error', '')[:60]}"
-        return f"{row['ms']:.2f}"
-
     def compile_s(row):
         return f"{row['compile_s']:.0f}" if row and "compile_s" in row else "-"
 
@@ -152,8 +154,8 @@ def before_after_table(rows):
         devices = sorted({r["device"] for r in pair.values() if r.get("device")})
         steps = CONFIGS[config][5] if config in CONFIGS else ""
         lines.append(
-            f"| {backend} | {config} | {steps} | {precision} | {step} | {ms(before)} | "
-            f"{ms(after)} | {ratio} | {compile_s(before)} / {compile_s(after)} | "
+            f"| {backend} | {config} | {steps} | {precision} | {step} | {_ms_cell(before)} | "
+            f"{_ms_cell(after)} | {ratio} | {compile_s(before)} / {compile_s(after)} | "
             f"{library(before)} / {library(after)} | {', '.join(devices) or 'n/a'} |"
         )
     return "\n".join(lines) + "\n"
@@ -181,17 +183,11 @@ def fit_vs_stateless_table(rows):
             continue
         both = fit and "ms" in fit and "ms" in stateless
         ratio = f"{fit['ms'] / stateless['ms']:.2f}" if both else "n/a"
-
-        def ms(row):
-            if row is None:
-                return "missing"
-            return f"{row['ms']:.2f}" if "ms" in row else f"error: {row.get('error', '')[:60]}"
-
         devices = sorted({r["device"] for r in pair.values() if r.get("device")})
         steps = CONFIGS[config][5] if config in CONFIGS else ""
         lines.append(
-            f"| {backend} | {config} | {steps} | {precision} | {ms(fit)} | {ms(stateless)} | "
-            f"{ratio} | {', '.join(devices) or 'n/a'} |"
+            f"| {backend} | {config} | {steps} | {precision} | {_ms_cell(fit)} | "
+            f"{_ms_cell(stateless)} | {ratio} | {', '.join(devices) or 'n/a'} |"
         )
     return "\n".join(lines) + "\n"
 
