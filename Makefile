@@ -4,13 +4,15 @@
 #   make test   set up a venv with all three backends, check the code with ruff (lint and
 #               format), run the suite once per backend (the
 #               three pytest processes run side by side), then
-#               build the documentation site in strict mode
+#               build the documentation site in strict mode. Tests marked `large` (whole
+#               programs across processes or sessions, committed models scored on real
+#               data) are skipped: `make test-large` runs them alone; CI runs both
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= jax torch tensorflow
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-setup demo-setup docs lint check-package clean
+.PHONY: demo test test-large test-setup demo-setup docs lint check-package clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,10 @@ test-setup: $(PY)
 test: test-setup lint
 	bash scripts/test_all_backends.sh $(PY) $(BACKENDS)
 	$(MAKE) --no-print-directory docs
+
+# The large tests alone, once per backend (side by side, as `make test`).
+test-large: test-setup
+	PYTEST_ARGS="-m large --run-large" bash scripts/test_all_backends.sh $(PY) $(BACKENDS)
 
 # The wheel with [jax] alone in a fresh venv (CI runs it after `make test`; 1-2 minutes).
 check-package: $(PY)

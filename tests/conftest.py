@@ -14,6 +14,12 @@ to the scripts the tests run in subprocesses, which inherit the environment):
   alike, so their comparison is unchanged).
 
 Any of these already set in the environment is left as it is.
+
+Large tests (`@pytest.mark.large`, as in keras-hub): those that run a whole program across
+processes or sessions (the tuning launcher, a killed and resumed run, a search resumed, the
+XLA-flags check's three processes, the ahead-of-time compilation in a child process) or score
+a committed model on real data. They are skipped unless pytest gets `--run-large`:
+`make test` leaves them out, `make test-large` runs them alone, CI (`.ci/run`) runs both.
 """
 
 import gc
@@ -37,6 +43,32 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-large",
+        action="store_true",
+        default=False,
+        help="also run the tests marked `large` (make test-large; CI runs them)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "large: runs a whole program across processes or sessions, or scores a committed "
+        "model; skipped unless --run-large",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-large"):
+        return
+    skip = pytest.mark.skip(reason="large test: run with --run-large (make test-large)")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):

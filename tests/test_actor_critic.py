@@ -311,6 +311,7 @@ def quick_run(tmp_path_factory):
     return out, (first, timed, second)
 
 
+@pytest.mark.large
 def test_quick_run_writes_results_and_resumes(quick_run):
     example = load_example()
     out, (first, timed, second) = quick_run
@@ -356,6 +357,7 @@ def _export(run_dir, dest):
     )
 
 
+@pytest.mark.large
 def test_export_of_a_run_folder_then_evaluate_writes_nothing(quick_run, tmp_path):
     """A quick run exports (newest checkpoint, reward curve, episodes.csv, results.json) and
     `--evaluate` plays it: same scores from the export and from the run folder itself."""

@@ -323,6 +323,7 @@ def test_fast_emulator_frame_skip_matches_frame_by_frame():
     assert games >= 1  # random play loses a game in about 100 steps at frame skip 32
 
 
+@pytest.mark.large
 @pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc")
 def test_async_workers_see_no_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")

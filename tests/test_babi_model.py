@@ -486,6 +486,7 @@ def resumed_run(tiny_archive, tmp_path_factory):
     return out, interrupted, results
 
 
+@pytest.mark.large
 def test_example_quick_resume_and_eval_only(tiny_archive, resumed_run):
     out, interrupted, results = resumed_run
     assert interrupted["epochs"] == 1 and interrupted["backup"]
@@ -538,6 +539,7 @@ def test_example_quick_resume_and_eval_only(tiny_archive, resumed_run):
         babi_example.main(_argv(tiny_archive, out, "--eval-only", str(out / "missing.keras")))
 
 
+@pytest.mark.large
 def test_example_pretrained_export_and_evaluate(tiny_archive, resumed_run, tmp_path):
     """A finished run, exported as a pretrained folder, gives its test figures back through
     `--evaluate FOLDER` (vocabulary checked, nothing written); `--test-size` keeps the first

@@ -485,6 +485,7 @@ def test_xla_flags_check_judges_against_float64(capsys):
 @pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="checks jax's XLA flags (runs jax itself)"
 )
+@pytest.mark.large
 def test_xla_flags_check_runs_three_processes(capsys):
     """On a CPU the GPU flags change nothing: the flagged and plain steps agree exactly, and
     both are within float32 error of the float64 step from the same weights."""

@@ -61,6 +61,7 @@ def test_compile_threads_auto_is_off_on_this_cpu():
     assert "compile_threads" not in args.speed_settings_applied
 
 
+@pytest.mark.large
 def test_compile_ahead_fills_the_cache_fit_reads(tmp_path):
     """Under jax the copy example (3 sequence lengths) compiles its programs ahead, fit's first
     batch of each length finds them in the cache, and the results equal those of a run that

@@ -15,6 +15,7 @@ import sys
 import time
 
 import keras
+import pytest
 
 from keras_stm.experiments import tuning
 
@@ -22,6 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "scripts", "launch_tuning.py")
 BACKEND = keras.backend.backend()
 TRIALS = 2
+
+pytestmark = pytest.mark.large
 
 
 def _read_json(path):

@@ -144,6 +144,7 @@ def _check_atari_agent(name, folder, results, tmp_path):
     assert not os.path.exists(tmp_path / "unused")
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", pretrained.available())
 def test_pretrained_model_reproduces_its_results(name, tmp_path):
     folder = pretrained.resolve(name)

@@ -29,6 +29,7 @@ def _same(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-5)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("task", sorted(PRIMARY))
 def test_quick_run_exports_and_evaluates(task, tmp_path):
     example = load_example(task)
@@ -48,6 +49,7 @@ def test_quick_run_exports_and_evaluates(task, tmp_path):
         assert _same(report["test"][key], results["test"][key]), key
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("task", ["convex_hull", "tsp"])
 def test_evaluate_on_a_pointer_networks_file(task, tmp_path):
     example = load_example(task)
@@ -102,6 +104,7 @@ def test_evaluate_without_value_names_the_task_and_size(tmp_path):
         example.main(QUICK + ["--evaluate", "--output-dir", str(tmp_path / "x")])
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("task", ["convex_hull", "shortest_path"])
 def test_the_committed_model_check_covers_these_tasks(task, tmp_path):
     """tests/test_pretrained.py's evaluation of a committed model runs for these tasks (here on

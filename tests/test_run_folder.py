@@ -241,6 +241,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.large
 def test_example_killed_during_a_checkpoint_write_resumes(tmp_path):
     """SIGKILL while epoch 2's checkpoint is half-written: the rerun resumes from epoch 1 (one
     epoch lost at most), taking over the dead run's lock; then damaged checkpoints stop a

@@ -272,6 +272,7 @@ def searched(tmp_path_factory):
     )
 
 
+@pytest.mark.large
 def test_two_trial_search_completes_resumes_and_summarises(searched):
     project, summary = searched["project"], searched["summary"]
     assert list(searched["first"]) == ["0"] and searched["first"]["0"]["status"] == "COMPLETED"
@@ -313,6 +314,7 @@ def test_two_trial_search_completes_resumes_and_summarises(searched):
     assert _trials(project) == trials and again["best_hparams"] == summary["best_hparams"]
 
 
+@pytest.mark.large
 def test_best_hparams_round_trip_into_the_training_script(searched, tmp_path):
     """The best trial's file trains exactly the trial's model in `examples/nth_farthest.py`."""
     summary = searched["summary"]
