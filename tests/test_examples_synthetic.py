@@ -319,3 +319,33 @@ def test_convergence_epoch_reads_the_latest_run(tmp_path):
     assert module.convergence_epoch(str(path)) == (3, pytest.approx(0.991))
     path.write_text("epoch,val_accuracy\n0,0.5\n1,0.6\n")
     assert module.convergence_epoch(str(path)) == (None, pytest.approx(0.6))
+
+
+def test_nth_farthest_probe_reports_the_plateau_split(tmp_path):
+    """`scripts/nth_farthest_probe.py`: a tiny run reports after every `--every` iterations;
+    the accuracy is the n = V - 1 part and the other-n part weighted by their test shares."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts")
+    spec = importlib.util.spec_from_file_location(
+        "nth_farthest_probe", os.path.join(path, "nth_farthest_probe.py")
+    )
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    output = tmp_path / "curve.json"
+    small = '{"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4, '
+    small += '"head_hidden_units": 4}'
+    argv = ["--num-vectors", "3", "--num-dims", "2", "--stm-config", small, "--batch-size", "4"]
+    argv += ["--every", "2", "--max-iterations", "4", "--test-size", "64"]
+    record = probe.main(argv + ["--output", str(output)])
+    with open(output) as f:
+        assert json.load(f) == json.loads(json.dumps(record))
+    assert [row["iteration"] for row in record["curve"]] == [2, 4]
+    assert record["ignore_distances_accuracy"] == pytest.approx(2.0 / 3.0)
+    assert record["stm_config"]["memory_size"] == 4 and record["stm_config"]["gated_write"] is False
+    share = record["test_reference_fraction"]
+    assert 0.0 < share < 1.0
+    for row in record["curve"]:
+        assert math.isfinite(row["loss"])
+        parts = share * row["accuracy_reference"] + (1 - share) * row["accuracy_other_n"]
+        assert row["test_accuracy"] == pytest.approx(parts)
