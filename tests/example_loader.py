@@ -8,9 +8,13 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def load_example(name):
     """The module of `examples/<name>.py` (its `main(argv)` runs the script in-process)."""
-    spec = importlib.util.spec_from_file_location(
-        f"example_{name}", os.path.join(EXAMPLES, f"{name}.py")
-    )
+    return load_script(os.path.join(EXAMPLES, f"{name}.py"), f"example_{name}")
+
+
+def load_script(path, module_name=None):
+    """The module of the Python file `path` (an example, script or benchmark), loaded afresh."""
+    module_name = module_name or os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -22,6 +22,7 @@ from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import copy as copy_data
 from keras_stm.experiments.tasks.metrics import bit_error_per_sequence
 from tests.example_loader import load_example as _load
+from tests.example_loader import load_script
 
 
 def _run(name, out, *extra):
@@ -324,14 +325,8 @@ def test_convergence_epoch_reads_the_latest_run(tmp_path):
 def test_nth_farthest_probe_reports_the_plateau_split(tmp_path):
     """`scripts/nth_farthest_probe.py`: a tiny run reports after every `--every` iterations;
     the accuracy is the n = V - 1 part and the other-n part weighted by their test shares."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts")
-    spec = importlib.util.spec_from_file_location(
-        "nth_farthest_probe", os.path.join(path, "nth_farthest_probe.py")
-    )
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = load_script(os.path.join(root, "scripts", "nth_farthest_probe.py"))
     output = tmp_path / "curve.json"
     small = '{"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4, '
     small += '"head_hidden_units": 4}'

@@ -132,6 +132,27 @@ def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS):
     return x, y
 
 
+def asked_n(x, num_vectors=NUM_VECTORS):
+    """Which farthest each example asks for (n), read back from its one-hot input columns.
+
+    Args:
+        x: float array (B, V, D_in), batches of `make_batch`.
+        num_vectors: int, V. Defaults to 8.
+
+    Returns:
+        int array (B,) of n in [0, V).
+
+    Example:
+
+    >>> x, _ = make_batch(np.random.default_rng(0), 4)
+    >>> asked_n(x).shape
+    (4,)
+    """
+    x = np.asarray(x)
+    num_dims = x.shape[-1] - 3 * int(num_vectors)
+    return np.argmax(x[:, 0, num_dims + num_vectors : num_dims + 2 * num_vectors], axis=-1)
+
+
 def accuracy_by_n(x, y, predicted, num_vectors=NUM_VECTORS):
     """The accuracy for each n (which farthest is asked), read back from the inputs.
 
@@ -167,7 +188,7 @@ def accuracy_by_n(x, y, predicted, num_vectors=NUM_VECTORS):
             f"accuracy_by_n needs x of shape (B, {num_vectors}, D_in), y and predicted of "
             f"shape (B,); got x {x.shape}, y {y.shape}, predicted {predicted.shape}"
         )
-    n = np.argmax(x[:, 0, num_dims + num_vectors : num_dims + 2 * num_vectors], axis=-1)
+    n = asked_n(x, num_vectors)
     correct = predicted == y
     return {f"accuracy_n{k}": float(np.mean(correct[n == k])) for k in np.unique(n).tolist()}
 
