@@ -12,6 +12,14 @@ rises above it. The curve goes to `--output` (JSON) after every report.
 Training: fresh batches every iteration, Adam with gradient-value clipping 10 (the example's
 protocol; Keras' Adam, not `TorchAdam`), sparse cross-entropy on the last step's logits.
 
+Dimension curriculum (`--dims-curriculum "2:3000,4:6000,8:12000"`): the training vectors have
+only their first 2 coordinates non-zero for iterations 1..3000, then 4 up to 6000, then 8 up
+to 12000, then all `--num-dims` (`make_batch(..., active_dims=...)`: the input width, hence
+the model, stays the task's, so the weights carry over). The fixed test set stays at full
+dimension; each JSON line also gives `active_dims` (that of the last training batch before
+the report) and `test_accuracy_active`, the accuracy on a second fixed test set (seed 1111
+too, the same examples with the tail coordinates zeroed) at that `active_dims`.
+
 Example (the session-14 runs, CPU, one thread each):
 
     KERAS_BACKEND=torch OMP_NUM_THREADS=1 python scripts/nth_farthest_probe.py \\
@@ -55,13 +63,101 @@ def build_parser():
         "--max-iterations", type=int, default=None, help="Stop after this many (no limit)."
     )
     parser.add_argument("--seed", type=int, default=0, help="Weights and training data seed.")
+    parser.add_argument(
+        "--dims-curriculum",
+        default=None,
+        help='Stages "DIMS:UNTIL,...": DIMS non-zero vector coordinates up to iteration UNTIL '
+        "(increasing), then all --num-dims; e.g. 2:3000,4:6000,8:12000 (none).",
+    )
     parser.add_argument("--output", required=True, help="JSON file of the curve.")
     return parser
 
 
+def parse_dims_curriculum(text, num_dims):
+    """Parses `--dims-curriculum`: `"2:3000,4:6000"` -> `[(2, 3000), (4, 6000)]`.
+
+    Stage `(d, until)` trains on vectors with `d` non-zero coordinates for the iterations up to
+    and including `until` (iterations count from 1); after the last stage, all `num_dims`.
+
+    Args:
+        text: str of comma-separated `DIMS:UNTIL` stages, or None (no curriculum).
+        num_dims: int, the task's vector dimension (the largest allowed DIMS).
+
+    Returns:
+        List of `(active_dims, until_iteration)` int pairs, or None when `text` is None.
+
+    Raises:
+        ValueError: naming the stage, on a stage that is not `DIMS:UNTIL` with integer parts,
+            on DIMS outside 1..num_dims, on UNTIL < 1 or not greater than the previous stage's.
+
+    Example:
+
+    >>> parse_dims_curriculum("2:3000,4:6000,8:12000", 16)
+    [(2, 3000), (4, 6000), (8, 12000)]
+    """
+    if text is None:
+        return None
+    stages = []
+    for part in str(text).split(","):
+        fields = part.strip().split(":")
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            active, until = int(fields[0]), int(fields[1])
+        except ValueError:
+            raise ValueError(
+                f"dims curriculum stage {part.strip()!r} of {text!r} is not DIMS:UNTIL with "
+                "integers (e.g. 2:3000,4:6000)"
+            ) from None
+        if not 1 <= active <= num_dims:
+            raise ValueError(
+                f"dims curriculum stage {part.strip()!r}: DIMS must be in 1..{num_dims} "
+                f"(--num-dims), got {active}"
+            )
+        if until < 1:
+            raise ValueError(
+                f"dims curriculum stage {part.strip()!r}: UNTIL must be >= 1, got {until}"
+            )
+        if stages and until <= stages[-1][1]:
+            raise ValueError(
+                f"dims curriculum stage {part.strip()!r}: UNTIL iterations must increase, got "
+                f"{until} after {stages[-1][1]}"
+            )
+        stages.append((active, until))
+    return stages
+
+
+def active_dims_at(curriculum, iteration, num_dims):
+    """The active dimensions of training iteration `iteration` (counted from 1).
+
+    Args:
+        curriculum: list of `(active_dims, until_iteration)` from `parse_dims_curriculum`, or
+            None.
+        iteration: int >= 1.
+        num_dims: int, the task's dimension (after the last stage, and without a curriculum).
+
+    Returns:
+        int, the number of non-zero vector coordinates.
+
+    Example:
+
+    >>> [active_dims_at([(2, 2), (4, 3)], i, 16) for i in (1, 2, 3, 4)]
+    [2, 2, 4, 16]
+    """
+    for active, until in curriculum or ():
+        if iteration <= until:
+            return active
+    return num_dims
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     v, dims = args.num_vectors, args.num_dims
+    try:
+        curriculum = parse_dims_curriculum(args.dims_curriculum, dims)
+    except ValueError as error:
+        parser.error(f"--dims-curriculum: {error}")
     keras.utils.set_random_seed(args.seed)
     stm_config = dict(task_configs.TASK_CONFIGS["nth_farthest"]["stm"])
     stm_config.update(args.stm_config or {})
@@ -87,17 +183,23 @@ def main(argv=None):
         "parameters": model.count_params(),
         "ignore_distances_accuracy": 2.0 / v,
         "test_reference_fraction": float(np.mean(n_test == v - 1)),
+        "dims_curriculum": None
+        if curriculum is None
+        else [{"active_dims": d, "until_iteration": until} for d, until in curriculum],
         "curve": [],
     }
+    # The second fixed test sets, one per active_dims met (the same seed, the tail zeroed).
+    active_tests = {dims: (x_test, y_test)}
     start, iteration = time.time(), 0
     while time.time() - start < 60.0 * args.minutes and (
         args.max_iterations is None or iteration < args.max_iterations
     ):
         for _ in range(args.every):
-            x, y = nth_farthest.make_batch(rng, args.batch_size, v, dims)
-            loss = float(model.train_on_batch(x, y))
             iteration += 1
-        right = np.argmax(model.predict(x_test, verbose=0, batch_size=256), -1) == y_test
+            active = active_dims_at(curriculum, iteration, dims)
+            x, y = nth_farthest.make_batch(rng, args.batch_size, v, dims, active_dims=active)
+            loss = float(model.train_on_batch(x, y))
+        right = _correct(model, x_test, y_test)
         row = {
             "iteration": iteration,
             "seconds": round(time.time() - start, 1),
@@ -106,11 +208,27 @@ def main(argv=None):
             "accuracy_reference": float(right[n_test == v - 1].mean()),
             "accuracy_other_n": float(right[n_test != v - 1].mean()),
         }
+        if curriculum is not None:
+            if active not in active_tests:
+                active_tests[active] = nth_farthest.make_batch(
+                    np.random.default_rng(1111), args.test_size, v, dims, active_dims=active
+                )
+            row["active_dims"] = active
+            row["test_accuracy_active"] = (
+                float(right.mean())
+                if active == dims
+                else float(_correct(model, *active_tests[active]).mean())
+            )
         record["curve"].append(row)
         print(json.dumps(row), flush=True)
         _write(record, args.output)
     _write(record, args.output)
     return record
+
+
+def _correct(model, x, y):
+    """Boolean array (B,): whether the model's last-step prediction is the target."""
+    return np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y
 
 
 def _write(record, path):

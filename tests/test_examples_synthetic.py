@@ -20,6 +20,7 @@ from keras_stm.experiments import training
 from keras_stm.experiments.models import build_sequence_model
 from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import copy as copy_data
+from keras_stm.experiments.tasks import nth_farthest
 from keras_stm.experiments.tasks.metrics import bit_error_per_sequence
 from tests.example_loader import load_example as _load
 from tests.example_loader import load_script
@@ -322,14 +323,23 @@ def test_convergence_epoch_reads_the_latest_run(tmp_path):
     assert module.convergence_epoch(str(path)) == (None, pytest.approx(0.6))
 
 
+_PROBE_STM = (
+    '{"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4, '
+    '"head_hidden_units": 4}'
+)
+
+
+def _load_probe():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return load_script(os.path.join(root, "scripts", "nth_farthest_probe.py"))
+
+
 def test_nth_farthest_probe_reports_the_plateau_split(tmp_path):
     """`scripts/nth_farthest_probe.py`: a tiny run reports after every `--every` iterations;
     the accuracy is the n = V - 1 part and the other-n part weighted by their test shares."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    probe = load_script(os.path.join(root, "scripts", "nth_farthest_probe.py"))
+    probe = _load_probe()
     output = tmp_path / "curve.json"
-    small = '{"num_queries": 2, "memory_size": 4, "relation_size": 4, "readout_size": 4, '
-    small += '"head_hidden_units": 4}'
+    small = _PROBE_STM
     argv = ["--num-vectors", "3", "--num-dims", "2", "--stm-config", small, "--batch-size", "4"]
     argv += ["--every", "2", "--max-iterations", "4", "--test-size", "64"]
     record = probe.main(argv + ["--output", str(output)])
@@ -344,3 +354,152 @@ def test_nth_farthest_probe_reports_the_plateau_split(tmp_path):
         assert math.isfinite(row["loss"])
         parts = share * row["accuracy_reference"] + (1 - share) * row["accuracy_other_n"]
         assert row["test_accuracy"] == pytest.approx(parts)
+    # Without a curriculum: no active_dims columns, none recorded.
+    assert record["dims_curriculum"] is None
+    assert all("active_dims" not in row for row in record["curve"])
+
+
+def test_nth_farthest_probe_dims_curriculum(tmp_path, monkeypatch):
+    """`--dims-curriculum 1:2,2:4` at 3 dimensions: iterations 1-2 train on 1 non-zero
+    coordinate, 3-4 on 2, then all 3; each report gives the last batch's active_dims and the
+    accuracy on the seed-1111 test set at it; the full-dimension test set stays the task's."""
+    probe = _load_probe()
+    calls = []
+    make_batch = nth_farthest.make_batch
+
+    def recording_make_batch(rng, batch_size, *args, **kwargs):
+        x, y = make_batch(rng, batch_size, *args, **kwargs)
+        calls.append((batch_size, kwargs.get("active_dims"), x))
+        return x, y
+
+    monkeypatch.setattr(nth_farthest, "make_batch", recording_make_batch)
+    output = tmp_path / "curve.json"
+    argv = ["--num-vectors", "3", "--num-dims", "3", "--stm-config", _PROBE_STM]
+    argv += ["--batch-size", "4", "--every", "2", "--max-iterations", "6", "--test-size", "64"]
+    argv += ["--dims-curriculum", "1:2,2:4", "--output", str(output)]
+    record = probe.main(argv)
+    with open(output) as f:
+        assert json.load(f) == json.loads(json.dumps(record))
+    assert record["flags"]["dims_curriculum"] == "1:2,2:4"
+    assert record["dims_curriculum"] == [
+        {"active_dims": 1, "until_iteration": 2},
+        {"active_dims": 2, "until_iteration": 4},
+    ]
+    curve = record["curve"]
+    assert [(row["iteration"], row["active_dims"]) for row in curve] == [(2, 1), (4, 2), (6, 3)]
+    for row in curve:
+        assert 0.0 <= row["test_accuracy_active"] <= 1.0
+    assert curve[-1]["test_accuracy_active"] == curve[-1]["test_accuracy"]
+    # Training batches: one per iteration, the tail coordinates zeroed as scheduled.
+    train = [(active, x) for size, active, x in calls if size == 4]
+    assert [active for active, _ in train] == [1, 1, 2, 2, 3, 3]
+    for active, x in train:
+        assert np.all(x[:, :, active:3] == 0) and np.all(x[:, :, :active] != 0)
+    # Test sets: the full-dimension one (the task), then one per lower active_dims.
+    tests = [(active, x) for size, active, x in calls if size == 64]
+    assert [active for active, _ in tests] == [None, 1, 2]
+    assert np.any(tests[0][1][:, :, 1:3] != 0)
+    for active, x in tests[1:]:
+        assert np.all(x[:, :, active:3] == 0)
+        assert np.array_equal(x[:, :, :active], tests[0][1][:, :, :active])
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("2:30,2:20", "must increase, got 20 after 30"),
+        ("2:30,4:30", "must increase"),
+        ("0:10", r"DIMS must be in 1\.\.16"),
+        ("17:10", r"DIMS must be in 1\.\.16.*got 17"),
+        ("2:0", "UNTIL must be >= 1"),
+        ("2-10", "not DIMS:UNTIL"),
+        ("2:10:3", "not DIMS:UNTIL"),
+        ("two:10", "not DIMS:UNTIL"),
+        ("2:10,", "not DIMS:UNTIL"),
+        ("", "not DIMS:UNTIL"),
+    ],
+)
+def test_nth_farthest_probe_dims_curriculum_parser_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        _load_probe().parse_dims_curriculum(text, 16)
+
+
+def test_nth_farthest_probe_dims_curriculum_parser(tmp_path, capsys):
+    probe = _load_probe()
+    assert probe.parse_dims_curriculum(None, 16) is None
+    assert probe.parse_dims_curriculum(" 2:3000, 4:6000,8:12000", 16) == [
+        (2, 3000),
+        (4, 6000),
+        (8, 12000),
+    ]
+    schedule = [(2, 3000), (4, 6000)]
+    assert [probe.active_dims_at(schedule, i, 16) for i in (1, 3000, 3001, 6000, 6001)] == [
+        2,
+        2,
+        4,
+        4,
+        16,
+    ]
+    assert probe.active_dims_at(None, 1, 16) == 16
+    # On the command line, a bad curriculum is a usage error naming the flag.
+    with pytest.raises(SystemExit):
+        probe.main(["--num-dims", "4", "--dims-curriculum", "8:10", "--output", str(tmp_path)])
+    assert "--dims-curriculum" in capsys.readouterr().err
+
+
+def _nth_farthest_reference(rng, batch_size, num_vectors, num_dims):
+    """The generator as it was before `active_dims` (the draws and layout of the module
+    docstring), written out again: `make_batch` without `active_dims` must match it bit for bit."""
+    rows = np.arange(batch_size)
+    labels = rng.permuted(np.tile(np.arange(num_vectors), (batch_size, 1)), axis=1)
+    n = rng.integers(0, num_vectors, size=batch_size)
+    m_index = rng.integers(0, num_vectors, size=batch_size)
+    vectors = (2.0 * rng.random((batch_size, num_vectors, num_dims)) - 1.0).astype(np.float32)
+    v64 = vectors.astype(np.float64)
+    dist = np.linalg.norm(v64 - v64[rows, m_index][:, None], axis=-1)
+    target_index = np.argsort(dist, axis=1, kind="stable")[rows, num_vectors - 1 - n]
+    x = np.zeros((batch_size, num_vectors, num_dims + 3 * num_vectors), dtype=np.float32)
+    x[:, :, :num_dims] = vectors
+    x[rows[:, None], np.arange(num_vectors)[None, :], num_dims + labels] = 1.0
+    x[rows, :, num_dims + num_vectors + n] = 1.0
+    x[rows, :, num_dims + 2 * num_vectors + labels[rows, m_index]] = 1.0
+    return x, labels[rows, target_index].astype(np.int32)
+
+
+@pytest.mark.parametrize("num_vectors, num_dims", [(8, 16), (3, 2), (4, 5)])
+def test_nth_farthest_make_batch_active_dims(num_vectors, num_dims):
+    """`active_dims=None` (or all dims) is the old output bit for bit; `active_dims=k` is the
+    same draws with coordinates k.. zeroed and the targets of the zeroed vectors."""
+    v, d = num_vectors, num_dims
+    old_x, old_y = _nth_farthest_reference(np.random.default_rng(5), 256, v, d)
+    for kwargs in ({}, {"active_dims": None}, {"active_dims": d}):
+        x, y = nth_farthest.make_batch(np.random.default_rng(5), 256, v, d, **kwargs)
+        assert x.tobytes() == old_x.tobytes() and y.tobytes() == old_y.tobytes(), kwargs
+    changed = 0
+    for active in range(1, d):
+        x, y = nth_farthest.make_batch(np.random.default_rng(5), 256, v, d, active_dims=active)
+        assert x.shape == old_x.shape and x.dtype == np.float32 and y.dtype == np.int32
+        assert np.all(x[:, :, active:d] == 0)
+        assert np.array_equal(x[:, :, :active], old_x[:, :, :active])
+        assert np.array_equal(x[:, :, d:], old_x[:, :, d:])  # labels, n, m unchanged
+        # Targets from the zeroed vectors, by brute force (a stable sort: ties by index).
+        for b in range(256):
+            labels = list(x[b, :, d : d + v].argmax(-1))
+            n, m = int(x[b, 0, d + v :].argmax()), int(x[b, 0, d + 2 * v :].argmax())
+            ref = x[b, labels.index(m), :d].astype(np.float64)
+            dist = [float(np.sqrt(np.sum((x[b, k, :d] - ref) ** 2))) for k in range(v)]
+            nearest_first = sorted(range(v), key=lambda k: dist[k])
+            assert int(y[b]) == labels[nearest_first[v - 1 - n]]
+        changed += int(np.sum(y != old_y))
+    if d > 1:
+        assert changed > 0  # dropping coordinates does change some targets
+
+
+@pytest.mark.parametrize(
+    "active_dims, match",
+    [(0, "active_dims` must be >= 1"), (17, r"active_dims` must be <= num_dims \(16\)")]
+    + [(2.0, "active_dims` must be an integer"), (True, "active_dims` must be an integer")],
+)
+def test_nth_farthest_make_batch_active_dims_errors(active_dims, match):
+    with pytest.raises(ValueError, match=match):
+        nth_farthest.make_batch(np.random.default_rng(0), 4, active_dims=active_dims)

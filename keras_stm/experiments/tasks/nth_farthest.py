@@ -83,7 +83,20 @@ def _check_sizes(num_vectors, num_dims):
     return _check_int("num_vectors", num_vectors, 2), _check_int("num_dims", num_dims, 1)
 
 
-def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS):
+def _check_active_dims(active_dims, num_dims):
+    """Validates `active_dims` (None, or an int in 1..num_dims); returns it (int or None)."""
+    if active_dims is None:
+        return None
+    active_dims = _check_int("active_dims", active_dims, 1)
+    if active_dims > num_dims:
+        raise ValueError(
+            f"`active_dims` must be <= num_dims ({num_dims}), got {active_dims}: it is how many "
+            "of the vector's coordinates are non-zero."
+        )
+    return active_dims
+
+
+def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS, *, active_dims=None):
     """Draws one Nth-farthest batch.
 
     Random draws, in this order: the label permutations, n, m_idx, the vectors.
@@ -93,29 +106,41 @@ def make_batch(rng, batch_size, num_vectors=NUM_VECTORS, num_dims=NUM_DIMS):
         batch_size: int, number of examples B (>= 1).
         num_vectors: int, vectors per example V (>= 2). Defaults to 8.
         num_dims: int, dimension of each vector (>= 1). Defaults to 16.
+        active_dims: int in 1..num_dims, or None (all). Keyword only. When given, the vectors
+            are drawn as usual (the same random draws, so the same stream as without it) and
+            then their coordinates with index >= `active_dims` are set to 0; the targets are
+            computed from these zeroed vectors. The input width stays `num_dims + 3V`, so a
+            model trained at fewer active dimensions keeps its weights at more (the probe's
+            `--dims-curriculum`). Defaults to None: every coordinate drawn, as before.
 
     Returns:
         Tuple `(x, y)`: `x` float32 (B, V, num_dims + 3V) as described in the module
         docstring; `y` int32 (B,), the target label in 0..V-1.
 
     Raises:
-        ValueError: on a bad `rng`, `batch_size`, `num_vectors` or `num_dims`.
+        ValueError: on a bad `rng`, `batch_size`, `num_vectors`, `num_dims` or `active_dims`.
 
     Example:
 
     >>> x, y = make_batch(np.random.default_rng(0), 4)
     >>> x.shape, x.dtype, y.shape, y.dtype
     ((4, 8, 40), dtype('float32'), (4,), dtype('int32'))
+    >>> x, _ = make_batch(np.random.default_rng(0), 4, active_dims=2)
+    >>> bool(np.all(x[:, :, 2:16] == 0)), bool(np.all(x[:, :, :2] != 0))
+    (True, True)
     """
     _check_rng(rng)
     batch_size = _check_int("batch_size", batch_size, 1)
     num_vectors, num_dims = _check_sizes(num_vectors, num_dims)
+    active_dims = _check_active_dims(active_dims, num_dims)
     rows = np.arange(batch_size)
     labels = rng.permuted(np.tile(np.arange(num_vectors), (batch_size, 1)), axis=1)
     n = rng.integers(0, num_vectors, size=batch_size)
     m_index = rng.integers(0, num_vectors, size=batch_size)
     m = labels[rows, m_index]
     vectors = (2.0 * rng.random((batch_size, num_vectors, num_dims)) - 1.0).astype(np.float32)
+    if active_dims is not None:
+        vectors[:, :, active_dims:] = 0.0
 
     v64 = vectors.astype(np.float64)
     dist = np.linalg.norm(v64 - v64[rows, m_index][:, None], axis=-1)  # (B, V)
