@@ -18,7 +18,10 @@ to 12000, then all `--num-dims` (`make_batch(..., active_dims=...)`: the input w
 the model, stays the task's, so the weights carry over). The fixed test set stays at full
 dimension; each JSON line also gives `active_dims` (that of the last training batch before
 the report) and `test_accuracy_active`, the accuracy on a second fixed test set (seed 1111
-too, the same examples with the tail coordinates zeroed) at that `active_dims`.
+too, the same examples with the tail coordinates zeroed) at that `active_dims`. With
+`--advance-accuracy A`, a stage also ends at the first report where `test_accuracy_active`
+reaches A (the line says `"advanced": true`); the later stages keep their lengths and start
+earlier (`DimsSchedule`).
 
 Example (the session-14 runs, CPU, one thread each):
 
@@ -68,6 +71,14 @@ def build_parser():
         default=None,
         help='Stages "DIMS:UNTIL,...": DIMS non-zero vector coordinates up to iteration UNTIL '
         "(increasing), then all --num-dims; e.g. 2:3000,4:6000,8:12000 (none).",
+    )
+    parser.add_argument(
+        "--advance-accuracy",
+        type=float,
+        default=None,
+        help="With --dims-curriculum: a stage also ends at the first report whose accuracy at "
+        "its dimension (test_accuracy_active) reaches this; the later stages keep their "
+        "lengths and move earlier (none: stages end only at UNTIL).",
     )
     parser.add_argument("--output", required=True, help="JSON file of the curve.")
     return parser
@@ -150,6 +161,55 @@ def active_dims_at(curriculum, iteration, num_dims):
     return num_dims
 
 
+class DimsSchedule:
+    """The active dimensions of each training iteration under a curriculum whose stages may end
+    early on accuracy (`--advance-accuracy`).
+
+    Stage i keeps its scheduled length (UNTIL_i - UNTIL_{i-1} iterations) from where it begins;
+    `advance` ends the current stage at once. Without early advances, `active(i)` is
+    `active_dims_at(curriculum, i, num_dims)`.
+
+    Args:
+        curriculum: list of `(active_dims, until_iteration)` from `parse_dims_curriculum`, or
+            None.
+        num_dims: int, the task's dimension (after the last stage).
+
+    Example:
+
+    >>> schedule = DimsSchedule([(2, 4), (4, 8)], 16)
+    >>> schedule.active(1), schedule.active(3)
+    (2, 2)
+    >>> schedule.advance(3)  # stage 2 (4 iterations long) now covers 4..7
+    >>> [schedule.active(i) for i in (4, 7, 8)]
+    [4, 4, 16]
+    """
+
+    def __init__(self, curriculum, num_dims):
+        self.stages = list(curriculum or ())
+        self.lengths = [
+            until - (self.stages[k - 1][1] if k else 0) for k, (_, until) in enumerate(self.stages)
+        ]
+        self.num_dims = num_dims
+        self.stage = 0
+        self.stage_end = self.lengths[0] if self.lengths else 0
+
+    def active(self, iteration):
+        """The active dimensions of `iteration` (counted from 1; called in increasing order)."""
+        while self.stage < len(self.stages) and iteration > self.stage_end:
+            self._next(self.stage_end)
+        return self.stages[self.stage][0] if self.stage < len(self.stages) else self.num_dims
+
+    def advance(self, iteration):
+        """Ends the current stage after `iteration`."""
+        if self.stage < len(self.stages):
+            self._next(iteration)
+
+    def _next(self, last_iteration):
+        self.stage += 1
+        if self.stage < len(self.stages):
+            self.stage_end = last_iteration + self.lengths[self.stage]
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -158,6 +218,14 @@ def main(argv=None):
         curriculum = parse_dims_curriculum(args.dims_curriculum, dims)
     except ValueError as error:
         parser.error(f"--dims-curriculum: {error}")
+    if args.advance_accuracy is not None and (
+        curriculum is None or not 0.0 < args.advance_accuracy <= 1.0
+    ):
+        parser.error(
+            "--advance-accuracy needs --dims-curriculum and a value in (0, 1], got "
+            f"{args.advance_accuracy}"
+        )
+    schedule = DimsSchedule(curriculum, dims)
     keras.utils.set_random_seed(args.seed)
     stm_config = dict(task_configs.TASK_CONFIGS["nth_farthest"]["stm"])
     stm_config.update(args.stm_config or {})
@@ -196,7 +264,7 @@ def main(argv=None):
     ):
         for _ in range(args.every):
             iteration += 1
-            active = active_dims_at(curriculum, iteration, dims)
+            active = schedule.active(iteration)
             x, y = nth_farthest.make_batch(rng, args.batch_size, v, dims, active_dims=active)
             loss = float(model.train_on_batch(x, y))
         right = _correct(model, x_test, y_test)
@@ -219,6 +287,13 @@ def main(argv=None):
                 if active == dims
                 else float(_correct(model, *active_tests[active]).mean())
             )
+            if (
+                args.advance_accuracy is not None
+                and active != dims
+                and row["test_accuracy_active"] >= args.advance_accuracy
+            ):
+                schedule.advance(iteration)
+                row["advanced"] = True
         record["curve"].append(row)
         print(json.dumps(row), flush=True)
         _write(record, args.output)

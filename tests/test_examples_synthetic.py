@@ -404,6 +404,57 @@ def test_nth_farthest_probe_dims_curriculum(tmp_path, monkeypatch):
         assert np.array_equal(x[:, :, :active], tests[0][1][:, :, :active])
 
 
+def test_nth_farthest_probe_advance_accuracy(tmp_path, monkeypatch):
+    """`--advance-accuracy`: a stage ends at the first report whose accuracy at its dimension
+    reaches the threshold; the next stage keeps its length (here: 1:4,2:8 at threshold 0 ends
+    stage 1 at the report of iteration 2, so stage 2 covers iterations 3-6, then all 3)."""
+    probe = _load_probe()
+    actives = []
+    make_batch = nth_farthest.make_batch
+
+    def recording_make_batch(rng, batch_size, *args, **kwargs):
+        if batch_size == 4:
+            actives.append(kwargs.get("active_dims"))
+        return make_batch(rng, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(nth_farthest, "make_batch", recording_make_batch)
+    argv = ["--num-vectors", "3", "--num-dims", "3", "--stm-config", _PROBE_STM]
+    argv += ["--batch-size", "4", "--every", "2", "--max-iterations", "8", "--test-size", "16"]
+    argv += ["--dims-curriculum", "1:4,2:8", "--advance-accuracy", "1e-9"]
+    record = probe.main(argv + ["--output", str(tmp_path / "curve.json")])
+    # accuracy >= 1e-9 is not certain at every report: recompute the expected schedule from them
+    schedule = probe.DimsSchedule([(1, 4), (2, 8)], 3)
+    expected = []
+    for row in record["curve"]:
+        expected += [schedule.active(i) for i in range(row["iteration"] - 1, row["iteration"] + 1)]
+        assert row["active_dims"] == expected[-1]
+        if row["active_dims"] != 3 and row["test_accuracy_active"] >= 1e-9:
+            assert row.get("advanced") is True
+            schedule.advance(row["iteration"])
+        else:
+            assert "advanced" not in row
+    assert actives == expected
+    assert any(row.get("advanced") for row in record["curve"])  # the early ends were met
+    with pytest.raises(SystemExit):
+        probe.main(argv[:-4] + ["--advance-accuracy", "0.5", "--output", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        probe.main(argv[:-1] + ["1.5", "--output", str(tmp_path / "y")])
+
+
+def test_dims_schedule_without_advances_matches_active_dims_at():
+    probe = _load_probe()
+    curriculum = [(2, 3), (4, 7), (8, 8)]
+    schedule = probe.DimsSchedule(curriculum, 16)
+    assert [schedule.active(i) for i in range(1, 12)] == [
+        probe.active_dims_at(curriculum, i, 16) for i in range(1, 12)
+    ]
+    schedule = probe.DimsSchedule(curriculum, 16)
+    schedule.active(1)
+    schedule.advance(1)  # stage 2 (4 long) covers 2-5, stage 3 (1 long) 6
+    assert [schedule.active(i) for i in range(2, 9)] == [4, 4, 4, 4, 8, 16, 16]
+    assert probe.DimsSchedule(None, 16).active(1) == 16
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
