@@ -9,7 +9,8 @@
 #   run still going HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its
 #   last finished epoch's checkpoint is kept (checkpoints are written atomically).
 #   DEST gets, in the SPEC's order while they fit in BUDGET_MB (default 58): every run's records
-#   (json, csv, png, md, log), then its newest checkpoint and its best.keras. Unpack here with
+#   (json, csv, png, md, log), then its newest checkpoint and its best.keras, then jax's
+#   compilation cache (PACK_CACHE=0: not). Unpack here with
 #   `cat DEST/runs.tgz.part* | tar -xz -C $RUNS`.
 set -u
 spec=${1:?spec file}; minutes=${2:?minutes}; dest=${3:?destination}
@@ -67,5 +68,16 @@ EOF
     if (( total + size < budget )); then add "$name/$f"; else echo "left out: $name/$f"; fi
   done
 done
+# Last, jax's compilation cache (when the budget has room): carried to the next call or session
+# (as $RUNS/jax_cache), a run on the same kind of card and jax finds its programs compiled.
+cache="$root/jax_cache"
+if [ -d "$cache" ] && [ "${PACK_CACHE:-1}" = 1 ]; then
+  size=$(du -sb "$cache" | cut -f1)
+  if (( total + size < budget )); then
+    total=$((total + size)); echo "jax_cache" >> "$list"
+  else
+    echo "left out: jax_cache ($((size / 1048576)) MiB)"
+  fi
+fi
 tar -czf - -C "$root" -T "$list" | split -b 15m -d - "$dest/runs.tgz.part"
 echo "packed $((total / 1048576)) MiB (before compression)"; ls -la "$dest"
