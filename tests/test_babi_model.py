@@ -20,6 +20,7 @@ from keras_stm.experiments.models.babi_model import BabiEvalDataset
 from keras_stm.experiments.models.babi_model import DecayLearningRateOnce
 from keras_stm.experiments.models.babi_model import build_babi_model
 from keras_stm.experiments.models.babi_model import scores_from_logits
+from keras_stm.experiments.tasks import babi as babi_data
 from keras_stm.experiments.tasks.babi import BabiArrays
 from keras_stm.experiments.tasks.babi import babi_filename
 from keras_stm.layers.sentence_encoder import SentenceEncoder
@@ -275,6 +276,92 @@ def test_padded_batch_with_zero_weights_trains_exactly_like_the_short_batch():
         float(keras.ops.convert_to_numpy(trained)),
         rtol=1e-4,
     )
+
+
+@pytest.mark.parametrize("core, loop", [("stm", "dense"), ("stm", "low_rank"), ("lstm", None)])
+def test_bucket_padding_changes_no_number(core, loop, tmp_path):
+    """A batch at its task's own shape and the same batch at its bucket shape
+    (`BabiData.with_shape_buckets`: ABSENT_ID words and sentences added) give the same
+    predictions, loss and training step for the same weights (both STM loop forms: `dense` is
+    the CPU one, `low_rank` the jax GPU one; and the LSTM baseline); padding the same shape
+    with PAD words instead changes them."""
+    from tests.test_babi_data import make_archive
+    from tests.test_babi_data import sums
+    from tests.test_babi_data import tiny_files
+
+    if loop == "low_rank" and keras.backend.backend() == "tensorflow":
+        # tensorflow traces a second input shape with an unknown time axis, which the
+        # low-rank form cannot unroll; `loop="auto"` never picks it there.
+        pytest.skip("low_rank needs a known number of steps; tensorflow relaxes it")
+    files = tiny_files()
+    data = babi_data.load_babi(
+        make_archive(tmp_path / "b.tar.gz", files),
+        tasks=[1, 8],
+        checksums=sums(files),
+        use_cache=False,
+    )
+    bucketed = data.with_shape_buckets((5,))
+    x, y = data.inputs("train", 8, include_task=False)
+    bx, by = bucketed.inputs("train", 8, include_task=False)
+    shape = bx["story"].shape[1:]
+    assert shape == (5, data.common_shape[1])
+    assert x["story"].shape[1] < 5 and x["story"].shape[2] < shape[1]  # padding was added
+    assert (x["story"] == babi_data.PAD_ID).all(axis=-1).any()  # a PAD statement, read as one
+    np.testing.assert_array_equal(by, y)
+    stm_config = dict(SMALL_STM, **({"loop": loop} if loop else {}))
+    models = []
+    for _ in range(2):
+        model = small_model(
+            data.metadata["vocab_size"],
+            data.common_shape[1],
+            core=core,
+            stm_config=stm_config,
+            lstm_units=8,
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        models.append(model)
+    set_random_weights(models[0], np.random.default_rng(11), scale=0.3)
+    models[1].set_weights(models[0].get_weights())
+    own = models[0].predict(x, verbose=0)
+    np.testing.assert_allclose(models[0].predict(bx, verbose=0), own, rtol=1e-5, atol=1e-6)
+    # Not vacuous: the same shape padded with PAD (a word the model reads) differs.
+    pad_x, _ = data.inputs("train", 8, padding=shape, include_task=False)
+    padded = keras.ops.convert_to_numpy(models[0](pad_x))
+    assert not np.allclose(padded, own, rtol=1e-3, atol=1e-4)
+    # A saved and re-loaded model masks the same way (the mask comes from the encoder).
+    path = str(tmp_path / "model.keras")
+    models[0].save(path)
+    loaded = keras.ops.convert_to_numpy(keras.saving.load_model(path)(bx))
+    np.testing.assert_allclose(loaded, own, rtol=1e-5, atol=1e-6)
+    # The same loss and training step (SGD: the update is the gradient itself).
+    loss_own = models[0].train_on_batch(x, y)
+    loss_bucket = models[1].train_on_batch(bx, by)
+    assert loss_bucket == pytest.approx(loss_own, rel=1e-5)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_sentence_encoder_skips_absent_words_and_masks_absent_sentences():
+    rng = np.random.default_rng(4)
+    enc = SentenceEncoder(vocabulary_size=9, max_sentence_length=6, embedding_size=3)
+    story = rng.integers(0, 9, (2, 3, 4)).astype("int32")
+    wide = np.full((2, 5, 6), -1, "int32")
+    wide[:, :3, :4] = story
+    enc.build(story.shape)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(enc(wide))[:, :3],
+        keras.ops.convert_to_numpy(enc(story)),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(enc(wide))[:, 3:], 0.0)
+    mask = keras.ops.convert_to_numpy(enc.compute_mask(wide))
+    np.testing.assert_array_equal(mask, [[True] * 3 + [False] * 2] * 2)
+    assert keras.ops.convert_to_numpy(enc.compute_mask(story)).all()  # PAD (0) is a word
+    assert enc.compute_mask(wide[:, 0]) is None  # a question: no mask
 
 
 def test_model_config_round_trip_and_keras_file(tmp_path):
@@ -581,6 +668,10 @@ def test_example_lstm_and_flags(tiny_archive, tmp_path):
     results = babi_example.main(_argv(tiny_archive, out, "--model", "lstm", "--epochs", "1"))
     assert results["model"] == "lstm" and math.isfinite(results["test"]["mean_error"])
     assert results["iterations"] == 4 and results["epochs"] == 1
+    # The default --shape-buckets is recorded (see test_example_shape_buckets_flag).
+    assert results["flags"]["shape_buckets"] == "10,14,26,70"
+    assert results["data"]["shape_buckets"] == [10, 14, 26, 70]
+    assert results["data"]["padded_shapes"] == {1: [10, 6], 3: [10, 6]}
     for bad in (
         ["--steps-per-epoch", "5"],
         ["--iterations", "0"],
@@ -591,3 +682,34 @@ def test_example_lstm_and_flags(tiny_archive, tmp_path):
         with pytest.raises(SystemExit):
             babi_example.main(_argv(tiny_archive, tmp_path / "bad", *bad))
     assert babi_example.parse_tasks("1,2,4-6") == [1, 2, 4, 5, 6]
+
+
+def test_example_shape_buckets_flag(tiny_archive, tmp_path, capsys):
+    """`--shape-buckets`: parsed, validated with a message naming the problem, applied to every
+    split the example loads (results.json records it: test_example_lstm_and_flags)."""
+    parse = babi_example.parse_shape_buckets
+    assert parse("10,14,26,70") == (10, 14, 26, 70) == babi_data.DEFAULT_SHAPE_BUCKETS
+    assert parse("none") == parse("None") == () and parse(" 8 ") == (8,)
+    for bad, message in (
+        ("10,x", "such as '10,14,26,70', or 'none'; got '10,x'"),
+        ("10,,20", "got '10,,20'"),
+        ("20,10", "'20,10': .* 20 is followed by 10"),
+        ("0,10", "'0,10': .* 0 in .* is not positive"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse(bad)
+    with pytest.raises(SystemExit):
+        babi_example.main(_argv(tiny_archive, tmp_path / "bad", "--shape-buckets", "20,10"))
+    assert "--shape-buckets '20,10': `shape_buckets` must be" in capsys.readouterr().err
+
+    parser = babi_example.build_parser()
+    for flags, shape in (([], (10, 6)), (["--shape-buckets", "1"], (2, 6))):
+        args = parser.parse_args(_argv(tiny_archive, tmp_path / "out", *flags))
+        data = babi_example.load_data(args)
+        for split in ("train", "valid", "test"):
+            assert {a.story.shape[1:] for a in getattr(data, split).values()} == {shape}
+        assert data.metadata["shape_buckets"] == list(parse(args.shape_buckets))
+    args = parser.parse_args(_argv(tiny_archive, tmp_path / "out", "--shape-buckets", "none"))
+    data = babi_example.load_data(args)
+    assert data.metadata["shape_buckets"] is None
+    assert {a.story.shape[1:] for a in data.train.values()} == {(2, 6)}  # the tasks' own

@@ -9,7 +9,9 @@ how it is scored (spec 5.4):
 * `build_babi_model`: word ids -> `SentenceEncoder` (one vector per sentence) -> `STM` read
   one sentence per step -> final relational memory `Mr_T` -> `TPRInference` -> logits over
   the vocabulary. Story and sentence lengths are free (`None`), so every task keeps its own
-  padded shape.
+  padded shape, or shares a larger one (`BabiData.with_shape_buckets`): word id -1 is an absent
+  word, which the encoder skips, and an all-absent sentence is masked, so the STM (or LSTM)
+  keeps its state over it and the numbers are those of the task's own shape.
 * `BabiEvalDataset` / `evaluate_babi`: per-task accuracy, error (%) and loss, their mean over
   tasks (the paper's "mean error") and the number of failed tasks (error > 5%).
 * `DecayLearningRateOnce`: the authors' once-only learning-rate halving when the validation
@@ -70,7 +72,10 @@ def build_babi_model(
 
     Inputs are a dict `{"story": (batch, sentences, words), "question": (batch, words)}` of
     int32 word ids (any number of sentences and words, so each task keeps its own padded
-    shape; a task's question and sentences share its `words`). The same `SentenceEncoder`
+    shape; a task's question and sentences share its `words`). Ids -1 are absent words (the
+    padding of `BabiData.with_shape_buckets`): they add nothing, and the encoder's mask makes
+    the core keep its state over a sentence made only of them, so extra -1 padding at the end
+    of the sentences and of the story changes no output. The same `SentenceEncoder`
     (embedding `E`, position weights `P`) encodes every story sentence and the question. The
     STM reads the story one sentence per step; with `return_state=True` only its final
     relational memory `Mr_T` (batch, nq, d, d) is used: `TPRInference` answers from it and
