@@ -21,7 +21,8 @@ the report) and `test_accuracy_active`, the accuracy on a second fixed test set 
 too, the same examples with the tail coordinates zeroed) at that `active_dims`. With
 `--advance-accuracy A`, a stage also ends at the first report where `test_accuracy_active`
 reaches A (the line says `"advanced": true`); the later stages keep their lengths and start
-earlier (`DimsSchedule`).
+earlier (`DimsSchedule` of `keras_stm.experiments.tasks.nth_farthest`, which the example's
+`--dims-curriculum` uses too).
 
 Example (the session-14 runs, CPU, one thread each):
 
@@ -40,6 +41,7 @@ import numpy as np
 from keras_stm.experiments.models import build_sequence_model
 from keras_stm.experiments.models import task_configs
 from keras_stm.experiments.tasks import nth_farthest
+from keras_stm.experiments.tasks.nth_farthest import DimsSchedule
 
 
 def build_parser():
@@ -66,165 +68,16 @@ def build_parser():
         "--max-iterations", type=int, default=None, help="Stop after this many (no limit)."
     )
     parser.add_argument("--seed", type=int, default=0, help="Weights and training data seed.")
-    parser.add_argument(
-        "--dims-curriculum",
-        default=None,
-        help='Stages "DIMS:UNTIL,...": DIMS non-zero vector coordinates up to iteration UNTIL '
-        "(increasing), then all --num-dims; e.g. 2:3000,4:6000,8:12000 (none).",
-    )
-    parser.add_argument(
-        "--advance-accuracy",
-        type=float,
-        default=None,
-        help="With --dims-curriculum: a stage also ends at the first report whose accuracy at "
-        "its dimension (test_accuracy_active) reaches this; the later stages keep their "
-        "lengths and move earlier (none: stages end only at UNTIL).",
-    )
+    nth_farthest.add_dims_curriculum_arguments(parser, "test_accuracy_active")
     parser.add_argument("--output", required=True, help="JSON file of the curve.")
     return parser
-
-
-def parse_dims_curriculum(text, num_dims):
-    """Parses `--dims-curriculum`: `"2:3000,4:6000"` -> `[(2, 3000), (4, 6000)]`.
-
-    Stage `(d, until)` trains on vectors with `d` non-zero coordinates for the iterations up to
-    and including `until` (iterations count from 1); after the last stage, all `num_dims`.
-
-    Args:
-        text: str of comma-separated `DIMS:UNTIL` stages, or None (no curriculum).
-        num_dims: int, the task's vector dimension (the largest allowed DIMS).
-
-    Returns:
-        List of `(active_dims, until_iteration)` int pairs, or None when `text` is None.
-
-    Raises:
-        ValueError: naming the stage, on a stage that is not `DIMS:UNTIL` with integer parts,
-            on DIMS outside 1..num_dims, on UNTIL < 1 or not greater than the previous stage's.
-
-    Example:
-
-    >>> parse_dims_curriculum("2:3000,4:6000,8:12000", 16)
-    [(2, 3000), (4, 6000), (8, 12000)]
-    """
-    if text is None:
-        return None
-    stages = []
-    for part in str(text).split(","):
-        fields = part.strip().split(":")
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            active, until = int(fields[0]), int(fields[1])
-        except ValueError:
-            raise ValueError(
-                f"dims curriculum stage {part.strip()!r} of {text!r} is not DIMS:UNTIL with "
-                "integers (e.g. 2:3000,4:6000)"
-            ) from None
-        if not 1 <= active <= num_dims:
-            raise ValueError(
-                f"dims curriculum stage {part.strip()!r}: DIMS must be in 1..{num_dims} "
-                f"(--num-dims), got {active}"
-            )
-        if until < 1:
-            raise ValueError(
-                f"dims curriculum stage {part.strip()!r}: UNTIL must be >= 1, got {until}"
-            )
-        if stages and until <= stages[-1][1]:
-            raise ValueError(
-                f"dims curriculum stage {part.strip()!r}: UNTIL iterations must increase, got "
-                f"{until} after {stages[-1][1]}"
-            )
-        stages.append((active, until))
-    return stages
-
-
-def active_dims_at(curriculum, iteration, num_dims):
-    """The active dimensions of training iteration `iteration` (counted from 1).
-
-    Args:
-        curriculum: list of `(active_dims, until_iteration)` from `parse_dims_curriculum`, or
-            None.
-        iteration: int >= 1.
-        num_dims: int, the task's dimension (after the last stage, and without a curriculum).
-
-    Returns:
-        int, the number of non-zero vector coordinates.
-
-    Example:
-
-    >>> [active_dims_at([(2, 2), (4, 3)], i, 16) for i in (1, 2, 3, 4)]
-    [2, 2, 4, 16]
-    """
-    for active, until in curriculum or ():
-        if iteration <= until:
-            return active
-    return num_dims
-
-
-class DimsSchedule:
-    """The active dimensions of each training iteration under a curriculum whose stages may end
-    early on accuracy (`--advance-accuracy`).
-
-    Stage i keeps its scheduled length (UNTIL_i - UNTIL_{i-1} iterations) from where it begins;
-    `advance` ends the current stage at once. Without early advances, `active(i)` is
-    `active_dims_at(curriculum, i, num_dims)`.
-
-    Args:
-        curriculum: list of `(active_dims, until_iteration)` from `parse_dims_curriculum`, or
-            None.
-        num_dims: int, the task's dimension (after the last stage).
-
-    Example:
-
-    >>> schedule = DimsSchedule([(2, 4), (4, 8)], 16)
-    >>> schedule.active(1), schedule.active(3)
-    (2, 2)
-    >>> schedule.advance(3)  # stage 2 (4 iterations long) now covers 4..7
-    >>> [schedule.active(i) for i in (4, 7, 8)]
-    [4, 4, 16]
-    """
-
-    def __init__(self, curriculum, num_dims):
-        self.stages = list(curriculum or ())
-        self.lengths = [
-            until - (self.stages[k - 1][1] if k else 0) for k, (_, until) in enumerate(self.stages)
-        ]
-        self.num_dims = num_dims
-        self.stage = 0
-        self.stage_end = self.lengths[0] if self.lengths else 0
-
-    def active(self, iteration):
-        """The active dimensions of `iteration` (counted from 1; called in increasing order)."""
-        while self.stage < len(self.stages) and iteration > self.stage_end:
-            self._next(self.stage_end)
-        return self.stages[self.stage][0] if self.stage < len(self.stages) else self.num_dims
-
-    def advance(self, iteration):
-        """Ends the current stage after `iteration`."""
-        if self.stage < len(self.stages):
-            self._next(iteration)
-
-    def _next(self, last_iteration):
-        self.stage += 1
-        if self.stage < len(self.stages):
-            self.stage_end = last_iteration + self.lengths[self.stage]
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     v, dims = args.num_vectors, args.num_dims
-    try:
-        curriculum = parse_dims_curriculum(args.dims_curriculum, dims)
-    except ValueError as error:
-        parser.error(f"--dims-curriculum: {error}")
-    if args.advance_accuracy is not None and (
-        curriculum is None or not 0.0 < args.advance_accuracy <= 1.0
-    ):
-        parser.error(
-            "--advance-accuracy needs --dims-curriculum and a value in (0, 1], got "
-            f"{args.advance_accuracy}"
-        )
+    curriculum = nth_farthest.check_dims_curriculum_args(parser, args, dims)
     schedule = DimsSchedule(curriculum, dims)
     keras.utils.set_random_seed(args.seed)
     stm_config = dict(task_configs.TASK_CONFIGS["nth_farthest"]["stm"])

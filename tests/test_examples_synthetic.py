@@ -258,6 +258,11 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
         if model == "stm":
             assert results["stm_config"]["relational_read"] == 0.0
             assert results["stm_config"]["gated_write"] is False
+        # No --dims-curriculum (the default): no record, no columns, no state saved.
+        assert results["dims_curriculum"] is None
+        assert "active_dims" not in _history_rows(out)[0]
+        with open(out / "backup" / "training_metadata.json") as f:
+            assert all("state" not in entry for entry in json.load(f)["checkpoints"])
         test = results["test"]
         assert 0.0 <= test["accuracy"] <= 1.0
         assert test["error"] == pytest.approx(1.0 - test["accuracy"])
@@ -284,6 +289,139 @@ def test_nth_farthest_quick_stm_lstm_and_second_call(tmp_path):
             _load("nth_farthest").main(
                 ["--output-dir", str(tmp_path / "bad"), "--max-minutes", minutes]
             )
+
+
+def _recording_make_batch(monkeypatch):
+    """Wraps `nth_farthest.make_batch`: returns the list of `((seed, epoch, index), active_dims,
+    x)` of the batches made (the key read from the generator's seed, as `TaskDataset` seeds
+    it)."""
+    made = []
+    make_batch = nth_farthest.make_batch
+
+    def recording(rng, batch_size, *args, **kwargs):
+        x, y = make_batch(rng, batch_size, *args, **kwargs)
+        key = tuple(int(v) for v in rng.bit_generator.seed_seq.entropy)
+        made.append((key, kwargs.get("active_dims"), x))
+        return x, y
+
+    monkeypatch.setattr(nth_farthest, "make_batch", recording)
+    return made
+
+
+def _replayed_schedule(rows, curriculum, threshold, steps=2):
+    """The active dims of each training iteration, replayed from history.csv's rows (each
+    epoch's `accuracy_active` decides its advance), checking each row's `active_dims`; returns
+    the list and the replayed schedule."""
+    schedule = nth_farthest.DimsSchedule(curriculum, 16)
+    actives = []
+    for row in rows:
+        last = (int(row["epoch"]) + 1) * steps
+        actives += [schedule.active(i) for i in range(last - steps + 1, last + 1)]
+        assert int(float(row["active_dims"])) == actives[-1], row
+        accuracy = float(row["accuracy_active"])
+        assert 0.0 <= accuracy <= 1.0
+        if actives[-1] != 16 and accuracy >= threshold:
+            schedule.advance(last)
+    return actives, schedule
+
+
+_CURRICULUM = ["--dims-curriculum", "1:4,2:8", "--advance-accuracy", "1e-9", "--test-size", "64"]
+
+
+def test_nth_farthest_dims_curriculum_flags(tmp_path, capsys):
+    """Malformed stages and an --advance-accuracy without a curriculum or outside (0, 1] are
+    usage errors naming the flag, before anything is built; the default is the paper's run."""
+    example = _load("nth_farthest")
+    for bad, flag in (
+        (["--dims-curriculum", "17:10"], "--dims-curriculum"),  # the vectors have 16 dims
+        (["--dims-curriculum", "2:10,4:5"], "--dims-curriculum"),
+        (["--dims-curriculum", "2-10"], "--dims-curriculum"),
+        (["--advance-accuracy", "0.5"], "--advance-accuracy"),
+        (["--dims-curriculum", "2:10", "--advance-accuracy", "0"], "--advance-accuracy"),
+        (["--dims-curriculum", "2:10", "--advance-accuracy", "1.5"], "--advance-accuracy"),
+    ):
+        with pytest.raises(SystemExit):
+            example.main(["--quick", "--output-dir", str(tmp_path / "bad"), *bad])
+        assert flag in capsys.readouterr().err, bad
+    assert not os.path.exists(tmp_path / "bad")
+    args = example.build_parser().parse_args([])
+    assert args.dims_curriculum is None and args.advance_accuracy is None
+
+
+def test_nth_farthest_dims_curriculum_batches_and_advance(tmp_path, monkeypatch):
+    """`--dims-curriculum 1:4,2:8 --advance-accuracy 1e-9`, 4 epochs of 2 iterations: every
+    training batch has its tail zeroed as the schedule says, the schedule moving on at the
+    epoch ends whose accuracy at the active dims reaches the threshold (replayed here from
+    history.csv); results.json records the stages and where they ended."""
+    made = _recording_make_batch(monkeypatch)
+    out = tmp_path / "run"
+    results = _run("nth_farthest", out, "--iterations", "8", *_CURRICULUM)
+    rows = _history_rows(out)
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
+    actives, schedule = _replayed_schedule(rows, [(1, 4), (2, 8)], 1e-9)
+    assert actives[:2] == [1, 1]
+    # Training batches (seed 0): one per iteration (tensorflow reads the first two once more,
+    # for their shapes), zeroed from the scheduled dims on.
+    train = {key: (active, x) for key, active, x in made if key[0] == 0}
+    assert sorted(train) == [(0, e, i) for e in range(4) for i in range(2)]
+    for (_, epoch, index), (active, x) in train.items():
+        assert active == actives[2 * epoch + index]
+        assert np.all(x[:, :, active:16] == 0) and np.all(x[:, :, :active] != 0)
+    # The scoring sets: the test protocol's examples (seed 1111), the tail zeroed.
+    test = {key: x for key, active, x in made if key[0] == 1111 and active is None}
+    scored = [(key, active, x) for key, active, x in made if key[0] == 1111 and active]
+    assert {active for _, active, _ in scored} == set(actives[1::2])
+    for key, active, x in scored:
+        assert np.all(x[:, :, active:16] == 0)
+        assert np.array_equal(x[:, :, :active], test[key][:, :, :active])
+    # The threshold is reached (one right answer of 64): the stages end early.
+    record = results["dims_curriculum"]
+    assert record["stages"] == schedule.stage_ends(8)
+    assert any(stage["advanced"] for stage in record["stages"])
+    assert record["advance_accuracy"] == 1e-9 and record["num_dims"] == 16
+    assert record["accuracy_active_set"] == {"examples": 64, "seed": 1111}
+    assert results["flags"]["dims_curriculum"] == "1:4,2:8"
+
+
+def test_nth_farthest_dims_curriculum_resumes_in_its_stage(tmp_path, monkeypatch):
+    """A curriculum run stopped after each epoch (--max-minutes) and resumed: the schedule's
+    state saved with each checkpoint is restored, so the stage goes on (an early end made in
+    the first session holds in the next) and the iterations continue; resuming with another
+    curriculum, or without one, is refused (a curriculum added to a run started without one:
+    tests/test_run_folder.py)."""
+    made = _recording_make_batch(monkeypatch)
+    out = tmp_path / "run"
+    argv = ["--iterations", "8", *_CURRICULUM]
+    states = []
+    for session in range(3):
+        results = _run("nth_farthest", out, *argv, "--max-minutes", "1e-9")
+        assert results["stopped_by_time_budget"] and results["iterations"] == 2 * (session + 1)
+        with open(out / "backup" / "training_metadata.json") as f:
+            [newest, *_] = json.load(f)["checkpoints"]
+        assert newest["epoch"] == session + 1
+        states.append(newest["state"]["dims_schedule"])
+        assert states[-1]["iteration"] == 2 * (session + 1)
+        assert results["dims_curriculum"]["last_iteration"] == 2 * (session + 1)
+    results = _run("nth_farthest", out, *argv)  # the last epoch
+    assert results["iterations"] == 8 and not results["stopped_by_time_budget"]
+    rows = _history_rows(out)
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]  # continued, none again
+    actives, schedule = _replayed_schedule(rows, [(1, 4), (2, 8)], 1e-9)
+    train = {key: active for key, active, _ in made if key[0] == 0}
+    assert [train[(0, e, i)] for e in range(4) for i in range(2)] == actives
+    assert results["dims_curriculum"]["stages"] == schedule.stage_ends(8)
+    # The first session's early end of stage 1 (at iteration 2) held after the resume: a
+    # schedule started over would have trained iterations 3-4 at 1 dimension again.
+    assert states[0]["ended"] == [{"ended_at_iteration": 2, "advanced": True}]
+    assert actives[2:4] == [2, 2]
+    # Another curriculum, or none, cannot resume this run; nothing is trained.
+    for other in (["--dims-curriculum", "1:4,2:10"], []):
+        with pytest.raises(training.RunFolderError, match="--dims-curriculum"):
+            _load("nth_farthest").main(
+                ["--quick", "--verbose", "0", "--output-dir", str(out), "--iterations", "10"]
+                + other
+            )
+    assert len(_history_rows(out)) == 4
 
 
 def test_associative_retrieval_quick(tmp_path):
@@ -423,7 +561,7 @@ def test_nth_farthest_probe_advance_accuracy(tmp_path, monkeypatch):
     argv += ["--dims-curriculum", "1:4,2:8", "--advance-accuracy", "1e-9"]
     record = probe.main(argv + ["--output", str(tmp_path / "curve.json")])
     # accuracy >= 1e-9 is not certain at every report: recompute the expected schedule from them
-    schedule = probe.DimsSchedule([(1, 4), (2, 8)], 3)
+    schedule = nth_farthest.DimsSchedule([(1, 4), (2, 8)], 3)
     expected = []
     for row in record["curve"]:
         expected += [schedule.active(i) for i in range(row["iteration"] - 1, row["iteration"] + 1)]
@@ -441,58 +579,12 @@ def test_nth_farthest_probe_advance_accuracy(tmp_path, monkeypatch):
         probe.main(argv[:-1] + ["1.5", "--output", str(tmp_path / "y")])
 
 
-def test_dims_schedule_without_advances_matches_active_dims_at():
+def test_nth_farthest_probe_uses_the_task_modules_curriculum(tmp_path, capsys):
+    """The curriculum's parser and schedule are the task module's (tested in
+    tests/test_tasks_synthetic.py); on the command line a bad curriculum is a usage error
+    naming the flag."""
     probe = _load_probe()
-    curriculum = [(2, 3), (4, 7), (8, 8)]
-    schedule = probe.DimsSchedule(curriculum, 16)
-    assert [schedule.active(i) for i in range(1, 12)] == [
-        probe.active_dims_at(curriculum, i, 16) for i in range(1, 12)
-    ]
-    schedule = probe.DimsSchedule(curriculum, 16)
-    schedule.active(1)
-    schedule.advance(1)  # stage 2 (4 long) covers 2-5, stage 3 (1 long) 6
-    assert [schedule.active(i) for i in range(2, 9)] == [4, 4, 4, 4, 8, 16, 16]
-    assert probe.DimsSchedule(None, 16).active(1) == 16
-
-
-@pytest.mark.parametrize(
-    "text, match",
-    [
-        ("2:30,2:20", "must increase, got 20 after 30"),
-        ("2:30,4:30", "must increase"),
-        ("0:10", r"DIMS must be in 1\.\.16"),
-        ("17:10", r"DIMS must be in 1\.\.16.*got 17"),
-        ("2:0", "UNTIL must be >= 1"),
-        ("2-10", "not DIMS:UNTIL"),
-        ("2:10:3", "not DIMS:UNTIL"),
-        ("two:10", "not DIMS:UNTIL"),
-        ("2:10,", "not DIMS:UNTIL"),
-        ("", "not DIMS:UNTIL"),
-    ],
-)
-def test_nth_farthest_probe_dims_curriculum_parser_errors(text, match):
-    with pytest.raises(ValueError, match=match):
-        _load_probe().parse_dims_curriculum(text, 16)
-
-
-def test_nth_farthest_probe_dims_curriculum_parser(tmp_path, capsys):
-    probe = _load_probe()
-    assert probe.parse_dims_curriculum(None, 16) is None
-    assert probe.parse_dims_curriculum(" 2:3000, 4:6000,8:12000", 16) == [
-        (2, 3000),
-        (4, 6000),
-        (8, 12000),
-    ]
-    schedule = [(2, 3000), (4, 6000)]
-    assert [probe.active_dims_at(schedule, i, 16) for i in (1, 3000, 3001, 6000, 6001)] == [
-        2,
-        2,
-        4,
-        4,
-        16,
-    ]
-    assert probe.active_dims_at(None, 1, 16) == 16
-    # On the command line, a bad curriculum is a usage error naming the flag.
+    assert probe.DimsSchedule is nth_farthest.DimsSchedule
     with pytest.raises(SystemExit):
         probe.main(["--num-dims", "4", "--dims-curriculum", "8:10", "--output", str(tmp_path)])
     assert "--dims-curriculum" in capsys.readouterr().err

@@ -99,9 +99,11 @@ def test_evaluate_on_a_pointer_networks_file(task, tmp_path):
 
 
 def test_evaluate_without_value_names_the_task_and_size(tmp_path):
+    """`--evaluate` without a value looks for `<task>_<N>` (N = the one --n-points): here 7,
+    a size with no committed model (pretrained/tsp_5 exists since session 15)."""
     example = load_example("tsp")
-    with pytest.raises(FileNotFoundError, match="No pretrained model 'tsp_5'"):
-        example.main(QUICK + ["--evaluate", "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(FileNotFoundError, match="No pretrained model 'tsp_7'"):
+        example.main(QUICK + ["--n-points", "7", "--evaluate", "--output-dir", str(tmp_path / "x")])
 
 
 @pytest.mark.large

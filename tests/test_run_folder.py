@@ -137,6 +137,72 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert [e["epoch"] for e in _checkpoints(out)] == [4, 3]
 
 
+class _EpochCounter(keras.callbacks.Callback):
+    """A resumable callback: counts the epochs ended, in the logs and in its saved state."""
+
+    state_name = "counter"
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = 0
+
+    def get_state(self):
+        return {"epochs": self.epochs}
+
+    def set_state(self, state):
+        if not isinstance(state, dict) or not isinstance(state.get("epochs"), int):
+            raise ValueError(f"not a counter state: {state!r}")
+        self.epochs = state["epochs"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        logs["counted"] = self.epochs
+
+
+def _run_counting(out, counter, **overrides):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    callbacks = [counter] if counter else []
+    args = _args(out, **overrides)
+    return training.run(model, _Data(), args, monitor="loss", resumable_callbacks=callbacks)
+
+
+def test_resumable_callback_state_goes_with_its_checkpoint(tmp_path):
+    """`run(resumable_callbacks=...)`: each checkpoint's metadata entry holds the callbacks'
+    state of its epoch (taken after their epoch end, whose logs reach history.csv); a resume
+    restores the state of the checkpoint it loads, the previous one's on a fallback; a run
+    resumed without them, or with a state they refuse, stops naming the checkpoint."""
+    out = tmp_path / "run"
+    counter = _EpochCounter()
+    _run_counting(out, counter, iterations=6)
+    assert counter.epochs == 3
+    assert [e["state"] for e in _checkpoints(out)] == [{"counter": {"epochs": n}} for n in (3, 2)]
+    with open(out / "history.csv", newline="") as f:
+        assert [int(row["counted"]) for row in csv.DictReader(f)] == [1, 2, 3]
+    newest = _backup(out, _checkpoints(out)[0]["weights"])
+    with open(newest, "r+b") as f:
+        f.truncate(100)
+    counter = _EpochCounter()
+    with pytest.warns(UserWarning, match="epoch-000003.weights.h5"):
+        _run_counting(out, counter, iterations=8)
+    assert counter.epochs == 4  # 2 restored with epoch 2's checkpoint, then epochs 3 and 4
+    with open(out / "history.csv", newline="") as f:
+        assert [int(row["counted"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
+    with pytest.raises(training.RunFolderError, match=r"holds the training state \['counter'\]"):
+        _run_counting(out, None, iterations=10)
+    metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
+    metadata["checkpoints"][0]["state"]["counter"] = "three"
+    (out / "backup" / "training_metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(training.RunFolderError, match="not a counter state: 'three'"):
+        _run_counting(out, _EpochCounter(), iterations=10)
+    # A run without them resumes (and saves) no state; one started without them refuses them.
+    _run_counting(tmp_path / "plain", None)
+    assert all("state" not in e for e in _checkpoints(tmp_path / "plain"))
+    with pytest.raises(training.RunFolderError, match="holds no training state"):
+        _run_counting(tmp_path / "plain", _EpochCounter(), iterations=6)
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
 def test_unusable_checkpoints_stop_the_run(tmp_path, damage):
     out = tmp_path / "run"

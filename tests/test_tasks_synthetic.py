@@ -5,6 +5,8 @@ Every generator is checked example by example against a plain-Python solution wr
 seeding, speed and argument validation. Run once per backend (KERAS_BACKEND=jax|torch|tensorflow).
 """
 
+import argparse
+import json
 import math
 import time
 
@@ -243,6 +245,164 @@ def test_nth_farthest_accuracy_by_n_tells_the_plateau_from_distances():
         nth_farthest.accuracy_by_n(x[:, :4], y, y)
     with pytest.raises(ValueError, match="predicted"):
         nth_farthest.accuracy_by_n(x, y, y[:-1])
+
+
+# --- Nth-farthest's dimension curriculum (the probe's and the example's --dims-curriculum) ---
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("2:30,2:20", "must increase, got 20 after 30"),
+        ("2:30,4:30", "must increase"),
+        ("0:10", r"DIMS must be in 1\.\.16"),
+        ("17:10", r"DIMS must be in 1\.\.16.*got 17"),
+        ("2:0", "UNTIL must be >= 1"),
+        ("2-10", "not DIMS:UNTIL"),
+        ("2:10:3", "not DIMS:UNTIL"),
+        ("two:10", "not DIMS:UNTIL"),
+        ("2:10,", "not DIMS:UNTIL"),
+        ("", "not DIMS:UNTIL"),
+    ],
+)
+def test_nth_farthest_dims_curriculum_parser_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        nth_farthest.parse_dims_curriculum(text, 16)
+
+
+def test_nth_farthest_dims_curriculum_parser_and_flags():
+    assert nth_farthest.parse_dims_curriculum(None, 16) is None
+    stages = nth_farthest.parse_dims_curriculum(" 2:3000, 4:6000,8:12000", 16)
+    assert stages == [(2, 3000), (4, 6000), (8, 12000)]
+    assert nth_farthest.format_dims_curriculum(stages) == "2:3000,4:6000,8:12000"
+    schedule = [(2, 3000), (4, 6000)]
+    got = [nth_farthest.active_dims_at(schedule, i, 16) for i in (1, 3000, 3001, 6000, 6001)]
+    assert got == [2, 2, 4, 4, 16]
+    assert nth_farthest.active_dims_at(None, 1, 16) == 16
+    # The flags: parsed, or a usage error naming the flag.
+    parser = nth_farthest.add_dims_curriculum_arguments(argparse.ArgumentParser(), "acc")
+    for argv, expected in (
+        ([], None),
+        (["--dims-curriculum", "2:10"], [(2, 10)]),
+        (["--dims-curriculum", "2:10", "--advance-accuracy", "1"], [(2, 10)]),
+    ):
+        args = parser.parse_args(argv)
+        assert nth_farthest.check_dims_curriculum_args(parser, args, 16) == expected
+    for argv in (
+        ["--dims-curriculum", "8:10"],  # DIMS > 4
+        ["--dims-curriculum", "2:10,1:5"],
+        ["--advance-accuracy", "0.5"],  # without --dims-curriculum
+        ["--dims-curriculum", "2:10", "--advance-accuracy", "0"],
+        ["--dims-curriculum", "2:10", "--advance-accuracy", "1.5"],
+    ):
+        with pytest.raises(SystemExit):
+            nth_farthest.check_dims_curriculum_args(parser, parser.parse_args(argv), 4)
+
+
+def test_nth_farthest_dims_schedule():
+    curriculum = [(2, 3), (4, 7), (8, 8)]
+    schedule = nth_farthest.DimsSchedule(curriculum, 16)
+    ahead = [schedule.dims_at(i) for i in range(1, 12)]  # looks ahead, moves nothing
+    assert schedule.get_state() == nth_farthest.DimsSchedule(curriculum, 16).get_state()
+    assert [schedule.active(i) for i in range(1, 12)] == ahead
+    assert ahead == [nth_farthest.active_dims_at(curriculum, i, 16) for i in range(1, 12)]
+    assert schedule.stage_ends() == [
+        {"active_dims": 2, "until_iteration": 3, "ended_at_iteration": 3, "advanced": False},
+        {"active_dims": 4, "until_iteration": 7, "ended_at_iteration": 7, "advanced": False},
+        {"active_dims": 8, "until_iteration": 8, "ended_at_iteration": 8, "advanced": False},
+    ]
+    # An early end: the later stages keep their lengths and move earlier.
+    schedule = nth_farthest.DimsSchedule(curriculum, 16)
+    schedule.active(1)
+    schedule.advance(1)  # stage 2 (4 long) covers 2-5, stage 3 (1 long) 6
+    assert [schedule.dims_at(i) for i in range(2, 9)] == [4, 4, 4, 4, 8, 16, 16]
+    assert [schedule.active(i) for i in range(2, 9)] == [4, 4, 4, 4, 8, 16, 16]
+    ends = [(s["ended_at_iteration"], s["advanced"]) for s in schedule.stage_ends()]
+    assert ends == [(1, True), (5, False), (6, False)]
+    # A stage ended at its scheduled end is not an early one; stage_ends(iteration) counts a
+    # stage ending at `iteration` as ended, one ending later as not yet.
+    schedule = nth_farthest.DimsSchedule([(2, 4), (4, 8)], 16)
+    schedule.active(4)
+    schedule.advance(4)
+    assert schedule.stage_ends()[0]["advanced"] is False
+    schedule.active(6)
+    assert [s["ended_at_iteration"] for s in schedule.stage_ends()] == [4, None]
+    assert [s["ended_at_iteration"] for s in schedule.stage_ends(8)] == [4, 8]
+    assert schedule.active(7) == 4  # stage_ends moved nothing
+    assert nth_farthest.DimsSchedule(None, 16).active(1) == 16
+    assert nth_farthest.DimsSchedule(None, 16).stage_ends() == []
+
+
+def test_nth_farthest_dims_schedule_state_roundtrip_and_errors():
+    """The state is JSON: a schedule rebuilt from it (or given it) goes on as the original."""
+    schedule = nth_farthest.DimsSchedule([(2, 4), (4, 8), (8, 12)], 16)
+    schedule.active(3)
+    schedule.advance(3)
+    schedule.active(5)
+    state = json.loads(json.dumps(schedule.get_state()))
+    assert state["stage"] == 1 and state["iteration"] == 5
+    restored = nth_farthest.DimsSchedule.from_state(state)
+    fresh = nth_farthest.DimsSchedule([(2, 4), (4, 8), (8, 12)], 16)
+    fresh.set_state(state)  # in place (the training data holds the object)
+    for other in (restored, fresh):
+        assert other.get_state() == state
+    later = [schedule.active(i) for i in range(6, 16)]
+    for other in (restored, fresh):
+        assert [other.active(i) for i in range(6, 16)] == later == [4, 4, 8] + [8] * 3 + [16] * 4
+        assert other.get_state() == schedule.get_state()
+        assert other.stage_ends() == schedule.stage_ends()
+    with pytest.raises(ValueError, match=r"'2:4,4:8,8:12' in 16 dimensions.*'2:4,4:9' in 16"):
+        nth_farthest.DimsSchedule([(2, 4), (4, 9)], 16).set_state(state)
+    with pytest.raises(ValueError, match="in 16 dimensions, this schedule's is .* in 12"):
+        nth_farthest.DimsSchedule([(2, 4), (4, 8), (8, 12)], 12).set_state(state)
+    for bad in (
+        None,
+        {},
+        {**state, "stage": 3},  # more than the ended stages
+        {**state, "stage": -1},
+        {**state, "ended": []},
+        {**state, "stage_end": "9"},
+        {**state, "stages": [[2]]},
+    ):
+        with pytest.raises(ValueError, match="not a DimsSchedule state"):
+            nth_farthest.DimsSchedule.from_state(bad)
+
+
+def test_nth_farthest_dataset_follows_its_dims_schedule():
+    """`dataset(active_dims=schedule)`: batch i of epoch e is iteration e * len + i + 1, drawn at
+    the schedule's dimension for it (read when made: an early end changes the next batches),
+    with the plain stream's draws; a fixed int `active_dims` zeroes every batch."""
+    plain = nth_farthest.dataset(batch_size=4, num_batches=3, seed=5)
+    schedule = nth_farthest.DimsSchedule([(1, 2), (3, 5)], 16)
+    data = nth_farthest.dataset(batch_size=4, num_batches=3, seed=5, active_dims=schedule)
+
+    def check(epoch, index, active):
+        plain.epoch = data.epoch = epoch
+        (x, y), (px, _) = data[index], plain[index]
+        assert np.all(x[:, :, active:16] == 0) and np.all(x[:, :, :active] != 0)
+        assert np.array_equal(x[:, :, :active], px[:, :, :active])
+        assert np.array_equal(x[:, :, 16:], px[:, :, 16:])
+        again = nth_farthest.make_batch(
+            np.random.default_rng([5, epoch, index]), 4, active_dims=active
+        )
+        assert x.tobytes() == again[0].tobytes() and y.tobytes() == again[1].tobytes()
+
+    for iteration, active in zip(range(1, 10), [1, 1, 3, 3, 3, 16, 16, 16, 16]):
+        check((iteration - 1) // 3, (iteration - 1) % 3, active)
+    schedule.active(3)
+    schedule.advance(3)  # stage 2 ends at 3: iterations 4.. at 16 dims
+    check(1, 0, 16)
+    # After the curriculum the batches are the plain stream's, bit for bit.
+    data.epoch = plain.epoch = 4
+    assert data[2][0].tobytes() == plain[2][0].tobytes()
+    fixed = nth_farthest.dataset(batch_size=4, num_batches=2, seed=5, fixed=True, active_dims=2)
+    fixed.epoch = 3
+    x, _ = fixed[1]
+    assert np.all(x[:, :, 2:16] == 0) and np.all(x[:, :, :2] != 0)
+    with pytest.raises(ValueError, match="for 16 dimensions, the data set has num_dims=4"):
+        nth_farthest.dataset(num_dims=4, active_dims=schedule)
+    with pytest.raises(ValueError, match="active_dims"):
+        nth_farthest.dataset(num_dims=4, active_dims=5)
 
 
 def test_associative_retrieval_against_brute_force():

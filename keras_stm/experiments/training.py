@@ -985,17 +985,27 @@ class _Checkpoints(keras.callbacks.Callback):
     optimizer, with a warning naming it; `optimizer_restarts` records it (kept in the metadata
     across resumes, and in `results.json`).
 
+    Training state beyond the weights (e.g. a curriculum's stage) is kept by the `resumable`
+    callbacks: each checkpoint's entry in the metadata holds `"state": {state_name:
+    get_state()}` of them, taken when the checkpoint is written, and `restore` hands each the
+    state of the checkpoint it loads (`set_state`), so a fallback to the previous checkpoint
+    also goes back to its state.
+
     Args:
         backup_dir: str, the checkpoint folder.
         out: str, the run's output folder (for messages).
         keep: int, checkpoints kept. Defaults to 2.
+        resumable: callbacks with a `state_name` (str), `get_state()` (a JSON value) and
+            `set_state(state)` (raising `ValueError` on a state it cannot take). Defaults to
+            none.
     """
 
-    def __init__(self, backup_dir, out, keep=2):
+    def __init__(self, backup_dir, out, keep=2, resumable=()):
         super().__init__()
         self.backup_dir = backup_dir
         self.out = out
         self.keep = keep
+        self.resumable = {callback.state_name: callback for callback in resumable}
         self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
         self.checkpoints = []  # newest first: {"epoch", "weights", "bytes", "sha256"}
         self.optimizer_restarts = []  # resumes whose optimizer state was not restored
@@ -1148,6 +1158,7 @@ class _Checkpoints(keras.callbacks.Callback):
                 earlier = metadata.get("optimizer_restarts")
                 self.optimizer_restarts = list(earlier) if isinstance(earlier, list) else []
                 self._record_optimizer_restart(path, entry["epoch"])
+                self._restore_state(entry, path)
                 return int(entry["epoch"])
             problems.append(f"{path} {problem}")
         raise RunFolderError(
@@ -1158,6 +1169,40 @@ class _Checkpoints(keras.callbacks.Callback):
             "restore the checkpoint, or start over with --fresh (which deletes the checkpoints, "
             "history.csv, timer.json and best.keras)."
         )
+
+    def _restore_state(self, entry, path):
+        """Hands each resumable callback its state saved with the checkpoint of `entry`.
+
+        Raises:
+            RunFolderError: when the checkpoint's states and the resumable callbacks differ (a
+                run resumed with other flags than it was started with), or a callback refuses
+                its state.
+        """
+        state = entry.get("state", {})
+        if not isinstance(state, dict):
+            raise RunFolderError(
+                f"The checkpoint metadata {self.metadata_path} holds a state of {path} that is "
+                f"not a JSON object ({state!r}): " + _FRESH_HINT.format(out=self.out) + "."
+            )
+        unknown = sorted(set(state) - set(self.resumable))
+        missing = sorted(set(self.resumable) - set(state))
+        if unknown or missing:
+            held = f"holds the training state {unknown}" if unknown else "holds no training state"
+            raise RunFolderError(
+                f"The checkpoint {path} (epoch {entry['epoch']}) {held} where this run keeps "
+                f"{sorted(self.resumable)}: the run was started with other flags (e.g. with or "
+                "without --dims-curriculum). Resume it with the flags it was started with, or "
+                "start over with --fresh."
+            )
+        for name, callback in self.resumable.items():
+            try:
+                callback.set_state(state[name])
+            except ValueError as error:
+                raise RunFolderError(
+                    f"The checkpoint {path} (epoch {entry['epoch']}) holds a {name} state this "
+                    f"run cannot take ({error}). Resume it with the flags it was started with, "
+                    "or start over with --fresh."
+                ) from None
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -1173,6 +1218,8 @@ class _Checkpoints(keras.callbacks.Callback):
             "bytes": os.path.getsize(tmp),
             "sha256": file_sha256(tmp),
         }
+        if self.resumable:
+            entry["state"] = {name: c.get_state() for name, c in self.resumable.items()}
         os.replace(tmp, path)
         self.checkpoints = [entry] + [e for e in self.checkpoints if e["weights"] != name][
             : self.keep - 1
@@ -1565,8 +1612,8 @@ class _Precompile(keras.callbacks.Callback):
     step, `threads` at a time, into jax's persistent compilation cache (`--compile-threads`).
 
     Keras compiles the program of a new input shape when the first batch of that shape comes,
-    one after another; bAbI (one shape per task, and per partial batch) has about a hundred
-    programs of several seconds each on a GPU. Here, when training begins (Keras has built the
+    one after another; bAbI had 55 programs of several seconds each on a GPU (one shape per
+    task; 16 with its shape buckets). Here, when training begins (Keras has built the
     optimizer and metrics), each distinct batch of the training data is lowered with the
     model's own `train_step`, of the validation and test data with `test_step` and of the data
     for `model.predict` with the prediction step, as Keras' jax trainer lowers them, and the
@@ -1778,6 +1825,7 @@ def run(
     extra_callbacks=(),
     pretrained_name=None,
     evaluation_data=(),
+    resumable_callbacks=(),
 ):
     """Fit with resumable checkpoints, then evaluate and write results and the learning curve.
 
@@ -1796,6 +1844,15 @@ def run(
         evaluation_data: `(kind, dataset)` pairs of the data that `evaluate` passes to
             `model.evaluate` (kind "test") or `model.predict` ("predict"), whose programs
             `--compile-threads` compiles ahead with the training and validation ones.
+        resumable_callbacks: Keras callbacks that keep training state of their own (e.g. a
+            curriculum's stage), each with a `state_name` (str), `get_state()` (a JSON value)
+            and `set_state(state)` (raising `ValueError` on a state it cannot take). Each one's
+            state is saved with every checkpoint (in `backup/training_metadata.json`, written
+            atomically after the weights) and restored from the checkpoint the run resumes
+            from; a checkpoint without it (or with others) stops the run with a
+            `RunFolderError`. They come first in the callback list, so that at an epoch's end
+            they act (and add to the logs that `history.csv` records) before the checkpoint
+            is written.
 
     Returns:
         The results dict (also written to `<output_dir>/results.json`); with `--evaluate`,
@@ -1827,6 +1884,7 @@ def run(
             extra_results,
             extra_callbacks,
             evaluation_data,
+            resumable_callbacks,
         )
     finally:
         _unlock_output_dir(lock)
@@ -1844,6 +1902,7 @@ def _run_locked(
     extra_results,
     extra_callbacks,
     evaluation_data=(),
+    resumable_callbacks=(),
 ):
     """`run`'s work, with the output folder locked."""
     out = args.output_dir
@@ -1865,7 +1924,7 @@ def _run_locked(
     timer = _Timer(timer_path, out)
     if os.path.exists(best_path):
         _check_keras_archive(best_path, out)
-    checkpoints = _Checkpoints(backup_dir, out)
+    checkpoints = _Checkpoints(backup_dir, out, resumable=resumable_callbacks)
     initial_epoch = checkpoints.restore(model)
     initial_weights = getattr(args, "initial_weights", None)
     if initial_weights and initial_epoch == 0:
@@ -1888,6 +1947,7 @@ def _run_locked(
         verbose=args.verbose,
     )
     callbacks = [
+        *resumable_callbacks,  # first: their epoch-end state goes into the checkpoint and logs
         checkpoints,  # the resumable state; kept after the run, so a finished run is not rerun
         _BestModel(
             best_path,
