@@ -9,8 +9,9 @@
 #   run still going HARD_SECONDS (default: MINUTES + 2 minutes) after its start is killed; its
 #   last finished epoch's checkpoint is kept (checkpoints are written atomically).
 #   DEST gets, in the SPEC's order while they fit in BUDGET_MB (default 58): every run's records
-#   (json, csv, png, md, log), then its newest checkpoint and its best.keras, then jax's
-#   compilation cache (PACK_CACHE=0: not). Unpack here with
+#   (json, csv, png, md, log), then every run's newest checkpoint, then every best.keras, then
+#   jax's compilation cache (PACK_CACHE=0: not); the rest is listed in $RUNS/left_out.txt.
+#   Unpack here with
 #   `cat DEST/runs.tgz.part* | tar -xz -C $RUNS`.
 set -u
 spec=${1:?spec file}; minutes=${2:?minutes}; dest=${3:?destination}
@@ -52,6 +53,15 @@ for name in "${names[@]}"; do
     [ -f "$f" ] && add "${f#"$root"/}"
   done
 done
+# Checkpoints first (a run resumes from them on a fresh machine), then the best.keras files;
+# what does not fit is listed in $RUNS/left_out.txt, for a later call on the same machine:
+#   tar -czf - -C $RUNS -T $RUNS/left_out.txt | split -b 15m -d - $OUT/more.tgz.part
+# (the device tool brings back about 60 MiB a call: split the list if it is longer).
+left_out="$root/left_out.txt"; : > "$left_out"
+pack() {  # pack RUN_RELATIVE_PATH if the budget has room, else list it as left out
+  local size; size=$(stat -c %s "$root/$1")
+  if (( total + size < budget )); then add "$1"; else echo "left out: $1"; echo "$1" >> "$left_out"; fi
+}
 for name in "${names[@]}"; do
   newest=$(python3 - "$root/$name/backup/training_metadata.json" <<'EOF'
 import json, sys
@@ -62,11 +72,10 @@ except (OSError, ValueError):
     pass
 EOF
 )
-  for f in ${newest:+"backup/$newest"} best.keras; do
-    [ -f "$root/$name/$f" ] || continue
-    size=$(stat -c %s "$root/$name/$f")
-    if (( total + size < budget )); then add "$name/$f"; else echo "left out: $name/$f"; fi
-  done
+  [ -n "$newest" ] && [ -f "$root/$name/backup/$newest" ] && pack "$name/backup/$newest"
+done
+for name in "${names[@]}"; do
+  [ -f "$root/$name/best.keras" ] && pack "$name/best.keras"
 done
 # Last, jax's compilation cache (when the budget has room): carried to the next call or session
 # (as $RUNS/jax_cache), a run on the same kind of card and jax finds its programs compiled.
