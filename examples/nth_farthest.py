@@ -28,8 +28,9 @@ coordinates only are non-zero up to iteration 40,000, then 4 up to 80,000, then 
 from k on and computes the targets of the zeroed vectors; the input width, hence the model,
 stays the task's). With `--advance-accuracy A` a stage also ends at the first epoch end whose
 accuracy at the stage's dimension reaches A; the later stages keep their lengths and start
-earlier (`nth_farthest.DimsSchedule`). That accuracy is measured at every epoch end on the
-test protocol's examples (seed 1111, `--test-size`) with the coordinates from the active
+earlier (`nth_farthest.DimsSchedule`). That accuracy is measured at every epoch end on
+`--test-size` examples of their own (seed `nth_farthest.CURRICULUM_SEED`, 2222, not the test
+set's 1111, so no test example steers training) with the coordinates from the active
 dimension on zeroed; `history.csv` records it as `accuracy_active` beside `active_dims`, the
 dimension of the epoch's last batch. The schedule's state is saved with every checkpoint
 (`backup/training_metadata.json`), so an interrupted run resumes in the same stage;
@@ -212,11 +213,12 @@ def main(argv=None):
     if schedule is not None:
 
         def scoring_set(active_dims):
-            """The test protocol's examples with the coordinates from `active_dims` on zeroed."""
+            """`--test-size` examples of the curriculum's own seed (not the test set's), the
+            coordinates from `active_dims` on zeroed."""
             data = nfar_data.dataset(
                 batch_size=args.batch_size,
                 num_batches=args.test_batches,
-                seed=task_configs.TEST_SEED,
+                seed=nfar_data.CURRICULUM_SEED,
                 fixed=True,
                 active_dims=active_dims,
             )
@@ -236,7 +238,8 @@ def main(argv=None):
     def evaluate_and_record(model):
         """`evaluate`, and the curriculum as trained (for results.json), now that it is done."""
         if resumable:
-            extra["dims_curriculum"] = resumable[0].record(args.test_size, task_configs.TEST_SEED)
+            curriculum_record = resumable[0].record(args.test_size, nfar_data.CURRICULUM_SEED)
+            extra["dims_curriculum"] = curriculum_record
         return evaluate(model)
 
     extra["dims_curriculum"] = None

@@ -367,19 +367,23 @@ def test_nth_farthest_dims_curriculum_batches_and_advance(tmp_path, monkeypatch)
     for (_, epoch, index), (active, x) in train.items():
         assert active == actives[2 * epoch + index]
         assert np.all(x[:, :, active:16] == 0) and np.all(x[:, :, :active] != 0)
-    # The scoring sets: the test protocol's examples (seed 1111), the tail zeroed.
-    test = {key: x for key, active, x in made if key[0] == 1111 and active is None}
-    scored = [(key, active, x) for key, active, x in made if key[0] == 1111 and active]
+    # The scoring sets: examples of the curriculum's own seed (not the test set's 1111), the
+    # tail zeroed; the same examples at every dimension.
+    seed = nth_farthest.CURRICULUM_SEED
+    assert seed != task_configs.TEST_SEED
+    scored = [(key, active, x) for key, active, x in made if key[0] == seed and active]
     assert {active for _, active, _ in scored} == set(actives[1::2])
     for key, active, x in scored:
+        full, _ = nth_farthest.make_batch(np.random.default_rng(list(key)), x.shape[0])
         assert np.all(x[:, :, active:16] == 0)
-        assert np.array_equal(x[:, :, :active], test[key][:, :, :active])
+        assert np.array_equal(x[:, :, :active], full[:, :, :active])
+    assert not [key for key, active, _ in made if key[0] == 1111 and active]
     # The threshold is reached (one right answer of 64): the stages end early.
     record = results["dims_curriculum"]
     assert record["stages"] == schedule.stage_ends(8)
     assert any(stage["advanced"] for stage in record["stages"])
     assert record["advance_accuracy"] == 1e-9 and record["num_dims"] == 16
-    assert record["accuracy_active_set"] == {"examples": 64, "seed": 1111}
+    assert record["accuracy_active_set"] == {"examples": 64, "seed": seed}
     assert results["flags"]["dims_curriculum"] == "1:4,2:8"
 
 

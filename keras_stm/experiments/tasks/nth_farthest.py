@@ -80,6 +80,11 @@ def output_size(num_vectors=NUM_VECTORS):
 
 
 INPUT_SIZE = input_size()
+
+CURRICULUM_SEED = 2222
+"""int: seed of the examples on which a dimension curriculum scores its stages
+(`--advance-accuracy`): not the test set's (`task_configs.TEST_SEED`, 1111), so that no test
+example steers the training."""
 """int: D_in for the default sizes (40)."""
 OUTPUT_SIZE = output_size()
 """int: D_out (classes) for the default sizes (8)."""
